@@ -1,0 +1,221 @@
+"""The Cell protocol shared by every recurrent cell.
+
+A cell is a value, not a class hierarchy: a ``Cell`` NamedTuple of pure
+functions (the optax ``GradientTransformation`` pattern).
+
+Shapes use these letters throughout: ``B...`` any number of batch dims,
+``T`` time steps, ``D`` input features, ``H`` hidden units, ``G`` gates.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Params = Any
+Carry = Any
+
+CARRY_DTYPE = jnp.float32
+
+
+class LSTMCarry(NamedTuple):
+    """LSTM state: hidden ``h`` (B..., H or P) and cell ``c`` (B..., H)."""
+
+    h: Array
+    c: Array
+
+
+class Cell(NamedTuple):
+    """A recurrent cell as pure functions.
+
+    Attributes:
+      init: ``init(key, input_size) -> params``, a dict pytree.
+      step: ``step(params, carry, xp_t) -> (carry, y_t)``; the recurrent half,
+        ``xp_t`` (B..., G*H) is one time step of ``project``'s output.
+      initial_carry: ``initial_carry(batch_shape, dtype=float32) -> carry``.
+      project: ``project(params, xs) -> xp`` maps (B..., T, D) to
+        (B..., T, G*H) for all steps in one GEMM; identity when absent.
+      read: ``read(carry) -> h_in``, the part of the carry that the recurrent
+        kernel reads (recurrent dropout masks it).
+      update: ``update(params, carry, xp_t, h_in) -> (carry, y_t)`` with
+        ``step(p, c, x) == update(p, c, x, read(c))``.
+      pointwise: ``pointwise(params, carry, xp_t, hh_t) -> (carry, y_t)`` where
+        ``hh_t = h_in @ params["w_hh"]``: present when the only recurrent GEMM
+        is that single one, which enables the fused custom-VJP backward.
+      hidden_size: H, the size of ``y_t``.
+      name: a short family name, for messages.
+      compute_dtype: dtype of the recurrent GEMM (None: the params' dtype).
+    """
+
+    init: Callable[..., Params]
+    step: Callable[..., tuple[Carry, Array]]
+    initial_carry: Optional[Callable[..., Carry]] = None
+    project: Optional[Callable[[Params, Array], Array]] = None
+    read: Optional[Callable[[Carry], Array]] = None
+    update: Optional[Callable[..., tuple[Carry, Array]]] = None
+    pointwise: Optional[Callable[..., tuple[Carry, Array]]] = None
+    hidden_size: Optional[int] = None
+    name: str = "cell"
+    compute_dtype: Any = None
+
+
+def with_defaults(cell: Cell) -> Cell:
+    """Fills the optional fields of a user-defined cell.
+
+    ``project`` defaults to the identity; ``initial_carry`` to zeros of shape
+    (B..., hidden_size); ``read`` to the carry itself (or ``carry.h``);
+    ``update`` to calling ``step`` on the carry with ``h_in`` put back in.
+    """
+    project = cell.project or (lambda params, xs: xs)
+    initial_carry = cell.initial_carry
+    if initial_carry is None:
+        if cell.hidden_size is None:
+            initial_carry = _missing_initial_carry
+        else:
+            initial_carry = zeros_carry(cell.hidden_size)
+    read = cell.read or default_read
+    update = cell.update or _update_from_step(cell.step)
+    return cell._replace(
+        project=project, initial_carry=initial_carry, read=read, update=update
+    )
+
+
+def _missing_initial_carry(batch_shape, dtype=CARRY_DTYPE):
+    raise ValueError(
+        "cell: a cell without `initial_carry` needs `hidden_size` to build a "
+        "zero carry; give one of them, or pass `initial_carry=` to unroll"
+    )
+
+
+def zeros_carry(hidden_size: int) -> Callable[..., Array]:
+    def initial_carry(batch_shape, dtype=CARRY_DTYPE):
+        return jnp.zeros((*batch_shape, hidden_size), dtype)
+
+    return initial_carry
+
+
+def default_read(carry: Carry) -> Array:
+    return carry.h if hasattr(carry, "h") else carry
+
+
+def _replace_read(carry: Carry, h_in: Array) -> Carry:
+    return carry._replace(h=h_in) if hasattr(carry, "h") else h_in
+
+
+def _update_from_step(step):
+    def update(params, carry, xp_t, h_in):
+        return step(params, _replace_read(carry, h_in), xp_t)
+
+    return update
+
+
+# --- helpers shared by the built-in cells -------------------------------
+
+
+def compute(x: Array, dtype) -> Array:
+    """Casts a matmul operand to the compute dtype (None keeps it)."""
+    return x if dtype is None else x.astype(dtype)
+
+
+def matmul(x: Array, w: Array, dtype) -> Array:
+    """``x @ w`` in the compute dtype, accumulated and returned in fp32."""
+    return jnp.matmul(
+        compute(x, dtype), compute(w, dtype), preferred_element_type=CARRY_DTYPE
+    )
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value, choices) -> Any:
+    if value not in choices:
+        raise ValueError(
+            f"{name}: expected one of {sorted(map(str, choices))}, got {value!r}"
+        )
+    return value
+
+
+BIAS_MODES = ("double", "single", "none")
+
+
+def init_weights(key, input_size, recurrent_size, hidden_size, num_gates, opts):
+    """``w_ih`` (D, G*H) and ``w_hh`` (K, G*H), K the recurrent input size.
+
+    ``w_ih`` draws from ``kernel_init`` over the whole matrix (Keras);
+    ``w_hh`` from ``recurrent_init`` one (K, H) gate block at a time, so each
+    block is orthogonal under the default initialiser.
+    """
+    k_ih, k_hh = jax.random.split(key)
+    dt = opts.param_dtype
+    w_ih = opts.kernel_init(k_ih, (input_size, num_gates * hidden_size), dt)
+    blocks = [
+        opts.recurrent_init(k, (recurrent_size, hidden_size), dt)
+        for k in jax.random.split(k_hh, num_gates)
+    ]
+    return {"w_ih": w_ih, "w_hh": jnp.concatenate(blocks, axis=-1)}
+
+
+def init_biases(key, size, opts, *, offsets=None):
+    """Bias params for ``opts.bias``: ``b_ih`` and ``b_hh`` ("double", as
+    PyTorch), ``b`` ("single", as Keras) or none. ``offsets`` (size,) is added
+    to the input-side bias (the LSTM forget-gate bias)."""
+    k_ih, k_hh = jax.random.split(key)
+    dt = opts.param_dtype
+    if opts.bias == "none":
+        return {}
+    first = opts.bias_init(k_ih, (size,), dt)
+    if offsets is not None:
+        first = first + offsets.astype(dt)
+    if opts.bias == "single":
+        return {"b": first}
+    return {"b_ih": first, "b_hh": opts.bias_init(k_hh, (size,), dt)}
+
+
+def total_bias(params):
+    """Sum of whichever of ``b``, ``b_ih``, ``b_hh`` are present (or 0.)."""
+    return sum(params[k] for k in ("b", "b_ih", "b_hh") if k in params)
+
+
+def layer_norm(x, scale, bias=None, *, groups=1, eps=1e-5):
+    """Normalises each of ``groups`` equal slices of the last axis."""
+    shape = x.shape
+    x = x.reshape(*shape[:-1], groups, shape[-1] // groups)
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    x = ((x - mean) * jax.lax.rsqrt(var + eps)).reshape(shape)
+    x = x * scale
+    return x if bias is None else x + bias
+
+
+class CellOptions(NamedTuple):
+    """Options every built-in cell takes.
+
+    bias: "double" (``b_ih`` and ``b_hh``, PyTorch's parameter count),
+      "single" (``b``, Keras's) or "none".
+    kernel_init: initialiser of ``w_ih``; default Glorot uniform (Keras).
+    recurrent_init: initialiser of each (K, H) block of ``w_hh``; default
+      orthogonal (Keras, Flax).
+    bias_init: default zeros.
+    param_dtype: dtype of the params (fp32 default).
+    dtype: compute dtype of the matmuls (None: the params' dtype); carries,
+      gate sums and reductions stay fp32.
+    """
+
+    bias: str = "double"
+    kernel_init: Callable = jax.nn.initializers.glorot_uniform()
+    recurrent_init: Callable = jax.nn.initializers.orthogonal()
+    bias_init: Callable = jax.nn.initializers.zeros
+    param_dtype: Any = jnp.float32
+    dtype: Any = None
+
+
+def make_options(**kwargs) -> CellOptions:
+    opts = CellOptions(**kwargs)
+    check_choice("bias", opts.bias, BIAS_MODES)
+    return opts

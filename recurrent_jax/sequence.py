@@ -1,0 +1,268 @@
+"""The sequence engine: run a cell over time.
+
+``unroll`` hoists the input half of every gate out of the loop (one GEMM for
+all steps), then scans the recurrent half. It owns padding, reverse order,
+per-sequence regularisers, episode resets and the choice of implementation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from recurrent_jax import _checks, _step, fused
+from recurrent_jax._step import StepInputs, StepOptions
+from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
+
+IMPLS = ("auto", "scan", "fused")
+
+
+def unroll(
+    cell: Cell,
+    params,
+    xs: jax.Array,
+    *,
+    initial_carry=None,
+    seq_lengths=None,
+    mask=None,
+    resets=None,
+    reverse: bool = False,
+    keep_order: bool = True,
+    time_major: bool = False,
+    unroll="auto",
+    impl: str = "auto",
+    return_carries: bool = False,
+    dropout=0.0,
+    recurrent_dropout=0.0,
+    zoneout=0.0,
+    key=None,
+    deterministic: bool = False,
+):
+    r"""Runs ``cell`` over the time axis of ``xs``.
+
+    Args:
+      cell: a ``Cell``; user cells may give only ``init`` and ``step``.
+      params: the cell's params.
+      xs: inputs (B..., T, D), any number of batch dims; (T, B..., D) with
+        ``time_major``.
+      initial_carry: carry at t = 0 (default ``cell.initial_carry``, zeros),
+        leaves (B..., ·).
+      seq_lengths: ints (B...) in [0, T]; steps t >= length are padding.
+      mask: bool (B..., T) ((T, B...) with ``time_major``), True where valid.
+        Padded steps keep the carry and output zeros.
+      resets: bool like ``mask``; where set, the carry restarts from
+        ``initial_carry`` before reading x_t (episode boundaries).
+      reverse: read each sequence from its last valid step back to the first.
+        Outputs stay aligned with input positions (y_t is the output after
+        reading x_{len-1}, ..., x_t), as PyTorch's backward direction.
+      keep_order: with ``reverse``, False returns outputs in processing
+        order instead (y_0 after reading x_{len-1}); needs prefix masks.
+      time_major: layout of ``xs``, ``mask``, ``resets`` and the outputs.
+      unroll: steps per scan iteration; "auto" is 1 on CPU and 8 elsewhere.
+      impl: "scan" (autodiff of ``lax.scan``), "fused" (custom VJP whose
+        backward scan carries only the sequential terms and computes the
+        weight gradients as single GEMMs; cells with ``pointwise``), or
+        "auto" (fused where it applies). The fused path supports reverse-mode
+        autodiff only: use "scan" for ``jax.jvp``/``jacfwd``.
+      return_carries: also return the carry after every step (B..., T, ·).
+      dropout: variational input dropout rate: one mask per sequence over
+        the features of x, the same at every step (Gal & Ghahramani 2016).
+      recurrent_dropout: rate of one mask per sequence over the recurrent
+        input h_{t-1} of the recurrent kernel (Gal & Ghahramani 2016).
+      zoneout: rate at which each carry unit keeps its previous value at a
+        step (Krueger et al. 2016); at evaluation the expectation
+        ``p·old + (1−p)·new`` is used.
+      key: PRNG key for the regularisers; required when one is active.
+      deterministic: evaluation mode; dropout off, zoneout averaged.
+
+    Returns:
+      ``(final_carry, ys)`` with ys (B..., T, H) (zero at padded steps), and
+      ``carries`` third when ``return_carries``. The final carry is the carry
+      after the last valid step (the initial carry for length 0).
+    """
+    cell = with_defaults(cell)
+    _checks.check_inputs(xs, _input_size(params), time_major)
+    if impl not in IMPLS:
+        raise ValueError(f"impl: expected one of {list(IMPLS)}, got {impl!r}")
+    if not time_major:
+        xs = jnp.moveaxis(xs, -2, 0)
+    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+    valid = _valid_steps(seq_lengths, mask, batch_shape, num_steps, time_major)
+    resets = _time_major_mask("resets", resets, batch_shape, num_steps, time_major)
+    keys = _regulariser_keys(key, deterministic, dropout, recurrent_dropout, zoneout)
+
+    carry0 = _initial_carry(cell, initial_carry, batch_shape)
+    xs = _input_dropout(xs, dropout, keys[0], deterministic)
+    xp = cell.project(params, jnp.moveaxis(xs, 0, -2))
+    xp = jnp.moveaxis(xp, -2, 0)
+    step_inputs = StepInputs(
+        xp=xp,
+        valid=valid,
+        keep=_zoneout_masks(carry0, num_steps, zoneout, keys[2], deterministic),
+        reset=resets,
+    )
+    options = StepOptions(
+        recurrent_mask=_recurrent_mask(cell, carry0, recurrent_dropout, keys[1], deterministic),
+        zoneout=None if _checks.is_zero(zoneout) or not deterministic else zoneout,
+        reset_carry=None if resets is None else carry0,
+    )
+    if reverse:
+        step_inputs = jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), step_inputs)
+
+    chosen = _choose_impl(impl, cell, resets, return_carries)
+    n_unroll = _unroll_factor(unroll)
+    if chosen == "fused":
+        final, ys = fused.fused_scan(cell, params, carry0, step_inputs, options, n_unroll)
+        carries = None
+    else:
+        final, outs = jax.lax.scan(
+            lambda c, s: _scan_body(cell, params, options, return_carries, c, s),
+            carry0,
+            step_inputs,
+            unroll=n_unroll,
+        )
+        ys, carries = outs if return_carries else (outs, None)
+
+    if reverse:
+        ys, carries = jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), (ys, carries))
+        if not keep_order:
+            lengths = _lengths(valid, num_steps, batch_shape)
+            ys, carries = jax.tree_util.tree_map(
+                lambda a: reverse_valid(a, lengths), (ys, carries)
+            )
+    if not time_major:
+        ys, carries = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, -2), (ys, carries))
+    return (final, ys, carries) if return_carries else (final, ys)
+
+
+def _scan_body(cell, params, options, return_carries, carry, inputs):
+    new, y = _step.step(cell, params, options, carry, inputs)
+    return new, ((y, new) if return_carries else y)
+
+
+# --- argument handling ---------------------------------------------------
+
+
+def _input_size(params):
+    w = params.get("w_ih") if isinstance(params, dict) else None
+    return None if w is None or not hasattr(w, "shape") else w.shape[0]
+
+
+def _unroll_factor(unroll) -> int:
+    if unroll == "auto":
+        return 1 if jax.default_backend() == "cpu" else 8
+    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(f"unroll: expected a positive int or 'auto', got {unroll!r}")
+    return unroll
+
+
+def _choose_impl(impl, cell, resets, return_carries):
+    blockers = []
+    if cell.pointwise is None:
+        blockers.append(f"the {cell.name} cell has no `pointwise` split")
+    if resets is not None:
+        blockers.append("`resets` is set")
+    if return_carries:
+        blockers.append("`return_carries` is set")
+    if impl == "fused" and blockers:
+        raise ValueError(f"impl: 'fused' cannot be used here: {'; '.join(blockers)}")
+    if impl == "auto":
+        return "scan" if blockers else "fused"
+    return impl
+
+
+def _time_major_mask(name, m, batch_shape, num_steps, time_major):
+    if m is None:
+        return None
+    shape = (num_steps, *batch_shape) if time_major else (*batch_shape, num_steps)
+    m = _checks.check_mask(name, m, shape)
+    return m if time_major else jnp.moveaxis(m, -1, 0)
+
+
+def _valid_steps(seq_lengths, mask, batch_shape, num_steps, time_major):
+    """(T, B...) bool of valid steps, or None when every step is valid."""
+    if seq_lengths is not None and mask is not None:
+        raise ValueError("seq_lengths, mask: give at most one of them, got both")
+    if seq_lengths is not None:
+        lengths = _checks.check_seq_lengths(seq_lengths, batch_shape, num_steps)
+        steps = jnp.arange(num_steps).reshape(num_steps, *(1 for _ in batch_shape))
+        return steps < lengths[None]
+    return _time_major_mask("mask", mask, batch_shape, num_steps, time_major)
+
+
+def _lengths(valid, num_steps, batch_shape):
+    if valid is None:
+        return jnp.full(batch_shape, num_steps, jnp.int32)
+    return valid.sum(0).astype(jnp.int32)
+
+
+def reverse_valid(a, lengths):
+    """Reverses the first ``lengths[b]`` steps of each sequence of ``a``.
+
+    a: (T, B..., ·) time-major; lengths: (B...). Padding stays in place.
+    """
+    num_steps = a.shape[0]
+    steps = jnp.arange(num_steps).reshape(num_steps, *(1 for _ in lengths.shape))
+    index = jnp.where(steps < lengths[None], lengths[None] - 1 - steps, steps)
+    index = index.reshape(*index.shape, *(1 for _ in a.shape[index.ndim :]))
+    return jnp.take_along_axis(a, jnp.broadcast_to(index, a.shape), axis=0)
+
+
+def _initial_carry(cell, initial_carry, batch_shape):
+    expected = cell.initial_carry(batch_shape, CARRY_DTYPE)
+    if initial_carry is None:
+        return expected
+    _checks.check_carry("initial_carry", initial_carry, expected)
+    return jax.tree_util.tree_map(lambda c: c.astype(CARRY_DTYPE), initial_carry)
+
+
+# --- regularisers --------------------------------------------------------
+
+
+def _regulariser_keys(key, deterministic, dropout, recurrent_dropout, zoneout):
+    """One key per active regulariser (input, recurrent, zoneout), else None."""
+    rates = {"dropout": dropout, "recurrent_dropout": recurrent_dropout, "zoneout": zoneout}
+    active = [
+        not deterministic and not _checks.is_zero(_checks.check_rate(name, rate))
+        for name, rate in rates.items()
+    ]
+    if any(active) and key is None:
+        raise ValueError(
+            "key: a PRNG key is required when dropout, recurrent_dropout or "
+            "zoneout is active and deterministic=False, got None"
+        )
+    if not any(active):
+        return (None, None, None)
+    k = jax.random.split(key, 3)
+    return tuple(ki if on else None for ki, on in zip(k, active))
+
+
+def dropout_mask(key, rate, shape):
+    """Inverted-dropout mask: 0 with probability ``rate``, else 1/(1−rate)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return jnp.where(keep, 1.0 / (1.0 - rate), 0.0).astype(CARRY_DTYPE)
+
+
+def _input_dropout(xs, rate, key, deterministic):
+    if key is None:
+        return xs
+    shape = (1, *xs.shape[1:])  # one mask per sequence, shared over time
+    return xs * dropout_mask(key, rate, shape).astype(xs.dtype)
+
+
+def _recurrent_mask(cell, carry0, rate, key, deterministic):
+    if key is None:
+        return None
+    return dropout_mask(key, rate, cell.read(carry0).shape)
+
+
+def _zoneout_masks(carry0, num_steps, rate, key, deterministic):
+    if key is None:
+        return None
+    leaves, treedef = jax.tree_util.tree_flatten(carry0)
+    keys = jax.random.split(key, len(leaves))
+    masks = [
+        jax.random.bernoulli(k, rate, (num_steps, *leaf.shape))
+        for k, leaf in zip(keys, leaves)
+    ]
+    return jax.tree_util.tree_unflatten(treedef, masks)
