@@ -1,8 +1,22 @@
 """recurrent_jax: recurrent networks in JAX, pure cells to sweeps."""
 
-from recurrent_jax import cells
+from recurrent_jax import cells, layers, nn
 from recurrent_jax.cells import Cell, LSTMCarry
+from recurrent_jax.layers import Layer, bidirectional, layer, stack
 from recurrent_jax.sequence import unroll
+from recurrent_jax.truncated import truncated_unroll
 
-__all__ = ["Cell", "LSTMCarry", "cells", "unroll"]
+__all__ = [
+    "Cell",
+    "LSTMCarry",
+    "Layer",
+    "bidirectional",
+    "cells",
+    "layer",
+    "layers",
+    "nn",
+    "stack",
+    "truncated_unroll",
+    "unroll",
+]
 __version__ = "0.1.0"

@@ -1,0 +1,293 @@
+"""Sequence layers: a cell with its direction, bidirectional pairs and stacks.
+
+A ``Layer`` is, like a ``Cell``, a NamedTuple of pure functions:
+``init(key, input_size) -> params`` and
+``apply(params, xs, **options) -> (final_carry, ys)``. Layers compose:
+``stack`` takes cells or layers, ``bidirectional`` takes cells or layers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+
+from recurrent_jax import _checks
+from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
+from recurrent_jax.sequence import dropout_mask, unroll
+
+INITIAL_CARRY = "initial_carry"
+MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+class Layer(NamedTuple):
+    """A sequence layer as pure functions.
+
+    Attributes:
+      init: ``init(key, input_size) -> params``.
+      apply: ``apply(params, xs, *, seq_lengths=None, mask=None,
+        initial_carry=None, key=None, deterministic=False,
+        return_sequences=True) -> (final_carry, ys)``; xs (B..., T, D),
+        ys (B..., T, output_size), or (B..., output_size) — the output after
+        the whole sequence was read — when ``return_sequences`` is False.
+      output_size: features of ys (None for ``merge_mode=None`` pairs).
+    """
+
+    init: Callable
+    apply: Callable
+    output_size: Optional[int]
+
+
+def layer(
+    cell: Cell,
+    *,
+    reverse: bool = False,
+    learn_initial_carry: bool = False,
+    dropout=0.0,
+    recurrent_dropout=0.0,
+    zoneout=0.0,
+    time_major: bool = False,
+    **unroll_options,
+) -> Layer:
+    """One cell run in one direction by ``rj.unroll``.
+
+    Args:
+      cell: the cell.
+      reverse: run from the last valid step back (see ``rj.unroll``).
+      learn_initial_carry: adds a param ``initial_carry`` (the carry of one
+        sequence, zeros at init) broadcast over the batch.
+      dropout, recurrent_dropout, zoneout: per-sequence regularisers of
+        ``rj.unroll`` (rates may be traced values).
+      time_major: layout of xs and ys.
+      **unroll_options: ``unroll``, ``impl``, ``keep_order``.
+
+    Params: the cell's, plus ``initial_carry`` when learned.
+    """
+    cell = with_defaults(cell)
+    time_axis = 0 if time_major else -2
+
+    def init(key, input_size):
+        params = cell.init(key, input_size)
+        if learn_initial_carry:
+            params = params | {INITIAL_CARRY: cell.initial_carry((), CARRY_DTYPE)}
+        return params
+
+    def apply(
+        params,
+        xs,
+        *,
+        seq_lengths=None,
+        mask=None,
+        initial_carry=None,
+        key=None,
+        deterministic=False,
+        return_sequences=True,
+    ):
+        cell_params = {k: v for k, v in params.items() if k != INITIAL_CARRY}
+        if initial_carry is None and learn_initial_carry:
+            batch = _batch_shape(xs, time_major)
+            initial_carry = jax.tree_util.tree_map(
+                lambda c: jnp.broadcast_to(c, (*batch, *c.shape)), params[INITIAL_CARRY]
+            )
+        carry, ys = unroll(
+            cell,
+            cell_params,
+            xs,
+            initial_carry=initial_carry,
+            seq_lengths=seq_lengths,
+            mask=mask,
+            reverse=reverse,
+            time_major=time_major,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            zoneout=zoneout,
+            key=key,
+            deterministic=deterministic,
+            **unroll_options,
+        )
+        if not return_sequences:
+            ys = _final_output(ys, reverse, seq_lengths, mask, time_axis)
+        return carry, ys
+
+    return Layer(init, apply, cell.hidden_size)
+
+
+def bidirectional(
+    forward: Union[Cell, Layer],
+    backward: Union[Cell, Layer, None] = None,
+    *,
+    merge_mode: Union[str, None, Callable] = "concat",
+    time_major: bool = False,
+    **layer_options,
+) -> Layer:
+    """Runs ``forward`` left to right and ``backward`` right to left.
+
+    Outputs stay aligned with input positions; ``merge_mode`` combines them:
+    "concat" (features 2H), "sum", "mul", "ave", None (the pair
+    ``(y_fwd, y_bwd)``) or a callable ``f(y_fwd, y_bwd)``. ``backward``
+    defaults to a fresh copy of ``forward`` (own params). A Cell given is
+    wrapped by ``layer(cell, **layer_options)``, the backward one reversed.
+
+    Params: ``{"forward": ..., "backward": ...}``.
+    Carry: ``(forward_carry, backward_carry)``.
+    """
+    if not (callable(merge_mode) or merge_mode in MERGE_MODES):
+        raise ValueError(
+            f"merge_mode: expected one of {list(MERGE_MODES)} or a callable, got {merge_mode!r}"
+        )
+    backward = forward if backward is None else backward
+    opts = dict(layer_options, time_major=time_major)
+    fwd = forward if isinstance(forward, Layer) else layer(forward, **opts)
+    bwd = backward if isinstance(backward, Layer) else layer(backward, reverse=True, **opts)
+
+    def init(key, input_size):
+        k_f, k_b = jax.random.split(key)
+        return {"forward": fwd.init(k_f, input_size), "backward": bwd.init(k_b, input_size)}
+
+    def apply(params, xs, *, initial_carry=None, key=None, **options):
+        carries = (None, None) if initial_carry is None else initial_carry
+        keys = (None, None) if key is None else tuple(jax.random.split(key))
+        c_f, y_f = fwd.apply(params["forward"], xs, initial_carry=carries[0], key=keys[0], **options)
+        c_b, y_b = bwd.apply(params["backward"], xs, initial_carry=carries[1], key=keys[1], **options)
+        return (c_f, c_b), merge(merge_mode, y_f, y_b)
+
+    size = fwd.output_size
+    output_size = {"concat": None if size is None else 2 * size, None: None}.get(merge_mode, size)
+    if callable(merge_mode):
+        output_size = None
+    return Layer(init, apply, output_size)
+
+
+def merge(merge_mode, y_fwd, y_bwd):
+    """Combines the two directions' outputs (see ``bidirectional``)."""
+    if callable(merge_mode):
+        return merge_mode(y_fwd, y_bwd)
+    if merge_mode is None:
+        return (y_fwd, y_bwd)
+    if merge_mode == "concat":
+        return jnp.concatenate([y_fwd, y_bwd], axis=-1)
+    if merge_mode == "sum":
+        return y_fwd + y_bwd
+    if merge_mode == "mul":
+        return y_fwd * y_bwd
+    return (y_fwd + y_bwd) / 2.0
+
+
+def stack(
+    layers: Sequence[Union[Cell, Layer]],
+    *,
+    dropout=0.0,
+    residual: bool = False,
+    time_major: bool = False,
+) -> Layer:
+    """Layers applied in sequence, the outputs of one the inputs of the next.
+
+    Args:
+      layers: cells (wrapped by ``layer``) or layers, bottom first.
+      dropout: rate of standard dropout on the outputs of every layer but the
+        last (PyTorch's ``nn.LSTM(dropout=...)``); one mask per element.
+      residual: add each layer's input to its output, from the second layer
+        up (their sizes must match).
+      time_major: layout of xs and ys (used for cells given here).
+
+    Params: ``{"layer_0": ..., "layer_1": ...}``. Carry: a tuple, one per
+    layer. ``initial_carry`` likewise a tuple (or None).
+    """
+    layers = [
+        lyr if isinstance(lyr, Layer) else layer(lyr, time_major=time_major) for lyr in layers
+    ]
+    if not layers:
+        raise ValueError("layers: expected at least one cell or layer, got none")
+    names = [f"layer_{i}" for i in range(len(layers))]
+
+    def init(key, input_size):
+        keys = jax.random.split(key, len(layers))
+        params, size = {}, input_size
+        for name, lyr, k in zip(names, layers, keys):
+            params[name] = lyr.init(k, size)
+            size = lyr.output_size
+        return params
+
+    def apply(params, xs, *, initial_carry=None, key=None, deterministic=False, **options):
+        carries_in = (None,) * len(layers) if initial_carry is None else initial_carry
+        if len(carries_in) != len(layers):
+            raise ValueError(
+                f"initial_carry: expected a tuple of {len(layers)} carries (one per "
+                f"layer), got {len(carries_in)}"
+            )
+        keys = [None] * (2 * len(layers)) if key is None else list(jax.random.split(key, 2 * len(layers)))
+        carries, last = [], len(layers) - 1
+        for i, (name, lyr) in enumerate(zip(names, layers)):
+            layer_options = dict(options, deterministic=deterministic)
+            if i < last:
+                layer_options["return_sequences"] = True
+            carry, ys = lyr.apply(
+                params[name], xs, initial_carry=carries_in[i], key=keys[2 * i], **layer_options
+            )
+            if residual and i > 0:
+                ys = _residual(ys, xs, i)
+            if i < last:
+                ys = _between_layers(ys, dropout, keys[2 * i + 1], deterministic)
+            carries.append(carry)
+            xs = ys
+        return tuple(carries), xs
+
+    return Layer(init, apply, layers[-1].output_size)
+
+
+def _residual(ys, xs, index):
+    if ys.shape[-1] != xs.shape[-1]:
+        raise ValueError(
+            f"residual: layer_{index} maps {xs.shape[-1]} features to "
+            f"{ys.shape[-1]}; a residual connection needs them equal"
+        )
+    return ys + xs
+
+
+def _between_layers(ys, rate, key, deterministic):
+    if deterministic or _checks.is_zero(_checks.check_rate("dropout", rate)):
+        return ys
+    if key is None:
+        raise ValueError(
+            "key: a PRNG key is required for dropout between layers when "
+            "deterministic=False, got None"
+        )
+    return ys * dropout_mask(key, rate, ys.shape).astype(ys.dtype)
+
+
+def _batch_shape(xs, time_major):
+    return xs.shape[1:-1] if time_major else xs.shape[:-2]
+
+
+def _final_output(ys, reverse, seq_lengths, mask, time_axis):
+    """The output after the whole sequence was read: y at the last valid step
+    forward, at the first valid step in reverse (zeros for length 0)."""
+    time_axis = time_axis % ys.ndim
+    num_steps = ys.shape[time_axis]
+    valid = _valid_mask(seq_lengths, mask, ys, time_axis)
+    if valid is None:
+        return jnp.take(ys, 0 if reverse else num_steps - 1, axis=time_axis)
+    steps = jnp.arange(num_steps)
+    steps = steps.reshape(num_steps, *(1 for _ in range(valid.ndim - 1)))
+    steps = jnp.moveaxis(steps, 0, time_axis) if time_axis else steps
+    sentinel = jnp.where(valid, steps, num_steps if reverse else -1)
+    index = sentinel.min(time_axis) if reverse else sentinel.max(time_axis)
+    index = jnp.clip(index, 0, num_steps - 1)[..., None]
+    y_moved = jnp.moveaxis(ys, time_axis, -2)
+    picked = jnp.take_along_axis(y_moved, index[..., None], axis=-2)[..., 0, :]
+    return picked  # padded outputs are zeros, so length 0 gives zeros
+
+
+def _valid_mask(seq_lengths, mask, ys, time_axis):
+    """Bool valid mask shaped like ys without features, or None."""
+    if mask is not None:
+        return jnp.asarray(mask)
+    if seq_lengths is None:
+        return None
+    num_steps = ys.shape[time_axis]
+    lengths = jnp.asarray(seq_lengths)
+    steps = jnp.arange(num_steps)
+    if time_axis == 0:
+        return steps.reshape(num_steps, *(1 for _ in lengths.shape)) < lengths[None]
+    return steps < lengths[..., None]
