@@ -44,7 +44,8 @@ def check_seq_lengths(seq_lengths, batch_shape, num_steps):
             f"of xs), got {describe(seq_lengths)}"
         )
     if is_concrete(seq_lengths) and seq_lengths.size:
-        lo, hi = int(np.min(seq_lengths)), int(np.max(seq_lengths))
+        values = np.asarray(seq_lengths)
+        lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi > num_steps:
             raise ValueError(
                 f"seq_lengths: expected values in [0, {num_steps}] (T of xs), "

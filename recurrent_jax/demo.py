@@ -78,7 +78,9 @@ def mse(cell: rj.Cell, params: dict, xs: jax.Array, targets: jax.Array) -> jax.A
 
 def train_step(cell, optimizer, config: DemoConfig, data_key, state: TrainState, _):
     """One Adam update on a fresh batch drawn from ``fold_in(data_key, step)``."""
-    xs, targets = adding_problem(jax.random.fold_in(data_key, state.step), config.batch, config.seq_len)
+    xs, targets = adding_problem(
+        jax.random.fold_in(data_key, state.step), config.batch, config.seq_len
+    )
     loss, grads = jax.value_and_grad(lambda p: mse(cell, p, xs, targets))(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -87,7 +89,7 @@ def train_step(cell, optimizer, config: DemoConfig, data_key, state: TrainState,
 
 def train_chunk(cell, optimizer, config, data_key, state: TrainState, num_steps: int):
     """``num_steps`` updates under one ``lax.scan``; returns the state and the losses."""
-    body = lambda s, x: train_step(cell, optimizer, config, data_key, s, x)  # noqa: E731
+    body = lambda s, x: train_step(cell, optimizer, config, data_key, s, x)
     return jax.lax.scan(body, state, None, length=num_steps)
 
 
@@ -119,7 +121,8 @@ def run(config: DemoConfig) -> float:
         )
     xs, targets = adding_problem(test_key, config.test_batch, config.seq_len)
     test_mse = float(jax.jit(lambda p: mse(cell, p, xs, targets))(state.params))
-    print(f"test MSE {test_mse:.5f}  vs baseline {BASELINE_MSE:.5f}  ({time.perf_counter() - start:.1f}s)")
+    elapsed = time.perf_counter() - start
+    print(f"test MSE {test_mse:.5f}  vs baseline {BASELINE_MSE:.5f}  ({elapsed:.1f}s)")
     return test_mse
 
 

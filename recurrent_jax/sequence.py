@@ -26,6 +26,7 @@ def unroll(
     seq_lengths=None,
     mask=None,
     resets=None,
+    reset_carry=None,
     reverse: bool = False,
     keep_order: bool = True,
     time_major: bool = False,
@@ -57,6 +58,8 @@ def unroll(
         reading x_{len-1}, ..., x_t), as PyTorch's backward direction.
       keep_order: with ``reverse``, False returns outputs in processing
         order instead (y_0 after reading x_{len-1}); needs prefix masks.
+      reset_carry: the carry ``resets`` restart from (default: the initial
+        carry), leaves (B..., ·).
       time_major: layout of ``xs``, ``mask``, ``resets`` and the outputs.
       unroll: steps per scan iteration; "auto" is 1 on CPU and 8 elsewhere.
       impl: "scan" (autodiff of ``lax.scan``), "fused" (custom VJP whose
@@ -104,7 +107,7 @@ def unroll(
     options = StepOptions(
         recurrent_mask=_recurrent_mask(cell, carry0, recurrent_dropout, keys[1], deterministic),
         zoneout=None if _checks.is_zero(zoneout) or not deterministic else zoneout,
-        reset_carry=None if resets is None else carry0,
+        reset_carry=_reset_carry(cell, resets, reset_carry, carry0, batch_shape),
     )
     if reverse:
         step_inputs = jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), step_inputs)
@@ -214,6 +217,16 @@ def _initial_carry(cell, initial_carry, batch_shape):
         return expected
     _checks.check_carry("initial_carry", initial_carry, expected)
     return jax.tree_util.tree_map(lambda c: c.astype(CARRY_DTYPE), initial_carry)
+
+
+def _reset_carry(cell, resets, reset_carry, carry0, batch_shape):
+    if resets is None:
+        return None
+    if reset_carry is None:
+        return carry0
+    expected = cell.initial_carry(batch_shape, CARRY_DTYPE)
+    _checks.check_carry("reset_carry", reset_carry, expected)
+    return reset_carry
 
 
 # --- regularisers --------------------------------------------------------

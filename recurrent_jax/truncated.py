@@ -74,12 +74,14 @@ def truncated_unroll(
             initial_carry=carry,
             mask=chunk["mask"],
             resets=chunk["resets"],
+            reset_carry=None if resets is None else start,
             key=chunk["key"],
             **unroll_options,
         )
 
     if initial_carry is None:  # the outer scan needs the carry's structure
         initial_carry = with_defaults(cell).initial_carry(batch, CARRY_DTYPE)
+    start = initial_carry  # where resets restart, in every chunk
     final, ys = jax.lax.scan(body, initial_carry, chunks)
     ys = jnp.moveaxis(ys, 0, -3).reshape(*batch, padded, ys.shape[-1])
     return final, ys[..., :num_steps, :]
