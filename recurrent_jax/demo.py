@@ -63,7 +63,7 @@ def init_params(key: jax.Array, cell: rj.Cell, hidden: int) -> dict:
     k_cell, k_readout = jax.random.split(key)
     w_out = jax.random.normal(k_readout, (hidden,)) / jnp.sqrt(hidden)
     # The readout bias starts at the target mean, so training starts at the baseline.
-    return {"cell": cell.init(k_cell, input_size=2), "w_out": w_out, "b_out": jnp.array(1.0)}
+    return {"cell": cell.init(k_cell, input_size=2), "w_out": w_out, "b_out": jnp.ones(())}
 
 
 def predict(cell: rj.Cell, params: dict, xs_BxTx2: jax.Array) -> jax.Array:
