@@ -63,9 +63,7 @@ def check_mask(name, mask, expected_shape):
             f"got {describe(mask)}"
         )
     if tuple(mask.shape) != tuple(expected_shape):
-        raise ValueError(
-            f"{name}: expected shape {tuple(expected_shape)}, got {describe(mask)}"
-        )
+        raise ValueError(f"{name}: expected shape {tuple(expected_shape)}, got {describe(mask)}")
     return jnp.asarray(mask)
 
 
@@ -75,7 +73,9 @@ def check_carry(name, carry, expected):
     want_def = jax.tree_util.tree_structure(expected)
     if got_def != want_def:
         raise ValueError(f"{name}: expected a carry like {want_def}, got {got_def}")
-    for got, want in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(expected)):
+    for got, want in zip(
+        jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(expected), strict=True
+    ):
         if not hasattr(got, "shape") or tuple(got.shape) != tuple(want.shape):
             shapes = [tuple(w.shape) for w in jax.tree_util.tree_leaves(expected)]
             raise ValueError(

@@ -6,7 +6,7 @@ same function.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,15 +18,15 @@ class StepInputs(NamedTuple):
     """What the scan reads at step t (None where a feature is off)."""
 
     xp: Any  # (B..., G*H) projected input
-    valid: Optional[jax.Array] = None  # (B...) bool
+    valid: jax.Array | None = None  # (B...) bool
     keep: Any = None  # carry-shaped bool: zoneout keeps the old unit
-    reset: Optional[jax.Array] = None  # (B...) bool
+    reset: jax.Array | None = None  # (B...) bool
 
 
 class StepOptions(NamedTuple):
     """What every step sees: per-sequence masks and constants."""
 
-    recurrent_mask: Optional[jax.Array] = None  # (B..., K) scaled dropout mask
+    recurrent_mask: jax.Array | None = None  # (B..., K) scaled dropout mask
     zoneout: Any = None  # rate, when averaging at evaluation
     reset_carry: Any = None  # carry to restart from where ``reset`` is set
 
@@ -73,6 +73,4 @@ def finish(options, old, inputs, new, y):
 
 def where_batch(pred, on_true, on_false):
     """``where`` over carry leaves (B..., ·) with ``pred`` (B...)."""
-    return jax.tree_util.tree_map(
-        lambda a, b: jnp.where(pred[..., None], a, b), on_true, on_false
-    )
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred[..., None], a, b), on_true, on_false)

@@ -8,7 +8,8 @@ A ``Layer`` is, like a ``Cell``, a NamedTuple of pure functions:
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,7 @@ class Layer(NamedTuple):
 
     init: Callable
     apply: Callable
-    output_size: Optional[int]
+    output_size: int | None
 
 
 def layer(
@@ -114,10 +115,10 @@ def layer(
 
 
 def bidirectional(
-    forward: Union[Cell, Layer],
-    backward: Union[Cell, Layer, None] = None,
+    forward: Cell | Layer,
+    backward: Cell | Layer | None = None,
     *,
-    merge_mode: Union[str, None, Callable] = "concat",
+    merge_mode: str | None | Callable = "concat",
     time_major: bool = False,
     **layer_options,
 ) -> Layer:
@@ -148,8 +149,12 @@ def bidirectional(
     def apply(params, xs, *, initial_carry=None, key=None, **options):
         carries = (None, None) if initial_carry is None else initial_carry
         keys = (None, None) if key is None else tuple(jax.random.split(key))
-        c_f, y_f = fwd.apply(params["forward"], xs, initial_carry=carries[0], key=keys[0], **options)
-        c_b, y_b = bwd.apply(params["backward"], xs, initial_carry=carries[1], key=keys[1], **options)
+        c_f, y_f = fwd.apply(
+            params["forward"], xs, initial_carry=carries[0], key=keys[0], **options
+        )
+        c_b, y_b = bwd.apply(
+            params["backward"], xs, initial_carry=carries[1], key=keys[1], **options
+        )
         return (c_f, c_b), merge(merge_mode, y_f, y_b)
 
     size = fwd.output_size
@@ -175,7 +180,7 @@ def merge(merge_mode, y_fwd, y_bwd):
 
 
 def stack(
-    layers: Sequence[Union[Cell, Layer]],
+    layers: Sequence[Cell | Layer],
     *,
     dropout=0.0,
     residual: bool = False,
@@ -204,7 +209,7 @@ def stack(
     def init(key, input_size):
         keys = jax.random.split(key, len(layers))
         params, size = {}, input_size
-        for name, lyr, k in zip(names, layers, keys):
+        for name, lyr, k in zip(names, layers, keys, strict=True):
             params[name] = lyr.init(k, size)
             size = lyr.output_size
         return params
@@ -216,9 +221,13 @@ def stack(
                 f"initial_carry: expected a tuple of {len(layers)} carries (one per "
                 f"layer), got {len(carries_in)}"
             )
-        keys = [None] * (2 * len(layers)) if key is None else list(jax.random.split(key, 2 * len(layers)))
+        keys = (
+            [None] * (2 * len(layers))
+            if key is None
+            else list(jax.random.split(key, 2 * len(layers)))
+        )
         carries, last = [], len(layers) - 1
-        for i, (name, lyr) in enumerate(zip(names, layers)):
+        for i, (name, lyr) in enumerate(zip(names, layers, strict=True)):
             layer_options = dict(options, deterministic=deterministic)
             if i < last:
                 layer_options["return_sequences"] = True

@@ -13,7 +13,8 @@ RNG stream (``rngs={"dropout": key}``) when ``deterministic=False``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -22,7 +23,6 @@ import jax.numpy as jnp
 from recurrent_jax import cells as cells_lib
 from recurrent_jax import layers
 from recurrent_jax.cells.base import Cell
-
 
 
 def _register_params(module: nn.Module, init_fn, input_size: int):
@@ -85,18 +85,18 @@ class RNN(nn.Module):
     deterministic=None)`` with xs (B..., T, D).
     """
 
-    cell: Union[Cell, layers.Layer]
+    cell: Cell | layers.Layer
     reverse: bool = False
     learn_initial_carry: bool = False
     dropout: Any = 0.0
     recurrent_dropout: Any = 0.0
     zoneout: Any = 0.0
     time_major: bool = False
-    unroll: Union[int, str] = "auto"
+    unroll: int | str = "auto"
     impl: str = "auto"
     return_sequences: bool = True
     return_carry: bool = False
-    deterministic: Optional[bool] = None
+    deterministic: bool | None = None
 
     @nn.compact
     def __call__(self, xs, *, seq_lengths=None, mask=None, initial_carry=None, deterministic=None):
@@ -132,18 +132,18 @@ class Bidirectional(nn.Module):
     """
 
     forward: Cell
-    backward: Optional[Cell] = None
-    merge_mode: Union[str, None, Callable] = "concat"
+    backward: Cell | None = None
+    merge_mode: str | None | Callable = "concat"
     learn_initial_carry: bool = False
     dropout: Any = 0.0
     recurrent_dropout: Any = 0.0
     zoneout: Any = 0.0
     time_major: bool = False
-    unroll: Union[int, str] = "auto"
+    unroll: int | str = "auto"
     impl: str = "auto"
     return_sequences: bool = True
     return_carry: bool = False
-    deterministic: Optional[bool] = None
+    deterministic: bool | None = None
 
     @nn.compact
     def __call__(self, xs, *, seq_lengths=None, mask=None, initial_carry=None, deterministic=None):
@@ -189,7 +189,7 @@ class _StackedRNN(nn.Module):
     hidden_size: int
     num_layers: int = 1
     bidirectional: bool = False
-    merge_mode: Union[str, None, Callable] = "concat"
+    merge_mode: str | None | Callable = "concat"
     dropout: Any = 0.0
     input_dropout: Any = 0.0
     recurrent_dropout: Any = 0.0
@@ -197,11 +197,11 @@ class _StackedRNN(nn.Module):
     residual: bool = False
     learn_initial_carry: bool = False
     time_major: bool = False
-    unroll: Union[int, str] = "auto"
+    unroll: int | str = "auto"
     impl: str = "auto"
     return_sequences: bool = True
     return_carry: bool = False
-    deterministic: Optional[bool] = None
+    deterministic: bool | None = None
     bias: str = "double"
     kernel_init: Callable = jax.nn.initializers.glorot_uniform()
     recurrent_init: Callable = jax.nn.initializers.orthogonal()
@@ -223,7 +223,11 @@ class _StackedRNN(nn.Module):
         )
 
     def make_layer(self) -> layers.Layer:
-        if isinstance(self.num_layers, bool) or not isinstance(self.num_layers, int) or self.num_layers < 1:
+        if (
+            isinstance(self.num_layers, bool)
+            or not isinstance(self.num_layers, int)
+            or self.num_layers < 1
+        ):
             raise ValueError(f"num_layers: expected a positive int, got {self.num_layers!r}")
         cell = self.make_cell()
         options = dict(
@@ -256,7 +260,7 @@ class _StackedRNN(nn.Module):
 class SimpleRNN(_StackedRNN):
     """Stacked Elman RNN (PyTorch ``nn.RNN``); ``activation`` "tanh" or "relu"."""
 
-    activation: Union[str, Callable] = "tanh"
+    activation: str | Callable = "tanh"
 
     def make_cell(self) -> Cell:
         return cells_lib.elman(self.hidden_size, activation=self.activation, **self.cell_options())
@@ -266,7 +270,7 @@ class LSTM(_StackedRNN):
     """Stacked LSTM (PyTorch ``nn.LSTM``); cell options ``proj_size``,
     ``peephole``, ``layer_norm``, ``forget_bias`` as ``rj.cells.lstm``."""
 
-    proj_size: Optional[int] = None
+    proj_size: int | None = None
     peephole: bool = False
     layer_norm: bool = False
     forget_bias: float = 1.0

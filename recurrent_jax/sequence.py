@@ -130,9 +130,7 @@ def unroll(
         ys, carries = jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), (ys, carries))
         if not keep_order:
             lengths = _lengths(valid, num_steps, batch_shape)
-            ys, carries = jax.tree_util.tree_map(
-                lambda a: reverse_valid(a, lengths), (ys, carries)
-            )
+            ys, carries = jax.tree_util.tree_map(lambda a: reverse_valid(a, lengths), (ys, carries))
     if not time_major:
         ys, carries = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, -2), (ys, carries))
     return (final, ys, carries) if return_carries else (final, ys)
@@ -247,7 +245,7 @@ def _regulariser_keys(key, deterministic, dropout, recurrent_dropout, zoneout):
     if not any(active):
         return (None, None, None)
     k = jax.random.split(key, 3)
-    return tuple(ki if on else None for ki, on in zip(k, active))
+    return tuple(ki if on else None for ki, on in zip(k, active, strict=True))
 
 
 def dropout_mask(key, rate, shape):
@@ -276,6 +274,6 @@ def _zoneout_masks(carry0, num_steps, rate, key, deterministic):
     keys = jax.random.split(key, len(leaves))
     masks = [
         jax.random.bernoulli(k, rate, (num_steps, *leaf.shape))
-        for k, leaf in zip(keys, leaves)
+        for k, leaf in zip(keys, leaves, strict=True)
     ]
     return jax.tree_util.tree_unflatten(treedef, masks)

@@ -92,7 +92,7 @@ def _valid(seq_lengths, mask, batch, num_steps):
         raise ValueError("seq_lengths, mask: give at most one of them, got both")
     if seq_lengths is not None:
         lengths = _checks.check_seq_lengths(seq_lengths, batch, num_steps)
-        return jnp.arange(num_steps) < lengths[..., None]
+        return jnp.arange(num_steps).reshape((1,) * len(batch) + (-1,)) < lengths[..., None]
     if mask is not None:
         return _checks.check_mask("mask", mask, (*batch, num_steps))
     return None

@@ -46,9 +46,7 @@ def test_merge_modes(xs, mode, combine):
     cell = rj.cells.gru(H)
     params = rj.bidirectional(cell).init(jax.random.PRNGKey(0), D)
     _, ys = rj.bidirectional(cell, merge_mode=mode).apply(params, xs, seq_lengths=LENGTHS)
-    _, (y_f, y_b) = rj.bidirectional(cell, merge_mode=None).apply(
-        params, xs, seq_lengths=LENGTHS
-    )
+    _, (y_f, y_b) = rj.bidirectional(cell, merge_mode=None).apply(params, xs, seq_lengths=LENGTHS)
     np.testing.assert_allclose(ys, combine(np.asarray(y_f), np.asarray(y_b)), atol=1e-6)
 
 

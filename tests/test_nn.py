@@ -41,12 +41,12 @@ def test_lstm_module_params_are_the_core_params(xs):
 )
 def test_single_layer_modules_wrap_their_cell(xs, module, cell):
     params = module.init(jax.random.PRNGKey(0), xs)["params"]
-    carries, ys = module.clone(return_carry=True).apply(
-        {"params": params}, xs, seq_lengths=LENGTHS
-    )
+    carries, ys = module.clone(return_carry=True).apply({"params": params}, xs, seq_lengths=LENGTHS)
     want_carry, want = rj.unroll(cell, params["layer_0"], xs, seq_lengths=LENGTHS)
     np.testing.assert_allclose(ys, want, atol=0)
-    for a, b in zip(jax.tree_util.tree_leaves(carries[0]), jax.tree_util.tree_leaves(want_carry)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(carries[0]), jax.tree_util.tree_leaves(want_carry), strict=True
+    ):
         np.testing.assert_allclose(a, b, atol=0)
 
 
@@ -120,7 +120,7 @@ def test_no_retracing_and_vmap_over_params(xs):
     stacked = jax.vmap(lambda k: model.init(k, xs)["params"])(keys)
     ys = jax.vmap(apply, in_axes=(0, None))(stacked, xs)
     for i in range(3):
-        one = jax.tree_util.tree_map(lambda p: p[i], stacked)
+        one = jax.tree_util.tree_map(lambda p, i=i: p[i], stacked)
         np.testing.assert_allclose(ys[i], apply(one, xs), atol=1e-6)
     apply(one, xs + 1.0)
     assert len(traces) == 1  # vmap of jit reuses the per-example trace; no retracing
@@ -131,9 +131,9 @@ class Classifier(nn.Module):
 
     @nn.compact
     def __call__(self, xs, mask, deterministic=True):
-        ys = rj.nn.LSTM(
-            16, num_layers=2, bidirectional=True, dropout=0.1, return_sequences=False
-        )(xs, mask=mask, deterministic=deterministic)
+        ys = rj.nn.LSTM(16, num_layers=2, bidirectional=True, dropout=0.1, return_sequences=False)(
+            xs, mask=mask, deterministic=deterministic
+        )
         return nn.Dense(2)(ys)
 
 

@@ -45,16 +45,21 @@ def test_gradients_stop_at_chunk_boundaries():
     def loss(fn, p, x):
         return jnp.sum(fn(p, x)[1] * weights)
 
-    got = jax.grad(lambda p, x: loss(
-        lambda p, x: rj.truncated_unroll(cell, p, x, chunk_length=4, seq_lengths=lengths), p, x
-    ), argnums=(0, 1))(params, xs)
-    want = jax.grad(lambda p, x: loss(
-        lambda p, x: chunk_loop(cell, p, x, 4, lengths), p, x
-    ), argnums=(0, 1))(params, xs)
-    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    got = jax.grad(
+        lambda p, x: loss(
+            lambda p, x: rj.truncated_unroll(cell, p, x, chunk_length=4, seq_lengths=lengths), p, x
+        ),
+        argnums=(0, 1),
+    )(params, xs)
+    want = jax.grad(
+        lambda p, x: loss(lambda p, x: chunk_loop(cell, p, x, 4, lengths), p, x), argnums=(0, 1)
+    )(params, xs)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
         np.testing.assert_allclose(g, w, atol=1e-5)
     # and they differ from full BPTT, so the truncation is real
-    full = jax.grad(lambda x: loss(lambda p, x: rj.unroll(cell, p, x, seq_lengths=lengths), params, x))(xs)
+    full = jax.grad(
+        lambda x: loss(lambda p, x: rj.unroll(cell, p, x, seq_lengths=lengths), params, x)
+    )(xs)
     assert float(jnp.abs(full - got[1]).max()) > 1e-4
 
 

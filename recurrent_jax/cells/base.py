@@ -9,7 +9,8 @@ Shapes use these letters throughout: ``B...`` any number of batch dims,
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,12 +53,12 @@ class Cell(NamedTuple):
 
     init: Callable[..., Params]
     step: Callable[..., tuple[Carry, Array]]
-    initial_carry: Optional[Callable[..., Carry]] = None
-    project: Optional[Callable[[Params, Array], Array]] = None
-    read: Optional[Callable[[Carry], Array]] = None
-    update: Optional[Callable[..., tuple[Carry, Array]]] = None
-    pointwise: Optional[Callable[..., tuple[Carry, Array]]] = None
-    hidden_size: Optional[int] = None
+    initial_carry: Callable[..., Carry] | None = None
+    project: Callable[[Params, Array], Array] | None = None
+    read: Callable[[Carry], Array] | None = None
+    update: Callable[..., tuple[Carry, Array]] | None = None
+    pointwise: Callable[..., tuple[Carry, Array]] | None = None
+    hidden_size: int | None = None
     name: str = "cell"
     compute_dtype: Any = None
 
@@ -78,9 +79,7 @@ def with_defaults(cell: Cell) -> Cell:
             initial_carry = zeros_carry(cell.hidden_size)
     read = cell.read or default_read
     update = cell.update or _update_from_step(cell.step)
-    return cell._replace(
-        project=project, initial_carry=initial_carry, read=read, update=update
-    )
+    return cell._replace(project=project, initial_carry=initial_carry, read=read, update=update)
 
 
 def _missing_initial_carry(batch_shape, dtype=CARRY_DTYPE):
@@ -122,9 +121,7 @@ def compute(x: Array, dtype) -> Array:
 
 def matmul(x: Array, w: Array, dtype) -> Array:
     """``x @ w`` in the compute dtype, accumulated and returned in fp32."""
-    return jnp.matmul(
-        compute(x, dtype), compute(w, dtype), preferred_element_type=CARRY_DTYPE
-    )
+    return jnp.matmul(compute(x, dtype), compute(w, dtype), preferred_element_type=CARRY_DTYPE)
 
 
 def check_positive_int(name: str, value) -> int:
@@ -135,9 +132,7 @@ def check_positive_int(name: str, value) -> int:
 
 def check_choice(name: str, value, choices) -> Any:
     if value not in choices:
-        raise ValueError(
-            f"{name}: expected one of {sorted(map(str, choices))}, got {value!r}"
-        )
+        raise ValueError(f"{name}: expected one of {sorted(map(str, choices))}, got {value!r}")
     return value
 
 
@@ -177,6 +172,19 @@ def init_biases(key, size, opts, *, offsets=None):
     return {"b_ih": first, "b_hh": opts.bias_init(k_hh, (size,), dt)}
 
 
+def lift(v, like):
+    """``v`` with leading 1-axes up to the rank of ``like``: explicit
+    broadcasting, so the code runs under ``jax_numpy_rank_promotion="raise"``."""
+    if not hasattr(v, "ndim") or v.ndim == 0:
+        return v
+    return v.reshape((1,) * (like.ndim - v.ndim) + v.shape)
+
+
+def add_bias(x, params):
+    """``x`` plus the sum of whichever of ``b``, ``b_ih``, ``b_hh`` exist."""
+    return x + lift(total_bias(params), x)
+
+
 def total_bias(params):
     """Sum of whichever of ``b``, ``b_ih``, ``b_hh`` are present (or 0.)."""
     return sum(params[k] for k in ("b", "b_ih", "b_hh") if k in params)
@@ -189,8 +197,8 @@ def layer_norm(x, scale, bias=None, *, groups=1, eps=1e-5):
     mean = x.mean(-1, keepdims=True)
     var = jnp.square(x - mean).mean(-1, keepdims=True)
     x = ((x - mean) * jax.lax.rsqrt(var + eps)).reshape(shape)
-    x = x * scale
-    return x if bias is None else x + bias
+    x = x * lift(scale, x)
+    return x if bias is None else x + lift(bias, x)
 
 
 class CellOptions(NamedTuple):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import jax
+import jax.numpy as jnp
 
 from recurrent_jax.cells import base
 
@@ -34,7 +34,7 @@ def elman(hidden_size: int, *, activation="tanh", **options) -> base.Cell:
         return params | base.init_biases(k_b, H, opts)
 
     def project(params, xs):
-        return base.matmul(xs, params["w_ih"], dt) + base.total_bias(params)
+        return base.add_bias(base.matmul(xs, params["w_ih"], dt), params)
 
     def pointwise(params, carry, xp_t, hh_t):
         h = activation(xp_t + hh_t)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -53,14 +53,15 @@ def gru(
     def project(params, xs):
         xp = base.matmul(xs, params["w_ih"], dt)
         if keep_hn:  # b_hn sits inside r ⊙ (...), so it stays in the step
-            return xp + params["b_ih"] + params["b_hh"].at[2 * H :].set(0.0)
-        return xp + base.total_bias(params)
+            bias = params["b_ih"] + params["b_hh"].at[2 * H :].set(0.0)
+            return xp + base.lift(bias, xp)
+        return base.add_bias(xp, params)
 
     def pointwise(params, h, xp_t, hh_t):
         x_r, x_z, x_n = jnp.split(xp_t, 3, axis=-1)
         h_r, h_z, h_n = jnp.split(hh_t, 3, axis=-1)
         if keep_hn:
-            h_n = h_n + params["b_hh"][2 * H :]
+            h_n = h_n + base.lift(params["b_hh"][2 * H :], h_n)
         r, z = sig(x_r + h_r), sig(x_z + h_z)
         n = act(x_n + r * h_n)
         h = (1.0 - z) * n + z * h

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +13,7 @@ from recurrent_jax.cells import base
 def lstm(
     hidden_size: int,
     *,
-    proj_size: Optional[int] = None,
+    proj_size: int | None = None,
     peephole: bool = False,
     layer_norm: bool = False,
     forget_bias: float = 1.0,
@@ -76,7 +76,7 @@ def lstm(
         xp = base.matmul(xs, params["w_ih"], dt)
         if layer_norm:
             xp = base.layer_norm(xp, params["ln_ih_scale"], groups=4)
-        return xp + base.total_bias(params)
+        return base.add_bias(xp, params)
 
     def pointwise(params, carry, xp_t, hh_t):
         if layer_norm:
@@ -84,11 +84,11 @@ def lstm(
         i, f, g, o = jnp.split(xp_t + hh_t, 4, axis=-1)
         c = carry.c
         if peephole:
-            i = i + params["w_peephole"][0] * c
-            f = f + params["w_peephole"][1] * c
+            p_i, p_f, p_o = (base.lift(p, c) for p in params["w_peephole"])
+            i, f = i + p_i * c, f + p_f * c
         c_new = recurrent_activation(f) * c + recurrent_activation(i) * activation(g)
         if peephole:
-            o = o + params["w_peephole"][2] * c_new
+            o = o + p_o * c_new
         c_out = c_new
         if layer_norm:
             c_out = base.layer_norm(c_new, params["ln_c_scale"], params["ln_c_bias"])

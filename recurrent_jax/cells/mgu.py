@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,7 @@ def mgu(
         return params | base.init_biases(k_b, 2 * H, opts)
 
     def project(params, xs):
-        return base.matmul(xs, params["w_ih"], dt) + base.total_bias(params)
+        return base.add_bias(base.matmul(xs, params["w_ih"], dt), params)
 
     def update(params, h, xp_t, h_in):
         x_f, x_h = jnp.split(xp_t, 2, axis=-1)
