@@ -1,0 +1,23 @@
+"""The benchmark suite runs end to end (tiny shapes) and reports every impl."""
+
+import importlib.util
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rnn_speed_smoke(tmp_path):
+    bench = load("rnn_speed")
+    out = tmp_path / "r.json"
+    results = bench.main(["--smoke", "--cells", "gru", "--repeats", "1", "--json", str(out)])
+    impls = {r.impl for r in results}
+    assert {"rj scan u1", "rj fused u1", "flax GRUCell"} <= impls
+    assert all(r.train_ms > 0 and r.forward_ms > 0 for r in results)
+    assert out.read_text().startswith("[")
