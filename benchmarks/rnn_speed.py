@@ -19,11 +19,11 @@ import argparse
 import json
 import statistics
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import recurrent_jax as rj
 
@@ -63,10 +63,9 @@ def block(tree):
     return jax.block_until_ready(tree)
 
 
-def xla_temp_mb(fn, *args) -> float | None:
+def xla_temp_mb(compiled) -> float | None:
     try:
-        analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
-        return analysis.temp_size_in_bytes / 2**20
+        return compiled.memory_analysis().temp_size_in_bytes / 2**20
     except Exception:  # noqa: BLE001 - not every backend reports it
         return None
 
@@ -77,12 +76,11 @@ def time_jax(name, cell_name, shape, forward, params, xs, repeats):
     def loss(p, x):
         return jnp.mean(jnp.square(forward(p, x)))
 
-    train = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-    fwd = jax.jit(forward)
+    train = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(params, xs).compile()
+    fwd = jax.jit(forward).lower(params, xs).compile()
     train_ms = median_ms(lambda: train(params, xs), repeats, block)
     forward_ms = median_ms(lambda: fwd(params, xs), repeats, block)
-    memory = xla_temp_mb(jax.value_and_grad(loss, argnums=(0, 1)), params, xs)
-    return Result(cell_name, shape, name, train_ms, forward_ms, memory)
+    return Result(cell_name, shape, name, train_ms, forward_ms, xla_temp_mb(train))
 
 
 # --- recurrent_jax -------------------------------------------------------
