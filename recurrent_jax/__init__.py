@@ -1,6 +1,6 @@
 """recurrent_jax: recurrent networks in JAX, pure cells to sweeps."""
 
-from recurrent_jax import cells, layers, nn
+from recurrent_jax import cells, interop, layers, nn
 from recurrent_jax.cells import Cell, LSTMCarry
 from recurrent_jax.layers import Layer, bidirectional, layer, stack
 from recurrent_jax.sequence import unroll
@@ -12,6 +12,7 @@ __all__ = [
     "Layer",
     "bidirectional",
     "cells",
+    "interop",
     "layer",
     "layers",
     "nn",

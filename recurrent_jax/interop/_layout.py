@@ -17,7 +17,8 @@ peer -> rj -> peer.
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Optional
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class Slot(NamedTuple):
     kind: str
     parts: tuple = ()
     transpose: bool = False
-    row: Optional[int] = None
+    row: int | None = None
 
 
 class Layout(NamedTuple):
@@ -79,7 +80,7 @@ class Layout(NamedTuple):
     slots: tuple
     sign: Mapping[str, float] = {}
     offset: Mapping[str, float] = {}
-    reset_after: Optional[bool] = None
+    reset_after: bool | None = None
     why: str = ""
 
 
@@ -88,7 +89,43 @@ def parts(gates, term) -> tuple:
     return tuple((g, term) for g in gates)
 
 
+def check_layout(layout: Layout) -> None:
+    """A layout must name known kinds, terms and gates, and give every gate
+    one input and one recurrent kernel block."""
+    gates = GATES.get(layout.family)
+    if gates is None:
+        raise ValueError(f"layout: family must be one of {list(GATES)}, got {layout.family!r}")
+    seen = {"ih": [], "hh": []}
+    for slot in layout.slots:
+        terms = {"kernel": KERNEL_TERMS, "bias": BIAS_TERMS, "proj": ()}.get(slot.kind)
+        if terms is None or any(g not in gates or t not in terms for g, t in slot.parts):
+            raise ValueError(f"layout: {layout.name} has an invalid slot {slot}")
+        for g, t in slot.parts if slot.kind == "kernel" else ():
+            for side in ("ih", "hh") if t == "ih|hh" else (t,):
+                seen[side].append(g)
+    for side, got in seen.items():
+        if sorted(got) != sorted(gates):
+            raise ValueError(
+                f"layout: {layout.name} must give each of the gates {list(gates)} one "
+                f"w_{side} block, gives {got}"
+            )
+
+
 # --- rj params <-> gate blocks ---------------------------------------------
+
+
+def family_of(params: Mapping) -> str:
+    """The family of one cell's params, "lstm", "gru" or "elman": w_ih holds
+    4, 3 or 1 blocks of H columns, H the rows of w_hh (of w_hr with proj_size)."""
+    hidden = np.shape(params["w_hr"] if "w_hr" in params else params["w_hh"])[0]
+    width = np.shape(params["w_ih"])[-1]
+    family = {4: "lstm", 3: "gru", 1: "elman"}.get(width // hidden if width % hidden == 0 else None)
+    if family is None:
+        raise ValueError(
+            f"params: w_ih has {width} columns, not 4, 3 or 1 blocks of H={hidden} "
+            "(an LSTM, GRU or Elman cell)"
+        )
+    return family
 
 
 def split_gates(family: str, a) -> dict:
@@ -99,7 +136,7 @@ def split_gates(family: str, a) -> dict:
             f"params: a {family} array's last axis must hold {len(gates)} gate "
             f"blocks, got shape {a.shape}"
         )
-    return dict(zip(gates, np.split(a, len(gates), axis=-1)))
+    return dict(zip(gates, np.split(a, len(gates), axis=-1), strict=True))
 
 
 def blocks(family: str, params: Mapping, peer: str) -> dict:
@@ -113,7 +150,14 @@ def blocks(family: str, params: Mapping, peer: str) -> dict:
         )
     for key in ("w_ih", "w_hh"):
         if key not in params:
-            raise ValueError(f"params: expected a {family} cell's {key!r}, got keys {sorted(params)}")
+            raise ValueError(
+                f"params: expected a {family} cell's {key!r}, got keys {sorted(params)}"
+            )
+    given = family_of(params)
+    if given != family:
+        raise ValueError(
+            f"params: {peer} holds a cell of family {family!r}, the params are {given!r}"
+        )
     out = {k: split_gates(family, params[k]) for k in ("w_ih", "w_hh")}
     bias_ih = params.get("b", params.get("b_ih"))
     out["b_ih"] = None if bias_ih is None else split_gates(family, bias_ih)
@@ -133,6 +177,7 @@ def to_peer(layout: Layout, params: Mapping, *, reset_after=None, suffix: str = 
     cannot store (a nonzero bias without a slot, a projection, the other
     GRU variant).
     """
+    check_layout(layout)
     b = blocks(layout.family, params, layout.name)
     _check_variant(layout, reset_after)
     _check_representable(layout, b, reset_after)
@@ -141,7 +186,9 @@ def to_peer(layout: Layout, params: Mapping, *, reset_after=None, suffix: str = 
         if slot.kind == "proj":
             value = b["w_hr"]
         else:
-            value = np.concatenate([_block(layout, b, slot.kind, g, t) for g, t in slot.parts], axis=-1)
+            value = np.concatenate(
+                [_block(layout, b, slot.kind, g, t) for g, t in slot.parts], axis=-1
+            )
         value = value.T if slot.transpose else value
         path = slot.path.format(l=suffix)
         if slot.row is None:
@@ -220,7 +267,11 @@ def _check_representable(layout: Layout, b: dict, reset_after) -> None:
     for key in ("b_ih", "b_hh"):
         for gate, value in (b[key] or {}).items():
             if (key, gate) not in covered and np.any(value != 0):
-                where = "no bias at all" if not covered else f"no slot for {key} of the {GATE_NAMES[gate]}"
+                where = (
+                    "no bias at all"
+                    if not covered
+                    else f"no slot for {key} of the {GATE_NAMES[gate]}"
+                )
                 raise ValueError(
                     f"params: {layout.name} has {where}, but the params hold a nonzero "
                     f"{key}[{gate}] (max |value| {np.max(np.abs(value)):.3g}), which it "
@@ -231,7 +282,9 @@ def _check_representable(layout: Layout, b: dict, reset_after) -> None:
 # --- peer -> rj ------------------------------------------------------------
 
 
-def from_peer(layout: Layout, arrays: Mapping, *, suffix: str = "", bias: Optional[str] = None) -> dict:
+def from_peer(
+    layout: Layout, arrays: Mapping, *, suffix: str = "", bias: str | None = None
+) -> dict:
     """``{path: array}`` of the peer -> core cell params (NumPy).
 
     The bias mode is "none" without bias slots, "double" when the peer keeps
@@ -240,24 +293,16 @@ def from_peer(layout: Layout, arrays: Mapping, *, suffix: str = "", bias: Option
     """
     fam = GATES[layout.family]
     w = {"w_ih": {}, "w_hh": {}, "b_ih": {}, "b_hh": {}, "w_hr": None}
-    stacked = {}
-    proj = [s for s in layout.slots if s.kind == "proj"]
-    for slot in proj:
-        w["w_hr"] = _read(arrays, slot, suffix, layout, stacked)
-        w["w_hr"] = w["w_hr"].T if slot.transpose else w["w_hr"]
-    for slot in layout.slots:
-        if slot.kind == "proj":
-            continue
-        value = _read(arrays, slot, suffix, layout, stacked)
-        value = value.T if slot.transpose else value
-        for (gate, term), blk in zip(slot.parts, np.split(value, len(slot.parts), axis=-1)):
+    check_layout(layout)
+    for slot in (s for s in layout.slots if s.kind == "proj"):  # first: it fixes K
+        w["w_hr"] = _read(arrays, slot, suffix, layout)
+    for slot in (s for s in layout.slots if s.kind != "proj"):
+        value = _read(arrays, slot, suffix, layout)
+        for (gate, term), blk in zip(
+            slot.parts, np.split(value, len(slot.parts), axis=-1), strict=True
+        ):
             _unblock(layout, w, slot.kind, gate, term, blk)
-    params = {}
-    for key in ("w_ih", "w_hh"):
-        missing = [g for g in fam if g not in w[key]]
-        if missing:
-            raise ValueError(f"{layout.name}: the layout gives no {key} block for gates {missing}")
-        params[key] = np.concatenate([w[key][g] for g in fam], axis=-1)
+    params = {k: np.concatenate([w[k][g] for g in fam], axis=-1) for k in ("w_ih", "w_hh")}
     if w["w_hr"] is not None:
         params["w_hr"] = w["w_hr"]
     has_bias = any(s.kind == "bias" for s in layout.slots)
@@ -265,12 +310,13 @@ def from_peer(layout: Layout, arrays: Mapping, *, suffix: str = "", bias: Option
     return params
 
 
-def _read(arrays, slot, suffix, layout, stacked) -> np.ndarray:
+def _read(arrays, slot, suffix, layout) -> np.ndarray:
     path = slot.path.format(l=suffix)
     if path not in arrays:
         raise ValueError(f"{layout.name}: expected an array {path!r}, got keys {sorted(arrays)}")
     value = np.asarray(arrays[path])
-    return value if slot.row is None else value[slot.row]
+    value = value if slot.row is None else value[slot.row]
+    return value.T if slot.transpose else value
 
 
 def _unblock(layout, w, kind, gate, term, blk) -> None:
