@@ -45,9 +45,12 @@ def pointwise(cell: Cell, params, options: StepOptions, carry, inputs, hh):
 
 
 def restart(options, carry, inputs):
+    """Restarts the carry where ``reset`` is set on a valid step (a padded
+    step keeps its carry whatever the reset flag says)."""
     if inputs.reset is None:
         return carry
-    return where_batch(inputs.reset, options.reset_carry, carry)
+    reset = inputs.reset if inputs.valid is None else inputs.reset & inputs.valid
+    return where_batch(reset, options.reset_carry, carry)
 
 
 def read(cell, options, carry):

@@ -299,4 +299,4 @@ def _valid_mask(seq_lengths, mask, ys, time_axis):
     steps = jnp.arange(num_steps)
     if time_axis == 0:
         return steps.reshape(num_steps, *(1 for _ in lengths.shape)) < lengths[None]
-    return steps < lengths[..., None]
+    return steps.reshape((1,) * lengths.ndim + (num_steps,)) < lengths[..., None]

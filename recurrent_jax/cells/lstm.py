@@ -58,13 +58,13 @@ def lstm(
         params = base.init_weights(k_w, input_size, P, H, 4, opts)
         params |= base.init_biases(k_b, 4 * H, opts, offsets=offsets)
         if proj_size is not None:
-            params["w_hr"] = opts.kernel_init(k_r, (H, P), opts.param_dtype)
+            params["w_hr"] = base.draw(opts.kernel_init, k_r, (H, P), opts.param_dtype)
         if peephole:
             params["w_peephole"] = jnp.zeros((3, H), opts.param_dtype)
         if layer_norm:
             ones = lambda n: jnp.ones((n,), opts.param_dtype)  # noqa: E731
             params |= {"ln_ih_scale": ones(4 * H), "ln_hh_scale": ones(4 * H)}
-            params |= {"ln_c_scale": ones(H), "ln_c_bias": jnp.zeros(H)}
+            params |= {"ln_c_scale": ones(H), "ln_c_bias": jnp.zeros((H,), opts.param_dtype)}
         return params
 
     def initial_carry(batch_shape, dtype=base.CARRY_DTYPE):
