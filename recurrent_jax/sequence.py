@@ -10,11 +10,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _checks, _step, fused
+from recurrent_jax import _checks, _step, deer, fused, parallel
 from recurrent_jax._step import StepInputs, StepOptions
 from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
 
-IMPLS = ("auto", "scan", "fused")
+IMPLS = ("auto", "scan", "fused", "associative", "chunked", "deer")
 
 
 def unroll(
@@ -38,6 +38,10 @@ def unroll(
     zoneout=0.0,
     key=None,
     deterministic: bool = False,
+    chunk_length: int | None = None,
+    deer_tol: float = 1e-5,
+    deer_max_iters: int | None = None,
+    deer_quasi: bool = False,
 ):
     r"""Runs ``cell`` over the time axis of ``xs``.
 
@@ -65,7 +69,14 @@ def unroll(
       impl: "scan" (autodiff of ``lax.scan``), "fused" (custom VJP whose
         backward scan carries only the sequential terms and computes the
         weight gradients as single GEMMs; cells with ``pointwise``), or
-        "auto" (fused where it applies). The fused path supports reverse-mode
+        "associative" (``jax.lax.associative_scan`` over the coefficients of
+        cells linear in the carry, ``Cell.linear``; see ``parallel``),
+        "chunked" (associative within chunks of ``chunk_length`` steps,
+        sequential across them: bounded memory), "deer" (Newton iterations
+        over the whole trajectory for any cell, each solved by an
+        associative scan; see ``deer``), or "auto": fused where it applies,
+        associative for linear cells when T >= ``parallel.CROSSOVER_T`` of
+        the backend, else scan. The fused path supports reverse-mode
         autodiff only: use "scan" for ``jax.jvp``/``jacfwd``.
       return_carries: also return the carry after every step (B..., T, ·).
       dropout: variational input dropout rate: one mask per sequence over
@@ -74,9 +85,19 @@ def unroll(
         input h_{t-1} of the recurrent kernel (Gal & Ghahramani 2016).
       zoneout: rate at which each carry unit keeps its previous value at a
         step (Krueger et al. 2016); at evaluation the expectation
-        ``p·old + (1−p)·new`` is used.
+        ``p·old + (1−p)·new`` is used. It acts on the carry: ``y_t`` is the
+        cell's output before zoneout.
       key: PRNG key for the regularisers; required when one is active.
       deterministic: evaluation mode; dropout off, zoneout averaged.
+      chunk_length: steps per chunk of ``impl="chunked"`` (default
+        ``parallel.DEFAULT_CHUNK_LENGTH``).
+      deer_tol: ``impl="deer"`` stops when no carry entry moves more than
+        ``deer_tol`` (absolute) in a Newton iteration.
+      deer_max_iters: iteration limit of ``impl="deer"`` (default
+        min(T + 1, 100); Newton is exact after T); not converged, the
+        sequential scan's result is used and a RuntimeWarning is emitted.
+      deer_quasi: quasi-DEER (Gonzalez et al. 2024): diagonal Jacobians in
+        the forward iterations (gradients stay exact).
 
     Returns:
       ``(final_carry, ys)`` with ys (B..., T, H) (zero at padded steps), and
@@ -112,9 +133,16 @@ def unroll(
     if reverse:
         step_inputs = jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), step_inputs)
 
-    chosen = _choose_impl(impl, cell, resets, return_carries)
+    chosen = _choose_impl(impl, cell, resets, return_carries, num_steps)
     n_unroll = _unroll_factor(unroll)
-    if chosen == "fused":
+    if chosen in ("associative", "chunked"):
+        length = (chunk_length or parallel.DEFAULT_CHUNK_LENGTH) if chosen == "chunked" else None
+        run = parallel.linear_scan
+        final, ys, carries = run(cell, params, carry0, step_inputs, options, length)
+    elif chosen == "deer":
+        opts = deer.DeerOptions(deer_tol, deer_max_iters, deer_quasi)
+        final, ys, carries = deer.deer_scan(cell, params, carry0, step_inputs, options, opts)
+    elif chosen == "fused":
         final, ys = fused.fused_scan(cell, params, carry0, step_inputs, options, n_unroll)
         carries = None
     else:
@@ -157,7 +185,12 @@ def _unroll_factor(unroll) -> int:
     return unroll
 
 
-def _choose_impl(impl, cell, resets, return_carries):
+def _choose_impl(impl, cell, resets, return_carries, num_steps):
+    if impl in parallel.IMPLS:
+        parallel.check_impl(impl, cell)
+        return impl
+    if impl == "deer" or (impl == "auto" and parallel.prefers_associative(cell, num_steps)):
+        return impl if impl == "deer" else "associative"
     blockers = []
     if cell.pointwise is None:
         blockers.append(f"the {cell.name} cell has no `pointwise` split")
@@ -233,10 +266,9 @@ def _reset_carry(cell, resets, reset_carry, carry0, batch_shape):
 def _regulariser_keys(key, deterministic, dropout, recurrent_dropout, zoneout):
     """One key per active regulariser (input, recurrent, zoneout), else None."""
     rates = {"dropout": dropout, "recurrent_dropout": recurrent_dropout, "zoneout": zoneout}
-    active = [
-        not deterministic and not _checks.is_zero(_checks.check_rate(name, rate))
-        for name, rate in rates.items()
-    ]
+    for name, rate in rates.items():
+        _checks.check_rate(name, rate)
+    active = [not deterministic and not _checks.is_zero(rate) for rate in rates.values()]
     if any(active) and key is None:
         raise ValueError(
             "key: a PRNG key is required when dropout, recurrent_dropout or "

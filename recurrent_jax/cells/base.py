@@ -49,6 +49,15 @@ class Cell(NamedTuple):
       hidden_size: H, the size of ``y_t``.
       name: a short family name, for messages.
       compute_dtype: dtype of the recurrent GEMM (None: the params' dtype).
+      linear: present when the cell is linear in its carry:
+        ``linear(params, xp) -> (a, b)`` with ``carry' = a ⊙ carry + b`` at
+        every step, ``xp`` (..., G) any leading axes (the engine passes all T
+        steps at once). ``a``, ``b`` are real (..., H) for a real carry
+        (..., H), or complex (..., N) for a carry (..., 2N) holding
+        ``[Re h, Im h]``; a ``parallel.LogCoefficients(log_a, log_b)`` result
+        declares positive ``a``, ``b`` scanned in log space. ``step`` must
+        compute the same recurrence; it also gives ``y_t``. Enables
+        ``impl="associative"`` and ``"chunked"`` (``recurrent_jax.parallel``).
     """
 
     init: Callable[..., Params]
@@ -61,6 +70,7 @@ class Cell(NamedTuple):
     hidden_size: int | None = None
     name: str = "cell"
     compute_dtype: Any = None
+    linear: Callable[..., Any] | None = None
 
 
 def with_defaults(cell: Cell) -> Cell:
@@ -119,8 +129,15 @@ def compute(x: Array, dtype) -> Array:
     return x if dtype is None else x.astype(dtype)
 
 
+def draw(init, key, shape, dtype):
+    """``init`` drawn in fp32, then cast: initialisers such as the orthogonal
+    one need a QR that has no bf16 kernel on CPU."""
+    return init(key, shape, jnp.float32).astype(dtype)
+
+
 def matmul(x: Array, w: Array, dtype) -> Array:
     """``x @ w`` in the compute dtype, accumulated and returned in fp32."""
+    dtype = w.dtype if dtype is None else dtype
     return jnp.matmul(compute(x, dtype), compute(w, dtype), preferred_element_type=CARRY_DTYPE)
 
 
@@ -148,9 +165,9 @@ def init_weights(key, input_size, recurrent_size, hidden_size, num_gates, opts):
     """
     k_ih, k_hh = jax.random.split(key)
     dt = opts.param_dtype
-    w_ih = opts.kernel_init(k_ih, (input_size, num_gates * hidden_size), dt)
+    w_ih = draw(opts.kernel_init, k_ih, (input_size, num_gates * hidden_size), dt)
     blocks = [
-        opts.recurrent_init(k, (recurrent_size, hidden_size), dt)
+        draw(opts.recurrent_init, k, (recurrent_size, hidden_size), dt)
         for k in jax.random.split(k_hh, num_gates)
     ]
     return {"w_ih": w_ih, "w_hh": jnp.concatenate(blocks, axis=-1)}
@@ -164,20 +181,21 @@ def init_biases(key, size, opts, *, offsets=None):
     dt = opts.param_dtype
     if opts.bias == "none":
         return {}
-    first = opts.bias_init(k_ih, (size,), dt)
+    first = draw(opts.bias_init, k_ih, (size,), dt)
     if offsets is not None:
         first = first + offsets.astype(dt)
     if opts.bias == "single":
         return {"b": first}
-    return {"b_ih": first, "b_hh": opts.bias_init(k_hh, (size,), dt)}
+    return {"b_ih": first, "b_hh": draw(opts.bias_init, k_hh, (size,), dt)}
 
 
 def lift(v, like):
-    """``v`` with leading 1-axes up to the rank of ``like``: explicit
-    broadcasting, so the code runs under ``jax_numpy_rank_promotion="raise"``."""
+    """``v`` in the dtype of ``like``, with leading 1-axes up to its rank:
+    explicit broadcasting and casting, so the code runs under
+    ``jax_numpy_rank_promotion="raise"`` and strict dtype promotion."""
     if not hasattr(v, "ndim") or v.ndim == 0:
         return v
-    return v.reshape((1,) * (like.ndim - v.ndim) + v.shape)
+    return v.astype(like.dtype).reshape((1,) * (like.ndim - v.ndim) + v.shape)
 
 
 def add_bias(x, params):

@@ -1,0 +1,109 @@
+"""Parallel-in-time vs sequential training steps on the present device.
+
+    python benchmarks/parallel_speed.py                # T = 512, 4096
+    python benchmarks/parallel_speed.py --long         # also T = 65,536
+    python benchmarks/parallel_speed.py --crossover    # T where associative beats scan
+
+A training step is ``jit(grad(loss))`` of ``mean(ys²)`` over one ``rj.unroll``
+layer; times are the median of ``--repeats`` runs after compilation. Ratios
+are the sequential baseline's time over the row's time (> 1: faster), for the
+same cell's ``impl="scan"`` and for our own sequential GRU/LSTM (fused) of the
+same hidden size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import recurrent_jax as rj
+
+ROWS = [  # (cell name, constructor, impls, sequential baseline of the ratio)
+    ("gru", rj.cells.gru, ("fused",), None),
+    ("lstm", rj.cells.lstm, ("fused",), None),
+    ("mingru", rj.cells.mingru, ("scan", "associative", "chunked"), "gru"),
+    ("mingru-log", lambda h: rj.cells.mingru(h, log_space=True), ("associative", "chunked"), "gru"),
+    ("minlstm", rj.cells.minlstm, ("scan", "associative", "chunked"), "lstm"),
+    ("lru", rj.cells.lru, ("scan", "associative", "chunked"), "gru"),
+    ("rglru", rj.cells.rglru, ("associative",), "gru"),
+]
+
+
+def train_step(cell, impl, chunk_length):
+    def loss(params, xs):
+        _, ys = rj.unroll(cell, params, xs, impl=impl, chunk_length=chunk_length)
+        return jnp.mean(jnp.square(ys))
+
+    return jax.jit(jax.grad(loss))
+
+
+def time_step(make_cell, impl, T, args):
+    cell = make_cell(args.hidden)
+    rng = np.random.default_rng(0)
+    params = cell.init(jax.random.PRNGKey(0), args.input)
+    xs = jnp.asarray(rng.standard_normal((args.batch, T, args.input)), jnp.float32)
+    step = train_step(cell, impl, args.chunk_length)
+    jax.block_until_ready(step(params, xs))
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(step(params, xs))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def table(args):
+    lengths = [512, 4096] + ([65_536] if args.long else [])
+    print(f"device: {jax.devices()[0].device_kind}  H={args.hidden} D={args.input} B={args.batch}")
+    print(f"{'cell':<11} {'impl':<12} {'T':>6} {'ms/step':>9} {'vs scan':>8} {'vs GRU/LSTM':>12}")
+    for T in lengths:
+        own = {}  # sequential time of each cell at this T
+        for name, make, impls, baseline in ROWS:
+            for impl in impls:
+                sequential = impl in ("scan", "fused")
+                if T > 4096 and sequential and not args.long_sequential:
+                    continue
+                ms = 1e3 * time_step(make, impl, T, args)
+                if sequential:
+                    own[name] = ms
+                vs_scan = f"{own[name] / ms:8.2f}" if name in own and not sequential else " " * 8
+                vs_base = f"{own[baseline] / ms:12.2f}" if baseline in own else " " * 12
+                print(f"{name:<11} {impl:<12} {T:>6} {ms:9.2f} {vs_scan} {vs_base}", flush=True)
+
+
+def crossover(args):
+    print(f"device: {jax.devices()[0].device_kind}  minGRU H={args.hidden} B={args.batch}")
+    print(f"{'T':>6} {'scan ms':>9} {'assoc ms':>9} {'ratio':>7}")
+    found = None
+    for T in [64, 128, 256, 512, 1024, 2048, 4096, 8192]:
+        scan = 1e3 * time_step(rj.cells.mingru, "scan", T, args)
+        assoc = 1e3 * time_step(rj.cells.mingru, "associative", T, args)
+        print(f"{T:>6} {scan:9.3f} {assoc:9.3f} {scan / assoc:7.2f}", flush=True)
+        if found is None and assoc < scan:
+            found = T
+    print(f"crossover T (first T where associative is faster): {found}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--input", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--chunk-length", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--long", action="store_true", help="add T = 65,536")
+    parser.add_argument(
+        "--long-sequential", action="store_true", help="also time sequential rows at T = 65,536"
+    )
+    parser.add_argument("--crossover", action="store_true")
+    args = parser.parse_args()
+    crossover(args) if args.crossover else table(args)
+
+
+if __name__ == "__main__":
+    main()
