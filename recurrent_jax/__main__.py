@@ -1,6 +1,9 @@
-"""``python -m recurrent_jax``: runs the adding-problem demo until the CLI lands."""
+"""``python -m recurrent_jax``: the ``recurrent-jax`` command line (trains
+the default config when given no arguments)."""
 
-from recurrent_jax.demo import main
+import sys
+
+from recurrent_jax.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""recurrent-jax train --config=configs/japanese_vowels.py
+
+JapaneseVowels (UEA, bundled with aeon): 9 speakers from 12 cepstral
+coefficients, series of 7 to 29 steps fed with their lengths; 270 train /
+370 test. Needs aeon (the ``experiments`` extra). Variant ``:smoke`` runs
+in seconds.
+"""
+
+from recurrent_jax.train.config import base_config
+
+
+def get_config(arg=None):
+    config = base_config("ucr", name="japanese_vowels")
+    config.data.update(dataset="JapaneseVowels", batch_size=32)
+    config.model.update(cell="lstm", hidden_size=64)
+    config.optimizer.update(
+        name="adamw",
+        learning_rate=3e-3,
+        weight_decay=1e-4,
+        clip_norm=1.0,
+        schedule="warmup_cosine",
+        warmup_steps=50,
+        end_lr_fraction=0.01,
+    )
+    config.training.update(num_steps=1500, steps_per_chunk=100, eval_every=500)
+    if arg == "smoke":
+        config.model.update(hidden_size=8)
+        config.optimizer.update(warmup_steps=2)
+        config.training.update(num_steps=30, steps_per_chunk=10, eval_every=10, fast_compile=True)
+    config.lock()
+    return config

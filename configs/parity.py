@@ -1,0 +1,29 @@
+"""recurrent-jax train --config=configs/parity.py
+
+Parity of 10 random bits with a GRU (many-to-one classification); guessing
+scores accuracy 0.5. Variant ``:smoke`` runs in seconds.
+"""
+
+from recurrent_jax.train.config import base_config
+
+
+def get_config(arg=None):
+    config = base_config("parity")
+    config.data.update(seq_len=10, batch_size=128, eval_size=1000)
+    config.model.update(cell="gru", hidden_size=64)
+    config.optimizer.update(
+        name="adam",
+        learning_rate=3e-3,
+        clip_norm=1.0,
+        schedule="warmup_cosine",
+        warmup_steps=100,
+        end_lr_fraction=0.01,
+    )
+    config.training.update(num_steps=2000, steps_per_chunk=100, eval_every=500)
+    if arg == "smoke":
+        config.data.update(seq_len=4, batch_size=16, eval_size=64)
+        config.model.update(hidden_size=8)
+        config.optimizer.update(warmup_steps=2)
+        config.training.update(num_steps=30, steps_per_chunk=10, eval_every=10, fast_compile=True)
+    config.lock()
+    return config

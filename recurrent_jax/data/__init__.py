@@ -1,0 +1,26 @@
+"""Tasks and datasets: synthetic tasks generated on device from a key, and
+small real datasets that ship inside PyPI packages (no downloads)."""
+
+from recurrent_jax.data.base import (
+    Batch,
+    DataError,
+    MissingExtraError,
+    Task,
+    TaskSpec,
+    losses_and_metrics,
+)
+from recurrent_jax.data.options import ConfigError
+from recurrent_jax.data.registry import get_task, task_names, tasks
+
+__all__ = [
+    "Batch",
+    "ConfigError",
+    "DataError",
+    "MissingExtraError",
+    "Task",
+    "TaskSpec",
+    "get_task",
+    "losses_and_metrics",
+    "task_names",
+    "tasks",
+]

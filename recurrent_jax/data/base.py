@@ -1,0 +1,130 @@
+"""What a task is: batches, the task spec the trainer reads, losses, metrics.
+
+Shapes: ``B`` batch, ``T`` time steps, ``D`` input features, ``C`` classes
+or regression outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+REGRESSION = "regression"
+CLASSIFICATION = "classification"
+LAST = "last"  # many-to-one: one output after the whole sequence was read
+SEQUENCE = "sequence"  # many-to-many, aligned: one output per input step
+
+
+class DataError(ValueError):
+    """A dataset is missing, empty or malformed."""
+
+
+class MissingExtraError(ImportError):
+    """A task needs an optional package that is not installed."""
+
+
+class Batch(NamedTuple):
+    """One batch of a task.
+
+    Attributes:
+      xs: float32 (B, T, D) inputs.
+      targets: float32 (B, C) / (B, T, C) for regression; int32 class ids
+        (B,) / (B, T) for classification.
+      weights: float32 (B,) / (B, T) loss weights (1 where an output is
+        scored), or None for all ones.
+      seq_lengths: int32 (B,) valid steps of variable-length inputs, or None.
+    """
+
+    xs: jax.Array
+    targets: jax.Array
+    weights: jax.Array | None = None
+    seq_lengths: jax.Array | None = None
+
+
+class TaskSpec(NamedTuple):
+    """A built task, as the trainer sees it.
+
+    Attributes:
+      input_size: D.
+      output_size: C, the readout's features.
+      kind: "regression" or "classification".
+      output_mode: "last" (many-to-one) or "sequence" (many-to-many).
+      causal: outputs may use only the past (a bidirectional model would
+        cheat: language modelling, forecasting, copy).
+      sample_train: ``sample_train(key, batch_size) -> Batch``, pure, jittable.
+      eval_set: ``eval_set(key, size) -> Batch``, the held-out data (datasets
+        ignore ``size`` and return their test split).
+      baselines: name -> value of trivial predictors on the eval metric.
+      primary_metric: the eval metric that picks the best checkpoint.
+      higher_is_better: its direction.
+      bits_per_symbol: also report loss / ln 2 as ``bits_per_char``.
+      info: free-form facts for the summary (sizes, split).
+    """
+
+    input_size: int
+    output_size: int
+    kind: str
+    output_mode: str
+    causal: bool
+    sample_train: Callable[[jax.Array, int], Batch]
+    eval_set: Callable[[jax.Array, int], Batch]
+    baselines: dict
+    primary_metric: str
+    higher_is_better: bool
+    bits_per_symbol: bool = False
+    info: dict | None = None
+
+
+class Task(NamedTuple):
+    """A registry entry: ``build(options) -> TaskSpec``."""
+
+    name: str
+    description: str
+    pattern: str  # "many-to-one", "many-to-many aligned", ...
+    options: type  # frozen dataclass of task-specific config fields
+    build: Callable[[Any], TaskSpec]
+    extra: str | None = None  # optional packages it needs, for messages
+
+
+def losses_and_metrics(task: TaskSpec, outputs: jax.Array, batch: Batch) -> dict:
+    """Weighted per-example loss and the task's metrics (all scalars).
+
+    ``outputs``: (B, C) or (B, T, C) readout values (logits for
+    classification). Returns ``{"loss", "mse"}`` or ``{"loss", "accuracy"}``
+    (plus ``bits_per_char``).
+    """
+    if task.kind == REGRESSION:
+        per_output = jnp.mean(jnp.square(outputs - batch.targets), axis=-1)
+        loss = weighted_mean(per_output, batch.weights)
+        return {"loss": loss, "mse": loss}
+    log_probs = jax.nn.log_softmax(outputs.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(log_probs, batch.targets[..., None], axis=-1)[..., 0]
+    correct = (jnp.argmax(outputs, axis=-1) == batch.targets).astype(jnp.float32)
+    metrics = {
+        "loss": weighted_mean(nll, batch.weights),
+        "accuracy": weighted_mean(correct, batch.weights),
+    }
+    if task.bits_per_symbol:
+        metrics["bits_per_char"] = metrics["loss"] / math.log(2.0)
+    return metrics
+
+
+def weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
+    if weights is None:
+        return jnp.mean(values)
+    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def one_hot(ids: jax.Array, size: int) -> jax.Array:
+    return jax.nn.one_hot(ids, size, dtype=jnp.float32)
+
+
+def sample_rows(arrays: Batch, key: jax.Array, batch_size: int) -> Batch:
+    """A batch of rows drawn uniformly with replacement from a fixed split."""
+    num_rows = arrays.xs.shape[0]
+    rows = jax.random.randint(key, (batch_size,), 0, num_rows)
+    return jax.tree_util.tree_map(lambda a: a[rows], arrays)

@@ -1,0 +1,280 @@
+"""Typed experiment configs: an ml_collections ConfigDict turned, once, into
+frozen dataclasses.
+
+``from_config_dict(cfg)`` is the one boundary where a config file's loose
+dict becomes ``ExperimentConfig``: unknown keys, wrong types and impossible
+values raise ``ConfigError`` naming the key (``config.model.hidden_size``),
+what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from recurrent_jax.data.options import ConfigError, fail
+from recurrent_jax.data.options import check_choice as _check_choice
+from recurrent_jax.data.options import check_non_negative as _check_non_negative
+from recurrent_jax.data.options import check_positive as _check_positive
+from recurrent_jax.data.options import check_rate as _check_rate
+
+CELLS = ("elman", "lstm", "gru", "mgu")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "warmup_cosine")
+IMPLS = ("auto", "scan", "fused")
+
+
+# --- the sections -------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The recurrent network and its readout.
+
+    ``dropout`` (between layers), ``input_dropout``, ``recurrent_dropout`` and
+    ``zoneout`` are compiled in when non-zero here; their values (like
+    ``init_scale``) are the defaults of the traced ``HParams``.
+    """
+
+    cell: str = "lstm"
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+    init_scale: float = 1.0
+    impl: str = "auto"
+
+    def __post_init__(self):
+        _check_choice("model.cell", self.cell, CELLS)
+        _check_positive("model.hidden_size", self.hidden_size)
+        _check_positive("model.num_layers", self.num_layers)
+        for name in ("dropout", "input_dropout", "recurrent_dropout", "zoneout"):
+            _check_rate(f"model.{name}", getattr(self, name))
+        if not self.init_scale > 0:
+            fail("model.init_scale", "a positive float", self.init_scale)
+        _check_choice("model.impl", self.impl, IMPLS)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The task, its batch sizes and its task-specific ``options`` (a frozen
+    dataclass owned by the task, see ``recurrent_jax.data``)."""
+
+    task: str
+    batch_size: int = 64
+    eval_size: int = 1024
+    options: Any = None
+
+    def __post_init__(self):
+        _check_positive("data.batch_size", self.batch_size)
+        _check_positive("data.eval_size", self.eval_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """optax optimizer, schedule and clipping. ``clip_norm`` 0 disables
+    clipping; ``learning_rate``, ``weight_decay`` and ``clip_norm`` are the
+    defaults of the traced ``HParams``."""
+
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    b1: float = 0.9
+    b2: float = 0.999
+    clip_norm: float = 1.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    end_lr_fraction: float = 0.0
+
+    def __post_init__(self):
+        _check_choice("optimizer.name", self.name, OPTIMIZERS)
+        _check_choice("optimizer.schedule", self.schedule, SCHEDULES)
+        if not self.learning_rate > 0:
+            fail("optimizer.learning_rate", "a positive float", self.learning_rate)
+        _check_non_negative("optimizer.weight_decay", self.weight_decay)
+        _check_non_negative("optimizer.clip_norm", self.clip_norm)
+        _check_non_negative("optimizer.warmup_steps", self.warmup_steps)
+        for name in ("momentum", "b1", "b2", "end_lr_fraction"):
+            _check_rate(f"optimizer.{name}", getattr(self, name))
+        if self.name == "adam" and self.weight_decay:
+            fail("optimizer.weight_decay", "0 with adam (use name='adamw')", self.weight_decay)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Steps, chunking, evaluation and checkpoint cadence.
+
+    ``fast_compile`` compiles with XLA's backend optimisation level 0: about
+    twice as fast to compile and several times slower to run, for smoke runs.
+    """
+
+    num_steps: int = 1000
+    steps_per_chunk: int = 100
+    eval_every: int = 500
+    keep_checkpoints: int = 2
+    seed: int = 0
+    fast_compile: bool = False
+
+    def __post_init__(self):
+        _check_positive("training.num_steps", self.num_steps)
+        _check_positive("training.steps_per_chunk", self.steps_per_chunk)
+        _check_positive("training.eval_every", self.eval_every)
+        _check_positive("training.keep_checkpoints", self.keep_checkpoints)
+        _check_non_negative("training.seed", self.seed)
+        if self.num_steps % self.steps_per_chunk:
+            fail(
+                "training.num_steps",
+                f"a multiple of training.steps_per_chunk={self.steps_per_chunk}",
+                self.num_steps,
+            )
+        if self.eval_every % self.steps_per_chunk:
+            fail(
+                "training.eval_every",
+                f"a multiple of training.steps_per_chunk={self.steps_per_chunk}",
+                self.eval_every,
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    optimizer: OptimizerConfig
+    training: TrainingConfig
+
+
+SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optimizer": OptimizerConfig,
+    "training": TrainingConfig,
+}
+
+
+def base_config(task: str, name: str | None = None):
+    """An unlocked ConfigDict holding every key at its default, for config
+    files to start from (so each key can be overridden on the command line
+    and a typo fails once the file locks it)."""
+    import ml_collections
+
+    from recurrent_jax.data import registry
+
+    _check_choice("data.task", task, registry.task_names())
+    options = dataclasses.asdict(registry.get_task(task).options())
+    data = {"task": task, "batch_size": 64, "eval_size": 1024, **options}
+    sections = {k: dataclasses.asdict(cls()) for k, cls in SECTIONS.items() if k != "data"}
+    return ml_collections.ConfigDict({"name": name or task, "data": data, **sections})
+
+
+# --- conversion ---------------------------------------------------------------
+
+
+def from_config_dict(cfg) -> ExperimentConfig:
+    """Validates a ConfigDict (or nested mapping) into ``ExperimentConfig``.
+
+    Expected keys: ``name`` (str), and sections ``model``, ``data``,
+    ``optimizer``, ``training`` with the fields of the dataclasses above;
+    ``data`` also takes the fields of its task's options dataclass.
+    """
+    from recurrent_jax.data import registry  # the task registry, imported lazily
+
+    raw = _as_dict(cfg)
+    _check_keys("config", raw, ["name", *SECTIONS])
+    name = raw.get("name", "experiment")
+    if not isinstance(name, str) or not name:
+        fail("config.name", "a non-empty str", name)
+    sections = {}
+    for key, cls in SECTIONS.items():
+        section = _as_dict(raw.get(key, {}), f"config.{key}")
+        if key == "data":
+            sections[key] = _build_data(section, registry)
+        else:
+            sections[key] = build_dataclass(cls, section, f"config.{key}")
+    return ExperimentConfig(name=name, **sections)
+
+
+def _build_data(section: dict, registry) -> DataConfig:
+    task_name = section.get("task")
+    _check_choice("data.task", task_name, registry.task_names())
+    common = {f.name for f in dataclasses.fields(DataConfig)} - {"options"}
+    options_cls = registry.get_task(task_name).options
+    own = {f.name for f in dataclasses.fields(options_cls)}
+    _check_keys("config.data", section, sorted(common | own))
+    options = build_dataclass(
+        options_cls, {k: v for k, v in section.items() if k in own}, "config.data"
+    )
+    data = build_dataclass(
+        DataConfig, {k: v for k, v in section.items() if k in common}, "config.data"
+    )
+    return dataclasses.replace(data, options=options)
+
+
+def build_dataclass(cls, values: Mapping, where: str):
+    """``cls(**values)`` after checking keys and types; values errors from
+    ``__post_init__`` are re-raised with the full key path."""
+    _check_keys(where, values, [f.name for f in dataclasses.fields(cls) if f.name != "options"])
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in values.items()}
+    return cls(**kwargs)  # __post_init__ raises ConfigError naming the key
+
+
+def to_dict(config: ExperimentConfig) -> dict:
+    """The plain nested dict of a config, task options flattened into
+    ``data`` (the inverse of ``from_config_dict``)."""
+    out = dataclasses.asdict(config)
+    options = out["data"].pop("options") or {}
+    out["data"].update(options)
+    return out
+
+
+def _coerce(key: str, value, hint):
+    """Checks ``value`` against a field type; ints are accepted for floats."""
+    allowed = _allowed_types(hint)
+    if value is None and type(None) in allowed:
+        return None
+    if isinstance(value, bool):
+        if bool in allowed:
+            return value
+    elif isinstance(value, int) and int in allowed:
+        return value
+    elif isinstance(value, int | float) and float in allowed:
+        return float(value)
+    elif isinstance(value, str) and str in allowed:
+        return value
+    elif isinstance(value, list | tuple) and tuple in allowed:
+        return tuple(value)
+    if Any in allowed:
+        return value
+    names = " or ".join(t.__name__ if t is not type(None) else "None" for t in allowed)
+    raise ConfigError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")
+
+
+def _allowed_types(hint) -> tuple:
+    if hint is Any:
+        return (Any,)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(typing.get_origin(a) or a for a in typing.get_args(hint))
+    return (origin or hint,)
+
+
+def _as_dict(cfg, where: str = "config") -> dict:
+    if hasattr(cfg, "to_dict"):
+        return cfg.to_dict()
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    raise ConfigError(f"{where}: expected a ConfigDict or mapping, got {type(cfg).__name__}")
+
+
+def _check_keys(where: str, values: Mapping, valid) -> None:
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")

@@ -1,0 +1,277 @@
+"""The host loop: ``train_and_evaluate(config, workdir)``.
+
+Between jitted chunks of ``training.steps_per_chunk`` steps it writes
+metrics, evaluates, checkpoints, checks for NaN/Inf and advances the
+progress bar. A run directory holds ``config.json`` (re-launchable:
+``recurrent-jax train --config=<workdir>/config.json``), ``metrics.jsonl``,
+``checkpoints/``, PNG plots and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from recurrent_jax.data.base import losses_and_metrics
+from recurrent_jax.train import core
+from recurrent_jax.train.checkpoint import Checkpointer
+from recurrent_jax.train.config import ExperimentConfig, from_config_dict, to_dict
+from recurrent_jax.train.metrics import MetricsWriter, read_metrics
+from recurrent_jax.train.progress import Progress
+
+CONFIG_FILE = "config.json"
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or an eval metric became NaN or Inf."""
+
+
+class Compiled(NamedTuple):
+    """The jitted stages of one config (cached, so runs in one process reuse them)."""
+
+    task: object
+    init: Callable  # (hparams, key) -> (state, eval batch)
+    run_chunk: Callable  # (hparams, state, key) -> (state, per-step metrics)
+    evaluate: Callable  # (hparams, params, batch) -> (metrics, outputs)
+
+
+def _init(config, task, hparams, key):
+    return core.init_state(config, task, hparams, key), core.eval_batch(config, task, key)
+
+
+def _evaluate(config, task, hparams, params, batch):
+    outputs = core.apply_model(
+        config.model, task, params, batch, hparams.rates, key=None, deterministic=True
+    )
+    return losses_and_metrics(task, outputs, batch), outputs
+
+
+def compile_stages(config: ExperimentConfig) -> Compiled:
+    """The jitted stages; configs that differ only in traced or host-side
+    values (``core.static_config``) share them."""
+    return _compile_static(core.static_config(config))
+
+
+@functools.cache
+def _compile_static(config: ExperimentConfig) -> Compiled:
+    task = core.build_task(config)
+    jit = functools.partial(jax.jit, compiler_options=core.compiler_options(config))
+    return Compiled(
+        task,
+        jit(functools.partial(_init, config, task)),
+        jit(functools.partial(core.run_chunk, config, task)),
+        jit(functools.partial(_evaluate, config, task)),
+    )
+
+
+def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
+    """Creates ``workdir`` and saves the resolved config; an existing run
+    there must have the same config (then it is resumed)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / CONFIG_FILE
+    resolved = to_dict(config)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != resolved:
+            diff = sorted(_diff(saved, resolved))
+            raise ValueError(
+                f"{workdir} holds a run with a different config (differs at {diff}); "
+                "pass a fresh --workdir, or omit --config to resume the saved run"
+            )
+    else:
+        path.write_text(json.dumps(resolved, indent=2) + "\n")
+    return workdir
+
+
+def load_run_config(workdir: Path) -> ExperimentConfig:
+    path = Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no saved config; is {workdir} a run directory?")
+    return from_config_dict(json.loads(path.read_text()))
+
+
+class _StopFlag:
+    """Set by SIGTERM; checked between chunks."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        self.requested = True
+
+
+def train_and_evaluate(
+    config: ExperimentConfig,
+    workdir,
+    *,
+    progress: bool = True,
+    should_stop: Callable[[int], bool] | None = None,
+) -> dict:
+    """Trains (resuming from the latest checkpoint in ``workdir``), evaluates
+    and writes the run directory. Returns the summary.
+
+    ``should_stop(step)`` is checked after every chunk (as SIGTERM is): when
+    true the state is saved and the run ends with status "interrupted".
+    Raises ``TrainingDiverged`` on NaN/Inf, after saving the summary.
+    """
+    workdir = prepare_workdir(config, workdir)
+    stages = compile_stages(config)
+    hparams = core.default_hparams(config)
+    key = jax.random.key(config.training.seed)
+    checkpoints = Checkpointer(
+        workdir / "checkpoints",
+        keep=config.training.keep_checkpoints,
+        primary_metric=stages.task.primary_metric,
+        higher_is_better=stages.task.higher_is_better,
+    )
+    writer = MetricsWriter(workdir)
+    stop = _StopFlag()
+    previous_handler = _install(signal.SIGTERM, stop)
+    run = _Run(config, stages, hparams, key, checkpoints, writer, workdir)
+    try:
+        status = run.loop(
+            progress, lambda step: stop.requested or bool(should_stop and should_stop(step))
+        )
+    finally:
+        _install(signal.SIGTERM, previous_handler)
+        writer.close()
+    summary = run.finish(status)
+    checkpoints.close()
+    if status == "diverged":
+        raise TrainingDiverged(summary["message"])
+    return summary
+
+
+class _Run:
+    """The mutable host-side state of one run (the device state is ``self.state``)."""
+
+    def __init__(self, config, stages, hparams, key, checkpoints, writer, workdir):
+        self.config, self.stages, self.hparams, self.key = config, stages, hparams, key
+        self.checkpoints, self.writer, self.workdir = checkpoints, writer, workdir
+        self.state, self.eval_data = stages.init(hparams, key)
+        self.eval_outputs = None
+        self.start_step, self.message, self.seconds = 0, "", 0.0
+        latest = checkpoints.latest_step()
+        if latest is not None:
+            self.state = checkpoints.restore(latest, self.state)
+            writer.truncate_after(latest)
+            self.start_step = latest
+
+    @property
+    def step(self) -> int:
+        return int(self.state.step)
+
+    def loop(self, show_progress: bool, stop_requested) -> str:
+        t = self.config.training
+        bar = Progress(t.num_steps, self.step, enabled=show_progress)
+        start = time.perf_counter()
+        try:
+            if self.step % t.eval_every == 0 and not self.evaluated(self.step):
+                self.evaluate()  # step 0, or an eval cut short by an interrupt
+            while self.step < t.num_steps:
+                new_state, metrics = self.stages.run_chunk(self.hparams, self.state, self.key)
+                metrics = jax.device_get(metrics)
+                if not self.chunk_finite(metrics):
+                    return "diverged"
+                self.state = new_state
+                train = self.log_train(metrics)
+                bar.update(self.step, train)
+                if self.step % t.eval_every == 0 or self.step == t.num_steps:
+                    evals = self.evaluate()
+                    if evals is None:
+                        return "diverged"
+                    bar.write(self.step, train, evals)
+                if self.step < t.num_steps and stop_requested(self.step):
+                    self.checkpoints.save(self.state)
+                    return "interrupted"
+        except KeyboardInterrupt:
+            self.checkpoints.save(self.state)
+            return "interrupted"
+        finally:
+            self.seconds = time.perf_counter() - start
+            bar.close()
+        return "completed"
+
+    def evaluated(self, step: int) -> bool:
+        return any(
+            r["step"] == step and r["split"] == "eval" for r in read_metrics(self.writer.path)
+        )
+
+    def log_train(self, metrics: dict) -> dict:
+        means = {k: float(np.mean(v)) for k, v in metrics.items()}
+        means["learning_rate"] = float(metrics["learning_rate"][-1])
+        self.writer.write(self.step, "train", means)
+        return means
+
+    def evaluate(self) -> dict | None:
+        metrics, self.eval_outputs = self.stages.evaluate(
+            self.hparams, self.state.params, self.eval_data
+        )
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        self.writer.write(self.step, "eval", metrics)
+        if not all(math.isfinite(v) for v in metrics.values()):
+            self.message = self._diverged_message(self.step, "eval metrics")
+            return None
+        if self.step > 0:
+            self.checkpoints.save(self.state, metrics)
+        return metrics
+
+    def chunk_finite(self, metrics: dict) -> bool:
+        losses = np.asarray(metrics["loss"])
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size == 0:
+            return True
+        self.writer.write(
+            self.step + len(losses), "train", {k: np.mean(v) for k, v in metrics.items()}
+        )
+        self.message = self._diverged_message(self.step + int(bad[0]) + 1, "the training loss")
+        return False
+
+    def _diverged_message(self, step: int, what: str) -> str:
+        last = self.checkpoints.latest_step()
+        where = (
+            f"last good checkpoint: step {last} in {self.checkpoints.directory}"
+            if last is not None
+            else "no checkpoint was saved before it"
+        )
+        return (
+            f"training diverged: {what} became NaN/Inf at step {step}; {where}. "
+            "Try a lower optimizer.learning_rate or optimizer.clip_norm > 0."
+        )
+
+    def finish(self, status: str) -> dict:
+        from recurrent_jax.train.summary import write_summary
+
+        return write_summary(self, status)
+
+
+def _install(signum, handler):
+    if handler is None:
+        return None
+    try:
+        return signal.signal(signum, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
+
+
+def _diff(a, b, prefix=""):
+    keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else None
+    if keys is None:
+        return [prefix] if a != b else []
+    out = []
+    for k in keys:
+        out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+    return out
+
+
+__all__ = ["TrainingDiverged", "load_run_config", "read_metrics", "train_and_evaluate"]

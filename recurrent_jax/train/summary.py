@@ -1,0 +1,95 @@
+"""The end of a run: plots, ``summary.json`` and the printed summary."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+
+from recurrent_jax.train import plots
+from recurrent_jax.train.metrics import read_metrics
+
+SUMMARY_FILE = "summary.json"
+
+
+def write_summary(run, status: str) -> dict:
+    """Writes plots and ``summary.json`` for a ``loop._Run``; returns the summary."""
+    config, task, workdir = run.config, run.stages.task, run.workdir
+    records = read_metrics(workdir)
+    evals = [r for r in records if r["split"] == "eval"]
+    best_step = run.checkpoints.best_step()
+    best = next((r for r in evals if r["step"] == best_step), None)
+    steps_done = run.step - run.start_step
+    summary = {
+        "name": config.name,
+        "task": config.data.task,
+        "status": status,
+        "message": run.message,
+        "step": run.step,
+        "num_steps": config.training.num_steps,
+        "final_eval": _strip(evals[-1]) if evals else None,
+        "best_step": best_step,
+        "best_eval": _strip(best) if best else None,
+        "primary_metric": task.primary_metric,
+        "baselines": task.baselines,
+        "num_params": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(run.state.params))),
+        "seconds": round(run.seconds, 2),
+        "steps_per_second": round(steps_done / run.seconds, 2) if run.seconds else None,
+        "device": str(jax.devices()[0].device_kind),
+        "workdir": str(workdir),
+        "plots": _plots(run, records),
+    }
+    (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _plots(run, records) -> list[str]:
+    task, workdir, title = run.stages.task, run.workdir, run.config.name
+    written = [plots.plot_learning_curves(records, workdir / plots.CURVES_FILE, title)]
+    if run.message == "" and run.eval_outputs is not None:
+        batch, outputs = run.eval_data, jax.device_get(run.eval_outputs)
+        written.append(
+            plots.plot_predictions(
+                task.kind,
+                outputs,
+                batch.targets,
+                batch.weights,
+                workdir / plots.TASK_FILE,
+                f"{title}: eval at step {run.step}",
+            )
+        )
+    return [p.name for p in written if p is not None]
+
+
+def _strip(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "split"}
+
+
+def format_summary(summary: dict) -> str:
+    """A few human-readable lines."""
+    lines = [
+        f"{summary['name']} ({summary['task']}): {summary['status']} at step "
+        f"{summary['step']}/{summary['num_steps']}"
+    ]
+    if summary["message"]:
+        lines.append(summary["message"])
+    metric = summary["primary_metric"]
+    if summary["final_eval"]:
+        lines.append(f"  final eval {metric}: {summary['final_eval'].get(metric):.5g}")
+    if summary["best_eval"]:
+        lines.append(
+            f"  best eval {metric}: {summary['best_eval'].get(metric):.5g} "
+            f"(step {summary['best_step']})"
+        )
+    for name, value in summary["baselines"].items():
+        lines.append(f"  baseline {name}: {value:.5g}")
+    if summary["steps_per_second"]:
+        lines.append(
+            f"  {summary['num_params']} params, {summary['seconds']:.1f}s, "
+            f"{summary['steps_per_second']:.1f} steps/s on {summary['device']}"
+        )
+    lines.append(f"  run directory: {summary['workdir']}")
+    if summary["status"] == "interrupted":
+        lines.append(f"  resume with: recurrent-jax train --workdir={summary['workdir']}")
+    return "\n".join(lines)

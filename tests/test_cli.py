@@ -1,0 +1,94 @@
+"""The command line: train, eval, list, overrides and error exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ml_collections")
+pytest.importorskip("orbax.checkpoint")
+
+from recurrent_jax import cli  # noqa: E402
+
+REPO = Path(__file__).parents[1]
+
+
+def test_list_shows_configs_and_tasks(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("adding", "copy", "digits", "parity", "japanese_vowels", "ucr"):
+        assert name in out
+
+
+def test_train_then_eval_then_relaunch(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    args = [
+        "train",
+        f"--config={REPO}/configs/adding.py:smoke",
+        f"--workdir={workdir}",
+        "--no-progress",
+    ]
+    assert cli.main([*args, "--config.optimizer.learning_rate=0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "completed at step 30/30" in out and "baseline" in out
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["optimizer"]["learning_rate"] == 0.01
+
+    assert cli.main(["eval", f"--workdir={workdir}"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert report["step"] == summary["best_step"]
+    assert report["eval"]["mse"] == pytest.approx(summary["best_eval"]["mse"], rel=1e-6)
+
+    # The saved config.json relaunches the same run in a new directory.
+    again = tmp_path / "again"
+    code = cli.main(
+        ["train", f"--config={workdir}/config.json", f"--workdir={again}", "--no-progress"]
+    )
+    assert code == 0
+    assert (again / "metrics.jsonl").read_text() == (workdir / "metrics.jsonl").read_text()
+    # --workdir alone resumes (here: finds the run complete).
+    assert cli.main(["train", f"--workdir={workdir}", "--no-progress"]) == 0
+
+
+def test_no_arguments_trains_the_default_config(monkeypatch):
+    seen = {}
+    monkeypatch.setitem(cli.COMMANDS, "train", lambda args, overrides: seen.update(vars(args)))
+    cli.main([])
+    assert seen["command"] == "train" and seen["config"] is None  # -> configs/adding.py
+    assert cli.resolve_config_path(cli.DEFAULT_CONFIG)[0].name == "adding.py"
+    cli.main(["--config=copy:smoke"])  # the subcommand defaults to train
+    assert seen["config"] == "copy:smoke"
+
+
+def test_bad_override_exits_2_with_the_key(capsys):
+    code = cli.main(["train", "--config=adding:smoke", "--config.model.cell=lsmt"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "config.model.cell: expected one of ['elman', 'lstm', 'gru', 'mgu'], got 'lsmt'" in err
+
+
+def test_unknown_config_file(capsys):
+    assert cli.main(["train", "--config=nope.py"]) == 2
+    assert "known configs" in capsys.readouterr().err
+
+
+def test_eval_of_missing_run(tmp_path, capsys):
+    assert cli.main(["eval", f"--workdir={tmp_path}"]) == 2
+    assert "no saved config" in capsys.readouterr().err
+
+
+def test_python_dash_m_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "recurrent_jax", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0
+    assert "train" in result.stdout and "eval" in result.stdout

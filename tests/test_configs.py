@@ -1,0 +1,161 @@
+"""Configs: every file loads, validates and documents its command; bad
+values are errors naming the key, the expected and the given value."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ml_collections")
+
+from recurrent_jax import cli  # noqa: E402
+from recurrent_jax.train import config as cfg  # noqa: E402
+from recurrent_jax.train.config import ConfigError, from_config_dict, to_dict  # noqa: E402
+
+CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py"))
+
+
+def test_there_are_configs():
+    assert {"adding", "copy", "parity", "digits", "japanese_vowels", "char_lm", "airline"} <= set(
+        CONFIGS
+    )
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("variant", [None, "smoke"])
+def test_config_loads_and_validates(name, variant):
+    spec = name if variant is None else f"{name}:{variant}"
+    config = cli.load_config(spec)
+    experiment = from_config_dict(config)
+    assert experiment.name
+    # Round trip through the saved form (config.json).
+    assert from_config_dict(to_dict(experiment)) == experiment
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_docstring_is_the_command(name):
+    path = Path(__file__).parents[1] / "configs" / f"{name}.py"
+    doc = ast.get_docstring(ast.parse(path.read_text()))
+    assert doc.splitlines()[0] == f"recurrent-jax train --config=configs/{name}.py"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_smoke_variant_is_small(name):
+    experiment = from_config_dict(cli.load_config(f"{name}:smoke"))
+    assert experiment.training.num_steps <= 50
+    assert experiment.model.hidden_size <= 16
+
+
+def test_configs_are_locked():
+    config = cli.load_config("adding")
+    with pytest.raises(AttributeError):
+        config.model.hiden_size = 3
+
+
+def test_overrides_parse_by_type():
+    config = cli.load_config("adding:smoke")
+    cli.apply_overrides(
+        config,
+        [
+            ("model.hidden_size", "32"),
+            ("optimizer.learning_rate", "0.1"),
+            ("model.bidirectional", "true"),
+            ("model.cell", "gru"),
+        ],
+    )
+    experiment = from_config_dict(config)
+    assert experiment.model.hidden_size == 32
+    assert experiment.optimizer.learning_rate == 0.1
+    assert experiment.model.bidirectional is True
+    assert experiment.model.cell == "gru"
+
+
+def test_split_overrides_both_forms():
+    rest, overrides = cli.split_overrides(
+        ["train", "--config.model.hidden_size=8", "--config.data.seq_len", "5", "--workdir=x"]
+    )
+    assert rest == ["train", "--workdir=x"]
+    assert overrides == [("model.hidden_size", "8"), ("data.seq_len", "5")]
+
+
+def test_override_unknown_key_lists_valid_keys():
+    config = cli.load_config("adding:smoke")
+    with pytest.raises(ConfigError, match=r"config\.model\.hiden_size: unknown key.*hidden_size"):
+        cli.apply_overrides(config, [("model.hiden_size", "3")])
+
+
+def test_override_wrong_type():
+    config = cli.load_config("adding:smoke")
+    with pytest.raises(ConfigError, match=r"config\.model\.hidden_size: expected int, got 'big'"):
+        cli.apply_overrides(config, [("model.hidden_size", "big")])
+
+
+def _raw(**changes):
+    raw = to_dict(from_config_dict(cli.load_config("adding:smoke")))
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        raw[section][key] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"model__cell": "lsmt"},
+            r"config\.model\.cell: expected one of \['elman', 'lstm', 'gru', 'mgu'\], got 'lsmt'",
+        ),
+        (
+            {"model__hidden_size": -3},
+            r"config\.model\.hidden_size: expected a positive number, got -3",
+        ),
+        ({"model__hidden_size": 2.5}, r"config\.model\.hidden_size: expected int, got float 2\.5"),
+        ({"model__bidirectional": "yes"}, r"config\.model\.bidirectional: expected bool"),
+        ({"model__dropout": 1.0}, r"config\.model\.dropout: expected a rate in \[0, 1\), got 1\.0"),
+        ({"model__zoneout": -0.1}, r"config\.model\.zoneout: expected a rate in \[0, 1\)"),
+        (
+            {"optimizer__name": "rmsprop"},
+            r"config\.optimizer\.name: expected one of \['adam', 'adamw', 'sgd'\]",
+        ),
+        (
+            {"optimizer__learning_rate": 0.0},
+            r"config\.optimizer\.learning_rate: expected a positive float",
+        ),
+        (
+            {"optimizer__weight_decay": 0.1},
+            r"config\.optimizer\.weight_decay: expected 0 with adam",
+        ),
+        ({"training__num_steps": 25}, r"config\.training\.num_steps: expected a multiple of"),
+        ({"data__seq_len": 1}, r"config\.data\.seq_len: expected at least 2, got 1"),
+        ({"data__task": "addition"}, r"config\.data\.task: expected one of \["),
+        ({"data__delay": 3}, r"config\.data: unknown key\(s\) \['delay'\]; valid keys: \["),
+        ({"model__layers": 3}, r"config\.model: unknown key\(s\) \['layers'\]"),
+    ],
+)
+def test_bad_values_name_the_key(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        from_config_dict(_raw(**changes))
+
+
+def test_unknown_section():
+    raw = _raw()
+    raw["trainer"] = {}
+    with pytest.raises(ConfigError, match=r"config: unknown key\(s\) \['trainer'\]"):
+        from_config_dict(raw)
+
+
+def test_bidirectional_rejected_for_causal_task():
+    from recurrent_jax.train.core import build_task
+
+    config = cli.load_config("copy:smoke")
+    cli.apply_overrides(config, [("model.bidirectional", "true")])
+    with pytest.raises(ConfigError, match=r"config\.model\.bidirectional: expected False"):
+        build_task(from_config_dict(config))
+
+
+def test_base_config_has_every_key():
+    config = cfg.base_config("adding")
+    experiment = from_config_dict(config)
+    assert to_dict(experiment) == config.to_dict()

@@ -1,0 +1,215 @@
+"""Training: every config's smoke variant end to end, resume bit-identical,
+vmap over hyperparameters, divergence and checkpoint errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytest.importorskip("ml_collections")
+pytest.importorskip("orbax.checkpoint")
+
+from recurrent_jax import cli  # noqa: E402
+from recurrent_jax.train import core, from_config_dict, make_train  # noqa: E402
+from recurrent_jax.train.checkpoint import Checkpointer, CheckpointError  # noqa: E402
+from recurrent_jax.train.loop import TrainingDiverged, compile_stages, train_and_evaluate  # noqa: E402
+from recurrent_jax.train.metrics import read_metrics  # noqa: E402
+
+CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py"))
+NEEDS = {"digits": "sklearn", "japanese_vowels": "aeon", "airline": "aeon"}
+
+
+def experiment(spec="adding:smoke", **overrides):
+    config = cli.load_config(spec)
+    cli.apply_overrides(config, [(k.replace("__", "."), str(v)) for k, v in overrides.items()])
+    return from_config_dict(config)
+
+
+def is_png(path: Path) -> bool:
+    return path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_smoke_config_trains_end_to_end(name, tmp_path):
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name])
+    config = experiment(f"{name}:smoke")
+    summary = train_and_evaluate(config, tmp_path, progress=False)
+    assert summary["status"] == "completed"
+    assert summary["step"] == config.training.num_steps
+    records = read_metrics(tmp_path)
+    splits = {(r["step"], r["split"]) for r in records}
+    chunk = config.training.steps_per_chunk
+    for step in range(chunk, config.training.num_steps + 1, chunk):
+        assert (step, "train") in splits
+    assert (0, "eval") in splits and (config.training.num_steps, "eval") in splits
+    assert all(np.isfinite(r["loss"]) for r in records)
+    assert is_png(tmp_path / "learning_curves.png")
+    assert is_png(tmp_path / "predictions.png")
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["final_eval"][saved["primary_metric"]] is not None
+    try:
+        import tensorboardX  # noqa: F401
+
+        assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    except ImportError:
+        pass
+    relaunch = from_config_dict(json.loads((tmp_path / "config.json").read_text()))
+    assert relaunch == config
+
+
+def _checkpoint_state(workdir: Path, config):
+    stages = compile_stages(config)
+    like, _ = stages.init(core.default_hparams(config), jax.random.key(0))
+    task = stages.task
+    ckpt = Checkpointer(
+        workdir / "checkpoints",
+        keep=5,
+        primary_metric=task.primary_metric,
+        higher_is_better=task.higher_is_better,
+    )
+    state = ckpt.restore(ckpt.latest_step(), like)
+    ckpt.close()
+    return state
+
+
+def _stop_at(step, how):
+    def should_stop(current):
+        if current != step:
+            return False
+        if how == "keyboard":
+            raise KeyboardInterrupt
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+            return False
+        return True
+
+    return should_stop
+
+
+# Host-side changes only: shares the compiled stages of adding:smoke.
+RESUMABLE = dict(training__eval_every=20, training__keep_checkpoints=1)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("full")
+    config = experiment(**RESUMABLE)
+    train_and_evaluate(config, workdir, progress=False)
+    return workdir, config
+
+
+@pytest.mark.parametrize("how", ["flag", "keyboard", "sigterm"])
+def test_resume_is_bit_identical(uninterrupted, tmp_path, how):
+    full_dir, config = uninterrupted
+    first = train_and_evaluate(config, tmp_path, progress=False, should_stop=_stop_at(10, how))
+    assert first["status"] == "interrupted"
+    stopped_at = 20 if how == "sigterm" else 10  # SIGTERM is seen after the next chunk
+    assert first["step"] == stopped_at
+    second = train_and_evaluate(config, tmp_path, progress=False)
+    assert second["status"] == "completed" and second["step"] == 30
+    assert (tmp_path / "metrics.jsonl").read_text() == (full_dir / "metrics.jsonl").read_text()
+    got, want = _checkpoint_state(tmp_path, config), _checkpoint_state(full_dir, config)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    assert second["best_step"] == json.loads((full_dir / "summary.json").read_text())["best_step"]
+
+
+def test_completed_run_is_not_retrained(uninterrupted, tmp_path):
+    full_dir, config = uninterrupted
+    copy = tmp_path / "run"
+    shutil.copytree(full_dir, copy)
+    summary = train_and_evaluate(config, copy, progress=False)
+    assert summary["status"] == "completed"
+    assert (copy / "metrics.jsonl").read_text() == (full_dir / "metrics.jsonl").read_text()
+
+
+def test_workdir_with_other_config_is_refused(uninterrupted):
+    full_dir, config = uninterrupted
+    other = experiment(**RESUMABLE, model__hidden_size=5)
+    with pytest.raises(
+        ValueError, match=r"different config \(differs at \['model.hidden_size'\]\)"
+    ):
+        train_and_evaluate(other, full_dir, progress=False)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(uninterrupted, tmp_path):
+    full_dir, config = uninterrupted
+    copy = tmp_path / "run"
+    shutil.copytree(full_dir, copy)
+    latest = copy / "checkpoints" / "30"
+    for path in (latest / "default").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    before = sorted(p.name for p in (copy / "checkpoints").iterdir())
+    with pytest.raises(CheckpointError, match=r"could not be restored.*Nothing was deleted"):
+        train_and_evaluate(config, copy, progress=False)
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == before
+
+
+def test_incompatible_checkpoint_is_a_clear_error(uninterrupted):
+    full_dir, config = uninterrupted
+    like, _ = compile_stages(config).init(core.default_hparams(config), jax.random.key(0))
+    like = like._replace(
+        params=jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape + (2,)), like.params)
+    )
+    ckpt = Checkpointer(
+        full_dir / "checkpoints", keep=5, primary_metric="mse", higher_is_better=False
+    )
+    with pytest.raises(CheckpointError):
+        ckpt.restore(ckpt.latest_step(), like)
+
+
+def test_divergence_names_the_step_and_checkpoint(tmp_path):
+    config = experiment(optimizer__learning_rate=1e20)  # a traced value: no new compile
+    with pytest.raises(TrainingDiverged, match=r"became NaN/Inf at step \d+; no checkpoint"):
+        train_and_evaluate(config, tmp_path, progress=False)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+
+
+def test_static_config_ignores_traced_and_host_values():
+    a = experiment(optimizer__learning_rate=0.5, model__init_scale=2.0, training__seed=4)
+    assert core.static_config(a) == core.static_config(experiment())
+    b = experiment(optimizer__clip_norm=0.0)
+    assert core.static_config(b) != core.static_config(experiment())
+
+
+def _solo_run(config, hparams, key):
+    """A run through the host loop's compiled stages."""
+    stages = compile_stages(config)
+    state, batch = stages.init(hparams, key)
+    chunks = []
+    for _ in range(config.training.num_steps // config.training.steps_per_chunk):
+        state, metrics = stages.run_chunk(hparams, state, key)
+        chunks.append(metrics)
+    train = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *chunks)
+    return state.params, {"train": train, "eval": stages.evaluate(hparams, state.params, batch)[0]}
+
+
+def test_vmap_over_learning_rates_equals_solo_runs():
+    """Run i of ``vmap(train)`` equals a solo run of the host loop's stages."""
+    config = experiment()
+    base = core.default_hparams(config)
+    rates = jnp.array([1e-3, 3e-2], jnp.float32)
+    axes = core.HParams(*(0 if f == "learning_rate" else None for f in core.HParams._fields))
+    key = jax.random.key(3)
+    train = jax.vmap(make_train(config), in_axes=(axes, None))
+    jit = jax.jit(train, compiler_options=core.compiler_options(config))
+    states, metrics = jit(base._replace(learning_rate=rates), key)
+    for i, rate in enumerate(rates):
+        want = _solo_run(config, base._replace(learning_rate=rate), key)
+        got = jax.tree_util.tree_map(lambda a, i=i: a[i], (states.params, metrics))
+        for g, w in zip(
+            jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True
+        ):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5, atol=1e-6)
+    assert not np.allclose(states.params["readout"]["w"][0], states.params["readout"]["w"][1])
