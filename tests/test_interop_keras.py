@@ -111,16 +111,15 @@ def close(actual, expected):
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=0, atol=ATOL)
 
 
-# (kind, merge_mode, options, check gradients): gradients cost most of the
-# compile time, so the cases without them only add a variant of the layout.
+# (kind, merge_mode, options, check gradients): every case checks gradients.
 CASES = [
     ("lstm", None, dict(return_sequences=True, return_state=True), True),
     ("gru", None, dict(return_sequences=True, return_state=True), True),
     ("gru_rb", None, dict(return_sequences=True, return_state=True), True),
     ("lstm", "concat", dict(return_sequences=True, return_state=True), True),
-    ("lstm", None, dict(use_bias=False, return_sequences=False), False),
-    ("gru_rb", "sum", dict(return_sequences=True), False),
-    ("relu", "ave", dict(return_sequences=False), False),
+    ("lstm", None, dict(use_bias=False, return_sequences=False), True),
+    ("gru_rb", "sum", dict(return_sequences=True), True),
+    ("relu", "ave", dict(return_sequences=False), True),
 ]
 
 
