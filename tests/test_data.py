@@ -55,6 +55,16 @@ def test_parity_targets(key):
     np.testing.assert_array_equal(batch.targets, batch.xs[..., 0].sum(-1).astype(int) % 2)
 
 
+def test_parity_variable_lengths_count_only_valid_bits(key):
+    batch = synthetic.parity_batch(key, 64, 7, variable_lengths=True)
+    lengths = np.asarray(batch.seq_lengths)
+    assert lengths.min() >= 1 and lengths.max() <= 7 and len(set(lengths)) > 3
+    bits = np.asarray(batch.xs[..., 0]).astype(int)
+    for b, n in enumerate(lengths):
+        assert bits[b, n:].sum() == 0  # padding carries no bits
+        assert batch.targets[b] == bits[b, :n].sum() % 2
+
+
 def test_batches_are_deterministic_in_the_key(key):
     a = synthetic.adding_batch(key, 4, 6)
     b = synthetic.adding_batch(key, 4, 6)

@@ -129,22 +129,35 @@ class ParityOptions:
         opt.check_positive("data.seq_len", self.seq_len)
 
 
-def parity_batch(key: jax.Array, batch_size: int, seq_len: int) -> Batch:
-    """xs (B, T, 1) random bits; targets (B,) their sum mod 2."""
-    bits_BxT = jax.random.bernoulli(key, 0.5, (batch_size, seq_len)).astype(jnp.int32)
-    return Batch(bits_BxT[..., None].astype(jnp.float32), bits_BxT.sum(-1) % 2)
+def parity_batch(
+    key: jax.Array, batch_size: int, seq_len: int, variable_lengths: bool = False
+) -> Batch:
+    """xs (B, T, 1) random bits; targets (B,) their sum mod 2.
+
+    With ``variable_lengths`` each sequence has a length drawn uniformly from
+    [1, T] (padding masked): the short ones give the gradient signal that
+    fixed-length parity lacks, an implicit curriculum.
+    """
+    k_bits, k_len = jax.random.split(key)
+    bits_BxT = jax.random.bernoulli(k_bits, 0.5, (batch_size, seq_len)).astype(jnp.int32)
+    if not variable_lengths:
+        return Batch(bits_BxT[..., None].astype(jnp.float32), bits_BxT.sum(-1) % 2)
+    lengths_B = jax.random.randint(k_len, (batch_size,), 1, seq_len + 1)
+    valid_BxT = jnp.arange(seq_len)[None, :] < lengths_B[:, None]
+    bits_BxT = jnp.where(valid_BxT, bits_BxT, 0)
+    xs = bits_BxT[..., None].astype(jnp.float32)
+    return Batch(xs, bits_BxT.sum(-1) % 2, seq_lengths=lengths_B.astype(jnp.int32))
 
 
 def build_parity(options: ParityOptions) -> TaskSpec:
-    sample = lambda key, n: parity_batch(key, n, options.seq_len)
     return TaskSpec(
         input_size=1,
         output_size=2,
         kind=CLASSIFICATION,
         output_mode=LAST,
         causal=False,
-        sample_train=sample,
-        eval_set=sample,
+        sample_train=lambda key, n: parity_batch(key, n, options.seq_len, True),
+        eval_set=lambda key, n: parity_batch(key, n, options.seq_len),
         baselines={"accuracy (guess)": 0.5},
         primary_metric="accuracy",
         higher_is_better=True,
