@@ -64,6 +64,9 @@ def test_smoke_config_trains_end_to_end(name, tmp_path):
         pass
     relaunch = from_config_dict(json.loads((tmp_path / "config.json").read_text()))
     assert relaunch == config
+    if name == "char_lm":
+        samples = (tmp_path / "samples.txt").read_text()
+        assert saved["samples"] == "samples.txt" and samples.count("--- temperature") == 3
 
 
 def _checkpoint_state(workdir: Path, config):
@@ -213,3 +216,23 @@ def test_vmap_over_learning_rates_equals_solo_runs():
         ):
             np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5, atol=1e-6)
     assert not np.allclose(states.params["readout"]["w"][0], states.params["readout"]["w"][1])
+
+
+def test_greedy_generation_equals_argmax_of_the_full_sequence(tmp_path):
+    """Step-by-step generation (carry passed between calls) against one
+    teacher-forced pass over the generated text."""
+    from recurrent_jax.data.base import one_hot
+    from recurrent_jax.train import generate
+    from recurrent_jax.train.model import Rates, make_network
+
+    config = experiment("char_lm:smoke")
+    stages = compile_stages(config)
+    vocab = stages.task.output_size
+    hparams = core.default_hparams(config)
+    params = core.init_state(config, stages.task, hparams, jax.random.PRNGKey(3)).params
+    ids = generate.generate(config.model, params, 2, jax.random.PRNGKey(0), 12, vocab, 0.0)
+    inputs = jnp.asarray([2, *np.asarray(ids)[:-1]])
+    network = make_network(config.model, Rates())
+    _, ys = network.apply(params["rnn"], one_hot(inputs, vocab)[None], deterministic=True)
+    logits = ys[0] @ params["readout"]["w"] + params["readout"]["b"][None]
+    np.testing.assert_array_equal(np.asarray(ids), np.argmax(np.asarray(logits), -1))

@@ -63,6 +63,8 @@ class TaskSpec(NamedTuple):
       higher_is_better: its direction.
       bits_per_symbol: also report loss / ln 2 as ``bits_per_char``.
       info: free-form facts for the summary (sizes, split).
+      decode: ``decode(ids) -> str`` for symbol tasks whose model can be
+        sampled from (language modelling), else None.
     """
 
     input_size: int
@@ -77,6 +79,7 @@ class TaskSpec(NamedTuple):
     higher_is_better: bool
     bits_per_symbol: bool = False
     info: dict | None = None
+    decode: Callable[[Any], str] | None = None
 
 
 class Task(NamedTuple):

@@ -106,6 +106,7 @@ def build_text(options: TextOptions) -> TaskSpec:
         higher_is_better=False,
         bits_per_symbol=True,
         info={"vocab_size": size, "train_chars": len(train), "valid_chars": len(valid)},
+        decode=lambda ids: "".join(vocab[int(i)] for i in ids),
     )
 
 

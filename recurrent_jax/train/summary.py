@@ -7,7 +7,7 @@ import json
 import jax
 import numpy as np
 
-from recurrent_jax.train import plots
+from recurrent_jax.train import generate, plots
 from recurrent_jax.train.metrics import read_metrics
 
 SUMMARY_FILE = "summary.json"
@@ -39,6 +39,7 @@ def write_summary(run, status: str) -> dict:
         "device": str(jax.devices()[0].device_kind),
         "workdir": str(workdir),
         "plots": _plots(run, records),
+        "samples": _samples(run),
     }
     (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -60,6 +61,30 @@ def _plots(run, records) -> list[str]:
             )
         )
     return [p.name for p in written if p is not None]
+
+
+def _samples(run, length: int = 240) -> str | None:
+    """For tasks with a ``decode`` (language models): greedy and sampled
+    continuations written to ``samples.txt``; returns the file name."""
+    task = run.stages.task
+    if task.decode is None or run.message != "":
+        return None
+    first_id = int(run.eval_data.targets[0, 0])
+    lines = []
+    for temperature in (0.0, 0.8, 1.0):
+        ids = generate.generate(
+            run.config.model,
+            run.state.params,
+            first_id,
+            jax.random.PRNGKey(0),
+            length,
+            task.output_size,
+            temperature,
+        )
+        text = task.decode([first_id, *jax.device_get(ids).tolist()])
+        lines.append(f"--- temperature {temperature} ---\n{text}\n")
+    (run.workdir / generate.SAMPLES_FILE).write_text("\n".join(lines))
+    return generate.SAMPLES_FILE
 
 
 def _strip(record: dict) -> dict:
