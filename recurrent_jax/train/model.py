@@ -85,9 +85,7 @@ def scale_weights(params: dict, scale) -> dict:
 
 
 def length_mask(seq_lengths, num_steps: int):
-    """(B, T) bool valid-step mask, or None. (A mask rather than
-    ``seq_lengths``: the library's final-output pick broadcasts lengths by
-    rank promotion, which strict test configs reject.)"""
+    """(B, T) bool valid-step mask, or None."""
     if seq_lengths is None:
         return None
     return jnp.arange(num_steps)[None, :] < seq_lengths[:, None]
