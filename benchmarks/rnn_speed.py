@@ -86,7 +86,7 @@ def time_jax(name, cell_name, shape, forward, params, xs, repeats):
 # --- recurrent_jax -------------------------------------------------------
 
 
-def ours(cell_name, impl, unroll, dtype):
+def ours(cell_name, impl, unroll, dtype, hoist=True):
     def make(hidden):
         kwargs = {} if dtype is None else {"dtype": dtype}
         return getattr(rj.cells, cell_name)(hidden, **kwargs)
@@ -95,9 +95,10 @@ def ours(cell_name, impl, unroll, dtype):
         _, _, features, hidden = shape
         cell = make(hidden)
         params = cell.init(key, features)
-        return params, lambda p, x: rj.unroll(cell, p, x, impl=impl, unroll=unroll)[1]
+        return params, lambda p, x: rj.unroll(cell, p, x, impl=impl, unroll=unroll, hoist=hoist)[1]
 
     label = f"rj {impl} u{unroll}" + ("" if dtype is None else " bf16")
+    label += "" if hoist else " unhoisted"
     return label, build
 
 
@@ -184,6 +185,7 @@ def builders(cell_name, smoke):
     on_gpu = jax.default_backend() == "gpu"
     unrolls = [1] if smoke else ([8, 16] if on_gpu else [1, 8])
     out = [ours(cell_name, impl, u, None) for impl in ("scan", "fused") for u in unrolls]
+    out.append(ours(cell_name, "scan", unrolls[0], None, hoist=False))
     if on_gpu and not smoke:
         out.append(ours(cell_name, "fused", 8, jnp.bfloat16))
     flax_cells = {"lstm": ["OptimizedLSTMCell", "LSTMCell"], "gru": ["GRUCell"], "elman": []}
