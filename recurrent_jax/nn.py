@@ -67,6 +67,13 @@ def _apply_layer(module, layer, xs, seq_lengths, mask, initial_carry, determinis
     return (carry, ys) if module.return_carry else ys
 
 
+def _layer_options(module) -> dict:
+    """The ``layers.layer`` options an ``RNN`` or ``Bidirectional`` carries."""
+    names = ("learn_initial_carry", "dropout", "recurrent_dropout", "zoneout")
+    names += ("time_major", "unroll", "impl")
+    return {name: getattr(module, name) for name in names}
+
+
 class RNN(nn.Module):
     """Any ``Cell`` (or ``layers.Layer``) over a sequence.
 
@@ -103,17 +110,7 @@ class RNN(nn.Module):
         rates = (self.dropout, self.recurrent_dropout, self.zoneout)
         layer = self.cell
         if not isinstance(layer, layers.Layer):
-            layer = layers.layer(
-                self.cell,
-                reverse=self.reverse,
-                learn_initial_carry=self.learn_initial_carry,
-                dropout=self.dropout,
-                recurrent_dropout=self.recurrent_dropout,
-                zoneout=self.zoneout,
-                time_major=self.time_major,
-                unroll=self.unroll,
-                impl=self.impl,
-            )
+            layer = layers.layer(self.cell, reverse=self.reverse, **_layer_options(self))
         else:
             rates = ()  # the layer's own rates decide; need an explicit mode
         return _apply_layer(self, layer, xs, seq_lengths, mask, initial_carry, deterministic, rates)
@@ -149,16 +146,7 @@ class Bidirectional(nn.Module):
     def __call__(self, xs, *, seq_lengths=None, mask=None, initial_carry=None, deterministic=None):
         rates = (self.dropout, self.recurrent_dropout, self.zoneout)
         layer = layers.bidirectional(
-            self.forward,
-            self.backward,
-            merge_mode=self.merge_mode,
-            time_major=self.time_major,
-            learn_initial_carry=self.learn_initial_carry,
-            dropout=self.dropout,
-            recurrent_dropout=self.recurrent_dropout,
-            zoneout=self.zoneout,
-            unroll=self.unroll,
-            impl=self.impl,
+            self.forward, self.backward, merge_mode=self.merge_mode, **_layer_options(self)
         )
         return _apply_layer(self, layer, xs, seq_lengths, mask, initial_carry, deterministic, rates)
 
