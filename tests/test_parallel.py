@@ -300,3 +300,15 @@ def test_log_space_mingru_stable_at_65536(impl):
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves((got_g, got_y)))
     assert_trees_close((got_c, got_y), (want_c, want_y), atol=1e-4, rtol=1e-4)
     assert_trees_close(got_g, want_g, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "make_cell",
+    [rj.cells.mingru, rj.cells.minlstm, rj.cells.rglru, rj.cells.slstm],
+    ids=["mingru", "minlstm", "rglru", "slstm"],
+)
+def test_bf16_param_init_on_cpu(make_cell):
+    """Initialisers draw in fp32 then cast (bf16 QR has no CPU kernel)."""
+    params = make_cell(4, param_dtype=jnp.bfloat16).init(jax.random.PRNGKey(0), 3)
+    weights = {k: v.dtype for k, v in params.items() if k.startswith("w_")}
+    assert weights and set(weights.values()) == {jnp.dtype(jnp.bfloat16)}

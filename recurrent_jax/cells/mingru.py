@@ -114,7 +114,7 @@ def _linear_cell(H, num_gates, opts, linear, update, name):
     def init(key, input_size):
         base.check_positive_int("input_size", input_size)
         k_w, k_b = jax.random.split(key)
-        w_ih = opts.kernel_init(k_w, (input_size, num_gates * H), opts.param_dtype)
+        w_ih = base.draw(opts.kernel_init, k_w, (input_size, num_gates * H), opts.param_dtype)
         return {"w_ih": w_ih} | base.init_biases(k_b, num_gates * H, opts)
 
     def project(params, xs):

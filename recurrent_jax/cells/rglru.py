@@ -50,7 +50,7 @@ def rglru(
     def init(key, input_size):
         base.check_positive_int("input_size", input_size)
         k_w, k_b, k_a = jax.random.split(key, 3)
-        w_ih = opts.kernel_init(k_w, (input_size, 3 * H), opts.param_dtype)
+        w_ih = base.draw(opts.kernel_init, k_w, (input_size, 3 * H), opts.param_dtype)
         biases = base.init_biases(k_b, 3 * H, opts)
         biases = {k: v.at[2 * H :].set(0.0) for k, v in biases.items()}
         a_c = jax.random.uniform(k_a, (H,), minval=min_rad, maxval=max_rad)

@@ -85,7 +85,7 @@ def mlstm(
     def init(key, input_size):
         base.check_positive_int("input_size", input_size)
         k_w, k_b = jax.random.split(key)
-        w_ih = opts.kernel_init(k_w, (input_size, G), opts.param_dtype)
+        w_ih = base.draw(opts.kernel_init, k_w, (input_size, G), opts.param_dtype)
         return {"w_ih": w_ih} | base.init_biases(k_b, G, opts)
 
     def initial_carry(batch_shape, dtype=base.CARRY_DTYPE):
@@ -220,9 +220,9 @@ def slstm(
     def init(key, input_size):
         base.check_positive_int("input_size", input_size)
         k_w, k_r, k_b = jax.random.split(key, 3)
-        w_ih = opts.kernel_init(k_w, (input_size, 4 * H), opts.param_dtype)
+        w_ih = base.draw(opts.kernel_init, k_w, (input_size, 4 * H), opts.param_dtype)
         blocks = [
-            opts.recurrent_init(k, (DH, DH), opts.param_dtype)
+            base.draw(opts.recurrent_init, k, (DH, DH), opts.param_dtype)
             for k in jax.random.split(k_r, 4 * NH)
         ]
         w_hh = jnp.stack(blocks).reshape(4, NH, DH, DH).transpose(1, 2, 0, 3)
