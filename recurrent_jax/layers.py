@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from recurrent_jax import _checks
 from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
-from recurrent_jax.sequence import dropout_mask, unroll
+from recurrent_jax.sequence import dropout_mask, unroll, valid_steps
 
 INITIAL_CARRY = "initial_carry"
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
@@ -290,13 +290,8 @@ def _final_output(ys, reverse, seq_lengths, mask, time_axis):
 
 def _valid_mask(seq_lengths, mask, ys, time_axis):
     """Bool valid mask shaped like ys without features, or None."""
-    if mask is not None:
-        return jnp.asarray(mask)
-    if seq_lengths is None:
-        return None
+    time_major = time_axis == 0
     num_steps = ys.shape[time_axis]
-    lengths = jnp.asarray(seq_lengths)
-    steps = jnp.arange(num_steps)
-    if time_axis == 0:
-        return steps.reshape(num_steps, *(1 for _ in lengths.shape)) < lengths[None]
-    return steps.reshape((1,) * lengths.ndim + (num_steps,)) < lengths[..., None]
+    batch = ys.shape[1:-1] if time_major else ys.shape[:-2]
+    valid = valid_steps(seq_lengths, mask, batch, num_steps, time_major)
+    return valid if valid is None or time_major else jnp.moveaxis(valid, 0, -1)

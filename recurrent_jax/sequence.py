@@ -120,7 +120,7 @@ def unroll(
     if not time_major:
         xs = jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
-    valid = _valid_steps(seq_lengths, mask, batch_shape, num_steps, time_major)
+    valid = valid_steps(seq_lengths, mask, batch_shape, num_steps, time_major)
     resets = _time_major_mask("resets", resets, batch_shape, num_steps, time_major)
     keys = _regulariser_keys(key, deterministic, dropout, recurrent_dropout, zoneout)
 
@@ -232,7 +232,7 @@ def _time_major_mask(name, m, batch_shape, num_steps, time_major):
     return m if time_major else jnp.moveaxis(m, -1, 0)
 
 
-def _valid_steps(seq_lengths, mask, batch_shape, num_steps, time_major):
+def valid_steps(seq_lengths, mask, batch_shape, num_steps, time_major):
     """(T, B...) bool of valid steps, or None when every step is valid."""
     if seq_lengths is not None and mask is not None:
         raise ValueError("seq_lengths, mask: give at most one of them, got both")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from recurrent_jax import _checks
 from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
-from recurrent_jax.sequence import unroll
+from recurrent_jax.sequence import unroll, valid_steps
 
 
 def truncated_unroll(
@@ -48,7 +48,8 @@ def truncated_unroll(
     _checks.check_inputs(xs, None, time_major=False)
     num_steps, batch = xs.shape[-2], xs.shape[:-2]
     num_chunks = -(-num_steps // chunk_length)
-    valid = _valid(seq_lengths, mask, batch, num_steps)
+    valid = valid_steps(seq_lengths, mask, batch, num_steps, time_major=False)
+    valid = None if valid is None else jnp.moveaxis(valid, 0, -1)  # (B..., T)
     if resets is not None:
         resets = _checks.check_mask("resets", resets, (*batch, num_steps))
 
@@ -85,17 +86,6 @@ def truncated_unroll(
     final, ys = jax.lax.scan(body, initial_carry, chunks)
     ys = jnp.moveaxis(ys, 0, -3).reshape(*batch, padded, ys.shape[-1])
     return final, ys[..., :num_steps, :]
-
-
-def _valid(seq_lengths, mask, batch, num_steps):
-    if seq_lengths is not None and mask is not None:
-        raise ValueError("seq_lengths, mask: give at most one of them, got both")
-    if seq_lengths is not None:
-        lengths = _checks.check_seq_lengths(seq_lengths, batch, num_steps)
-        return jnp.arange(num_steps).reshape((1,) * len(batch) + (-1,)) < lengths[..., None]
-    if mask is not None:
-        return _checks.check_mask("mask", mask, (*batch, num_steps))
-    return None
 
 
 def _chunk(a, padded, chunk_length, feature_axis=False):
