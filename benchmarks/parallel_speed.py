@@ -3,6 +3,7 @@
     python benchmarks/parallel_speed.py                # T = 512, 4096
     python benchmarks/parallel_speed.py --long         # also T = 65,536
     python benchmarks/parallel_speed.py --crossover    # T where associative beats scan
+    python benchmarks/parallel_speed.py --deer         # DEER vs sequential GRU, iterations
 
 A training step is ``jit(grad(loss))`` of ``mean(ys²)`` over one ``rj.unroll``
 layer; times are the median of ``--repeats`` runs after compilation. Ratios
@@ -35,8 +36,12 @@ ROWS = [  # (cell name, constructor, impls, sequential baseline of the ratio)
 
 
 def train_step(cell, impl, chunk_length):
+    options = dict(impl=impl, chunk_length=chunk_length)
+    if impl == "deer-quasi":
+        options = dict(impl="deer", deer_quasi=True)
+
     def loss(params, xs):
-        _, ys = rj.unroll(cell, params, xs, impl=impl, chunk_length=chunk_length)
+        _, ys = rj.unroll(cell, params, xs, **options)
         return jnp.mean(jnp.square(ys))
 
     return jax.jit(jax.grad(loss))
@@ -58,7 +63,7 @@ def time_step(make_cell, impl, T, args):
 
 
 def table(args):
-    lengths = [512, 4096] + ([65_536] if args.long else [])
+    lengths = args.lengths or [512, 4096] + ([65_536] if args.long else [])
     print(f"device: {jax.devices()[0].device_kind}  H={args.hidden} D={args.input} B={args.batch}")
     print(f"{'cell':<11} {'impl':<12} {'T':>6} {'ms/step':>9} {'vs scan':>8} {'vs GRU/LSTM':>12}")
     for T in lengths:
@@ -89,6 +94,35 @@ def crossover(args):
     print(f"crossover T (first T where associative is faster): {found}")
 
 
+def deer_table(args):
+    """GRU training step by DEER (and quasi-DEER) vs the sequential fused
+    scan, with the Newton iterations DEER needed, at growing T. The init
+    scale makes the GRU contracting (a small recurrent kernel), the regime
+    where DEER converges fast."""
+    print(f"device: {jax.devices()[0].device_kind}  GRU H={args.hidden} B={args.batch}")
+    print(f"{'T':>6} {'fused ms':>9} {'deer ms':>9} {'iters':>6} {'quasi ms':>9} {'iters':>6}")
+    cell = rj.cells.gru(args.hidden)
+    params = cell.init(jax.random.PRNGKey(0), args.input)
+    found = None
+    for T in args.lengths or [64, 256, 1024, 4096, 16384]:
+        xs = jnp.asarray(np.random.default_rng(0).standard_normal((args.batch, T, args.input)))
+        xs = xs.astype(jnp.float32)
+        fused = 1e3 * time_step(rj.cells.gru, "fused", T, args)
+        deer_ms = 1e3 * time_step(rj.cells.gru, "deer", T, args)
+        quasi_ms = 1e3 * time_step(rj.cells.gru, "deer-quasi", T, args)
+        iters = [
+            int(rj.deer.trajectory(cell, params, xs, quasi=q, tol=1e-5)[1].iterations)
+            for q in (False, True)
+        ]
+        print(
+            f"{T:>6} {fused:9.2f} {deer_ms:9.2f} {iters[0]:>6} {quasi_ms:9.2f} {iters[1]:>6}",
+            flush=True,
+        )
+        if found is None and min(deer_ms, quasi_ms) < fused:
+            found = T
+    print(f"crossover T (first T where DEER beats the sequential scan): {found}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=128)
@@ -101,8 +135,15 @@ def main():
         "--long-sequential", action="store_true", help="also time sequential rows at T = 65,536"
     )
     parser.add_argument("--crossover", action="store_true")
+    parser.add_argument("--deer", action="store_true", help="DEER vs sequential GRU")
+    parser.add_argument("--lengths", nargs="+", type=int, default=None, help="values of T")
     args = parser.parse_args()
-    crossover(args) if args.crossover else table(args)
+    if args.deer:
+        deer_table(args)
+    elif args.crossover:
+        crossover(args)
+    else:
+        table(args)
 
 
 if __name__ == "__main__":

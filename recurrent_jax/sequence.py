@@ -10,11 +10,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _checks, _step, deer, fused, parallel
+from recurrent_jax import _checks, _step, cudnn, deer, fused, parallel
+from recurrent_jax import remat as remat_module
 from recurrent_jax._step import StepInputs, StepOptions
 from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
 
-IMPLS = ("auto", "scan", "fused", "associative", "chunked", "deer")
+IMPLS = ("auto", "scan", "fused", "associative", "chunked", "deer", "cudnn")
 
 
 def unroll(
@@ -43,6 +44,7 @@ def unroll(
     deer_tol: float = 1e-5,
     deer_max_iters: int | None = None,
     deer_quasi: bool = False,
+    remat: int | None = None,
 ):
     r"""Runs ``cell`` over the time axis of ``xs``.
 
@@ -66,7 +68,8 @@ def unroll(
       reset_carry: the carry ``resets`` restart from (default: the initial
         carry), leaves (B..., ·).
       time_major: layout of ``xs``, ``mask``, ``resets`` and the outputs.
-      unroll: steps per scan iteration; "auto" is 1 on CPU and 8 elsewhere.
+      unroll: steps per scan iteration; "auto" is 1 on CPU and elsewhere 16
+        for H < 1024, else 8 (fastest on an H100; benchmarks/RESULTS.md).
       hoist: compute ``project`` for all steps as one GEMM before the scan
         (default); False projects x_t inside each step instead, which ran
         1.5× faster for an LSTM at (32, 128, 128, 128) on a 2-core CPU
@@ -82,7 +85,10 @@ def unroll(
         associative scan; see ``deer``), or "auto": fused where it applies,
         associative for linear cells when T >= ``parallel.CROSSOVER_T`` of
         the backend, else scan. The fused path supports reverse-mode
-        autodiff only: use "scan" for ``jax.jvp``/``jacfwd``.
+        autodiff only: use "scan" for ``jax.jvp``/``jacfwd``. "cudnn" runs
+        a plain fp32 LSTM through cuDNN's kernel on a CUDA GPU, padding by
+        ``seq_lengths`` only, not under ``jax.vmap`` (``recurrent_jax.cudnn``);
+        "auto" never picks it, so that training steps stay vmappable.
       return_carries: also return the carry after every step (B..., T, ·).
       dropout: variational input dropout rate: one mask per sequence over
         the features of x, the same at every step (Gal & Ghahramani 2016).
@@ -103,6 +109,11 @@ def unroll(
         sequential scan's result is used and a RuntimeWarning is emitted.
       deer_quasi: quasi-DEER (Gonzalez et al. 2024): diagonal Jacobians in
         the forward iterations (gradients stay exact).
+      remat: rematerialise in segments of ``remat`` steps: the forward
+        stores only the carry at each segment boundary and the backward
+        recomputes each segment (its input projection too), so activation
+        memory falls from O(T) to O(T/remat + remat) steps for one extra
+        forward pass; ``remat`` ≈ √T minimises it (``recurrent_jax.remat``).
 
     Returns:
       ``(final_carry, ys)`` with ys (B..., T, H) (zero at padded steps), and
@@ -126,9 +137,8 @@ def unroll(
 
     carry0 = _initial_carry(cell, initial_carry, batch_shape)
     xs = _input_dropout(xs, dropout, keys[0], deterministic)
-    xp = jnp.moveaxis(cell.project(params, jnp.moveaxis(xs, 0, -2)), -2, 0)
     step_inputs = StepInputs(
-        xp=xp,
+        xp=xs,  # projected inside ``run``, per segment with ``remat``
         valid=valid,
         keep=_zoneout_masks(carry0, num_steps, zoneout, keys[2], deterministic),
         reset=resets,
@@ -142,25 +152,49 @@ def unroll(
         step_inputs = jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), step_inputs)
 
     chosen = _choose_impl(impl, cell, resets, return_carries, num_steps)
-    n_unroll = _unroll_factor(unroll)
-    if chosen in ("associative", "chunked"):
-        length = (chunk_length or parallel.DEFAULT_CHUNK_LENGTH) if chosen == "chunked" else None
-        run = parallel.linear_scan
-        final, ys, carries = run(cell, params, carry0, step_inputs, options, length)
-    elif chosen == "deer":
-        opts = deer.DeerOptions(deer_tol, deer_max_iters, deer_quasi)
-        final, ys, carries = deer.deer_scan(cell, params, carry0, step_inputs, options, opts)
-    elif chosen == "fused":
-        final, ys = fused.fused_scan(cell, params, carry0, step_inputs, options, n_unroll)
-        carries = None
-    else:
+    if chosen == "cudnn":
+        in_use = {
+            "mask": mask is not None,
+            "reverse": reverse,
+            "resets": resets is not None,
+            "return_carries": return_carries,
+            "recurrent_dropout": keys[1] is not None,
+            "zoneout": keys[2] is not None or options.zoneout is not None,
+            "remat": remat is not None,
+        }
+        blockers = cudnn.blockers(cell, params, xs, in_use)
+        if blockers:
+            raise ValueError(f"impl: 'cudnn' cannot be used here: {'; '.join(blockers)}")
+    n_unroll = _unroll_factor(unroll, cell.hidden_size)
+
+    def run(carry, inputs):
+        if chosen == "cudnn":
+            lengths = _lengths(inputs.valid, inputs.xp.shape[0], batch_shape)
+            return (*cudnn.cudnn_lstm(params, carry, inputs.xp, lengths), None)
+        xp = jnp.moveaxis(cell.project(params, jnp.moveaxis(inputs.xp, 0, -2)), -2, 0)
+        inputs = inputs._replace(xp=xp)
+        if chosen in ("associative", "chunked"):
+            chunked = chosen == "chunked"
+            length = (chunk_length or parallel.DEFAULT_CHUNK_LENGTH) if chunked else None
+            return parallel.linear_scan(cell, params, carry, inputs, options, length)
+        if chosen == "deer":
+            opts = deer.DeerOptions(deer_tol, deer_max_iters, deer_quasi)
+            return deer.deer_scan(cell, params, carry, inputs, options, opts)
+        if chosen == "fused":
+            return (*fused.fused_scan(cell, params, carry, inputs, options, n_unroll), None)
         final, outs = jax.lax.scan(
             lambda c, s: _scan_body(cell, params, options, return_carries, c, s),
-            carry0,
-            step_inputs,
+            carry,
+            inputs,
             unroll=n_unroll,
         )
-        ys, carries = outs if return_carries else (outs, None)
+        return (final, *outs) if return_carries else (final, outs, None)
+
+    segment_length = remat_module.check_remat(remat, num_steps)
+    if segment_length is None:
+        final, ys, carries = run(carry0, step_inputs)
+    else:
+        final, ys, carries = remat_module.segmented(run, carry0, step_inputs, segment_length)
 
     if reverse:
         ys, carries = jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), (ys, carries))
@@ -185,9 +219,14 @@ def _input_size(params):
     return None if w is None or not hasattr(w, "shape") else w.shape[0]
 
 
-def _unroll_factor(unroll) -> int:
+def _unroll_factor(unroll, hidden_size) -> int:
     if unroll == "auto":
-        return 1 if jax.default_backend() == "cpu" else 8
+        # Measured (benchmarks/RESULTS.md): on CPU unrolling only slows the
+        # loop; on an H100 16 steps per iteration beat 8 below H = 1024 and
+        # lost to it at 1024.
+        if jax.default_backend() == "cpu":
+            return 1
+        return 16 if (hidden_size or 0) < 1024 else 8
     if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
         raise ValueError(f"unroll: expected a positive int or 'auto', got {unroll!r}")
     return unroll
@@ -205,6 +244,8 @@ def _projecting_in_step(cell: Cell) -> Cell:
 
 
 def _choose_impl(impl, cell, resets, return_carries, num_steps):
+    if impl == "cudnn":
+        return impl
     if impl in parallel.IMPLS:
         parallel.check_impl(impl, cell)
         return impl

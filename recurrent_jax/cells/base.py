@@ -58,6 +58,9 @@ class Cell(NamedTuple):
         declares positive ``a``, ``b`` scanned in log space. ``step`` must
         compute the same recurrence; it also gives ``y_t``. Enables
         ``impl="associative"`` and ``"chunked"`` (``recurrent_jax.parallel``).
+      cudnn_kernel: the cuDNN kernel computing exactly this cell ("lstm" for a
+        plain fp32 LSTM: default activations, no projection, peepholes or
+        layer norm), or None. Enables ``impl="cudnn"``.
     """
 
     init: Callable[..., Params]
@@ -71,6 +74,7 @@ class Cell(NamedTuple):
     name: str = "cell"
     compute_dtype: Any = None
     linear: Callable[..., Any] | None = None
+    cudnn_kernel: str | None = None
 
 
 def with_defaults(cell: Cell) -> Cell:

@@ -47,6 +47,12 @@ def lstm(
     h (B..., K) and c (B..., H); ``y_t = h'``.
     """
     H = base.check_positive_int("hidden_size", hidden_size)
+    plain = (
+        proj_size is None
+        and not (peephole or layer_norm)
+        and activation is jnp.tanh
+        and recurrent_activation is jax.nn.sigmoid
+    )
     P = H if proj_size is None else base.check_positive_int("proj_size", proj_size)
     opts = base.make_options(**options)
     dt = opts.dtype
@@ -114,4 +120,5 @@ def lstm(
         hidden_size=P,
         name="lstm",
         compute_dtype=dt,
+        cudnn_kernel="lstm" if plain and dt in (None, jnp.float32) else None,
     )
