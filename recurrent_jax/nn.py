@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from recurrent_jax import cells as cells_lib
 from recurrent_jax import layers
 from recurrent_jax.cells.base import Cell
+from recurrent_jax.seq2seq.module import Seq2Seq as Seq2Seq
 
 
 def _register_params(module: nn.Module, init_fn, input_size: int):
