@@ -4,6 +4,10 @@
     recurrent-jax train --config=configs/adding.py[:smoke] [--workdir=DIR] [--config.a.b=v ...]
     recurrent-jax train --workdir=DIR               # resumes the run saved there
     recurrent-jax eval --workdir=DIR [--step=best|latest|N]
+    recurrent-jax decode --workdir=DIR [--method=greedy|sample|beam] [--beam-size=K] [--source=S]
+    recurrent-jax sweep --config=configs/adding_sweep.py[:smoke] [--workdir=DIR] [--config.sweep...]
+    recurrent-jax sweep --workdir=DIR               # resumes the sweep saved there
+    recurrent-jax sweep ... [--mesh.runs=N] [--mesh.data=M] [--distributed]   # devices, hosts
     recurrent-jax list                              # configs and tasks
 
 A config is ``configs/<name>.py`` (``get_config(arg)`` returning an
@@ -18,6 +22,7 @@ import ast
 import datetime
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -174,6 +179,115 @@ def cmd_eval(args, overrides) -> int:
     return 0
 
 
+def cmd_decode(args, overrides) -> int:
+    """Decodes a saved seq2seq run with the chosen decoder."""
+    from recurrent_jax.train.decode import decode_run, print_report
+
+    options = {
+        "beam_size": args.beam_size,
+        "length_penalty": args.length_penalty,
+        "coverage_penalty": args.coverage_penalty,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+    }
+    allowed = {"beam": ("beam_size", "length_penalty", "coverage_penalty")}
+    allowed["sample"] = ("temperature", "top_k")
+    given = {k: v for k, v in options.items() if v is not None}
+    for name in given:
+        if name not in allowed.get(args.method, ()):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag}: not an option of --method={args.method}")
+    report = decode_run(
+        Path(args.workdir),
+        method=args.method,
+        step=args.step,
+        sources=args.source,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        **given,
+    )
+    print_report(report)
+    return 0
+
+
+def cmd_sweep(args, overrides) -> int:
+    """Runs the config's ``sweep`` section (``recurrent_jax.sweep``)."""
+    from recurrent_jax import distributed as dist
+
+    if args.distributed or any(name in os.environ for name in DISTRIBUTED_ENV):
+        index, count = dist.initialize()  # before any other JAX work
+        print(f"process {index} of {count}", flush=True)
+    from recurrent_jax.sweep import enable_compilation_cache, format_summary, parse_sweep
+    from recurrent_jax.sweep.loop import SWEEP_FILE, run_sweep
+
+    saved = Path(args.workdir) / SWEEP_FILE if args.workdir else None
+    if args.config is None and saved is not None and saved.exists():
+        config = load_config(str(saved))
+    elif args.config is None:
+        raise ConfigError("--config: expected a config with a sweep, or a sweep's --workdir")
+    else:
+        config = load_config(args.config)
+    sweep_overrides = [(k, v) for k, v in overrides if k.split(".")[0] == "sweep"]
+    config = apply_overrides(config, [o for o in overrides if o not in sweep_overrides]).to_dict()
+    if args.chunk_size is not None:
+        sweep_overrides.append(("sweep.chunk_size", str(args.chunk_size)))
+    plan = parse_sweep(apply_sweep_overrides(config, sweep_overrides))
+    if args.compilation_cache != "none":
+        cache = enable_compilation_cache(args.compilation_cache)
+        print(f"compilation cache: {cache}", flush=True)
+    if args.workdir is None and dist.jax.process_count() > 1:
+        raise ConfigError("--workdir: expected a directory all the processes share")
+    workdir = Path(args.workdir or default_workdir(f"{plan.base.name}-sweep", args.config))
+    print(f"workdir: {workdir}  (resume: recurrent-jax sweep --workdir={workdir})", flush=True)
+    mesh = sweep_mesh(args.mesh_runs, args.mesh_data)
+    summary = run_sweep(plan, workdir, progress=not args.no_progress, mesh=mesh, log=print)
+    print(format_summary(summary))
+    return 0 if summary["status"] == "completed" else 130
+
+
+DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES")
+
+
+def sweep_mesh(runs: int | None, data: int | None):
+    """This process's ``(runs, data)`` mesh: ``runs * data`` of its devices
+    (default: all of them on ``runs``); None for one device."""
+    import jax
+
+    from recurrent_jax import distributed as dist
+
+    devices = jax.local_devices()
+    data = 1 if data is None else data
+    if runs is None and data == 1 and len(devices) == 1:
+        return None
+    if data < 1 or (runs is not None and runs < 1):
+        raise ConfigError(f"--mesh.runs, --mesh.data: expected sizes >= 1, got {runs}, {data}")
+    runs = len(devices) // data if runs is None else runs
+    if runs * data > len(devices) or runs * data == 0:
+        raise ConfigError(
+            f"--mesh.runs={runs} x --mesh.data={data}: expected at most the "
+            f"{len(devices)} local devices (and at least 1)"
+        )
+    return dist.make_mesh(runs, data, devices=devices[: runs * data])
+
+
+def apply_sweep_overrides(config: dict, overrides: list[tuple[str, str]]) -> dict:
+    """Sets ``sweep.a.b`` in a config dict from Python literals (``[1, 2]``,
+    ``{'log': [1e-4, 1e-1], 'num': 4}``, ``3``); keys under ``sweep.vmap``
+    and ``sweep.grid`` may be new."""
+    from recurrent_jax.sweep.spec import default_section
+
+    config["sweep"] = {**default_section(), **(config.get("sweep") or {})}
+    for dotted, text in overrides:
+        *parents, leaf = dotted.split(".")
+        node = config
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config.{dotted}: {name!r} holds a value, not a section")
+        node[leaf] = parse_value(f"config.{dotted}", text, None)
+    return config
+
+
 def cmd_list(args, overrides) -> int:
     from recurrent_jax.data import tasks
 
@@ -207,11 +321,61 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="reload a run's best checkpoint and report")
     evaluate.add_argument("--workdir", required=True)
     evaluate.add_argument("--step", default="best", help="best, latest or a step number")
+    decode = sub.add_parser("decode", help="decode a saved seq2seq run (greedy, sample, beam)")
+    decode.add_argument("--workdir", required=True)
+    decode.add_argument("--step", default="best", help="best, latest or a step number")
+    decode.add_argument("--method", default="greedy", choices=["greedy", "sample", "beam"])
+    decode.add_argument("--beam-size", type=int, help="beam width (default: the config's, or 4)")
+    decode.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha")
+    decode.add_argument("--coverage-penalty", type=float, help="GNMT coverage penalty beta")
+    decode.add_argument("--temperature", type=float, help="sampling temperature")
+    decode.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    decode.add_argument("--seed", type=int, default=0, help="sampling seed")
+    decode.add_argument("--source", action="append", help="a source string (repeatable)")
+    decode.add_argument("--num-samples", type=int, default=10, help="lines to print")
     sub.add_parser("list", help="list configs and tasks")
+    sweep = sub.add_parser("sweep", help="run a config's sweep section (resumes a --workdir)")
+    sweep.add_argument("--config", help="configs/<name>.py[:variant], a name, or a sweep.json")
+    sweep.add_argument("--workdir", help="sweep directory (default runs/<name>-sweep-<time>)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
+    sweep.add_argument(
+        "--sweep.chunk_size", dest="chunk_size", type=int, help="runs per vmapped call (0: auto)"
+    )
+    sweep.add_argument(
+        "--mesh.runs",
+        dest="mesh_runs",
+        type=int,
+        help="devices the runs are split over (default: all local devices / --mesh.data)",
+    )
+    sweep.add_argument(
+        "--mesh.data",
+        dest="mesh_data",
+        type=int,
+        help="devices each run's batch is split over (default 1)",
+    )
+    sweep.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-host job (jax.distributed.initialize; automatic when "
+        "JAX_COORDINATOR_ADDRESS or JAX_NUM_PROCESSES is set): each process trains "
+        "its own runs and process 0 merges the run table",
+    )
+    sweep.add_argument(
+        "--compilation-cache",
+        default=None,
+        help="JAX's persistent compilation cache directory (default ~/.cache/recurrent_jax/jax; "
+        "'none' turns it off)",
+    )
     return parser
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "list": cmd_list}
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "decode": cmd_decode,
+    "list": cmd_list,
+    "sweep": cmd_sweep,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,8 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         if not rest or (rest[0] not in COMMANDS and rest[0] not in ("-h", "--help")):
             rest = ["train", *rest]
         args = parser.parse_args(rest)
-        if overrides and args.command != "train":
-            parser.error("--config.* overrides apply to `train` only")
+        if overrides and args.command not in ("train", "sweep"):
+            parser.error("--config.* overrides apply to `train` and `sweep` only")
         return COMMANDS[args.command](args, overrides)
     except (ConfigError, FileNotFoundError) as e:
         print(f"recurrent-jax: error: {e}", file=sys.stderr)

@@ -36,9 +36,12 @@ def test_config_loads_and_validates(name, variant):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_docstring_is_the_command(name):
+    """A sweep config (one with a ``sweep`` section) leads with its
+    ``sweep`` command, any other with its ``train`` command."""
     path = Path(__file__).parents[1] / "configs" / f"{name}.py"
     doc = ast.get_docstring(ast.parse(path.read_text()))
-    assert doc.splitlines()[0] == f"recurrent-jax train --config=configs/{name}.py"
+    command = "sweep" if "sweep" in cli.load_config(name) else "train"
+    assert doc.splitlines()[0] == f"recurrent-jax {command} --config=configs/{name}.py"
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -105,7 +108,13 @@ def _raw(**changes):
     [
         (
             {"model__cell": "lsmt"},
-            r"config\.model\.cell: expected one of \['elman', 'lstm', 'gru', 'mgu'\], got 'lsmt'",
+            r"config\.model\.cell: expected one of \['elman', 'lstm', 'gru', 'mgu', 'mingru', "
+            r"'minlstm', 'lru', 'rglru'\], got 'lsmt'",
+        ),
+        (
+            {"model__cell": "gru", "model__impl": "associative"},
+            r"config\.model\.impl: expected 'scan', 'fused' or 'auto' for the gru cell, "
+            r"got 'associative'",
         ),
         (
             {"model__hidden_size": -3},
@@ -129,7 +138,7 @@ def _raw(**changes):
         ),
         ({"training__num_steps": 25}, r"config\.training\.num_steps: expected a multiple of"),
         ({"data__seq_len": 1}, r"config\.data\.seq_len: expected at least 2, got 1"),
-        ({"data__task": "addition"}, r"config\.data\.task: expected one of \["),
+        ({"data__task": "subtraction"}, r"config\.data\.task: expected one of \["),
         ({"data__delay": 3}, r"config\.data: unknown key\(s\) \['delay'\]; valid keys: \["),
         ({"model__layers": 3}, r"config\.model: unknown key\(s\) \['layers'\]"),
     ],

@@ -53,7 +53,10 @@ def test_smoke_config_trains_end_to_end(name, tmp_path):
     assert (0, "eval") in splits and (config.training.num_steps, "eval") in splits
     assert all(np.isfinite(r["loss"]) for r in records)
     assert is_png(tmp_path / "learning_curves.png")
-    assert is_png(tmp_path / "predictions.png")
+    if config.model.kind == "seq2seq":  # its task picture: the attention maps
+        assert is_png(tmp_path / "plots" / f"attention_step_{config.training.num_steps:06d}.png")
+    else:
+        assert is_png(tmp_path / "predictions.png")
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["final_eval"][saved["primary_metric"]] is not None
     try:
@@ -236,3 +239,24 @@ def test_greedy_generation_equals_argmax_of_the_full_sequence(tmp_path):
     _, ys = network.apply(params["rnn"], one_hot(inputs, vocab)[None], deterministic=True)
     logits = ys[0] @ params["readout"]["w"] + params["readout"]["b"][None]
     np.testing.assert_array_equal(np.asarray(ids), np.argmax(np.asarray(logits), -1))
+
+
+def _train_params(config):
+    train = jax.jit(make_train(config), compiler_options=core.compiler_options(config))
+    state, metrics = train(core.default_hparams(config), jax.random.key(0))
+    assert np.all(np.isfinite(np.asarray(metrics["train"]["loss"])))
+    return state.params
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm", "lru", "rglru"])
+def test_parallel_cell_trains_from_a_config(cell):
+    _train_params(experiment(model__cell=cell, model__impl="associative"))
+
+
+def test_parallel_impls_train_like_the_sequential_scan():
+    """minGRU trained with ``impl="chunked"`` ends at the parameters of
+    ``impl="scan"``."""
+    want = _train_params(experiment(model__cell="mingru", model__impl="scan"))
+    got = _train_params(experiment(model__cell="mingru", model__impl="chunked"))
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-5)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from recurrent_jax.data import digits, forecast, synthetic, text, ucr
+from recurrent_jax.data import digits, forecast, seq2seq_specs, synthetic, text, ucr
 from recurrent_jax.data.base import Task
 
 _TASKS: dict[str, Task] = {
-    t.name: t for t in [*synthetic.TASKS, *digits.TASKS, *ucr.TASKS, *forecast.TASKS, *text.TASKS]
+    t.name: t
+    for t in [
+        *synthetic.TASKS,
+        *digits.TASKS,
+        *ucr.TASKS,
+        *forecast.TASKS,
+        *text.TASKS,
+        *seq2seq_specs.TASKS,
+    ]
 }
 
 

@@ -22,7 +22,17 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, *, keep: int, primary_metric: str, higher_is_better: bool):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        keep: int,
+        primary_metric: str,
+        higher_is_better: bool,
+        process_local: bool = False,
+    ):
+        """``process_local``: with several processes, this process alone
+        writes ``directory`` (its own arrays, no barriers with the others)."""
         try:
             import orbax.checkpoint as ocp
         except ImportError as e:
@@ -48,6 +58,16 @@ class Checkpointer:
             enable_async_checkpointing=False,
             create=True,
         )
+        # Orbax writes only global arrays with several processes: a
+        # process-local checkpoint holds NumPy copies.
+        self._host = process_local and jax.process_count() > 1
+        if self._host:
+            me = jax.process_index()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            options.create = False  # orbax leaves it to us with active_processes
+            options.multiprocessing_options = ocp.options.MultiprocessingOptions(
+                primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"process-{me}"
+            )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, state, eval_metrics: dict | None = None) -> None:
@@ -58,6 +78,8 @@ class Checkpointer:
         if eval_metrics is not None:
             value = float(eval_metrics[self.primary_metric])
             metrics = {SCORE: value if self.higher_is_better else -value, "value": value}
+        if self._host:
+            state = jax.device_get(state)
         self.manager.save(step, args=self._ocp.args.StandardSave(state), metrics=metrics)
 
     def latest_step(self) -> int | None:
@@ -75,7 +97,10 @@ class Checkpointer:
     def restore(self, step: int, like):
         """The state saved at ``step``, with the structure, shapes and dtypes
         of ``like`` (a freshly initialised state)."""
-        target = jax.tree_util.tree_map(self._ocp.utils.to_shape_dtype_struct, like)
+        if self._host:
+            target = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), like)
+        else:
+            target = jax.tree_util.tree_map(self._ocp.utils.to_shape_dtype_struct, like)
         path = self.directory / str(step)
         try:
             restored = self.manager.restore(step, args=self._ocp.args.StandardRestore(target))

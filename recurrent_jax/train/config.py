@@ -21,10 +21,18 @@ from recurrent_jax.data.options import check_non_negative as _check_non_negative
 from recurrent_jax.data.options import check_positive as _check_positive
 from recurrent_jax.data.options import check_rate as _check_rate
 
-CELLS = ("elman", "lstm", "gru", "mgu")
+CELLS = ("elman", "lstm", "gru", "mgu", "mingru", "minlstm", "lru", "rglru")
+# cells linear in the carry: the ones that run with the parallel-in-time impls
+LINEAR_CELLS = ("mingru", "minlstm", "lru", "rglru")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "warmup_cosine")
-IMPLS = ("auto", "scan", "fused")
+IMPLS = ("auto", "scan", "fused", "associative", "chunked")
+MODEL_KINDS = ("rnn", "seq2seq")
+SEQ2SEQ_CELLS = ("elman", "lstm", "gru", "mgu")
+ATTENTIONS = ("additive", "dot", "general", "concat", "none")
+BRIDGES = ("copy", "linear", "zeros")
+FEEDBACKS = ("sample", "argmax")
+SAMPLING_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
 
 
 # --- the sections -------------------------------------------------------------
@@ -37,6 +45,26 @@ class ModelConfig:
     ``dropout`` (between layers), ``input_dropout``, ``recurrent_dropout`` and
     ``zoneout`` are compiled in when non-zero here; their values (like
     ``init_scale``) are the defaults of the traced ``HParams``.
+    ``forget_bias``: the LSTM forget-gate bias at init (other cells ignore
+    it). ``sampling_prob``: the scheduled-sampling probability of
+    sequence-to-sequence models (0 is teacher forcing). ``impl``: "auto",
+    "scan" or "fused" for every cell; "associative" or "chunked" (parallel
+    in time, ``recurrent_jax.parallel``) for the cells linear in their carry
+    (``LINEAR_CELLS``).
+
+    ``kind="seq2seq"`` builds an attention encoder–decoder
+    (``recurrent_jax.seq2seq.make_seq2seq``) for the seq2seq tasks: the
+    encoder has ``num_layers`` cells of ``hidden_size`` (bidirectional when
+    ``bidirectional``), the decoder ``decoder_layers`` (0: ``num_layers``).
+    ``attention`` is "additive", "dot", "general", "concat" or "none";
+    ``attention_size`` / ``attention_layer_size`` 0 mean the defaults
+    (``hidden_size`` / the context itself). ``sampling_schedule`` scales
+    ``sampling_prob`` by 1 − ε_step of Bengio et al.'s schedules
+    ("constant": 1; "linear": ε = max(``schedule_epsilon``, ``schedule_k`` −
+    ``schedule_c``·step); "exponential": ``schedule_k``^step;
+    "inverse_sigmoid": k / (k + exp(step / k))). Evaluation decodes greedily
+    and, with ``beam_size`` > 0, also with beam search (``length_penalty``
+    α of the GNMT form).
     """
 
     cell: str = "lstm"
@@ -49,6 +77,26 @@ class ModelConfig:
     zoneout: float = 0.0
     init_scale: float = 1.0
     impl: str = "auto"
+    forget_bias: float = 1.0
+    sampling_prob: float = 0.0
+    kind: str = "rnn"
+    embedding_size: int = 32
+    decoder_layers: int = 0
+    attention: str = "additive"
+    attention_size: int = 0
+    attention_layer_size: int = 0
+    attention_normalize: bool = False
+    attention_scale: bool = False
+    input_feeding: bool = True
+    bridge: str = "copy"
+    label_smoothing: float = 0.0
+    feedback: str = "sample"
+    sampling_schedule: str = "constant"
+    schedule_k: float = 1.0
+    schedule_c: float = 0.0
+    schedule_epsilon: float = 0.0
+    beam_size: int = 0
+    length_penalty: float = 0.0
 
     def __post_init__(self):
         _check_choice("model.cell", self.cell, CELLS)
@@ -59,6 +107,38 @@ class ModelConfig:
         if not self.init_scale > 0:
             fail("model.init_scale", "a positive float", self.init_scale)
         _check_choice("model.impl", self.impl, IMPLS)
+        if self.impl in ("associative", "chunked") and self.cell not in LINEAR_CELLS:
+            fail("model.impl", f"'scan', 'fused' or 'auto' for the {self.cell} cell", self.impl)
+        if not 0.0 <= self.sampling_prob <= 1.0:
+            fail("model.sampling_prob", "a probability in [0, 1]", self.sampling_prob)
+        _check_choice("model.kind", self.kind, MODEL_KINDS)
+        if self.kind == "seq2seq":
+            check_seq2seq(self)
+
+
+def check_seq2seq(m: ModelConfig) -> None:
+    """The fields of a ``kind="seq2seq"`` model."""
+    _check_choice("model.cell", m.cell, SEQ2SEQ_CELLS)
+    _check_positive("model.embedding_size", m.embedding_size)
+    for name in ("decoder_layers", "attention_size", "attention_layer_size", "beam_size"):
+        _check_non_negative(f"model.{name}", getattr(m, name))
+    _check_choice("model.attention", m.attention, ATTENTIONS)
+    _check_choice("model.bridge", m.bridge, BRIDGES)
+    _check_rate("model.label_smoothing", m.label_smoothing)
+    _check_choice("model.feedback", m.feedback, FEEDBACKS)
+    _check_choice("model.sampling_schedule", m.sampling_schedule, SAMPLING_SCHEDULES)
+    _check_non_negative("model.schedule_c", m.schedule_c)
+    _check_rate("model.schedule_epsilon", m.schedule_epsilon)
+    if m.sampling_schedule == "exponential" and not 0.0 < m.schedule_k < 1.0:
+        fail("model.schedule_k", "a value in (0, 1) for the exponential schedule", m.schedule_k)
+    if m.sampling_schedule == "inverse_sigmoid" and not m.schedule_k >= 1.0:
+        fail("model.schedule_k", "a value >= 1 for the inverse_sigmoid schedule", m.schedule_k)
+    _check_non_negative("model.length_penalty", m.length_penalty)
+    for name in ("dropout", "input_dropout", "recurrent_dropout", "zoneout"):
+        if getattr(m, name):
+            fail(f"model.{name}", "0 for kind 'seq2seq' (not supported there)", getattr(m, name))
+    if m.impl != "auto":
+        fail("model.impl", "'auto' for kind 'seq2seq'", m.impl)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +168,7 @@ class OptimizerConfig:
     momentum: float = 0.9
     b1: float = 0.9
     b2: float = 0.999
+    eps: float = 1e-8
     clip_norm: float = 1.0
     schedule: str = "constant"
     warmup_steps: int = 0
@@ -101,6 +182,8 @@ class OptimizerConfig:
         _check_non_negative("optimizer.weight_decay", self.weight_decay)
         _check_non_negative("optimizer.clip_norm", self.clip_norm)
         _check_non_negative("optimizer.warmup_steps", self.warmup_steps)
+        if not self.eps > 0:
+            fail("optimizer.eps", "a positive float", self.eps)
         for name in ("momentum", "b1", "b2", "end_lr_fraction"):
             _check_rate(f"optimizer.{name}", getattr(self, name))
         if self.name == "adam" and self.weight_decay:
@@ -182,12 +265,14 @@ def from_config_dict(cfg) -> ExperimentConfig:
 
     Expected keys: ``name`` (str), and sections ``model``, ``data``,
     ``optimizer``, ``training`` with the fields of the dataclasses above;
-    ``data`` also takes the fields of its task's options dataclass.
+    ``data`` also takes the fields of its task's options dataclass. A
+    ``sweep`` section is allowed and ignored here (``recurrent_jax.sweep``
+    reads it).
     """
     from recurrent_jax.data import registry  # the task registry, imported lazily
 
     raw = _as_dict(cfg)
-    _check_keys("config", raw, ["name", *SECTIONS])
+    _check_keys("config", raw, ["name", "sweep", *SECTIONS])
     name = raw.get("name", "experiment")
     if not isinstance(name, str) or not name:
         fail("config.name", "a non-empty str", name)

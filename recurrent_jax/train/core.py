@@ -11,21 +11,33 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from recurrent_jax.cells import lstm as lstm_cell
 from recurrent_jax.data import registry
 from recurrent_jax.data.base import Batch, TaskSpec, losses_and_metrics
 from recurrent_jax.data.options import ConfigError
+from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
+from recurrent_jax.train import seq2seq as seq2seq_stages
 from recurrent_jax.train.config import ExperimentConfig, OptimizerConfig
 from recurrent_jax.train.model import Rates, apply_model, init_params  # noqa: F401
 
 
 class HParams(NamedTuple):
-    """Traced scalars (float32): a sweep vmaps over any of them."""
+    """Traced scalars (float32): a sweep vmaps over any of them.
+
+    ``b1``, ``b2`` and ``eps`` (Adam's) are None by default: the config's
+    values are then compiled in as constants, exactly as a Python float; a
+    sweep that varies them passes arrays. ``forget_bias`` is added to the
+    forget-gate slice of every LSTM input-side bias at init (ignored by the
+    other cells). ``sampling_prob`` is the scheduled-sampling probability of
+    sequence-to-sequence models.
+    """
 
     learning_rate: jax.Array
     weight_decay: jax.Array
@@ -35,6 +47,11 @@ class HParams(NamedTuple):
     recurrent_dropout: jax.Array
     zoneout: jax.Array
     init_scale: jax.Array
+    b1: jax.Array | None = None
+    b2: jax.Array | None = None
+    eps: jax.Array | None = None
+    forget_bias: jax.Array | None = None
+    sampling_prob: jax.Array | None = None
 
     @property
     def rates(self) -> Rates:
@@ -53,20 +70,42 @@ class RunKeys(NamedTuple):
     eval: jax.Array  # the held-out set of synthetic tasks
 
 
-def default_hparams(config: ExperimentConfig) -> HParams:
-    """The config's values of the traced hyperparameters."""
-    m, o = config.model, config.optimizer
-    values = (
-        o.learning_rate,
-        o.weight_decay,
-        o.clip_norm,
-        m.dropout,
-        m.input_dropout,
-        m.recurrent_dropout,
-        m.zoneout,
-        m.init_scale,
-    )
-    return HParams(*(jnp.asarray(v, jnp.float32) for v in values))
+# Where each hyperparameter's config value lives.
+HPARAM_PATHS = {
+    "learning_rate": "optimizer.learning_rate",
+    "weight_decay": "optimizer.weight_decay",
+    "clip_norm": "optimizer.clip_norm",
+    "dropout": "model.dropout",
+    "input_dropout": "model.input_dropout",
+    "recurrent_dropout": "model.recurrent_dropout",
+    "zoneout": "model.zoneout",
+    "init_scale": "model.init_scale",
+    "b1": "optimizer.b1",
+    "b2": "optimizer.b2",
+    "eps": "optimizer.eps",
+    "forget_bias": "model.forget_bias",
+    "sampling_prob": "model.sampling_prob",
+}
+COMPILED_IN = ("b1", "b2", "eps")  # None in default_hparams: constants unless swept
+LSTM_FORGET_BIAS = inspect.signature(lstm_cell).parameters["forget_bias"].default
+
+
+def config_value(config: ExperimentConfig, path: str):
+    """``config.<section>.<field>`` by its dotted path."""
+    section, field = path.split(".")
+    return getattr(getattr(config, section), field)
+
+
+def default_hparams(config: ExperimentConfig, traced=()) -> HParams:
+    """The config's values of the traced hyperparameters (float32 scalars);
+    ``b1``, ``b2``, ``eps`` are None (compiled in) unless named in ``traced``."""
+    values = {
+        name: jnp.asarray(config_value(config, path), jnp.float32)
+        if name not in COMPILED_IN or name in traced
+        else None
+        for name, path in HPARAM_PATHS.items()
+    }
+    return HParams(**values)
 
 
 def static_config(config: ExperimentConfig) -> ExperimentConfig:
@@ -83,6 +122,8 @@ def static_config(config: ExperimentConfig) -> ExperimentConfig:
         recurrent_dropout=flag(m.recurrent_dropout),
         zoneout=flag(m.zoneout),
         init_scale=1.0,
+        forget_bias=LSTM_FORGET_BIAS,
+        sampling_prob=flag(m.sampling_prob),
     )
     optimizer = dataclasses.replace(
         o, learning_rate=1.0, weight_decay=flag(o.weight_decay), clip_norm=flag(o.clip_norm)
@@ -101,6 +142,14 @@ def compiler_options(config: ExperimentConfig) -> dict | None:
 def build_task(config: ExperimentConfig) -> TaskSpec:
     """Builds the task and checks it fits the model."""
     task = registry.get_task(config.data.task).build(config.data.options)
+    if (task.kind == SEQ2SEQ) != (config.model.kind == "seq2seq"):
+        expected = (
+            "'seq2seq'" if task.kind == SEQ2SEQ else "'rnn' (a seq2seq model needs a seq2seq task)"
+        )
+        raise ConfigError(
+            f"config.model.kind: expected {expected} for task {config.data.task!r}, "
+            f"got {config.model.kind!r}"
+        )
     if task.causal and config.model.bidirectional:
         raise ConfigError(
             f"config.model.bidirectional: expected False for task {config.data.task!r} "
@@ -133,10 +182,12 @@ def make_optimizer(config: ExperimentConfig, hparams: HParams) -> optax.Gradient
     o = config.optimizer
     lr = learning_rate_fn(o, config.training.num_steps, hparams.learning_rate)
     parts = [optax.clip_by_global_norm(hparams.clip_norm)] if o.clip_norm else []
+    pick = lambda traced, constant: constant if traced is None else traced
+    adam = dict(b1=pick(hparams.b1, o.b1), b2=pick(hparams.b2, o.b2), eps=pick(hparams.eps, o.eps))
     if o.name == "adam":
-        parts.append(optax.adam(lr, b1=o.b1, b2=o.b2))
+        parts.append(optax.adam(lr, **adam))
     elif o.name == "adamw":
-        parts.append(optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=hparams.weight_decay))
+        parts.append(optax.adamw(lr, **adam, weight_decay=hparams.weight_decay))
     else:
         if o.weight_decay:
             parts.append(optax.add_decayed_weights(hparams.weight_decay))
@@ -145,12 +196,34 @@ def make_optimizer(config: ExperimentConfig, hparams: HParams) -> optax.Gradient
 
 
 def init_state(config: ExperimentConfig, task: TaskSpec, hparams: HParams, key) -> TrainState:
-    params = init_params(config.model, task, run_keys(key).init, hparams.init_scale)
+    if config.model.kind == "seq2seq":
+        params = seq2seq_stages.init_params(config.model, run_keys(key).init)
+    else:
+        params = init_params(config.model, task, run_keys(key).init, hparams.init_scale)
+    if config.model.cell == "lstm" and hparams.forget_bias is not None:
+        params = shift_forget_bias(params, hparams.forget_bias - LSTM_FORGET_BIAS)
     opt_state = make_optimizer(config, hparams).init(params)
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state)
 
 
-def loss_fn(config, task, hparams, params, batch: Batch, key):
+def shift_forget_bias(params: dict, delta) -> dict:
+    """Adds ``delta`` to the forget-gate slice ``[H:2H]`` (gates i, f, g, o)
+    of every LSTM input-side bias (``b_ih``, or ``b`` with a single bias);
+    a zero ``delta`` leaves the params bit-identical."""
+
+    def shift(path, leaf):
+        name = getattr(path[-1], "key", "")
+        if path[0].key != "rnn" or name not in ("b_ih", "b"):
+            return leaf
+        hidden = leaf.shape[-1] // 4
+        return leaf.at[hidden : 2 * hidden].add(delta.astype(leaf.dtype))
+
+    return jax.tree_util.tree_map_with_path(shift, params)
+
+
+def loss_fn(config, task, hparams, params, batch: Batch, key, step=None):
+    if config.model.kind == "seq2seq":
+        return seq2seq_stages.loss_fn(config.model, hparams, params, batch, key, step)
     outputs = apply_model(
         config.model, task, params, batch, hparams.rates, key=key, deterministic=False
     )
@@ -163,7 +236,7 @@ def train_step(config, task, hparams, key, state: TrainState, _=None):
     k_data, k_dropout = jax.random.split(jax.random.fold_in(key, state.step))
     batch = task.sample_train(k_data, config.data.batch_size)
     grad_fn = jax.grad(loss_fn, argnums=3, has_aux=True)
-    grads, metrics = grad_fn(config, task, hparams, state.params, batch, k_dropout)
+    grads, metrics = grad_fn(config, task, hparams, state.params, batch, k_dropout, state.step)
     optimizer = make_optimizer(config, hparams)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -185,6 +258,8 @@ def eval_batch(config: ExperimentConfig, task: TaskSpec, key) -> Batch:
 
 def evaluate(config, task, hparams, params, batch: Batch) -> dict:
     """The task's metrics of deterministic outputs on ``batch``."""
+    if config.model.kind == "seq2seq":
+        return seq2seq_stages.evaluate(config.model, params, batch)[0]
     outputs = apply_model(
         config.model, task, params, batch, hparams.rates, key=None, deterministic=True
     )

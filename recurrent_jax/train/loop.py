@@ -22,7 +22,8 @@ import jax
 import numpy as np
 
 from recurrent_jax.data.base import losses_and_metrics
-from recurrent_jax.train import core
+from recurrent_jax.train import core, seq2seq_outputs
+from recurrent_jax.train import seq2seq as seq2seq_stages
 from recurrent_jax.train.checkpoint import Checkpointer
 from recurrent_jax.train.config import ExperimentConfig, from_config_dict, to_dict
 from recurrent_jax.train.metrics import MetricsWriter, read_metrics
@@ -49,6 +50,8 @@ def _init(config, task, hparams, key):
 
 
 def _evaluate(config, task, hparams, params, batch):
+    if config.model.kind == "seq2seq":  # outputs: the greedy decode
+        return seq2seq_stages.evaluate(config.model, params, batch)
     outputs = core.apply_model(
         config.model, task, params, batch, hparams.rates, key=None, deterministic=True
     )
@@ -222,6 +225,9 @@ class _Run:
         if not all(math.isfinite(v) for v in metrics.values()):
             self.message = self._diverged_message(self.step, "eval metrics")
             return None
+        if self.config.model.kind == "seq2seq":
+            outputs = jax.device_get((self.eval_data, self.eval_outputs))
+            seq2seq_outputs.write_eval_outputs(self.workdir, self.step, *outputs)
         if self.step > 0:
             self.checkpoints.save(self.state, metrics)
         return metrics

@@ -22,6 +22,10 @@ CELL_CONSTRUCTORS = {
     "lstm": rj.cells.lstm,
     "gru": rj.cells.gru,
     "mgu": rj.cells.mgu,
+    "mingru": rj.cells.mingru,
+    "minlstm": rj.cells.minlstm,
+    "lru": rj.cells.lru,
+    "rglru": rj.cells.rglru,
 }
 
 

@@ -48,6 +48,9 @@ def write_summary(run, status: str) -> dict:
 def _plots(run, records) -> list[str]:
     task, workdir, title = run.stages.task, run.workdir, run.config.name
     written = [plots.plot_learning_curves(records, workdir / plots.CURVES_FILE, title)]
+    if run.config.model.kind == "seq2seq":  # attention maps: seq2seq_outputs
+        maps = sorted((workdir / "plots").glob("attention_step_*.png"))
+        return [p.name for p in written if p is not None] + [f"plots/{p.name}" for p in maps[-1:]]
     if run.message == "" and run.eval_outputs is not None:
         batch, outputs = run.eval_data, jax.device_get(run.eval_outputs)
         written.append(
@@ -67,6 +70,9 @@ def _samples(run, length: int = 240) -> str | None:
     """For tasks with a ``decode`` (language models): greedy and sampled
     continuations written to ``samples.txt``; returns the file name."""
     task = run.stages.task
+    if run.config.model.kind == "seq2seq":
+        texts = sorted((run.workdir / "samples").glob("step_*.txt"))
+        return f"samples/{texts[-1].name}" if texts else None
     if task.decode is None or run.message != "":
         return None
     first_id = int(run.eval_data.targets[0, 0])

@@ -1,0 +1,46 @@
+"""recurrent-jax sweep --config=configs/adding_sweep.py
+
+The adding problem (T=100, LSTM 64, as configs/adding.py) over learning
+rate (3e-3, 1e-2, 3e-2) × forget-gate bias (0 and 1, Jozefowicz et al.
+2015) × 3 seeds: 18 runs, all vmapped in one compiled program (split over
+the local devices; ``--mesh.runs``, ``--distributed``: docs/scaling.md).
+``recurrent-jax train --config=configs/adding_sweep.py`` runs the base
+config alone. Variant ``:smoke`` (2 × 2 × 2 runs) runs in seconds.
+"""
+
+import ml_collections
+
+from recurrent_jax.train.config import base_config
+
+
+def get_config(arg=None):
+    config = base_config("adding", name="adding_sweep")
+    config.data.update(seq_len=100, batch_size=64, eval_size=1000)
+    config.model.update(cell="lstm", hidden_size=64)
+    config.optimizer.update(
+        name="adam",
+        learning_rate=1e-2,
+        clip_norm=1.0,
+        schedule="warmup_cosine",
+        warmup_steps=100,
+        end_lr_fraction=0.01,
+    )
+    config.training.update(num_steps=1500, steps_per_chunk=100, eval_every=300)
+    learning_rates, seeds = {"log": [3e-3, 3e-2], "num": 3}, 3
+    if arg == "smoke":
+        config.data.update(seq_len=10, batch_size=16, eval_size=64)
+        config.model.update(hidden_size=8)
+        config.optimizer.update(warmup_steps=2)
+        config.training.update(num_steps=30, steps_per_chunk=10, eval_every=10, fast_compile=True)
+        learning_rates, seeds = [3e-3, 3e-2], 2
+    config.sweep = ml_collections.ConfigDict(
+        {
+            "vmap": {"learning_rate": learning_rates, "forget_bias": [0.0, 1.0]},
+            "grid": {},
+            "seeds": seeds,
+            "zip": [],
+            "chunk_size": 0,
+        }
+    )
+    config.lock()
+    return config

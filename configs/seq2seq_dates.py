@@ -1,0 +1,44 @@
+"""recurrent-jax train --config=configs/seq2seq_dates.py
+
+Date normalisation ("3 March 1998", "March 3, 1998", "03/03/1998", ... ->
+"1998-03-03", days drawn from 1950–2049) with an attention encoder–decoder:
+a bidirectional GRU encoder, a GRU decoder with additive attention, and
+scheduled sampling (Bengio et al. 2015) whose probability rises to 0.25 on
+an inverse-sigmoid schedule. Variant ``:smoke`` runs in seconds.
+"""
+
+from recurrent_jax.train.config import base_config
+
+
+def get_config(arg=None):
+    config = base_config("dates", name="seq2seq_dates")
+    config.data.update(first_year=1950, last_year=2049, batch_size=64, eval_size=1000)
+    config.model.update(
+        kind="seq2seq",
+        cell="gru",
+        hidden_size=128,
+        bidirectional=True,
+        bridge="linear",
+        embedding_size=32,
+        attention="additive",
+        sampling_prob=0.25,
+        sampling_schedule="inverse_sigmoid",
+        schedule_k=500.0,
+        feedback="argmax",
+    )
+    config.optimizer.update(
+        name="adam",
+        learning_rate=3e-3,
+        clip_norm=1.0,
+        schedule="warmup_cosine",
+        warmup_steps=100,
+        end_lr_fraction=0.01,
+    )
+    config.training.update(num_steps=5000, steps_per_chunk=250, eval_every=1000)
+    if arg == "smoke":
+        config.data.update(batch_size=16, eval_size=32)
+        config.model.update(hidden_size=16, embedding_size=8, schedule_k=5.0)
+        config.optimizer.update(warmup_steps=2)
+        config.training.update(num_steps=20, steps_per_chunk=10, eval_every=10, fast_compile=True)
+    config.lock()
+    return config

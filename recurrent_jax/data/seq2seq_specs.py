@@ -1,0 +1,118 @@
+"""The registry entries of the character seq2seq tasks (``seq2seq_tasks``).
+
+A seq2seq task's batches are ``Seq2SeqBatch`` (token ids, not the ``Batch``
+of the other tasks) and its ``TaskSpec.kind`` is ``SEQ2SEQ``: only a model
+of ``kind="seq2seq"`` trains on it. Training draws the "train" split; the
+held-out set is drawn from a separate key (and, for addition, from the
+operand pairs the train split never yields).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from recurrent_jax.data import options as opt
+from recurrent_jax.data import seq2seq_tasks as s2s
+from recurrent_jax.data.base import SEQUENCE, Task, TaskSpec
+
+SEQ2SEQ = "seq2seq"
+
+
+def seq2seq_spec(sample_train, eval_set, *, max_len: int, info: dict) -> TaskSpec:
+    """A ``TaskSpec`` over the shared character vocabulary; ``max_len`` is
+    the decoders' maximum output length (target + EOS)."""
+    return TaskSpec(
+        input_size=s2s.VOCAB_SIZE,
+        output_size=s2s.VOCAB_SIZE,
+        kind=SEQ2SEQ,
+        output_mode=SEQUENCE,
+        causal=False,
+        sample_train=sample_train,
+        eval_set=eval_set,
+        baselines={},
+        primary_metric="exact_match",
+        higher_is_better=True,
+        info={"max_len": max_len, **info},
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class AdditionOptions:
+    max_digits: int = 3
+
+    def __post_init__(self):
+        opt.check_at_least("data.max_digits", self.max_digits, 2)
+
+
+def build_addition(options: AdditionOptions) -> TaskSpec:
+    n = options.max_digits
+    return seq2seq_spec(
+        functools.partial(_call, s2s.addition, max_digits=n, split="train"),
+        functools.partial(_call, s2s.addition, max_digits=n, split="eval"),
+        max_len=n + 2,
+        info={"eval split": f"held-out operand pairs (1 in {s2s.HELD_OUT_EVERY})"},
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReversalOptions:
+    min_length: int = 1
+    max_length: int = 10
+
+    def __post_init__(self):
+        opt.check_positive("data.min_length", self.min_length)
+        opt.check_at_least("data.max_length", self.max_length, self.min_length)
+
+
+def build_reversal(options: ReversalOptions) -> TaskSpec:
+    lengths = dict(min_length=options.min_length, max_length=options.max_length)
+    sample = functools.partial(_call, s2s.reversal, **lengths)
+    return seq2seq_spec(sample, sample, max_len=options.max_length + 1, info={})
+
+
+@dataclasses.dataclass(frozen=True)
+class DatesOptions:
+    first_year: int = 1950
+    last_year: int = 2049
+
+    def __post_init__(self):
+        if not 1000 <= self.first_year <= 9999:
+            opt.fail("data.first_year", "a 4-digit year", self.first_year)
+        if not self.first_year <= self.last_year <= 9999:
+            opt.fail("data.last_year", f"a 4-digit year >= {self.first_year}", self.last_year)
+
+
+def build_dates(options: DatesOptions) -> TaskSpec:
+    years = dict(first_year=options.first_year, last_year=options.last_year)
+    sample = functools.partial(_call, s2s.dates, **years)
+    return seq2seq_spec(sample, sample, max_len=11, info={"formats": list(s2s.DATE_FORMATS)})
+
+
+def _call(generator, key, batch_size, **options):
+    return generator(key, batch_size, **options)
+
+
+TASKS = [
+    Task(
+        "addition",
+        'integer addition as characters: "123+45" -> "168"',
+        "seq2seq",
+        AdditionOptions,
+        build_addition,
+    ),
+    Task(
+        "reversal",
+        'string reversal: "abc7" -> "7cba"',
+        "seq2seq",
+        ReversalOptions,
+        build_reversal,
+    ),
+    Task(
+        "dates",
+        'date normalisation: "3 March 1998" -> "1998-03-03"',
+        "seq2seq",
+        DatesOptions,
+        build_dates,
+    ),
+]

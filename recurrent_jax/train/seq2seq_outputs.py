@@ -1,0 +1,88 @@
+"""What a seq2seq run writes at each evaluation: decoded samples as text and
+an attention-map PNG, from the greedy decode of the held-out batch.
+
+``samples/step_NNNNNN.txt``: one line per example, ``source → prediction |
+target`` and ✓ or ✗. ``plots/attention_step_NNNNNN.png``: the attention
+weights of a few examples, output characters (rows) against source
+characters (columns), cropped to their lengths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from recurrent_jax.data import seq2seq_tasks as s2s_data
+from recurrent_jax.train.plots import _pyplot
+
+SAMPLES_DIR = "samples"
+PLOTS_DIR = "plots"
+
+
+def format_samples(src, src_lengths, predictions, targets) -> list[str]:
+    """``source → prediction | target ✓/✗`` lines (ids (N, ·) arrays)."""
+    sources = s2s_data.decode(src, src_lengths)
+    predicted = s2s_data.decode(predictions)
+    wanted = s2s_data.decode(targets)
+    return [
+        f"{s} → {p} | {t} {'✓' if p == t else '✗'}"
+        for s, p, t in zip(sources, predicted, wanted, strict=True)
+    ]
+
+
+def tokens(ids, length: int) -> list[str]:
+    """Tick labels: the characters of ``ids[:length]`` (EOS as ``</s>``)."""
+    names = {s2s_data.PAD_ID: "<pad>", s2s_data.BOS_ID: "<s>", s2s_data.EOS_ID: "</s>"}
+    return [names.get(int(t), s2s_data.CHARS[int(t) - 3]) for t in np.asarray(ids)[:length]]
+
+
+def plot_attention(examples, path: Path, title: str) -> Path | None:
+    """One panel per example ``(weights (L, S), src_tokens, out_tokens)``:
+    ``imshow`` of the weights cropped to (len(out_tokens), len(src_tokens))."""
+    plt = _pyplot()
+    if plt is None or not examples:
+        return None
+    fig, axes = plt.subplots(1, len(examples), figsize=(3.2 * len(examples), 3.2), squeeze=False)
+    for ax, (weights, src_tokens, out_tokens) in zip(axes[0], examples, strict=True):
+        crop = np.asarray(weights)[: len(out_tokens), : len(src_tokens)]
+        ax.imshow(crop, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(src_tokens)), src_tokens)
+        ax.set_yticks(range(len(out_tokens)), out_tokens)
+        ax.set_xlabel("source")
+        ax.set_ylabel("output")
+        shown = out_tokens[:-1] if out_tokens[-1:] == ["</s>"] else out_tokens
+        ax.set_title(f"{''.join(src_tokens)} → {''.join(shown)}", fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def write_eval_outputs(
+    workdir: Path, step: int, batch, decoded, *, num_samples: int = 32, num_maps: int = 3
+) -> list[Path]:
+    """Writes the samples file and the attention PNG of one evaluation;
+    ``batch`` a host ``Seq2SeqBatch``, ``decoded`` the greedy ``Decoded``."""
+    n = min(num_samples, batch.src.shape[0])
+    sequences = np.asarray(decoded.sequences)
+    lines = format_samples(batch.src[:n], batch.src_lengths[:n], sequences[:n], batch.tgt_out[:n])
+    text = workdir / SAMPLES_DIR / f"step_{step:06d}.txt"
+    text.parent.mkdir(parents=True, exist_ok=True)
+    text.write_text("\n".join(lines) + "\n")
+    written = [text]
+    if decoded.aux is not None:
+        examples = [
+            (
+                np.asarray(decoded.aux)[i],
+                tokens(batch.src[i], int(batch.src_lengths[i])),
+                tokens(sequences[i], int(np.asarray(decoded.lengths)[i])),
+            )
+            for i in range(min(num_maps, n))
+        ]
+        png = workdir / PLOTS_DIR / f"attention_step_{step:06d}.png"
+        if plot_attention(examples, png, f"attention at step {step}") is not None:
+            written.append(png)
+    return written

@@ -1,0 +1,174 @@
+"""Seq2seq through the experiments layer: a config trains end to end from the
+CLI and writes metrics, decoded samples and attention maps; a saved run
+decodes with another decoder; bad keys are errors naming the key; scheduled
+sampling stays a traced, vmappable hyperparameter."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytest.importorskip("ml_collections")
+
+from recurrent_jax import cli  # noqa: E402
+from recurrent_jax.data import seq2seq_tasks as s2s_data  # noqa: E402
+from recurrent_jax.seq2seq import beam_search  # noqa: E402
+from recurrent_jax.train import core  # noqa: E402
+from recurrent_jax.train import seq2seq as stages  # noqa: E402
+from recurrent_jax.train.config import ConfigError, from_config_dict  # noqa: E402
+from recurrent_jax.train.decode import restore_run  # noqa: E402
+from recurrent_jax.train.seq2seq_outputs import format_samples  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("seq2seq") / "run"
+    args = ["train", "--config=seq2seq_addition:smoke", f"--workdir={workdir}", "--no-progress"]
+    assert cli.main(args) == 0
+    return workdir
+
+
+def test_smoke_run_writes_metrics_samples_and_attention(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 10, 20]
+    for name in ("loss", "token_accuracy", "sequence_accuracy", "exact_match"):
+        assert 0.0 <= evals[-1][name] < float("inf")
+    assert {"loss", "token_accuracy", "sequence_accuracy"} <= set(records[-2])
+    lines = (run_dir / "samples" / "step_000020.txt").read_text().splitlines()
+    assert len(lines) == 32 and all("→" in line and " | " in line for line in lines)
+    png = run_dir / "plots" / "attention_step_000020.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["samples"] == "samples/step_000020.txt"
+    assert "plots/attention_step_000020.png" in summary["plots"]
+    assert summary["primary_metric"] == "exact_match"
+
+
+def test_decode_with_beam_equals_beam_search_on_restored_params(run_dir, capsys):
+    code = cli.main(["decode", f"--workdir={run_dir}", "--method=beam", "--beam-size=3"])
+    assert code == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("\n{") + 1 :])
+    assert report["method"] == "beam" and 0.0 <= report["exact_match"] <= 1.0
+    config, params, batch, _ = restore_run(run_dir)
+    model = stages.make_model(config.model)
+    state = model.initial_decoder_state(params, batch.src, batch.src_lengths)
+    step_fn = functools.partial(model.decode_step, params)
+    ids = dict(bos_id=s2s_data.BOS_ID, eos_id=s2s_data.EOS_ID, pad_id=s2s_data.PAD_ID)
+    direct = beam_search(step_fn, state, beam_size=3, max_len=batch.tgt_out.shape[1], **ids)
+    want = format_samples(batch.src, batch.src_lengths, direct.sequences, batch.tgt_out)
+    assert (run_dir / "decoded_beam.txt").read_text().splitlines() == want
+
+
+def test_eval_of_the_saved_run(run_dir):
+    assert cli.main(["eval", f"--workdir={run_dir}"]) == 0
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert {"loss", "token_accuracy", "sequence_accuracy", "exact_match"} <= set(report["eval"])
+
+
+def test_decode_greedy_of_raw_sources(run_dir, capsys):
+    args = ["decode", f"--workdir={run_dir}", "--source=12+5", "--source=999+1"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("12+5 → ") and "999+1 → " in out
+
+
+def test_decode_rejects_options_of_other_methods(run_dir, capsys):
+    assert cli.main(["decode", f"--workdir={run_dir}", "--beam-size=3"]) == 2
+    assert "--beam-size" in capsys.readouterr().err
+
+
+def _config(**model):
+    config = cli.load_config("seq2seq_addition:smoke")
+    with config.unlocked():
+        config.model.update(model)
+    return config
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("attention", "bahdanau"),
+        ("bridge", "mean"),
+        ("feedback", "top"),
+        ("sampling_schedule", "cosine"),
+        ("label_smoothing", 1.0),
+        ("beam_size", -1),
+        ("kind", "transformer"),
+        ("dropout", 0.1),
+    ],
+)
+def test_bad_values_name_the_key(key, value):
+    with pytest.raises(ConfigError, match=f"config.model.{key}"):
+        from_config_dict(_config(**{key: value}))
+
+
+def test_schedule_constant_checked_for_its_schedule():
+    with pytest.raises(ConfigError, match="config.model.schedule_k"):
+        from_config_dict(_config(sampling_schedule="exponential", schedule_k=2.0))
+
+
+def test_unknown_key_and_mismatched_task(capsys):
+    assert cli.main(["train", "--config=seq2seq_addition:smoke", "--config.model.atention=dot"])
+    assert "config.model.atention" in capsys.readouterr().err
+    config = from_config_dict(cli.load_config("adding:smoke"))
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind="seq2seq"))
+    with pytest.raises(ConfigError, match="config.model.kind"):
+        core.build_task(config)
+
+
+FAST = {"xla_backend_optimization_level": 0}
+
+
+def test_scheduled_sampling_under_jit_and_vmap_of_hparams():
+    config = from_config_dict(_config(sampling_prob=0.5))
+    forced = from_config_dict(_config(sampling_prob=0.0))
+    task = core.build_task(config)
+    hparams = core.default_hparams(config)
+    probs = jnp.array([0.0, 0.5, 1.0], jnp.float32)
+    stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (3,)), hparams)
+    stacked = stacked._replace(sampling_prob=probs)
+
+    @functools.partial(jax.jit, compiler_options=FAST)
+    def losses(stacked, key):
+        k_init, k_data, k_loss = jax.random.split(key, 3)
+        params = stages.init_params(config.model, k_init)
+        batch = task.sample_train(k_data, 8)
+        loss = lambda c, h: core.loss_fn(c, task, h, params, batch, k_loss, jnp.int32(0))
+        return jax.vmap(functools.partial(loss, config))(stacked), loss(forced, hparams)[0]
+
+    (got, metrics), want = losses(stacked, jax.random.key(0))
+    np.testing.assert_array_equal(metrics["sampling_prob"], probs)
+    np.testing.assert_allclose(got[0], want, rtol=1e-6)  # p = 0 is teacher forcing
+    assert got[2] != want  # p = 1 feeds back the (untrained) model's samples
+
+
+def test_sampling_probability_follows_the_schedule():
+    config = from_config_dict(
+        _config(sampling_prob=0.5, sampling_schedule="linear", schedule_k=1.0, schedule_c=0.1)
+    )
+    hparams = core.default_hparams(config)
+    steps = jnp.array([0, 5, 20])
+    got = jax.vmap(lambda s: stages.sampling_probability(config.model, hparams, s))(steps)
+    np.testing.assert_allclose(got, [0.0, 0.25, 0.5], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_make_train_vmaps_over_sampling_prob():
+    config = from_config_dict(_config(sampling_prob=0.5, beam_size=2))
+    train = core.make_train(config)
+    hparams = core.default_hparams(config)
+    stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (2,)), hparams)
+    stacked = stacked._replace(sampling_prob=jnp.array([0.0, 1.0], jnp.float32))
+    keys = jnp.stack([jax.random.key(0)] * 2)
+    _, metrics = jax.jit(jax.vmap(train))(stacked, keys)
+    assert metrics["eval"]["exact_match"].shape == (2,)
+    assert metrics["eval"]["beam_exact_match"].shape == (2,)
+    assert np.all(np.isfinite(metrics["train"]["loss"]))
