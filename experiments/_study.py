@@ -1,0 +1,231 @@
+"""Shared plumbing of the studies in ``experiments/``: the command line, running
+a config's sweep with ``recurrent_jax.sweep``, reading its run table and
+learning curves back, and writing the Markdown report with its plots.
+
+A study script builds ml_collections configs with a ``sweep`` section (as
+``configs/adding_sweep.py``), runs them with ``run(config, workdir)`` and
+hands ``write_report`` its tables and figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+REPORTS = Path(__file__).resolve().parent / "reports"
+WORKDIRS = Path(os.environ.get("TMPDIR", "/tmp")) / "recurrent_jax_studies"
+
+
+@dataclass
+class Study:
+    """A study's command line: ``smoke`` shrinks everything; reports go to
+    ``out`` and sweep directories under ``workdir``."""
+
+    name: str
+    smoke: bool
+    out: Path
+    workdir: Path
+    command: str
+    started: float
+    report_only: bool = False
+
+
+def sweep_section(vmap: dict, grid: dict, seeds, zip_groups=()) -> dict:
+    return {"vmap": vmap, "grid": grid, "seeds": seeds, "zip": list(zip_groups), "chunk_size": 0}
+
+
+def parse_args(name: str, doc: str, argv: Sequence[str] | None = None) -> Study:
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long run of the pipeline")
+    parser.add_argument("--out", help="report folder (default experiments/reports)")
+    parser.add_argument("--workdir", help=f"sweep folders (default {WORKDIRS}/<name>)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report from the finished sweeps in --workdir, training nothing",
+    )
+    args = parser.parse_args(argv)
+    suffix = "-smoke" if args.smoke else ""
+    out = Path(args.out) if args.out else REPORTS
+    workdir = Path(args.workdir) if args.workdir else WORKDIRS / f"{name}{suffix}"
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    command = shlex.join(["python", f"experiments/{name}.py", *argv])
+    from recurrent_jax.sweep import enable_compilation_cache
+
+    enable_compilation_cache()
+    return Study(name, args.smoke, out, workdir, command, time.perf_counter(), args.report_only)
+
+
+@dataclass
+class SweepResult:
+    rows: list[dict]  # runs.csv, numbers parsed
+    curves: dict[int, list[tuple[int, float]]]  # run_id -> [(step, eval metric)]
+    summary: dict
+    seconds: float
+
+    def curve(self, run_id: int) -> tuple[list[int], list[float]]:
+        """Eval steps and values of one run (empty if it diverged at once)."""
+        points = self.curves.get(run_id, [])
+        return [s for s, _ in points], [v for _, v in points]
+
+
+def run(study: Study, config, workdir: Path) -> SweepResult:
+    """Runs the sweep of ``config`` afresh in ``workdir`` (removed first), or
+    with ``study.report_only`` reads the finished sweep there back."""
+    from recurrent_jax.sweep import parse_sweep, run_sweep
+
+    if study.report_only:
+        summary = json.loads((workdir / "summary.json").read_text())
+        seconds = summary["seconds"]
+    else:
+        plan = parse_sweep(config.to_dict() if hasattr(config, "to_dict") else config)
+        shutil.rmtree(workdir, ignore_errors=True)
+        start = time.perf_counter()
+        log = lambda line: print(line, flush=True)  # noqa: E731
+        summary = run_sweep(plan, workdir, progress=False, log=log)
+        seconds = time.perf_counter() - start
+    with open(workdir / "runs.csv") as f:
+        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    metric = summary["primary_metric"]
+    curves = defaultdict(list)
+    with open(workdir / "metrics.jsonl") as f:
+        for line in f:
+            record = json.loads(line)
+            if record.get("split") == "eval" and record.get(metric) is not None:
+                curves[record["run_id"]].append((record["step"], record[metric]))
+    print(f"{config.name}: {len(rows)} runs in {seconds:.0f} s", flush=True)
+    return SweepResult(rows, dict(curves), summary, seconds)
+
+
+def _number(text: str):
+    if text == "":
+        return float("nan")  # a diverged run's metrics
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def first_step_below(curve: Iterable[tuple[int, float]], threshold: float) -> int | None:
+    """The first evaluated step whose metric is below ``threshold``."""
+    return next((step for step, value in curve if value < threshold), None)
+
+
+def group(rows: list[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
+    groups = defaultdict(list)
+    for row in rows:
+        groups[tuple(row[k] for k in keys)].append(row)
+    return dict(groups)
+
+
+def medians_by_rate(runs: list[dict], column: str) -> dict[float, float]:
+    """Median of ``column`` over seeds, per learning rate."""
+    by_rate = group(runs, ["learning_rate"])
+    return {lr: median(r[column] for r in rs) for (lr,), rs in by_rate.items()}
+
+
+def median(values: Iterable[float]) -> float:
+    values = [v for v in values if v == v]  # drop NaN (diverged runs)
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.{digits}g}"
+    return str(value)
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def figure(width: float = 5.0, height: float = 3.2, ncols: int = 1):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def save(fig, study: Study, name: str) -> str:
+    """Saves a small PNG (dpi 80) next to the report; returns its file name."""
+    import matplotlib.pyplot as plt
+
+    study.out.mkdir(parents=True, exist_ok=True)
+    file = f"{study.name}_{name}.png"
+    fig.tight_layout()
+    fig.savefig(study.out / file, dpi=80)
+    plt.close(fig)
+    return file
+
+
+def hardware() -> str:
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    device = jax.devices()[0]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} × {cpu}; JAX {jax.__version__} on {device.platform} "
+        f"({device.device_kind}); load average at the end {load} (the machine is shared, "
+        "so wall times are pessimistic)"
+    )
+
+
+def write_report(
+    study: Study,
+    title: str,
+    intro: str,
+    sections: Sequence[str],
+    sweeps: Sequence[SweepResult],
+) -> Path:
+    """``<out>/<name>.md``: title, command, hardware, time, then ``sections``."""
+    seconds = time.perf_counter() - study.started
+    if study.report_only:  # the sweeps' own times; the timing benchmarks are re-run
+        seconds += sum(s.seconds for s in sweeps)
+    sweep_lines = ", ".join(
+        f"{s.summary['name']} {s.seconds:.0f} s ({len(s.rows)} runs)" for s in sweeps
+    )
+    header = [
+        f"# {title}",
+        "",
+        intro.strip(),
+        "",
+        f"- Command: `{study.command}`" + (" (smoke mode: not a result)" if study.smoke else ""),
+        f"- Hardware: {hardware()}",
+        f"- Time: {seconds / 60:.1f} min wall in all; sweeps: {sweep_lines}",
+        f"- Sweep folders (runs.csv, runs.md, metrics.jsonl, the runner's plots): "
+        f"`{study.workdir}`",
+        "",
+    ]
+    study.out.mkdir(parents=True, exist_ok=True)
+    path = study.out / f"{study.name}.md"
+    path.write_text("\n".join(header + [s.strip() + "\n" for s in sections]))
+    print(f"report: {path} ({seconds:.0f} s)", flush=True)
+    return path

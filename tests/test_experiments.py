@@ -1,0 +1,44 @@
+"""The research studies in ``experiments/``: every script's ``--smoke`` mode
+runs its sweeps end to end and writes a report with its plots."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ml_collections")
+pytest.importorskip("orbax.checkpoint")
+pytest.importorskip("matplotlib")
+
+EXPERIMENTS = Path(__file__).parents[1] / "experiments"
+STUDIES = sorted(p.stem for p in EXPERIMENTS.glob("*.py") if not p.stem.startswith("_"))
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_study_is_listed():
+    assert {"long_range_memory", "forget_bias", "gru_vs_lstm", "parallel_cells"} <= set(STUDIES)
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_smoke_mode_writes_its_report(name, tmp_path):
+    out = tmp_path / "reports"
+    report = load(name).main(["--smoke", "--out", str(out), "--workdir", str(tmp_path / "runs")])
+    text = report.read_text()
+    assert report == out / f"{name}.md"
+    assert f"python experiments/{name}.py --smoke" in text
+    for heading in ("- Command:", "- Hardware:", "- Time:", "| "):
+        assert heading in text
+    pngs = sorted(out.glob("*.png"))
+    assert pngs and all(f"({p.name})" in text for p in pngs)
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert 1000 < png.stat().st_size < 150_000
+    assert (tmp_path / "runs").is_dir()
