@@ -21,3 +21,16 @@ def test_rnn_speed_smoke(tmp_path):
     assert {"rj scan u1", "rj fused u1", "flax GRUCell"} <= impls
     assert all(r.train_ms > 0 and r.forward_ms > 0 for r in results)
     assert out.read_text().startswith("[")
+
+
+def test_sweep_throughput_smoke(tmp_path):
+    import json
+
+    bench = load("sweep_throughput")
+    out = tmp_path / "s.json"
+    results = bench.main(["--smoke", "--json", str(out)])
+    assert [r.runs for r in results] == bench.SMOKE_RUNS
+    assert all(r.vmapped_steps_per_s > 0 and r.sequential_steps_per_s > 0 for r in results)
+    assert all(r.ratio == r.vmapped_steps_per_s / r.sequential_steps_per_s for r in results)
+    report = json.loads(out.read_text())
+    assert [r["runs"] for r in report["results"]] == bench.SMOKE_RUNS

@@ -1,0 +1,221 @@
+"""Sweep throughput: N runs as one vmapped program vs one run at a time.
+
+    python benchmarks/sweep_throughput.py             # N = 1, 8, 64, 256, ... (GPU sizes)
+    python benchmarks/sweep_throughput.py --max-runs 64 --steps 5 --hidden 64   # CPU
+    python benchmarks/sweep_throughput.py --smoke     # seconds; part of the test suite
+
+The model is the experiment of ``--config`` (default ``configs/digits.py``:
+sequential 8x8 digits, one pixel per step, a 1-layer LSTM classifier, batch
+64) with ``training.steps_per_chunk = --steps``. The runs differ in learning
+rate and key. A timed chunk is ``--steps`` training steps under one
+``lax.scan`` (``recurrent_jax.train.core.run_chunk``):
+
+- vmapped: ``jit(vmap(run_chunk))`` over N runs, one chunk of all N runs;
+- sequential: ``jit(run_chunk)`` called for ``--sequential-runs`` runs one
+  after the other; its time per run is the same for every N (one run's
+  program), so the sequential figure for N runs is N times that time
+  (measured on a few runs, extrapolated).
+
+Model-steps/s = runs x steps / seconds. Times are medians of ``--repeats``
+chunks (fewer, at least 3, where they would take over 30 s) after two
+warm-up chunks, each synchronised with ``jax.block_until_ready``. N grows
+until ``--max-runs`` or until the device runs out of memory (reported as
+"OOM"; the sweep stops there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import json
+import statistics
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from recurrent_jax import cli
+from recurrent_jax.train import core, from_config_dict
+
+GPU_RUNS = [1, 8, 64, 256, 1024, 4096, 16384]
+SMOKE_RUNS = [1, 2]
+TIME_BUDGET_S = 30.0  # timed chunks of one N
+
+
+class Result(NamedTuple):
+    runs: int
+    vmapped_ms: float | None  # one chunk of all runs; None when out of memory
+    vmapped_steps_per_s: float | None
+    sequential_steps_per_s: float
+    ratio: float | None  # vmapped / sequential model-steps/s
+    compile_s: float | None
+
+
+def experiment(spec: str, steps: int, hidden: int | None, smoke: bool):
+    config = cli.load_config(spec)
+    num_steps = -(-config.training.num_steps // steps) * steps  # the schedule's length
+    overrides = [
+        ("training.steps_per_chunk", steps),
+        ("training.num_steps", num_steps),
+        ("training.eval_every", num_steps),
+        ("training.fast_compile", smoke),  # level 0 runs several times slower
+    ]
+    if hidden is not None:
+        overrides.append(("model.hidden_size", hidden))
+    return from_config_dict(cli.apply_overrides(config, [(k, str(v)) for k, v in overrides]))
+
+
+def sweep_inputs(config, n_runs: int, seed: int = 0):
+    """N runs: learning rates log-spaced over 0.1x..10x the config's, own keys."""
+    base = core.default_hparams(config)
+    hparams = jax.tree_util.tree_map(lambda a: jnp.full((n_runs,), a), base)
+    scale = jnp.geomspace(0.1, 10.0, n_runs) if n_runs > 1 else jnp.ones(1)
+    hparams = hparams._replace(learning_rate=(base.learning_rate * scale).astype(jnp.float32))
+    return hparams, jax.random.split(jax.random.key(seed), n_runs)
+
+
+def median_s(chunk, state, repeats: int) -> tuple[float, object]:
+    """Median seconds of ``state = chunk(state)`` after two warm-up chunks;
+    fewer repeats (at least 3) where they would take over ``TIME_BUDGET_S``."""
+    state = jax.block_until_ready(chunk(state))
+    start = time.perf_counter()
+    state = jax.block_until_ready(chunk(state))
+    warm = time.perf_counter() - start
+    times = []
+    for _ in range(min(repeats, max(3, int(TIME_BUDGET_S / warm)))):
+        start = time.perf_counter()
+        state = jax.block_until_ready(chunk(state))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), state
+
+
+def time_sequential(config, task, runs: int, repeats: int) -> float:
+    """Seconds per run-chunk of single runs trained one after the other."""
+    options = core.compiler_options(config)
+    init = jax.jit(functools.partial(core.init_state, config, task), compiler_options=options)
+    chunk_fn = functools.partial(core.run_chunk, config, task)
+    step = jax.jit(chunk_fn, donate_argnums=1, compiler_options=options)
+    hparams, keys = sweep_inputs(config, runs)
+    run = [jax.tree_util.tree_map(lambda a, i=i: a[i], (hparams, keys)) for i in range(runs)]
+    states = [init(h, k) for h, k in run]
+
+    def chunk(states):
+        return [step(h, s, k)[0] for (h, k), s in zip(run, states, strict=True)]
+
+    seconds, _ = median_s(chunk, states, repeats)
+    return seconds / runs
+
+
+def time_vmapped(config, task, n_runs: int, repeats: int) -> tuple[float, float]:
+    """(seconds per chunk of all N runs, compile seconds)."""
+    hparams, keys = sweep_inputs(config, n_runs)
+    options = core.compiler_options(config)
+    init = jax.jit(
+        jax.vmap(functools.partial(core.init_state, config, task)), compiler_options=options
+    )
+    chunk_fn = jax.vmap(functools.partial(core.run_chunk, config, task))
+    step = jax.jit(chunk_fn, donate_argnums=1, compiler_options=options)
+    state = init(hparams, keys)
+    start = time.perf_counter()
+    compiled = step.lower(hparams, state, keys).compile()
+    compile_s = time.perf_counter() - start
+    seconds, _ = median_s(lambda s: compiled(hparams, s, keys)[0], state, repeats)
+    return seconds, compile_s
+
+
+def is_out_of_memory(error: Exception) -> bool:
+    text = str(error)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
+def run(config, run_counts, repeats: int, sequential_runs: int) -> list[Result]:
+    task = core.build_task(config)
+    steps = config.training.steps_per_chunk
+    per_run_s = time_sequential(config, task, sequential_runs, repeats)
+    sequential = steps / per_run_s
+    print(f"sequential: {per_run_s * 1e3:.3f} ms per run-chunk of {steps} steps", flush=True)
+    results = []
+    for n_runs in run_counts:
+        try:
+            seconds, compile_s = time_vmapped(config, task, n_runs, repeats)
+        except Exception as error:  # noqa: BLE001 - only out-of-memory is expected
+            if not is_out_of_memory(error):
+                raise
+            results.append(Result(n_runs, None, None, sequential, None, None))
+            print(format_row(results[-1]), flush=True)
+            break
+        vmapped = n_runs * steps / seconds
+        results.append(
+            Result(n_runs, seconds * 1e3, vmapped, sequential, vmapped / sequential, compile_s)
+        )
+        print(format_row(results[-1]), flush=True)
+    return results
+
+
+def format_row(r: Result) -> str:
+    if r.vmapped_ms is None:
+        return f"| {r.runs} | OOM | - | {r.sequential_steps_per_s:,.0f} | - | - |"
+    return (
+        f"| {r.runs} | {r.vmapped_ms:.2f} | {r.vmapped_steps_per_s:,.0f} | "
+        f"{r.sequential_steps_per_s:,.0f} | {r.ratio:.2f}x | {r.compile_s:.1f} |"
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="digits", help="config name or path[:variant]")
+    parser.add_argument("--hidden", type=int, default=None, help="model.hidden_size")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per chunk")
+    parser.add_argument("--runs", type=int, nargs="+", default=None, help="values of N")
+    parser.add_argument("--max-runs", type=int, default=None, help="largest N")
+    parser.add_argument("--repeats", type=int, default=None, help="timed chunks")
+    parser.add_argument("--sequential-runs", type=int, default=None, help="runs timed one by one")
+    parser.add_argument("--smoke", action="store_true", help="tiny model, seconds")
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        spec, run_counts, steps, repeats, sequential_runs = "adding:smoke", SMOKE_RUNS, 2, 1, 2
+    else:
+        spec, run_counts, steps, repeats, sequential_runs = args.config, GPU_RUNS, 50, 10, 4
+    run_counts = args.runs or run_counts
+    if args.max_runs is not None:
+        run_counts = [n for n in run_counts if n <= args.max_runs]
+    steps = args.steps or steps
+    repeats = args.repeats or repeats
+    sequential_runs = args.sequential_runs or sequential_runs
+    config = experiment(spec, steps, args.hidden, args.smoke)
+
+    device = jax.devices()[0]
+    m = config.model
+    print(
+        f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
+        f"{spec}: {m.cell} hidden {m.hidden_size}, batch {config.data.batch_size}, "
+        f"{steps} steps per chunk"
+    )
+    print("| N runs | vmapped chunk ms | vmapped model-steps/s | sequential model-steps/s "
+          "| ratio | compile s |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    results = run(config, run_counts, repeats, sequential_runs)
+    if args.json:
+        report = {
+            "device": device.device_kind,
+            "backend": jax.default_backend(),
+            "jax": jax.__version__,
+            "date": datetime.date.today().isoformat(),
+            "config": spec,
+            "model": {"cell": m.cell, "hidden_size": m.hidden_size, "layers": m.num_layers},
+            "batch_size": config.data.batch_size,
+            "steps_per_chunk": steps,
+            "repeats": repeats,
+            "sequential_runs": sequential_runs,
+            "results": [r._asdict() for r in results],
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
