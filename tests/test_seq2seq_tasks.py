@@ -74,8 +74,10 @@ def test_addition_sums_and_held_out_split():
             assert not any(held)
         elif split == "eval":
             assert all(held)
+            assert all(max(a, c) >= 10 for a, c in pairs)  # single digits all train
     digits = {len(s.split("+")[0]) for s in texts(batch("addition", 0, split="all"))[0]}
     assert digits == {1, 2, 3}
+    assert not any(bool(st.is_held_out(a, c)) for a in range(10) for c in range(10))
 
 
 def test_reversal():
