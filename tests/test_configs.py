@@ -137,6 +137,10 @@ def _raw(**changes):
             r"config\.optimizer\.weight_decay: expected 0 with adam",
         ),
         ({"training__num_steps": 25}, r"config\.training\.num_steps: expected a multiple of"),
+        (
+            {"optimizer__warmup_steps": 30},
+            r"config\.optimizer\.warmup_steps: expected fewer than training\.num_steps \(30\)",
+        ),
         ({"data__seq_len": 1}, r"config\.data\.seq_len: expected at least 2, got 1"),
         ({"data__task": "subtraction"}, r"config\.data\.task: expected one of \["),
         ({"data__delay": 3}, r"config\.data: unknown key\(s\) \['delay'\]; valid keys: \["),

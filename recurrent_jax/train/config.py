@@ -233,6 +233,12 @@ class ExperimentConfig:
     optimizer: OptimizerConfig
     training: TrainingConfig
 
+    def __post_init__(self):
+        steps, warmup = self.training.num_steps, self.optimizer.warmup_steps
+        if self.optimizer.schedule == "warmup_cosine" and warmup >= steps:
+            expected = f"fewer than training.num_steps ({steps}) with schedule 'warmup_cosine'"
+            fail("optimizer.warmup_steps", expected, warmup)
+
 
 SECTIONS = {
     "model": ModelConfig,
