@@ -10,28 +10,20 @@ config alone. Variant ``:smoke`` (2 × 2 × 2 runs) runs in seconds.
 
 import ml_collections
 
-from recurrent_jax.train.config import base_config
+from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
 
 def get_config(arg=None):
     config = base_config("adding", name="adding_sweep")
     config.data.update(seq_len=100, batch_size=64, eval_size=1000)
     config.model.update(cell="lstm", hidden_size=64)
-    config.optimizer.update(
-        name="adam",
-        learning_rate=1e-2,
-        clip_norm=1.0,
-        schedule="warmup_cosine",
-        warmup_steps=100,
-        end_lr_fraction=0.01,
-    )
+    warmup_cosine(config, 1e-2, 100)
     config.training.update(num_steps=1500, steps_per_chunk=100, eval_every=300)
     learning_rates, seeds = {"log": [3e-3, 3e-2], "num": 3}, 3
     if arg == "smoke":
         config.data.update(seq_len=10, batch_size=16, eval_size=64)
         config.model.update(hidden_size=8)
-        config.optimizer.update(warmup_steps=2)
-        config.training.update(num_steps=30, steps_per_chunk=10, eval_every=10, fast_compile=True)
+        shrink_to_smoke(config)
         learning_rates, seeds = [3e-3, 3e-2], 2
     config.sweep = ml_collections.ConfigDict(
         {

@@ -7,25 +7,17 @@ earlier). Needs aeon (the ``experiments`` extra). Variant ``:smoke`` runs
 in seconds.
 """
 
-from recurrent_jax.train.config import base_config
+from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
 
 def get_config(arg=None):
     config = base_config("forecast", name="airline")
     config.data.update(seq_len=36, test_steps=24, season=12, batch_size=32)
     config.model.update(cell="gru", hidden_size=32)
-    config.optimizer.update(
-        name="adam",
-        learning_rate=3e-3,
-        clip_norm=1.0,
-        schedule="warmup_cosine",
-        warmup_steps=50,
-        end_lr_fraction=0.01,
-    )
+    warmup_cosine(config, 3e-3, 50)
     config.training.update(num_steps=1000, steps_per_chunk=100, eval_every=500)
     if arg == "smoke":
         config.model.update(hidden_size=8)
-        config.optimizer.update(warmup_steps=2)
-        config.training.update(num_steps=30, steps_per_chunk=10, eval_every=10, fast_compile=True)
+        shrink_to_smoke(config)
     config.lock()
     return config

@@ -7,27 +7,18 @@ few hundred steps; the best checkpoint is kept. Another text:
 --config.data.path=my.txt. Variant ``:smoke`` runs in seconds.
 """
 
-from recurrent_jax.train.config import base_config
+from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
 
 def get_config(arg=None):
     config = base_config("text", name="char_lm")
     config.data.update(path="", seq_len=64, valid_fraction=0.1, batch_size=32, eval_size=64)
     config.model.update(cell="lstm", hidden_size=128)
-    config.optimizer.update(
-        name="adamw",
-        learning_rate=3e-3,
-        weight_decay=1e-2,
-        clip_norm=1.0,
-        schedule="warmup_cosine",
-        warmup_steps=100,
-        end_lr_fraction=0.01,
-    )
+    warmup_cosine(config, 3e-3, 100, name="adamw", weight_decay=1e-2)
     config.training.update(num_steps=800, steps_per_chunk=100, eval_every=100)
     if arg == "smoke":
         config.data.update(seq_len=16, batch_size=8, eval_size=8)
         config.model.update(hidden_size=8)
-        config.optimizer.update(warmup_steps=2)
-        config.training.update(num_steps=30, steps_per_chunk=10, eval_every=10, fast_compile=True)
+        shrink_to_smoke(config)
     config.lock()
     return config

@@ -6,26 +6,18 @@ fixed 80/20 train/test split. Needs scikit-learn (the ``experiments``
 extra). Variant ``:smoke`` runs in seconds.
 """
 
-from recurrent_jax.train.config import base_config
+from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
 
 def get_config(arg=None):
     config = base_config("digits")
     config.data.update(test_fraction=0.2, split_seed=0, batch_size=64)
     config.model.update(cell="lstm", hidden_size=128)
-    config.optimizer.update(
-        name="adam",
-        learning_rate=3e-3,
-        clip_norm=1.0,
-        schedule="warmup_cosine",
-        warmup_steps=100,
-        end_lr_fraction=0.01,
-    )
+    warmup_cosine(config, 3e-3, 100)
     config.training.update(num_steps=4000, steps_per_chunk=100, eval_every=500)
     if arg == "smoke":
         config.data.update(batch_size=16)
         config.model.update(hidden_size=8)
-        config.optimizer.update(warmup_steps=2)
-        config.training.update(num_steps=30, steps_per_chunk=10, eval_every=10, fast_compile=True)
+        shrink_to_smoke(config)
     config.lock()
     return config

@@ -6,26 +6,17 @@ coefficients, series of 7 to 29 steps fed with their lengths; 270 train /
 in seconds.
 """
 
-from recurrent_jax.train.config import base_config
+from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
 
 def get_config(arg=None):
     config = base_config("ucr", name="japanese_vowels")
     config.data.update(dataset="JapaneseVowels", batch_size=32)
     config.model.update(cell="lstm", hidden_size=64)
-    config.optimizer.update(
-        name="adamw",
-        learning_rate=3e-3,
-        weight_decay=1e-4,
-        clip_norm=1.0,
-        schedule="warmup_cosine",
-        warmup_steps=50,
-        end_lr_fraction=0.01,
-    )
+    warmup_cosine(config, 3e-3, 50, name="adamw", weight_decay=1e-4)
     config.training.update(num_steps=1500, steps_per_chunk=100, eval_every=500)
     if arg == "smoke":
         config.model.update(hidden_size=8)
-        config.optimizer.update(warmup_steps=2)
-        config.training.update(num_steps=30, steps_per_chunk=10, eval_every=10, fast_compile=True)
+        shrink_to_smoke(config)
     config.lock()
     return config

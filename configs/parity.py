@@ -6,26 +6,18 @@ scores accuracy 0.5. Training sequences have lengths drawn from 1 to 10
 Variant ``:smoke`` runs in seconds.
 """
 
-from recurrent_jax.train.config import base_config
+from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
 
 def get_config(arg=None):
     config = base_config("parity")
     config.data.update(seq_len=10, batch_size=128, eval_size=1000)
     config.model.update(cell="gru", hidden_size=64)
-    config.optimizer.update(
-        name="adam",
-        learning_rate=3e-3,
-        clip_norm=1.0,
-        schedule="warmup_cosine",
-        warmup_steps=100,
-        end_lr_fraction=0.01,
-    )
+    warmup_cosine(config, 3e-3, 100)
     config.training.update(num_steps=2000, steps_per_chunk=100, eval_every=500)
     if arg == "smoke":
         config.data.update(seq_len=4, batch_size=16, eval_size=64)
         config.model.update(hidden_size=8)
-        config.optimizer.update(warmup_steps=2)
-        config.training.update(num_steps=30, steps_per_chunk=10, eval_every=10, fast_compile=True)
+        shrink_to_smoke(config)
     config.lock()
     return config

@@ -10,7 +10,7 @@ writes ``samples/step_*.txt`` and ``plots/attention_step_*.png``. Variant
 ``recurrent-jax decode --workdir=DIR --method=beam --beam-size=4``.
 """
 
-from recurrent_jax.train.config import base_config
+from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
 
 def get_config(arg=None):
@@ -27,19 +27,11 @@ def get_config(arg=None):
         input_feeding=True,
         beam_size=4,
     )
-    config.optimizer.update(
-        name="adam",
-        learning_rate=3e-3,
-        clip_norm=1.0,
-        schedule="warmup_cosine",
-        warmup_steps=200,
-        end_lr_fraction=0.01,
-    )
+    warmup_cosine(config, 3e-3, 200)
     config.training.update(num_steps=20000, steps_per_chunk=250, eval_every=2000)
     if arg == "smoke":
         config.data.update(batch_size=16, eval_size=32)
         config.model.update(hidden_size=16, embedding_size=8, beam_size=0)
-        config.optimizer.update(warmup_steps=2)
-        config.training.update(num_steps=20, steps_per_chunk=10, eval_every=10, fast_compile=True)
+        shrink_to_smoke(config, 20)
     config.lock()
     return config

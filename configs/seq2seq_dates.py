@@ -7,7 +7,7 @@ scheduled sampling (Bengio et al. 2015) whose probability rises to 0.25 on
 an inverse-sigmoid schedule. Variant ``:smoke`` runs in seconds.
 """
 
-from recurrent_jax.train.config import base_config
+from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
 
 def get_config(arg=None):
@@ -26,19 +26,11 @@ def get_config(arg=None):
         schedule_k=500.0,
         feedback="argmax",
     )
-    config.optimizer.update(
-        name="adam",
-        learning_rate=3e-3,
-        clip_norm=1.0,
-        schedule="warmup_cosine",
-        warmup_steps=100,
-        end_lr_fraction=0.01,
-    )
+    warmup_cosine(config, 3e-3, 100)
     config.training.update(num_steps=5000, steps_per_chunk=250, eval_every=1000)
     if arg == "smoke":
         config.data.update(batch_size=16, eval_size=32)
         config.model.update(hidden_size=16, embedding_size=8, schedule_k=5.0)
-        config.optimizer.update(warmup_steps=2)
-        config.training.update(num_steps=20, steps_per_chunk=10, eval_every=10, fast_compile=True)
+        shrink_to_smoke(config, 20)
     config.lock()
     return config

@@ -7,7 +7,7 @@ attention encoder–decoder: an LSTM encoder and decoder with multiplicative
 Variant ``:smoke`` runs in seconds.
 """
 
-from recurrent_jax.train.config import base_config
+from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
 
 def get_config(arg=None):
@@ -22,19 +22,11 @@ def get_config(arg=None):
         input_feeding=True,
         label_smoothing=0.1,
     )
-    config.optimizer.update(
-        name="adam",
-        learning_rate=3e-3,
-        clip_norm=1.0,
-        schedule="warmup_cosine",
-        warmup_steps=100,
-        end_lr_fraction=0.01,
-    )
+    warmup_cosine(config, 3e-3, 100)
     config.training.update(num_steps=5000, steps_per_chunk=250, eval_every=1000)
     if arg == "smoke":
         config.data.update(max_length=5, batch_size=16, eval_size=32)
         config.model.update(hidden_size=16, embedding_size=8)
-        config.optimizer.update(warmup_steps=2)
-        config.training.update(num_steps=20, steps_per_chunk=10, eval_every=10, fast_compile=True)
+        shrink_to_smoke(config, 20)
     config.lock()
     return config

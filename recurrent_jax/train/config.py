@@ -263,6 +263,28 @@ def base_config(task: str, name: str | None = None):
     return ml_collections.ConfigDict({"name": name or task, "data": data, **sections})
 
 
+def warmup_cosine(config, learning_rate, warmup_steps, *, name="adam", weight_decay=0.0):
+    """The configs' optimizer: Adam (or AdamW with ``weight_decay``), global
+    norm clipped at 1, linear warmup then cosine decay to 1 % of the peak."""
+    config.optimizer.update(
+        name=name,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        clip_norm=1.0,
+        schedule="warmup_cosine",
+        warmup_steps=warmup_steps,
+        end_lr_fraction=0.01,
+    )
+
+
+def shrink_to_smoke(config, num_steps=30):
+    """A ``:smoke`` variant's training: seconds, a fast compile."""
+    config.optimizer.update(warmup_steps=2)
+    config.training.update(
+        num_steps=num_steps, steps_per_chunk=10, eval_every=10, fast_compile=True
+    )
+
+
 # --- conversion ---------------------------------------------------------------
 
 
