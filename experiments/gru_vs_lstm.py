@@ -51,27 +51,9 @@ def matched_hidden_size(cell: str, target: int, input_size: int) -> int:
 
 def get_config(task: str, smoke: bool):
     config = base_config(task, name=f"{NAME}_{task}")
-    lstm_size = 32
-    config.optimizer.update(
-        name="adam", clip_norm=1.0, schedule="warmup_cosine", warmup_steps=50, end_lr_fraction=0.01
-    )
-    if task == "adding":
-        config.data.update(seq_len=100, batch_size=16, eval_size=256)
-        config.training.update(num_steps=800, steps_per_chunk=100, eval_every=100)
-        rates = [1e-2, 3e-2]
-    else:
-        config.data.update(test_fraction=0.2, split_seed=0, batch_size=32)
-        config.training.update(num_steps=1000, steps_per_chunk=100, eval_every=100)
-        rates = [3e-3, 1e-2]
-    seeds = 2
-    if smoke:
-        lstm_size, rates, seeds = 8, [1e-2], 1
-        if task == "adding":
-            config.data.update(seq_len=10, batch_size=8, eval_size=32)
-        else:
-            config.data.update(batch_size=8)
-        config.optimizer.update(warmup_steps=2)
-        config.training.update(num_steps=20, steps_per_chunk=10, eval_every=10, fast_compile=True)
+    num_steps = 1000 if task == "digits" else 800
+    rates = _study.adding_or_digits(config, task, smoke, seq_len=100, num_steps=num_steps)
+    lstm_size, seeds = (8, 1) if smoke else (32, 2)
     target = num_params("lstm", lstm_size, INPUT_SIZES[task])
     sizes = [lstm_size, matched_hidden_size("gru", target, INPUT_SIZES[task])]
     config.model.update(cell="lstm", hidden_size=lstm_size)

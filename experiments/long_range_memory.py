@@ -21,7 +21,7 @@ import ml_collections
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _study  # noqa: E402
 
-from recurrent_jax.train.config import base_config  # noqa: E402
+from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine  # noqa: E402
 
 NAME = "long_range_memory"
 CELLS = ["elman", "lstm", "gru", "mgu"]
@@ -34,16 +34,13 @@ def get_config(smoke: bool):
     config = base_config("adding", name=NAME)
     config.data.update(batch_size=16, eval_size=256)
     config.model.update(hidden_size=32)
-    config.optimizer.update(
-        name="adam", clip_norm=1.0, schedule="warmup_cosine", warmup_steps=50, end_lr_fraction=0.01
-    )
+    warmup_cosine(config, 1e-2, 50)  # the sweep sets the learning rate
     config.training.update(num_steps=800, steps_per_chunk=100, eval_every=100)
     cells, seq_lens, rates, seeds = CELLS, SEQ_LENS, [1e-2, 3e-2], 2
     if smoke:
         config.data.update(batch_size=8, eval_size=32)
         config.model.update(hidden_size=8)
-        config.optimizer.update(warmup_steps=2)
-        config.training.update(num_steps=20, steps_per_chunk=10, eval_every=10, fast_compile=True)
+        shrink_to_smoke(config, 20)
         cells, seq_lens, rates, seeds = ["elman", "lstm"], [10], [1e-2], 1
     grid = {"model": {"cell": cells}, "data": {"seq_len": seq_lens}}
     config.sweep = ml_collections.ConfigDict(

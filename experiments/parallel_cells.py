@@ -46,27 +46,12 @@ def impl_of(cell: str) -> str:
 def get_config(task: str, smoke: bool):
     config = base_config(task, name=f"{NAME}_{task}")
     config.model.update(hidden_size=32)
-    config.optimizer.update(
-        name="adam", clip_norm=1.0, schedule="warmup_cosine", warmup_steps=50, end_lr_fraction=0.01
-    )
-    if task == "adding":
-        config.data.update(seq_len=256, batch_size=16, eval_size=256)
-        config.training.update(num_steps=1000, steps_per_chunk=100, eval_every=100)
-        rates = [1e-2, 3e-2]
-    else:
-        config.data.update(test_fraction=0.2, split_seed=0, batch_size=32)
-        config.training.update(num_steps=800, steps_per_chunk=100, eval_every=100)
-        rates = [3e-3, 1e-2]
+    num_steps = 800 if task == "digits" else 1000
+    rates = _study.adding_or_digits(config, task, smoke, seq_len=256, num_steps=num_steps)
     cells, seeds = CELLS, 1
     if smoke:
         config.model.update(hidden_size=8)
-        if task == "adding":
-            config.data.update(seq_len=10, batch_size=8, eval_size=32)
-        else:
-            config.data.update(batch_size=8)
-        config.optimizer.update(warmup_steps=2)
-        config.training.update(num_steps=20, steps_per_chunk=10, eval_every=10, fast_compile=True)
-        cells, rates, seeds = ["mingru", "gru"], [1e-2], 1
+        cells = ["mingru", "gru"]
     grid = {"model": {"cell": cells, "impl": [impl_of(c) for c in cells]}}
     zipped = [["model.cell", "model.impl"]]
     config.sweep = ml_collections.ConfigDict(
