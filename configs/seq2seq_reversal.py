@@ -2,7 +2,11 @@
 
 String reversal ("abc7" -> "7cba", 1 to 10 characters of [a-z0-9]) with an
 attention encoder–decoder: an LSTM encoder and decoder with multiplicative
-(Luong "general") attention and label smoothing 0.1. The attention maps in
+(Luong "general") attention, Luong's attention layer and label smoothing
+0.1. Without the attention layer a one-character source never ends: its
+only context is the same at every step, so the readout cannot tell when to
+emit EOS (88.9 % exact match: all 109 one-character sources and 2 of 101
+two-character ones wrong; 100 % with it, ``experiments/README.md``). The attention maps in
 ``plots/attention_step_*.png`` turn into anti-diagonals as it learns.
 Variant ``:smoke`` runs in seconds.
 """
@@ -19,6 +23,7 @@ def get_config(arg=None):
         hidden_size=128,
         embedding_size=32,
         attention="general",
+        attention_layer_size=128,
         input_feeding=True,
         label_smoothing=0.1,
     )

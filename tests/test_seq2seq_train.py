@@ -172,3 +172,36 @@ def test_make_train_vmaps_over_sampling_prob():
     assert metrics["eval"]["exact_match"].shape == (2,)
     assert metrics["eval"]["beam_exact_match"].shape == (2,)
     assert np.all(np.isfinite(metrics["train"]["loss"]))
+
+
+def _breakdown_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "experiments" / "addition_breakdown.py"
+    spec = importlib.util.spec_from_file_location("addition_breakdown", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_addition_breakdown_per_example_match_equals_the_metric():
+    script = _breakdown_script()
+    batch = s2s_data.addition(jax.random.key(3), 40, max_digits=3, split="eval")
+    sequences = np.array(batch.tgt_out)
+    lengths = np.asarray(batch.tgt_lengths)
+    sequences[::3, 0] = s2s_data.BOS_ID  # wrong first digit
+    sequences[1::3, lengths[1::3] - 1] = s2s_data.PAD_ID  # EOS missing
+    beyond = lengths < sequences.shape[1]  # a change after EOS does not count
+    sequences[2::3][beyond[2::3], -1] = 7
+    right = script.exact_per_example(sequences, batch)
+    one = lambda i: jax.tree_util.tree_map(lambda a: a[i : i + 1], batch)
+    want = [float(stages.exact_match(sequences[i : i + 1], one(i))) == 1.0 for i in range(40)]
+    assert right.tolist() == want and not right[::3].any() and right[2::3].all()
+
+
+def test_addition_breakdown_of_a_saved_run(run_dir):
+    table, overall = _breakdown_script().breakdown(str(run_dir), 50, seed=1)
+    cells = [line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ")]
+    counts = [int(c) for c in cells if c.isdigit()]
+    assert counts[-1] == 50 and sum(counts[:-1]) == 50 and 0.0 <= overall <= 1.0

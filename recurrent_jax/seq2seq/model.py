@@ -181,8 +181,11 @@ def make_seq2seq(
     ``hidden_size``, the encoder ``num_layers`` of ``encoder_hidden_size``
     (default ``hidden_size``) per direction. ``attention`` is a kind of
     ``make_attention`` or None; ``attention_size`` (default
-    ``hidden_size``) its units. ``bridge`` "copy", "linear" or "zeros"
-    (see ``make_bridge``).
+    ``hidden_size``) its units. ``attention_layer_size`` None reads the
+    logits from the context alone (TF Addons' default); a size adds Luong's
+    attention layer over [h_t; c_t], which the logits need whenever steps
+    that attend alike must emit different tokens (see ``attention_decoder``).
+    ``bridge`` "copy", "linear" or "zeros" (see ``make_bridge``).
     """
     make_cell = CELLS[check_choice("cell", cell, CELLS)]
     num_decoder = _layers("decoder_layers", decoder_layers, num_layers)

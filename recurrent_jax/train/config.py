@@ -58,7 +58,11 @@ class ModelConfig:
     ``bidirectional``), the decoder ``decoder_layers`` (0: ``num_layers``).
     ``attention`` is "additive", "dot", "general", "concat" or "none";
     ``attention_size`` / ``attention_layer_size`` 0 mean the defaults
-    (``hidden_size`` / the context itself). ``sampling_schedule`` scales
+    (``hidden_size`` / the context itself). Without an attention layer the
+    logits read only the context c_t (TF Addons' default), which is the same
+    at steps that attend alike (a one-character source; the same digits
+    before and after a carry); a size (e.g. ``hidden_size``) gives Luong's
+    a_t = tanh([h_t; c_t] W_c), which also reads the decoder state. ``sampling_schedule`` scales
     ``sampling_prob`` by 1 − ε_step of Bengio et al.'s schedules
     ("constant": 1; "linear": ε = max(``schedule_epsilon``, ``schedule_k`` −
     ``schedule_c``·step); "exponential": ``schedule_k``^step;
