@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_throughput.py             # N = 1, 8, 64, 256, ... (GPU sizes)
     python benchmarks/sweep_throughput.py --max-runs 64 --steps 5 --hidden 64   # CPU
+    python benchmarks/sweep_throughput.py --runs 1024 4096 --chunk-size 256   # past memory
     python benchmarks/sweep_throughput.py --smoke     # seconds; part of the test suite
 
 The model is the experiment of ``--config`` (default ``configs/digits.py``:
@@ -11,6 +12,9 @@ rate and key. A timed chunk is ``--steps`` training steps under one
 ``lax.scan`` (``recurrent_jax.train.core.run_chunk``):
 
 - vmapped: ``jit(vmap(run_chunk))`` over N runs, one chunk of all N runs;
+  with ``--chunk-size C`` < N, vmapped calls of C runs one after another
+  inside the same program (``lax.map``, as ``recurrent-jax sweep`` does
+  when the runs do not fit in memory at once);
 - sequential: ``jit(run_chunk)`` called for ``--sequential-runs`` runs one
   after the other; its time per run is the same for every N (one run's
   program), so the sequential figure for N runs is N times that time
@@ -37,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax import cli
+from recurrent_jax.sweep import runner
 from recurrent_jax.train import core, from_config_dict
 
 GPU_RUNS = [1, 8, 64, 256, 1024, 4096, 16384]
@@ -51,6 +56,7 @@ class Result(NamedTuple):
     sequential_steps_per_s: float
     ratio: float | None  # vmapped / sequential model-steps/s
     compile_s: float | None
+    chunk_size: int  # runs per vmapped call
 
 
 def experiment(spec: str, steps: int, hidden: int | None, smoke: bool):
@@ -108,14 +114,15 @@ def time_sequential(config, task, runs: int, repeats: int) -> float:
     return seconds / runs
 
 
-def time_vmapped(config, task, n_runs: int, repeats: int) -> tuple[float, float]:
-    """(seconds per chunk of all N runs, compile seconds)."""
+def time_vmapped(config, task, n_runs: int, repeats: int, chunk_size: int) -> tuple[float, float]:
+    """(seconds per chunk of all N runs, compile seconds), ``chunk_size``
+    runs per vmapped call."""
     hparams, keys = sweep_inputs(config, n_runs)
     options = core.compiler_options(config)
     init = jax.jit(
         jax.vmap(functools.partial(core.init_state, config, task)), compiler_options=options
     )
-    chunk_fn = jax.vmap(functools.partial(core.run_chunk, config, task))
+    chunk_fn = runner.over_runs(functools.partial(core.run_chunk, config, task), chunk_size, n_runs)
     step = jax.jit(chunk_fn, donate_argnums=1, compiler_options=options)
     state = init(hparams, keys)
     start = time.perf_counter()
@@ -130,7 +137,8 @@ def is_out_of_memory(error: Exception) -> bool:
     return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
 
 
-def run(config, run_counts, repeats: int, sequential_runs: int) -> list[Result]:
+def run(config, run_counts, repeats: int, sequential_runs: int, chunk_size=None) -> list[Result]:
+    """Rows for each N; ``chunk_size`` runs per vmapped call (None: all)."""
     task = core.build_task(config)
     steps = config.training.steps_per_chunk
     per_run_s = time_sequential(config, task, sequential_runs, repeats)
@@ -138,17 +146,20 @@ def run(config, run_counts, repeats: int, sequential_runs: int) -> list[Result]:
     print(f"sequential: {per_run_s * 1e3:.3f} ms per run-chunk of {steps} steps", flush=True)
     results = []
     for n_runs in run_counts:
+        chunk = min(n_runs, chunk_size or n_runs)
         try:
-            seconds, compile_s = time_vmapped(config, task, n_runs, repeats)
+            seconds, compile_s = time_vmapped(config, task, n_runs, repeats, chunk)
         except Exception as error:  # noqa: BLE001 - only out-of-memory is expected
             if not is_out_of_memory(error):
                 raise
-            results.append(Result(n_runs, None, None, sequential, None, None))
+            results.append(Result(n_runs, None, None, sequential, None, None, chunk))
             print(format_row(results[-1]), flush=True)
             break
         vmapped = n_runs * steps / seconds
         results.append(
-            Result(n_runs, seconds * 1e3, vmapped, sequential, vmapped / sequential, compile_s)
+            Result(
+                n_runs, seconds * 1e3, vmapped, sequential, vmapped / sequential, compile_s, chunk
+            )
         )
         print(format_row(results[-1]), flush=True)
     return results
@@ -156,9 +167,9 @@ def run(config, run_counts, repeats: int, sequential_runs: int) -> list[Result]:
 
 def format_row(r: Result) -> str:
     if r.vmapped_ms is None:
-        return f"| {r.runs} | OOM | - | {r.sequential_steps_per_s:,.0f} | - | - |"
+        return f"| {r.runs} | {r.chunk_size} | OOM | - | {r.sequential_steps_per_s:,.0f} | - | - |"
     return (
-        f"| {r.runs} | {r.vmapped_ms:.2f} | {r.vmapped_steps_per_s:,.0f} | "
+        f"| {r.runs} | {r.chunk_size} | {r.vmapped_ms:.2f} | {r.vmapped_steps_per_s:,.0f} | "
         f"{r.sequential_steps_per_s:,.0f} | {r.ratio:.2f}x | {r.compile_s:.1f} |"
     )
 
@@ -172,9 +183,14 @@ def main(argv=None):
     parser.add_argument("--max-runs", type=int, default=None, help="largest N")
     parser.add_argument("--repeats", type=int, default=None, help="timed chunks")
     parser.add_argument("--sequential-runs", type=int, default=None, help="runs timed one by one")
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="runs per vmapped call (default: all N)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny model, seconds")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
+    if args.chunk_size is not None and args.chunk_size < 1:
+        parser.error(f"--chunk-size: expected a positive number of runs, got {args.chunk_size}")
     if args.smoke:
         spec, run_counts, steps, repeats, sequential_runs = "adding:smoke", SMOKE_RUNS, 2, 1, 2
     else:
@@ -194,10 +210,10 @@ def main(argv=None):
         f"{spec}: {m.cell} hidden {m.hidden_size}, batch {config.data.batch_size}, "
         f"{steps} steps per chunk"
     )
-    print("| N runs | vmapped chunk ms | vmapped model-steps/s | sequential model-steps/s "
-          "| ratio | compile s |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
-    results = run(config, run_counts, repeats, sequential_runs)
+    print("| N runs | runs per call | vmapped chunk ms | vmapped model-steps/s "
+          "| sequential model-steps/s | ratio | compile s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    results = run(config, run_counts, repeats, sequential_runs, args.chunk_size)
     if args.json:
         report = {
             "device": device.device_kind,
