@@ -34,10 +34,10 @@ def breakdown(workdir: str, size: int, seed: int, step: str = "best") -> tuple[s
     lines = [f"step {chosen}, {size} held-out sums", "", "| digits (a, b) | sums | exact match |"]
     lines.append("|---|---|---|")
     for c in sorted(total):
-        lines.append(f"| {c[0]}, {c[1]} | {total[c]} | {hits[c] / total[c]:.2%} |")
+        lines.append(f"| {c[0]}, {c[1]} | {total[c]} | {hits[c] / total[c]:.3%} |")
     wrong = [f"{s} -> {p}" for s, p, ok in zip(sources, predictions, right, strict=True) if not ok]
     overall = right.mean()
-    lines.append(f"| all | {size} | {overall:.2%} |")
+    lines.append(f"| all | {size} | {overall:.3%} |")
     lines += ["", f"errors ({len(wrong)}): " + ", ".join(wrong[:20])]
     return "\n".join(lines), float(overall)
 
