@@ -25,6 +25,7 @@ def load(name: str):
 
 def test_every_study_is_listed():
     assert {"long_range_memory", "forget_bias", "gru_vs_lstm", "parallel_cells"} <= set(STUDIES)
+    assert "addition_breakdown" not in STUDIES  # analysis/ holds tools, not studies
 
 
 @pytest.mark.parametrize("name", STUDIES)

@@ -178,7 +178,7 @@ def _breakdown_script():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).parents[1] / "experiments" / "addition_breakdown.py"
+    path = Path(__file__).parents[1] / "experiments" / "analysis" / "addition_breakdown.py"
     spec = importlib.util.spec_from_file_location("addition_breakdown", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,6 +1,6 @@
 """Held-out exact match of a trained ``seq2seq_addition`` run, by operand digit counts.
 
-    python experiments/addition_breakdown.py --workdir=runs/seq2seq_addition --size=20000
+    python experiments/analysis/addition_breakdown.py --workdir=runs/seq2seq_addition --size=20000
 
 Decodes ``--size`` fresh held-out sums (``split="eval"``, a key other than
 the run's evaluation set) greedily from the run's best checkpoint and prints
