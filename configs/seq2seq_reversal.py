@@ -31,7 +31,7 @@ def get_config(arg=None):
     config.training.update(num_steps=5000, steps_per_chunk=250, eval_every=1000)
     if arg == "smoke":
         config.data.update(max_length=5, batch_size=16, eval_size=32)
-        config.model.update(hidden_size=16, embedding_size=8)
+        config.model.update(hidden_size=16, embedding_size=8, attention_layer_size=16)
         shrink_to_smoke(config, 20)
     config.lock()
     return config
