@@ -1,6 +1,6 @@
 """recurrent_jax: recurrent networks in JAX, pure cells to sweeps."""
 
-from recurrent_jax import cells, interop, layers, nn
+from recurrent_jax import cells, initializers, interop, layers, nn
 from recurrent_jax import seq2seq as seq2seq
 from recurrent_jax.cells import Cell, LSTMCarry
 from recurrent_jax.layers import Layer, bidirectional, layer, stack

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax import cells as cells_lib
-from recurrent_jax import layers
+from recurrent_jax import initializers, layers
 from recurrent_jax.cells.base import Cell
 from recurrent_jax.seq2seq.module import Seq2Seq as Seq2Seq
 
@@ -193,7 +193,7 @@ class _StackedRNN(nn.Module):
     deterministic: bool | None = None
     bias: str = "double"
     kernel_init: Callable = jax.nn.initializers.glorot_uniform()
-    recurrent_init: Callable = jax.nn.initializers.orthogonal()
+    recurrent_init: Callable = initializers.orthogonal()
     bias_init: Callable = jax.nn.initializers.zeros
     param_dtype: Any = jnp.float32
     dtype: Any = None

@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from recurrent_jax import initializers
+
 Array = jax.Array
 Params = Any
 Carry = Any
@@ -239,7 +241,7 @@ class CellOptions(NamedTuple):
 
     bias: str = "double"
     kernel_init: Callable = jax.nn.initializers.glorot_uniform()
-    recurrent_init: Callable = jax.nn.initializers.orthogonal()
+    recurrent_init: Callable = initializers.orthogonal()
     bias_init: Callable = jax.nn.initializers.zeros
     param_dtype: Any = jnp.float32
     dtype: Any = None
