@@ -16,7 +16,8 @@ rate and key. A timed chunk is ``--steps`` training steps under one
   inside the same program (``lax.map``, as ``recurrent-jax sweep`` does
   when the runs do not fit in memory at once);
 - sequential: ``jit(run_chunk)`` called for ``--sequential-runs`` runs one
-  after the other; its time per run is the same for every N (one run's
+  after the other (``--baseline step``: ``jit(train_step)`` called once a
+  step instead, the usual Python training loop); its time per run is the same for every N (one run's
   program), so the sequential figure for N runs is N times that time
   (measured on a few runs, extrapolated).
 
@@ -97,18 +98,37 @@ def median_s(chunk, state, repeats: int) -> tuple[float, object]:
     return statistics.median(times), state
 
 
-def time_sequential(config, task, runs: int, repeats: int) -> float:
-    """Seconds per run-chunk of single runs trained one after the other."""
+def time_sequential(config, task, runs: int, repeats: int, per_step: bool = False) -> float:
+    """Seconds per run-chunk of single runs trained one after the other: one
+    dispatch a chunk, or with ``per_step`` one a training step."""
     options = core.compiler_options(config)
     init = jax.jit(functools.partial(core.init_state, config, task), compiler_options=options)
-    chunk_fn = functools.partial(core.run_chunk, config, task)
-    step = jax.jit(chunk_fn, donate_argnums=1, compiler_options=options)
     hparams, keys = sweep_inputs(config, runs)
     run = [jax.tree_util.tree_map(lambda a, i=i: a[i], (hparams, keys)) for i in range(runs)]
     states = [init(h, k) for h, k in run]
+    if per_step:
+        one = jax.jit(
+            functools.partial(core.train_step, config, task),
+            donate_argnums=2,
+            compiler_options=options,
+        )
+        steps = config.training.steps_per_chunk
+
+        def advance(h, s, k):
+            train_key = core.run_keys(k).train
+            for _ in range(steps):
+                s = one(h, train_key, s)[0]
+            return s
+    else:
+        whole = jax.jit(
+            functools.partial(core.run_chunk, config, task),
+            donate_argnums=1,
+            compiler_options=options,
+        )
+        advance = lambda h, s, k: whole(h, s, k)[0]
 
     def chunk(states):
-        return [step(h, s, k)[0] for (h, k), s in zip(run, states, strict=True)]
+        return [advance(h, s, k) for (h, k), s in zip(run, states, strict=True)]
 
     seconds, _ = median_s(chunk, states, repeats)
     return seconds / runs
@@ -137,13 +157,19 @@ def is_out_of_memory(error: Exception) -> bool:
     return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
 
 
-def run(config, run_counts, repeats: int, sequential_runs: int, chunk_size=None) -> list[Result]:
-    """Rows for each N; ``chunk_size`` runs per vmapped call (None: all)."""
+def run(
+    config, run_counts, repeats: int, sequential_runs: int, chunk_size=None, per_step=False
+) -> list[Result]:
+    """Rows for each N; ``chunk_size`` runs per vmapped call (None: all);
+    ``per_step``: the one-run baseline dispatches every step."""
     task = core.build_task(config)
     steps = config.training.steps_per_chunk
-    per_run_s = time_sequential(config, task, sequential_runs, repeats)
+    per_run_s = time_sequential(config, task, sequential_runs, repeats, per_step)
     sequential = steps / per_run_s
-    print(f"sequential: {per_run_s * 1e3:.3f} ms per run-chunk of {steps} steps", flush=True)
+    how = "one dispatch a step" if per_step else "one dispatch"
+    print(
+        f"sequential: {per_run_s * 1e3:.3f} ms per run-chunk of {steps} steps ({how})", flush=True
+    )
     results = []
     for n_runs in run_counts:
         chunk = min(n_runs, chunk_size or n_runs)
@@ -186,6 +212,12 @@ def main(argv=None):
     parser.add_argument(
         "--chunk-size", type=int, default=None, help="runs per vmapped call (default: all N)"
     )
+    parser.add_argument(
+        "--baseline",
+        choices=["chunk", "step"],
+        default="chunk",
+        help="one run at a time: a scan of --steps steps per dispatch, or one dispatch a step",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny model, seconds")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
@@ -213,7 +245,8 @@ def main(argv=None):
     print("| N runs | runs per call | vmapped chunk ms | vmapped model-steps/s "
           "| sequential model-steps/s | ratio | compile s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
-    results = run(config, run_counts, repeats, sequential_runs, args.chunk_size)
+    per_step = args.baseline == "step"
+    results = run(config, run_counts, repeats, sequential_runs, args.chunk_size, per_step)
     if args.json:
         report = {
             "device": device.device_kind,
@@ -226,6 +259,7 @@ def main(argv=None):
             "steps_per_chunk": steps,
             "repeats": repeats,
             "sequential_runs": sequential_runs,
+            "baseline": args.baseline,
             "results": [r._asdict() for r in results],
         }
         with open(args.json, "w") as f:

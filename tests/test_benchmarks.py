@@ -36,7 +36,7 @@ def test_sweep_throughput_smoke(tmp_path):
     assert all(r.ratio == r.vmapped_steps_per_s / r.sequential_steps_per_s for r in results)
     report = json.loads(out.read_text())
     assert [r["runs"] for r in report["results"]] == bench.SMOKE_RUNS
-    chunked = bench.main(["--smoke", "--runs", "2", "--chunk-size", "1"])
+    chunked = bench.main(["--smoke", "--runs", "2", "--chunk-size", "1", "--baseline", "step"])
     assert [r.chunk_size for r in chunked] == [1] and chunked[0].vmapped_steps_per_s > 0
     with pytest.raises(SystemExit):
         bench.main(["--smoke", "--chunk-size", "0"])
