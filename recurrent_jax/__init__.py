@@ -13,6 +13,7 @@ __all__ = [
     "Layer",
     "bidirectional",
     "cells",
+    "initializers",
     "interop",
     "layer",
     "layers",
