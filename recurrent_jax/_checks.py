@@ -29,26 +29,28 @@ def check_inputs(xs, feature_size, time_major: bool):
         )
 
 
-def check_seq_lengths(seq_lengths, batch_shape, num_steps):
-    """seq_lengths: ints of shape batch_shape, each in [0, T] when concrete."""
+def check_seq_lengths(
+    seq_lengths, batch_shape, num_steps, *, name="seq_lengths", of="xs", steps="T"
+):
+    """``name``: ints of shape batch_shape, each in [0, num_steps] when
+    concrete; errors refer to the array ``of`` and its step axis ``steps``."""
     if not hasattr(seq_lengths, "shape"):
         seq_lengths = np.asarray(seq_lengths)
     if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
         raise TypeError(
-            f"seq_lengths: expected integers of shape {tuple(batch_shape)}, "
-            f"got {describe(seq_lengths)}"
+            f"{name}: expected integers of shape {tuple(batch_shape)}, got {describe(seq_lengths)}"
         )
     if tuple(seq_lengths.shape) != tuple(batch_shape):
         raise ValueError(
-            f"seq_lengths: expected shape {tuple(batch_shape)} (the batch dims "
-            f"of xs), got {describe(seq_lengths)}"
+            f"{name}: expected shape {tuple(batch_shape)} (the batch dims of {of}), "
+            f"got {describe(seq_lengths)}"
         )
     if is_concrete(seq_lengths) and seq_lengths.size:
         values = np.asarray(seq_lengths)
         lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi > num_steps:
             raise ValueError(
-                f"seq_lengths: expected values in [0, {num_steps}] (T of xs), "
+                f"{name}: expected values in [0, {num_steps}] ({steps} of {of}), "
                 f"got values in [{lo}, {hi}]"
             )
     return jnp.asarray(seq_lengths)

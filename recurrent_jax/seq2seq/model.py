@@ -242,27 +242,9 @@ def _check_ids(name, ids, vocab_size, *, ndim):
 
 
 def _check_lengths(src_lengths, src):
-    if not hasattr(src_lengths, "shape"):
-        src_lengths = np.asarray(src_lengths)
-    if not jnp.issubdtype(src_lengths.dtype, jnp.integer):
-        raise TypeError(
-            f"src_lengths: expected integers of shape {src.shape[:1]}, got "
-            f"{_checks.describe(src_lengths)}"
-        )
-    if src_lengths.shape != src.shape[:1]:
-        raise ValueError(
-            f"src_lengths: expected shape {src.shape[:1]} (the batch of src), got "
-            f"{_checks.describe(src_lengths)}"
-        )
-    if _checks.is_concrete(src_lengths) and src_lengths.size:
-        values = np.asarray(src_lengths)
-        lo, hi = int(values.min()), int(values.max())
-        if lo < 0 or hi > src.shape[1]:
-            raise ValueError(
-                f"src_lengths: expected values in [0, {src.shape[1]}] (S of src), got "
-                f"values in [{lo}, {hi}]"
-            )
-    return jnp.asarray(src_lengths)
+    return _checks.check_seq_lengths(
+        src_lengths, src.shape[:1], src.shape[1], name="src_lengths", of="src", steps="S"
+    )
 
 
 DECODE_METHODS = ("greedy", "sample", "beam")
