@@ -205,3 +205,5 @@ def test_addition_breakdown_of_a_saved_run(run_dir):
     cells = [line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ")]
     counts = [int(c) for c in cells if c.isdigit()]
     assert counts[-1] == 20 and sum(counts[:-1]) == 20 and 0.0 <= overall <= 1.0
+    with pytest.raises(SystemExit):
+        _breakdown_script().main([f"--workdir={run_dir}", "--size=0"])

@@ -56,6 +56,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--step", default="best")
     args = parser.parse_args(argv)
+    if args.size < 1:
+        parser.error(f"--size: expected a positive number of sums, got {args.size}")
     print(breakdown(args.workdir, args.size, args.seed, args.step)[0])
 
 
