@@ -1,16 +1,19 @@
 """recurrent_jax: recurrent networks in JAX, pure cells to sweeps."""
 
-from recurrent_jax import cells, initializers, interop, layers, nn
+from recurrent_jax import backends, cells, initializers, interop, layers, nn
 from recurrent_jax import seq2seq as seq2seq
 from recurrent_jax.cells import Cell, LSTMCarry
+from recurrent_jax.engine import Engine
 from recurrent_jax.layers import Layer, bidirectional, layer, stack
 from recurrent_jax.sequence import unroll
 from recurrent_jax.truncated import truncated_unroll
 
 __all__ = [
     "Cell",
+    "Engine",
     "LSTMCarry",
     "Layer",
+    "backends",
     "bidirectional",
     "cells",
     "initializers",

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax import _checks
+from recurrent_jax import engine as engine_lib
 from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
 from recurrent_jax.sequence import dropout_mask, unroll, valid_steps
 
@@ -49,7 +50,9 @@ def layer(
     recurrent_dropout=0.0,
     zoneout=0.0,
     time_major: bool = False,
-    **unroll_options,
+    keep_order: bool = True,
+    engine: engine_lib.Engine | None = None,
+    **engine_options,
 ) -> Layer:
     """One cell run in one direction by ``rj.unroll``.
 
@@ -61,11 +64,14 @@ def layer(
       dropout, recurrent_dropout, zoneout: per-sequence regularisers of
         ``rj.unroll`` (rates may be traced values).
       time_major: layout of xs and ys.
-      **unroll_options: ``unroll``, ``impl``, ``keep_order``.
+      keep_order: with ``reverse``, False returns outputs in processing order.
+      engine, **engine_options: how the loop runs (``rj.Engine`` and its
+        fields as keywords, as ``rj.unroll``).
 
     Params: the cell's, plus ``initial_carry`` when learned.
     """
     cell = with_defaults(cell)
+    engine = engine_lib.resolve(engine, **engine_options)
     time_axis = 0 if time_major else -2
 
     def init(key, input_size):
@@ -105,7 +111,8 @@ def layer(
             zoneout=zoneout,
             key=key,
             deterministic=deterministic,
-            **unroll_options,
+            keep_order=keep_order,
+            engine=engine,
         )
         if not return_sequences:
             ys = _final_output(ys, reverse, seq_lengths, mask, time_axis)
@@ -128,7 +135,9 @@ def bidirectional(
     "concat" (features 2H), "sum", "mul", "ave", None (the pair
     ``(y_fwd, y_bwd)``) or a callable ``f(y_fwd, y_bwd)``. ``backward``
     defaults to a fresh copy of ``forward`` (own params). A Cell given is
-    wrapped by ``layer(cell, **layer_options)``, the backward one reversed.
+    wrapped by ``layer(cell, **layer_options)``, the backward one reversed;
+    ``layer_options`` (regularisers, ``engine`` and engine fields) apply
+    only to Cells given, so with two Layers they are an error.
 
     Params: ``{"forward": ..., "backward": ...}``.
     Carry: ``(forward_carry, backward_carry)``.
@@ -138,6 +147,11 @@ def bidirectional(
             f"merge_mode: expected one of {list(MERGE_MODES)} or a callable, got {merge_mode!r}"
         )
     backward = forward if backward is None else backward
+    if layer_options and isinstance(forward, Layer) and isinstance(backward, Layer):
+        raise ValueError(
+            f"layer_options: {sorted(layer_options)} apply to Cells only; forward and "
+            "backward are Layers built with their own options"
+        )
     opts = dict(layer_options, time_major=time_major)
     fwd = forward if isinstance(forward, Layer) else layer(forward, **opts)
     bwd = backward if isinstance(backward, Layer) else layer(backward, reverse=True, **opts)
@@ -185,6 +199,8 @@ def stack(
     dropout=0.0,
     residual: bool = False,
     time_major: bool = False,
+    engine: engine_lib.Engine | None = None,
+    **engine_options,
 ) -> Layer:
     """Layers applied in sequence, the outputs of one the inputs of the next.
 
@@ -195,12 +211,21 @@ def stack(
       residual: add each layer's input to its output, from the second layer
         up (their sizes must match).
       time_major: layout of xs and ys (used for cells given here).
+      engine, **engine_options: how the cells given here run (as
+        ``rj.unroll``); Layers given keep their own.
 
     Params: ``{"layer_0": ..., "layer_1": ...}``. Carry: a tuple, one per
     layer. ``initial_carry`` likewise a tuple (or None).
     """
+    if (engine is not None or engine_options) and all(isinstance(x, Layer) for x in layers):
+        raise ValueError(
+            "engine: applies to the Cells given to stack; every entry of layers is a "
+            "Layer built with its own engine"
+        )
+    engine = engine_lib.resolve(engine, **engine_options)
     layers = [
-        lyr if isinstance(lyr, Layer) else layer(lyr, time_major=time_major) for lyr in layers
+        lyr if isinstance(lyr, Layer) else layer(lyr, time_major=time_major, engine=engine)
+        for lyr in layers
     ]
     if not layers:
         raise ValueError("layers: expected at least one cell or layer, got none")

@@ -21,16 +21,6 @@ from recurrent_jax._step import StepInputs
 tree_map = jax.tree_util.tree_map
 
 
-def check_remat(remat, num_steps: int) -> int | None:
-    if remat is None:
-        return None
-    if isinstance(remat, bool) or not isinstance(remat, int) or remat < 1:
-        raise ValueError(
-            f"remat: expected None or a positive int (steps per segment), got {remat!r}"
-        )
-    return min(remat, num_steps)
-
-
 def segmented(run, carry0, inputs: StepInputs, length: int):
     """``run(carry, inputs) -> (carry, ys, carries)`` over segments of
     ``length`` steps, each rematerialised in the backward pass.

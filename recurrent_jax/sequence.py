@@ -10,12 +10,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _checks, _step, cudnn, deer, fused, parallel
+from recurrent_jax import _checks, backends
+from recurrent_jax import engine as engine_lib
 from recurrent_jax import remat as remat_module
 from recurrent_jax._step import StepInputs, StepOptions
 from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
-
-IMPLS = ("auto", "scan", "fused", "associative", "chunked", "deer", "cudnn")
 
 
 def unroll(
@@ -31,22 +30,18 @@ def unroll(
     reverse: bool = False,
     keep_order: bool = True,
     time_major: bool = False,
-    unroll="auto",
-    impl: str = "auto",
-    hoist: bool = True,
     return_carries: bool = False,
     dropout=0.0,
     recurrent_dropout=0.0,
     zoneout=0.0,
     key=None,
     deterministic: bool = False,
-    chunk_length: int | None = None,
-    deer_tol: float = 1e-5,
-    deer_max_iters: int | None = None,
-    deer_quasi: bool = False,
-    remat: int | None = None,
+    engine: engine_lib.Engine | None = None,
+    **engine_options,
 ):
     r"""Runs ``cell`` over the time axis of ``xs``.
+
+    .. math::  (c_t, y_t) = \mathrm{step}(c_{t-1}, x_t W_{ih} + b), \quad t = 0 … T−1
 
     Args:
       cell: a ``Cell``; user cells may give only ``init`` and ``step``.
@@ -60,35 +55,14 @@ def unroll(
         Padded steps keep the carry and output zeros.
       resets: bool like ``mask``; where set, the carry restarts from
         ``initial_carry`` before reading x_t (episode boundaries).
+      reset_carry: the carry ``resets`` restart from (default: the initial
+        carry), leaves (B..., ·).
       reverse: read each sequence from its last valid step back to the first.
         Outputs stay aligned with input positions (y_t is the output after
         reading x_{len-1}, ..., x_t), as PyTorch's backward direction.
       keep_order: with ``reverse``, False returns outputs in processing
         order instead (y_0 after reading x_{len-1}); needs prefix masks.
-      reset_carry: the carry ``resets`` restart from (default: the initial
-        carry), leaves (B..., ·).
       time_major: layout of ``xs``, ``mask``, ``resets`` and the outputs.
-      unroll: steps per scan iteration; "auto" is 1 on CPU and elsewhere 16
-        for H < 1024, else 8 (fastest on an H100; benchmarks/RESULTS.md).
-      hoist: compute ``project`` for all steps as one GEMM before the scan
-        (default); False projects x_t inside each step instead, which ran
-        1.5× faster for an LSTM at (32, 128, 128, 128) on a 2-core CPU
-        (benchmarks/RESULTS.md). False needs impl "scan" or "auto".
-      impl: "scan" (autodiff of ``lax.scan``), "fused" (custom VJP whose
-        backward scan carries only the sequential terms and computes the
-        weight gradients as single GEMMs; cells with ``pointwise``), or
-        "associative" (``jax.lax.associative_scan`` over the coefficients of
-        cells linear in the carry, ``Cell.linear``; see ``parallel``),
-        "chunked" (associative within chunks of ``chunk_length`` steps,
-        sequential across them: bounded memory), "deer" (Newton iterations
-        over the whole trajectory for any cell, each solved by an
-        associative scan; see ``deer``), or "auto": fused where it applies,
-        associative for linear cells when T >= ``parallel.CROSSOVER_T`` of
-        the backend, else scan. The fused path supports reverse-mode
-        autodiff only: use "scan" for ``jax.jvp``/``jacfwd``. "cudnn" runs
-        a plain fp32 LSTM through cuDNN's kernel on a CUDA GPU, padding by
-        ``seq_lengths`` only, not under ``jax.vmap`` (``recurrent_jax.cudnn``);
-        "auto" never picks it, so that training steps stay vmappable.
       return_carries: also return the carry after every step (B..., T, ·).
       dropout: variational input dropout rate: one mask per sequence over
         the features of x, the same at every step (Gal & Ghahramani 2016).
@@ -98,36 +72,23 @@ def unroll(
         step (Krueger et al. 2016); at evaluation the expectation
         ``p·old + (1−p)·new`` is used. It acts on the carry: ``y_t`` is the
         cell's output before zoneout.
-      key: PRNG key for the regularisers; required when one is active.
+      key: PRNG key for the regularisers; required when one is active. The
+        masks are drawn once, outside the loop.
       deterministic: evaluation mode; dropout off, zoneout averaged.
-      chunk_length: steps per chunk of ``impl="chunked"`` (default
-        ``parallel.DEFAULT_CHUNK_LENGTH``).
-      deer_tol: ``impl="deer"`` stops when no carry entry moves more than
-        ``deer_tol`` (absolute) in a Newton iteration.
-      deer_max_iters: iteration limit of ``impl="deer"`` (default
-        min(T + 1, 100); Newton is exact after T); not converged, the
-        sequential scan's result is used and a RuntimeWarning is emitted.
-      deer_quasi: quasi-DEER (Gonzalez et al. 2024): diagonal Jacobians in
-        the forward iterations (gradients stay exact).
-      remat: rematerialise in segments of ``remat`` steps: the forward
-        stores only the carry at each segment boundary and the backward
-        recomputes each segment (its input projection too), so activation
-        memory falls from O(T) to O(T/remat + remat) steps for one extra
-        forward pass; ``remat`` ≈ √T minimises it (``recurrent_jax.remat``).
+      engine: an ``rj.Engine``: which backend runs the loop and its
+        settings (``impl``, ``unroll``, ``hoist``, ``remat``,
+        ``chunk_length``, ``deer_*``); default ``rj.Engine()``.
+      **engine_options: fields of ``rj.Engine`` given directly, overriding
+        ``engine``'s (``rj.unroll(..., impl="scan")``).
 
     Returns:
       ``(final_carry, ys)`` with ys (B..., T, H) (zero at padded steps), and
       ``carries`` third when ``return_carries``. The final carry is the carry
       after the last valid step (the initial carry for length 0).
     """
+    engine = engine_lib.resolve(engine, **engine_options)
     cell = with_defaults(cell)
     _checks.check_inputs(xs, _input_size(params), time_major)
-    if impl not in IMPLS:
-        raise ValueError(f"impl: expected one of {list(IMPLS)}, got {impl!r}")
-    if not hoist:
-        if impl not in ("auto", "scan"):
-            raise ValueError(f"hoist: False needs impl 'scan' or 'auto', got impl={impl!r}")
-        cell, impl = _projecting_in_step(cell), "scan"
     if not time_major:
         xs = jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
@@ -138,7 +99,7 @@ def unroll(
     carry0 = _initial_carry(cell, initial_carry, batch_shape)
     xs = _input_dropout(xs, dropout, keys[0], deterministic)
     step_inputs = StepInputs(
-        xp=xs,  # projected inside ``run``, per segment with ``remat``
+        xp=xs,  # projected by the backend, per segment with ``remat``
         valid=valid,
         keep=_zoneout_masks(carry0, num_steps, zoneout, keys[2], deterministic),
         reset=resets,
@@ -151,64 +112,33 @@ def unroll(
     if reverse:
         step_inputs = jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), step_inputs)
 
-    chosen = _choose_impl(impl, cell, resets, return_carries, num_steps)
-    if chosen == "cudnn":
-        in_use = {
-            "mask": mask is not None,
-            "reverse": reverse,
-            "resets": resets is not None,
-            "return_carries": return_carries,
-            "recurrent_dropout": keys[1] is not None,
-            "zoneout": keys[2] is not None or options.zoneout is not None,
-            "remat": remat is not None,
-        }
-        blockers = cudnn.blockers(cell, params, xs, in_use)
-        if blockers:
-            raise ValueError(f"impl: 'cudnn' cannot be used here: {'; '.join(blockers)}")
-    n_unroll = _unroll_factor(unroll, cell.hidden_size)
-
-    def run(carry, inputs):
-        if chosen == "cudnn":
-            lengths = _lengths(inputs.valid, inputs.xp.shape[0], batch_shape)
-            return (*cudnn.cudnn_lstm(params, carry, inputs.xp, lengths), None)
-        xp = jnp.moveaxis(cell.project(params, jnp.moveaxis(inputs.xp, 0, -2)), -2, 0)
-        inputs = inputs._replace(xp=xp)
-        if chosen in ("associative", "chunked"):
-            chunked = chosen == "chunked"
-            length = (chunk_length or parallel.DEFAULT_CHUNK_LENGTH) if chunked else None
-            return parallel.linear_scan(cell, params, carry, inputs, options, length)
-        if chosen == "deer":
-            opts = deer.DeerOptions(deer_tol, deer_max_iters, deer_quasi)
-            return deer.deer_scan(cell, params, carry, inputs, options, opts)
-        if chosen == "fused":
-            return (*fused.fused_scan(cell, params, carry, inputs, options, n_unroll), None)
-        final, outs = jax.lax.scan(
-            lambda c, s: _scan_body(cell, params, options, return_carries, c, s),
-            carry,
-            inputs,
-            unroll=n_unroll,
-        )
-        return (final, *outs) if return_carries else (final, outs, None)
-
-    segment_length = remat_module.check_remat(remat, num_steps)
-    if segment_length is None:
+    in_use = {
+        "mask": mask is not None,
+        "reverse": reverse,
+        "resets": resets is not None,
+        "return_carries": return_carries,
+        "recurrent_dropout": keys[1] is not None,
+        "zoneout": keys[2] is not None or options.zoneout is not None,
+        "remat": engine.remat is not None,
+        "no_hoist": not engine.hoist,
+    }
+    call = backends.Call(cell, params, xs, engine, frozenset(k for k, v in in_use.items() if v))
+    backend = backends.choose(call)
+    run = lambda carry, inputs: backends.run(backend, call, carry, inputs, options)  # noqa: E731
+    if engine.remat is None:
         final, ys, carries = run(carry0, step_inputs)
     else:
-        final, ys, carries = remat_module.segmented(run, carry0, step_inputs, segment_length)
+        length = min(engine.remat, num_steps)
+        final, ys, carries = remat_module.segmented(run, carry0, step_inputs, length)
 
     if reverse:
         ys, carries = jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), (ys, carries))
         if not keep_order:
-            lengths = _lengths(valid, num_steps, batch_shape)
+            lengths = backends.lengths_of(valid, num_steps, batch_shape)
             ys, carries = jax.tree_util.tree_map(lambda a: reverse_valid(a, lengths), (ys, carries))
     if not time_major:
         ys, carries = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, -2), (ys, carries))
     return (final, ys, carries) if return_carries else (final, ys)
-
-
-def _scan_body(cell, params, options, return_carries, carry, inputs):
-    new, y = _step.step(cell, params, options, carry, inputs)
-    return new, ((y, new) if return_carries else y)
 
 
 # --- argument handling ---------------------------------------------------
@@ -217,52 +147,6 @@ def _scan_body(cell, params, options, return_carries, carry, inputs):
 def _input_size(params):
     w = params.get("w_ih") if isinstance(params, dict) else None
     return None if w is None or not hasattr(w, "shape") else w.shape[0]
-
-
-def _unroll_factor(unroll, hidden_size) -> int:
-    if unroll == "auto":
-        # Measured (benchmarks/RESULTS.md): on CPU unrolling only slows the
-        # loop; on an H100 16 steps per iteration beat 8 below H = 1024 and
-        # lost to it at 1024.
-        if jax.default_backend() == "cpu":
-            return 1
-        return 16 if (hidden_size or 0) < 1024 else 8
-    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-        raise ValueError(f"unroll: expected a positive int or 'auto', got {unroll!r}")
-    return unroll
-
-
-def _projecting_in_step(cell: Cell) -> Cell:
-    """``cell`` whose step reads raw x_t and projects it itself (no hoisting)."""
-
-    def update(params, carry, x_t, h_in):
-        xp_t = cell.project(params, x_t[..., None, :])[..., 0, :]
-        return cell.update(params, carry, xp_t, h_in)
-
-    identity = lambda params, xs: xs  # noqa: E731
-    return cell._replace(project=identity, update=update, pointwise=None, linear=None)
-
-
-def _choose_impl(impl, cell, resets, return_carries, num_steps):
-    if impl == "cudnn":
-        return impl
-    if impl in parallel.IMPLS:
-        parallel.check_impl(impl, cell)
-        return impl
-    if impl == "deer" or (impl == "auto" and parallel.prefers_associative(cell, num_steps)):
-        return impl if impl == "deer" else "associative"
-    blockers = []
-    if cell.pointwise is None:
-        blockers.append(f"the {cell.name} cell has no `pointwise` split")
-    if resets is not None:
-        blockers.append("`resets` is set")
-    if return_carries:
-        blockers.append("`return_carries` is set")
-    if impl == "fused" and blockers:
-        raise ValueError(f"impl: 'fused' cannot be used here: {'; '.join(blockers)}")
-    if impl == "auto":
-        return "scan" if blockers else "fused"
-    return impl
 
 
 def _time_major_mask(name, m, batch_shape, num_steps, time_major):
@@ -282,12 +166,6 @@ def valid_steps(seq_lengths, mask, batch_shape, num_steps, time_major):
         steps = jnp.arange(num_steps).reshape(num_steps, *(1 for _ in batch_shape))
         return steps < lengths[None]
     return _time_major_mask("mask", mask, batch_shape, num_steps, time_major)
-
-
-def _lengths(valid, num_steps, batch_shape):
-    if valid is None:
-        return jnp.full(batch_shape, num_steps, jnp.int32)
-    return valid.sum(0).astype(jnp.int32)
 
 
 def reverse_valid(a, lengths):

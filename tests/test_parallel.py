@@ -17,7 +17,7 @@ import pytest
 from conftest import D, assert_trees_close, normal, random_carry, random_params
 
 import recurrent_jax as rj
-from recurrent_jax import parallel, sequence
+from recurrent_jax import parallel
 
 H = 4
 LINEAR_CELLS = {
@@ -137,16 +137,22 @@ def test_time_major_keep_order_and_length_zero(rng):
     np.testing.assert_array_equal(final, h0)
 
 
+def auto_choice(cell, num_steps):
+    """The backend ``impl="auto"`` takes for ``cell`` over ``num_steps`` steps."""
+    xs = jax.ShapeDtypeStruct((num_steps, 2, D), jnp.float32)
+    cell = rj.cells.with_defaults(cell)
+    return rj.backends.choose(rj.backends.Call(cell, {}, xs, rj.Engine(), frozenset())).name
+
+
 def test_auto_uses_the_measured_crossover(monkeypatch):
-    cell = rj.cells.with_defaults(rj.cells.mingru(H))
+    cell = rj.cells.mingru(H)
     backend = jax.default_backend()
     if parallel.CROSSOVER_T.get(backend) is None:  # CPU: no crossover, scan always
-        assert sequence._choose_impl("auto", cell, None, False, 10**6) == "scan"
+        assert auto_choice(cell, 10**6) == "scan"
     monkeypatch.setitem(parallel.CROSSOVER_T, backend, 100)
-    assert sequence._choose_impl("auto", cell, None, False, 100) == "associative"
-    assert sequence._choose_impl("auto", cell, None, False, 99) == "scan"
-    gru = rj.cells.with_defaults(rj.cells.gru(H))
-    assert sequence._choose_impl("auto", gru, None, False, 10**6) == "fused"
+    assert auto_choice(cell, 100) == "associative"
+    assert auto_choice(cell, 99) == "scan"
+    assert auto_choice(rj.cells.gru(H), 10**6) == "fused"
 
 
 def test_nonlinear_cell_is_rejected(rng):
@@ -270,7 +276,7 @@ def test_linear_cells_in_layers_and_flax(rng):
     want = jax.jit(lambda p: net("scan").apply(p, xs, seq_lengths=lens))(params)
     got = jax.jit(lambda p: net("associative").apply(p, xs, seq_lengths=lens))(params)
     assert_trees_close(got, want, **VALUES)
-    module = rj.nn.RNN(rj.cells.mingru(H, log_space=True), impl="associative")
+    module = rj.nn.RNN(rj.cells.mingru(H, log_space=True), engine=rj.Engine(impl="associative"))
     ys = jax.jit(lambda xs: module.init_with_output(jax.random.PRNGKey(1), xs)[0])(xs)
     assert ys.shape == (2, 6, H) and np.all(np.isfinite(ys))
 

@@ -1,0 +1,250 @@
+"""The engine's backends: one table of what can run a recurrence and how.
+
+Each ``Backend`` says why it cannot run a given ``Call`` (cell, dtype,
+platform, options in use), why ``impl="auto"`` passes it over although it
+could run it (measured slower, or unsafe under ``jax.vmap``), and how it
+runs. ``choose`` is the one dispatch site: an explicit ``impl`` that cannot
+run the call is an error listing every reason; "auto" takes the first
+backend of ``TABLE`` with no reasons of either kind. ``TABLE`` is in the
+order measurement prefers (benchmarks/RESULTS.md): parallel-in-time scans
+where they win, then the fused custom VJP, then the plain scan, which runs
+everything.
+
+Every backend computes the function of ``_step.step`` scanned over time, so
+padding, resets and regularisers mean the same whichever one runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from recurrent_jax import _step, cudnn, deer, fused, parallel
+from recurrent_jax.cells.base import Cell
+
+# Options of a call that some backend cannot honour (names as in rj.unroll).
+OPTIONS = (
+    "mask",
+    "reverse",
+    "resets",
+    "return_carries",
+    "recurrent_dropout",
+    "zoneout",
+    "remat",
+    "no_hoist",
+)
+
+
+class Call(NamedTuple):
+    """What a backend is asked to run.
+
+    Attributes:
+      cell: the cell, defaults filled in (``cells.base.with_defaults``).
+      params: its params.
+      xs: time-major inputs (T, B..., D), before the input projection.
+      engine: the ``rj.Engine`` of the call.
+      uses: the names of ``OPTIONS`` that are in use.
+    """
+
+    cell: Cell
+    params: Any
+    xs: jax.Array
+    engine: Any
+    uses: frozenset
+
+
+class Backend(NamedTuple):
+    """A row of the table.
+
+    Attributes:
+      name: the ``impl`` that requests it.
+      blockers: ``blockers(call) -> [reason]``, why it cannot run ``call``.
+      auto_blockers: ``auto_blockers(call) -> [reason]``, why "auto" does not
+        pick it although it can run ``call``.
+      run: ``run(call, carry0, inputs, options) -> (final, ys, carries)``
+        over time-major ``_step.StepInputs`` whose ``xp`` holds the raw
+        inputs; ``carries`` is None unless ``return_carries`` is in use.
+    """
+
+    name: str
+    blockers: Callable[[Call], list[str]]
+    auto_blockers: Callable[[Call], list[str]]
+    run: Callable
+
+
+def choose(call: Call) -> Backend:
+    """The backend that runs ``call`` (see the module docstring)."""
+    impl = call.engine.impl
+    if impl != "auto":
+        backend = TABLE[impl]
+        reasons = backend.blockers(call)
+        if reasons:
+            raise ValueError(f"impl: {impl!r} cannot be used here: {'; '.join(reasons)}")
+        return backend
+    for backend in TABLE.values():
+        if not backend.blockers(call) and not backend.auto_blockers(call):
+            return backend
+    raise AssertionError("the 'scan' backend runs every call")
+
+
+def run(backend: Backend, call: Call, carry0, inputs, options):
+    """``backend.run`` under a named scope, so profiles say what ran."""
+    with jax.named_scope(f"recurrent_jax.{backend.name}"):
+        return backend.run(call, carry0, inputs, options)
+
+
+def lengths_of(valid, num_steps, batch_shape):
+    """int32 (B...) valid steps per sequence from a (T, B...) mask or None."""
+    if valid is None:
+        return jnp.full(batch_shape, num_steps, jnp.int32)
+    return valid.sum(0).astype(jnp.int32)
+
+
+def unroll_factor(unroll, hidden_size) -> int:
+    if unroll != "auto":
+        return unroll
+    # Measured (benchmarks/RESULTS.md): on CPU unrolling only slows the
+    # loop; on an H100 16 steps per iteration beat 8 below H = 1024 and
+    # lost to it at 1024.
+    if jax.default_backend() == "cpu":
+        return 1
+    return 16 if (hidden_size or 0) < 1024 else 8
+
+
+# --- the backends ------------------------------------------------------------
+
+
+def _never(call):
+    return []
+
+
+def _no_hoist(call):
+    if "no_hoist" in call.uses:
+        return ["`hoist=False` projects x_t inside each step, which only 'scan' runs"]
+    return []
+
+
+def _project(call, inputs):
+    cell, params = call.cell, call.params
+    xp = jnp.moveaxis(cell.project(params, jnp.moveaxis(inputs.xp, 0, -2)), -2, 0)
+    return inputs._replace(xp=xp)
+
+
+def _scan_run(call, carry0, inputs, options):
+    cell = call.cell if call.engine.hoist else _projecting_in_step(call.cell)
+    inputs = _project(call._replace(cell=cell), inputs)
+    keep = "return_carries" in call.uses
+
+    def body(carry, step_inputs):
+        new, y = _step.step(cell, call.params, options, carry, step_inputs)
+        return new, ((y, new) if keep else y)
+
+    n_unroll = unroll_factor(call.engine.unroll, cell.hidden_size)
+    final, outs = jax.lax.scan(body, carry0, inputs, unroll=n_unroll)
+    return (final, *outs) if keep else (final, outs, None)
+
+
+def _projecting_in_step(cell: Cell) -> Cell:
+    """``cell`` whose step reads raw x_t and projects it itself (no hoisting)."""
+
+    def update(params, carry, x_t, h_in):
+        xp_t = cell.project(params, x_t[..., None, :])[..., 0, :]
+        return cell.update(params, carry, xp_t, h_in)
+
+    identity = lambda params, xs: xs  # noqa: E731
+    return cell._replace(project=identity, update=update, pointwise=None, linear=None)
+
+
+def _fused_blockers(call):
+    reasons = []
+    if call.cell.pointwise is None:
+        reasons.append(f"the {call.cell.name} cell has no `pointwise` split")
+    reasons += [f"`{name}` is set" for name in ("resets", "return_carries") if name in call.uses]
+    return reasons + _no_hoist(call)
+
+
+def _fused_run(call, carry0, inputs, options):
+    n_unroll = unroll_factor(call.engine.unroll, call.cell.hidden_size)
+    final, ys = fused.fused_scan(
+        call.cell, call.params, carry0, _project(call, inputs), options, n_unroll
+    )
+    return final, ys, None
+
+
+def _linear_blockers(call):
+    reasons = []
+    if call.cell.linear is None:
+        reasons.append(
+            f"it needs a cell linear in its carry (`Cell.linear`); the {call.cell.name} "
+            "cell is not: use impl='deer' for nonlinear cells"
+        )
+    return reasons + _no_hoist(call)
+
+
+def _associative_auto_blockers(call):
+    if parallel.prefers_associative(call.cell, call.xs.shape[0]):
+        return []
+    return [f"below the measured crossover length on {jax.default_backend()}"]
+
+
+def _associative_run(call, carry0, inputs, options):
+    return parallel.linear_scan(call.cell, call.params, carry0, _project(call, inputs), options)
+
+
+def _chunked_run(call, carry0, inputs, options):
+    length = call.engine.chunk_length or parallel.DEFAULT_CHUNK_LENGTH
+    inputs = _project(call, inputs)
+    return parallel.linear_scan(call.cell, call.params, carry0, inputs, options, length)
+
+
+def _deer_run(call, carry0, inputs, options):
+    e = call.engine
+    opts = deer.DeerOptions(e.deer_tol, e.deer_max_iters, e.deer_quasi)
+    return deer.deer_scan(call.cell, call.params, carry0, _project(call, inputs), options, opts)
+
+
+def _cudnn_blockers(call):
+    in_use = {name: name in call.uses for name in OPTIONS if name != "no_hoist"}
+    return cudnn.blockers(call.cell, call.params, call.xs, in_use) + _no_hoist(call)
+
+
+def _cudnn_run(call, carry0, inputs, options):
+    batch_shape = inputs.xp.shape[1:-1]
+    lengths = lengths_of(inputs.valid, inputs.xp.shape[0], batch_shape)
+    return (*cudnn.cudnn_lstm(call.params, carry0, inputs.xp, lengths), None)
+
+
+def _always(reason):
+    return lambda call: [reason]
+
+
+TABLE = {
+    backend.name: backend
+    for backend in (
+        Backend(
+            "cudnn",
+            _cudnn_blockers,
+            _always("`auto` never picks it: cuDNN's kernel cannot run under jax.vmap"),
+            _cudnn_run,
+        ),
+        Backend("associative", _linear_blockers, _associative_auto_blockers, _associative_run),
+        Backend(
+            "chunked",
+            _linear_blockers,
+            _always("`auto` prefers 'associative' for cells linear in their carry"),
+            _chunked_run,
+        ),
+        Backend(
+            "deer",
+            _no_hoist,
+            _always("`auto` never picks it: its cost depends on Newton convergence"),
+            _deer_run,
+        ),
+        Backend("fused", _fused_blockers, _never, _fused_run),
+        Backend("scan", _never, _never, _scan_run),
+    )
+}
+NAMES = tuple(TABLE)
