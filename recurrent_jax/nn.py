@@ -13,15 +13,14 @@ RNG stream (``rngs={"dropout": key}``) when ``deterministic=False``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from recurrent_jax import cells as cells_lib
-from recurrent_jax import initializers, layers
+from recurrent_jax import doors, layers
 from recurrent_jax.cells.base import Cell
 from recurrent_jax.seq2seq.module import Seq2Seq as Seq2Seq
 
@@ -37,87 +36,64 @@ def _register_params(module: nn.Module, init_fn, input_size: int):
     return {name: module.param(name, entry(name)) for name in names}
 
 
-def _resolve_deterministic(module, deterministic, rates):
-    deterministic = module.deterministic if deterministic is None else deterministic
-    if deterministic is not None:
-        return deterministic
-    if all(isinstance(r, (int, float)) and r == 0 for r in rates):
-        return True
-    raise ValueError(
-        "deterministic: expected True (evaluation) or False (training) for a "
-        "module with dropout, recurrent_dropout or zoneout, got None"
-    )
+def _options_base(name: str, *tables) -> type:
+    """A linen Module whose keyword-only attributes are the door options of
+    ``tables`` (``recurrent_jax.doors``), defaults included."""
+    options = {k: v for table in tables for k, v in table.items()}
+    namespace = {"__annotations__": dict.fromkeys(options, Any)}
+    for key, default in options.items():
+        namespace[key] = dataclasses.field(default=default, kw_only=True)
+    return type(name, (nn.Module,), namespace)
 
 
-def _apply_layer(module, layer, xs, seq_lengths, mask, initial_carry, deterministic, rates):
+def _options(module, tables) -> dict:
+    return {k: getattr(module, k) for table in tables for k in table}
+
+
+def _run(module, layer, options, xs, deterministic, **data):
     params = _register_params(module, layer.init, xs.shape[-1])
-    deterministic = _resolve_deterministic(module, deterministic, rates)
+    deterministic = doors.resolve_deterministic(module.deterministic, deterministic, options)
     key = None
-    if not deterministic and module.has_rng("dropout"):
+    if doors.needs_key(options, deterministic) and module.has_rng("dropout"):
         key = module.make_rng("dropout")
-    carry, ys = layer.apply(
-        params,
-        xs,
-        seq_lengths=seq_lengths,
-        mask=mask,
-        initial_carry=initial_carry,
-        key=key,
-        deterministic=deterministic,
-        return_sequences=module.return_sequences,
+    return doors.apply(
+        layer, params, xs, options=options, key=key, deterministic=deterministic, **data
     )
-    return (carry, ys) if module.return_carry else ys
 
 
-def _layer_options(module) -> dict:
-    """The ``layers.layer`` options an ``RNN`` or ``Bidirectional`` carries."""
-    names = ("learn_initial_carry", "dropout", "recurrent_dropout", "zoneout")
-    names += ("time_major", "unroll", "impl")
-    return {name: getattr(module, name) for name in names}
+_RNN_TABLES = (doors.LAYER, doors.OUTPUT)
 
 
-class RNN(nn.Module):
+class RNN(_options_base("_RNNOptions", *_RNN_TABLES)):
     """Any ``Cell`` (or ``layers.Layer``) over a sequence.
 
     Attributes:
-      cell: a Cell, e.g. ``rj.cells.gru(64)``, or a Layer (then the layer
-        options below are the layer's own and are ignored here).
-      reverse, learn_initial_carry, dropout (variational input dropout),
-      recurrent_dropout, zoneout, time_major, unroll, impl: see
-        ``rj.layers.layer`` and ``rj.unroll``.
-      return_sequences: ys (B..., T, H) when True, else the output after the
-        whole sequence was read (B..., H).
-      return_carry: return ``(final_carry, outputs)``.
-      deterministic: evaluation mode (may also be given per call).
+      cell: a Cell, e.g. ``rj.cells.gru(64)``, or a Layer (which carries its
+        own options: setting the layer options here is then an error).
+      reverse: run from the last valid step back (see ``rj.unroll``).
+      learn_initial_carry, dropout (variational input dropout),
+      recurrent_dropout, zoneout, time_major, engine: ``doors.LAYER``, as
+        ``rj.layer``; ``engine`` is an ``rj.Engine``.
+      return_sequences, return_carry, deterministic: ``doors.OUTPUT``.
 
     Call: ``(xs, *, seq_lengths=None, mask=None, initial_carry=None,
-    deterministic=None)`` with xs (B..., T, D).
+    deterministic=None)`` with xs (B..., T, D); returns ys (B..., T, H), or
+    (B..., H) without ``return_sequences``, after the final carry with
+    ``return_carry``.
     """
 
     cell: Cell | layers.Layer
     reverse: bool = False
-    learn_initial_carry: bool = False
-    dropout: Any = 0.0
-    recurrent_dropout: Any = 0.0
-    zoneout: Any = 0.0
-    time_major: bool = False
-    unroll: int | str = "auto"
-    impl: str = "auto"
-    return_sequences: bool = True
-    return_carry: bool = False
-    deterministic: bool | None = None
 
     @nn.compact
     def __call__(self, xs, *, seq_lengths=None, mask=None, initial_carry=None, deterministic=None):
-        rates = (self.dropout, self.recurrent_dropout, self.zoneout)
-        layer = self.cell
-        if not isinstance(layer, layers.Layer):
-            layer = layers.layer(self.cell, reverse=self.reverse, **_layer_options(self))
-        else:
-            rates = ()  # the layer's own rates decide; need an explicit mode
-        return _apply_layer(self, layer, xs, seq_lengths, mask, initial_carry, deterministic, rates)
+        options = _options(self, _RNN_TABLES)
+        layer = doors.rnn_layer(self.cell, self.reverse, options)
+        data = dict(seq_lengths=seq_lengths, mask=mask, initial_carry=initial_carry)
+        return _run(self, layer, options, xs, deterministic, **data)
 
 
-class Bidirectional(nn.Module):
+class Bidirectional(_options_base("_BiOptions", *_RNN_TABLES)):
     """``forward`` left to right, ``backward`` right to left, merged.
 
     Attributes:
@@ -132,29 +108,36 @@ class Bidirectional(nn.Module):
     forward: Cell
     backward: Cell | None = None
     merge_mode: str | None | Callable = "concat"
-    learn_initial_carry: bool = False
-    dropout: Any = 0.0
-    recurrent_dropout: Any = 0.0
-    zoneout: Any = 0.0
-    time_major: bool = False
-    unroll: int | str = "auto"
-    impl: str = "auto"
-    return_sequences: bool = True
-    return_carry: bool = False
-    deterministic: bool | None = None
 
     @nn.compact
     def __call__(self, xs, *, seq_lengths=None, mask=None, initial_carry=None, deterministic=None):
-        rates = (self.dropout, self.recurrent_dropout, self.zoneout)
-        layer = layers.bidirectional(
-            self.forward, self.backward, merge_mode=self.merge_mode, **_layer_options(self)
-        )
-        return _apply_layer(self, layer, xs, seq_lengths, mask, initial_carry, deterministic, rates)
+        options = _options(self, _RNN_TABLES)
+        layer = doors.bidirectional_layer(self.forward, self.backward, self.merge_mode, options)
+        data = dict(seq_lengths=seq_lengths, mask=mask, initial_carry=initial_carry)
+        return _run(self, layer, options, xs, deterministic, **data)
 
 
-class _StackedRNN(nn.Module):
-    """Shared body of ``SimpleRNN``, ``LSTM`` and ``GRU``: ``num_layers``
-    layers, each optionally bidirectional, like PyTorch's ``nn.LSTM``.
+def _stacked(family: str, doc: str) -> type:
+    """The linen module of a ``doors.FAMILIES`` entry."""
+    tables = (doors.stacked_options(family),)
+
+    def __call__(self, xs, *, seq_lengths=None, mask=None, initial_carry=None, deterministic=None):
+        options = _options(self, tables)
+        layer = doors.stacked_layer(family, self.hidden_size, options)
+        data = dict(seq_lengths=seq_lengths, mask=mask, initial_carry=initial_carry)
+        return _run(self, layer, options, xs, deterministic, **data)
+
+    namespace = {
+        "__annotations__": {"hidden_size": int},
+        "__call__": nn.compact(__call__),
+        "__doc__": doc + _STACKED_DOC,
+        "__module__": __name__,
+        "__qualname__": family,
+    }
+    return type(family, (_options_base(f"_{family}Options", *tables),), namespace)
+
+
+_STACKED_DOC = """
 
     Attributes:
       hidden_size: H.
@@ -167,118 +150,22 @@ class _StackedRNN(nn.Module):
       zoneout: zoneout rate of every layer's carry.
       residual: residual connections from the second layer up.
       learn_initial_carry: a learned initial carry per layer and direction.
+      time_major, engine: layout, and how the loop runs (``rj.Engine``).
       bias, kernel_init, recurrent_init, bias_init, param_dtype, dtype: cell
         options (``rj.cells.CellOptions``).
-      Other attributes as ``RNN``.
+      return_sequences, return_carry, deterministic: as ``RNN``.
 
-    Call as ``RNN``. The carry returned with ``return_carry`` is a tuple, one
-    per layer; a bidirectional layer's is ``(forward, backward)``.
+    All but ``hidden_size`` are keyword-only (``recurrent_jax.doors``). Call
+    as ``RNN``. The carry returned with ``return_carry`` is a tuple, one per
+    layer; a bidirectional layer's is ``(forward, backward)``.
     """
 
-    hidden_size: int
-    num_layers: int = 1
-    bidirectional: bool = False
-    merge_mode: str | None | Callable = "concat"
-    dropout: Any = 0.0
-    input_dropout: Any = 0.0
-    recurrent_dropout: Any = 0.0
-    zoneout: Any = 0.0
-    residual: bool = False
-    learn_initial_carry: bool = False
-    time_major: bool = False
-    unroll: int | str = "auto"
-    impl: str = "auto"
-    return_sequences: bool = True
-    return_carry: bool = False
-    deterministic: bool | None = None
-    bias: str = "double"
-    kernel_init: Callable = jax.nn.initializers.glorot_uniform()
-    recurrent_init: Callable = initializers.orthogonal()
-    bias_init: Callable = jax.nn.initializers.zeros
-    param_dtype: Any = jnp.float32
-    dtype: Any = None
-
-    def make_cell(self) -> Cell:
-        raise NotImplementedError
-
-    def cell_options(self) -> dict:
-        return dict(
-            bias=self.bias,
-            kernel_init=self.kernel_init,
-            recurrent_init=self.recurrent_init,
-            bias_init=self.bias_init,
-            param_dtype=self.param_dtype,
-            dtype=self.dtype,
-        )
-
-    def make_layer(self) -> layers.Layer:
-        if (
-            isinstance(self.num_layers, bool)
-            or not isinstance(self.num_layers, int)
-            or self.num_layers < 1
-        ):
-            raise ValueError(f"num_layers: expected a positive int, got {self.num_layers!r}")
-        cell = self.make_cell()
-        options = dict(
-            learn_initial_carry=self.learn_initial_carry,
-            dropout=self.input_dropout,
-            recurrent_dropout=self.recurrent_dropout,
-            zoneout=self.zoneout,
-            time_major=self.time_major,
-            unroll=self.unroll,
-            impl=self.impl,
-        )
-        if self.bidirectional:
-            one = layers.bidirectional(cell, merge_mode=self.merge_mode, **options)
-        else:
-            one = layers.layer(cell, **options)
-        return layers.stack(
-            [one] * self.num_layers,
-            dropout=self.dropout,
-            residual=self.residual,
-            time_major=self.time_major,
-        )
-
-    @nn.compact
-    def __call__(self, xs, *, seq_lengths=None, mask=None, initial_carry=None, deterministic=None):
-        rates = (self.dropout, self.input_dropout, self.recurrent_dropout, self.zoneout)
-        layer = self.make_layer()
-        return _apply_layer(self, layer, xs, seq_lengths, mask, initial_carry, deterministic, rates)
-
-
-class SimpleRNN(_StackedRNN):
-    """Stacked Elman RNN (PyTorch ``nn.RNN``); ``activation`` "tanh" or "relu"."""
-
-    activation: str | Callable = "tanh"
-
-    def make_cell(self) -> Cell:
-        return cells_lib.elman(self.hidden_size, activation=self.activation, **self.cell_options())
-
-
-class LSTM(_StackedRNN):
+SimpleRNN = _stacked(
+    "SimpleRNN", """Stacked Elman RNN (PyTorch ``nn.RNN``); ``activation`` "tanh" or "relu"."""
+)
+LSTM = _stacked(
+    "LSTM",
     """Stacked LSTM (PyTorch ``nn.LSTM``); cell options ``proj_size``,
-    ``peephole``, ``layer_norm``, ``forget_bias`` as ``rj.cells.lstm``."""
-
-    proj_size: int | None = None
-    peephole: bool = False
-    layer_norm: bool = False
-    forget_bias: float = 1.0
-
-    def make_cell(self) -> Cell:
-        return cells_lib.lstm(
-            self.hidden_size,
-            proj_size=self.proj_size,
-            peephole=self.peephole,
-            layer_norm=self.layer_norm,
-            forget_bias=self.forget_bias,
-            **self.cell_options(),
-        )
-
-
-class GRU(_StackedRNN):
-    """Stacked GRU (PyTorch ``nn.GRU``); ``reset_after`` as ``rj.cells.gru``."""
-
-    reset_after: bool = True
-
-    def make_cell(self) -> Cell:
-        return cells_lib.gru(self.hidden_size, reset_after=self.reset_after, **self.cell_options())
+    ``peephole``, ``layer_norm``, ``forget_bias`` as ``rj.cells.lstm``.""",
+)
+GRU = _stacked("GRU", """Stacked GRU (PyTorch ``nn.GRU``); ``reset_after`` as ``rj.cells.gru``.""")

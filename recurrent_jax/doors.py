@@ -1,0 +1,180 @@
+"""What every front door offers, in one place.
+
+The modules of ``rj.nn`` (flax.linen), ``rj.nnx`` (Flax NNX) and ``rj.eqx``
+(Equinox) are thin: each reads its options from the tables below and builds
+its ``rj.Layer`` with the functions below, so an option added here reaches
+every door with the same name, default and meaning.
+
+Module kinds and their options:
+
+- ``RNN(cell)``: ``reverse`` and ``LAYER`` (``dropout`` is the variational
+  input dropout of ``rj.layer``).
+- ``Bidirectional(forward, backward=None)``: ``merge_mode`` and ``LAYER``.
+- ``SimpleRNN`` / ``LSTM`` / ``GRU(hidden_size)``: ``STACK``, ``CELL`` and
+  the family's own cell options (``FAMILIES``); ``dropout`` acts between
+  layers as in PyTorch, ``input_dropout`` is Keras's ``dropout``.
+- all of them: ``OUTPUT`` (what a call returns, and evaluation mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from recurrent_jax import _checks, cells, initializers, layers
+from recurrent_jax.engine import Engine
+
+OUTPUT = {
+    "return_sequences": True,  # ys (B..., T, F); False: the output after the whole sequence
+    "return_carry": False,  # return (final_carry, outputs)
+    "deterministic": None,  # evaluation mode (also per call); None: decided by the rates
+}
+LAYER = {
+    "learn_initial_carry": False,  # a learned initial carry (param "initial_carry")
+    "dropout": 0.0,  # variational input dropout, one mask per sequence
+    "recurrent_dropout": 0.0,  # one mask per sequence on h_{t-1} (Gal & Ghahramani)
+    "zoneout": 0.0,  # carry units keep their value with this probability
+    "time_major": False,  # (T, B..., D) inputs and outputs
+    "engine": Engine(),  # how the loop runs (rj.Engine)
+}
+STACK = {
+    "num_layers": 1,
+    "bidirectional": False,
+    "merge_mode": "concat",  # "concat", "sum", "mul", "ave", None or a callable
+    **LAYER,
+    "dropout": 0.0,  # between layers, on every layer's outputs but the last (PyTorch)
+    "input_dropout": 0.0,  # variational input dropout inside every layer (Keras)
+    "residual": False,  # residual connections from the second layer up
+}
+CELL = {
+    "bias": "double",  # "double" (b_ih, b_hh), "single" (b) or "none"
+    "kernel_init": jax.nn.initializers.glorot_uniform(),
+    "recurrent_init": initializers.orthogonal(),
+    "bias_init": jax.nn.initializers.zeros,
+    "param_dtype": jnp.float32,
+    "dtype": None,  # matmul compute dtype (None: the params')
+}
+RATES = ("dropout", "input_dropout", "recurrent_dropout", "zoneout")
+
+
+class Family(NamedTuple):
+    """A stacked module's cell: its constructor and own options."""
+
+    make_cell: Callable[..., cells.Cell]
+    options: Mapping[str, Any]
+
+
+FAMILIES = {
+    "SimpleRNN": Family(cells.elman, {"activation": "tanh"}),
+    "LSTM": Family(
+        cells.lstm, {"proj_size": None, "peephole": False, "layer_norm": False, "forget_bias": 1.0}
+    ),
+    "GRU": Family(cells.gru, {"reset_after": True}),
+}
+
+
+def stacked_options(family: str) -> dict:
+    """Every option of a ``SimpleRNN``/``LSTM``/``GRU`` with its default."""
+    return {**STACK, **CELL, **FAMILIES[family].options, **OUTPUT}
+
+
+def check_options(where: str, given: Mapping, allowed: Mapping) -> None:
+    """An unknown option is an error naming it and listing the known ones."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown option(s) {unknown}; expected some of {sorted(allowed)}"
+        )
+
+
+# --- layers -------------------------------------------------------------------
+
+
+def rnn_layer(cell, reverse: bool, options: Mapping) -> layers.Layer:
+    """``RNN``'s layer: ``cell`` in one direction with the ``LAYER`` options."""
+    if isinstance(cell, layers.Layer):
+        set_here = sorted(k for k, v in options.items() if k in LAYER and v != LAYER[k])
+        if reverse or set_here:
+            raise ValueError(
+                f"cell: a Layer carries its own options; got a Layer with {set_here or 'reverse'}"
+            )
+        return cell
+    return layers.layer(cell, reverse=reverse, **{k: options[k] for k in LAYER})
+
+
+def bidirectional_layer(forward, backward, merge_mode, options: Mapping) -> layers.Layer:
+    """``Bidirectional``'s layer: two cells, the ``LAYER`` options each."""
+    return layers.bidirectional(
+        forward, backward, merge_mode=merge_mode, **{k: options[k] for k in LAYER}
+    )
+
+
+def stacked_layer(family: str, hidden_size: int, options: Mapping) -> layers.Layer:
+    """``SimpleRNN``/``LSTM``/``GRU``'s layer: ``num_layers`` cells of
+    ``hidden_size``, each optionally bidirectional, as PyTorch's modules."""
+    num_layers = options["num_layers"]
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers: expected a positive int, got {num_layers!r}")
+    spec = FAMILIES[family]
+    cell_options = {k: options[k] for k in (*CELL, *spec.options)}
+    cell = spec.make_cell(hidden_size, **cell_options)
+    per_layer = dict(
+        learn_initial_carry=options["learn_initial_carry"],
+        dropout=options["input_dropout"],
+        recurrent_dropout=options["recurrent_dropout"],
+        zoneout=options["zoneout"],
+        time_major=options["time_major"],
+        engine=options["engine"],
+    )
+    if options["bidirectional"]:
+        one = layers.bidirectional(cell, merge_mode=options["merge_mode"], **per_layer)
+    else:
+        one = layers.layer(cell, **per_layer)
+    return layers.stack(
+        [one] * num_layers,
+        dropout=options["dropout"],
+        residual=options["residual"],
+        time_major=options["time_major"],
+    )
+
+
+# --- calls --------------------------------------------------------------------
+
+
+def resolve_deterministic(module_value, call_value, options: Mapping) -> bool:
+    """The call's value, else the module's; with neither, True when every
+    rate is a Python zero, else an error (a mode must be chosen)."""
+    deterministic = module_value if call_value is None else call_value
+    if deterministic is not None:
+        return bool(deterministic)
+    rates = [options[name] for name in RATES if name in options]
+    if all(isinstance(r, int | float) and r == 0 for r in rates):
+        return True
+    raise ValueError(
+        "deterministic: expected True (evaluation) or False (training) for a "
+        "module with dropout, recurrent_dropout or zoneout, got None"
+    )
+
+
+def needs_key(options: Mapping, deterministic: bool) -> bool:
+    """Whether a call draws random masks (a rate may be a traced value)."""
+    return not deterministic and not all(
+        _checks.is_zero(options[name]) for name in RATES if name in options
+    )
+
+
+def apply(layer: layers.Layer, params, xs, *, options: Mapping, key, deterministic, **data):
+    """Runs ``layer`` as a module call does: ``data`` are ``seq_lengths``,
+    ``mask`` and ``initial_carry``; the result follows ``OUTPUT``."""
+    carry, ys = layer.apply(
+        params,
+        xs,
+        key=key,
+        deterministic=deterministic,
+        return_sequences=options["return_sequences"],
+        **data,
+    )
+    return (carry, ys) if options["return_carry"] else ys
