@@ -52,8 +52,8 @@ def get_config(task: str, smoke: bool):
     if smoke:
         config.model.update(hidden_size=8)
         cells = ["mingru", "gru"]
-    grid = {"model": {"cell": cells, "impl": [impl_of(c) for c in cells]}}
-    zipped = [["model.cell", "model.impl"]]
+    grid = {"model": {"cell": cells, "engine": {"impl": [impl_of(c) for c in cells]}}}
+    zipped = [["model.cell", "model.engine.impl"]]
     config.sweep = ml_collections.ConfigDict(
         _study.sweep_section({"learning_rate": rates}, grid, seeds, zipped)
     )
@@ -97,7 +97,9 @@ def accuracy_rows(task, result):
     higher = result.summary["higher_is_better"]
     seconds = {p["point"]: p["seconds"] for p in result.summary["points"]}
     rows = []
-    for (cell, impl), runs in _study.group(result.rows, ["model.cell", "model.impl"]).items():
+    for (cell, impl), runs in _study.group(
+        result.rows, ["model.cell", "model.engine.impl"]
+    ).items():
         medians = _study.medians_by_rate(runs, f"final_{metric}")
         best = (max if higher else min)(medians, key=lambda lr: medians[lr])
         values = [r[f"final_{metric}"] for r in runs]

@@ -4,12 +4,14 @@ values are errors naming the key, the expected and the given value."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("ml_collections")
 
+import recurrent_jax as rj  # noqa: E402
 from recurrent_jax import cli  # noqa: E402
 from recurrent_jax.train import config as cfg  # noqa: E402
 from recurrent_jax.train.config import ConfigError, from_config_dict, to_dict  # noqa: E402
@@ -98,8 +100,8 @@ def test_override_wrong_type():
 def _raw(**changes):
     raw = to_dict(from_config_dict(cli.load_config("adding:smoke")))
     for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        raw[section][key] = value
+        *parents, key = dotted.split("__")
+        functools.reduce(dict.__getitem__, parents, raw)[key] = value
     return raw
 
 
@@ -112,9 +114,9 @@ def _raw(**changes):
             r"'minlstm', 'lru', 'rglru'\], got 'lsmt'",
         ),
         (
-            {"model__cell": "gru", "model__impl": "associative"},
-            r"config\.model\.impl: expected 'scan', 'fused' or 'auto' for the gru cell, "
-            r"got 'associative'",
+            {"model__cell": "gru", "model__engine__impl": "associative"},
+            r"config\.model\.engine\.impl: expected a backend other than 'associative' for "
+            r"the gru cell, got 'associative'",
         ),
         (
             {"model__hidden_size": -3},
@@ -122,6 +124,16 @@ def _raw(**changes):
         ),
         ({"model__hidden_size": 2.5}, r"config\.model\.hidden_size: expected int, got float 2\.5"),
         ({"model__bidirectional": "yes"}, r"config\.model\.bidirectional: expected bool"),
+        (
+            {"model__engine__remat": 0},
+            r"config\.model\.engine\.remat: expected None or a positive int, got 0",
+        ),
+        ({"model__engine__hoist": "no"}, r"config\.model\.engine\.hoist: expected bool"),
+        ({"model__engine__impl": "fast"}, r"config\.model\.engine\.impl: expected one of"),
+        (
+            {"model__engine": {"remats": 4}},
+            r"config\.model\.engine: unknown key\(s\) \['remats'\]",
+        ),
         ({"model__dropout": 1.0}, r"config\.model\.dropout: expected a rate in \[0, 1\), got 1\.0"),
         ({"model__zoneout": -0.1}, r"config\.model\.zoneout: expected a rate in \[0, 1\)"),
         (
@@ -172,3 +184,17 @@ def test_base_config_has_every_key():
     config = cfg.base_config("adding")
     experiment = from_config_dict(config)
     assert to_dict(experiment) == config.to_dict()
+
+
+def test_saved_configs_with_model_impl_still_load():
+    """A config.json written before ``model.engine`` existed resumes: its
+    ``model.impl`` is read as ``model.engine.impl``; both at once is an error."""
+    raw = _raw()
+    del raw["model"]["engine"]
+    raw["model"]["impl"] = "scan"
+    assert from_config_dict(raw).model.engine == rj.Engine(impl="scan")
+    raw = _raw()
+    raw["model"]["impl"] = "scan"
+    raw["model"]["engine"]["impl"] = "fused"
+    with pytest.raises(ConfigError, match=r"config\.model\.impl: moved to config\.model\.engine"):
+        from_config_dict(raw)

@@ -36,7 +36,7 @@ def make_encoder(
     Returns an ``rj.Layer``: ``apply(params, xs (B, S, D), seq_lengths=...)
     -> (carries, outputs)``; carries a tuple per layer (``(forward,
     backward)`` pairs when bidirectional), outputs (B, S, H or 2H), zero at
-    padded steps. ``layer_options`` go to ``rj.layer`` (e.g. ``impl``).
+    padded steps. ``layer_options`` go to ``rj.layer`` (e.g. ``engine``).
     """
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"encoder_layers: expected a positive int, got {num_layers!r}")

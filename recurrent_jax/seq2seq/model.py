@@ -24,6 +24,7 @@ import numpy as np
 
 from recurrent_jax import _checks, cells
 from recurrent_jax.cells.base import check_choice, check_positive_int
+from recurrent_jax.engine import Engine
 from recurrent_jax.layers import Layer
 from recurrent_jax.seq2seq import beam, decoding, training
 from recurrent_jax.seq2seq.attention import lengths_mask, make_attention
@@ -173,6 +174,7 @@ def make_seq2seq(
     output_attention: bool = True,
     embedding_size: int = 32,
     bridge: str = "copy",
+    engine: Engine | None = None,
 ) -> Seq2SeqModel:
     """A ``Seq2SeqModel`` from config-friendly values.
 
@@ -186,12 +188,16 @@ def make_seq2seq(
     attention layer over [h_t; c_t], which the logits need whenever steps
     that attend alike must emit different tokens (see ``attention_decoder``).
     ``bridge`` "copy", "linear" or "zeros" (see ``make_bridge``).
+    ``engine`` (an ``rj.Engine``) runs the encoder; the decoder steps one
+    token at a time through its attention, which no backend replaces.
     """
     make_cell = CELLS[check_choice("cell", cell, CELLS)]
     num_decoder = _layers("decoder_layers", decoder_layers, num_layers)
     dec_cells = [make_cell(hidden_size) for _ in range(num_decoder)]
     enc_cell = make_cell(encoder_hidden_size or hidden_size)
-    enc = make_encoder(enc_cell, num_layers=num_layers, bidirectional=bidirectional_encoder)
+    enc = make_encoder(
+        enc_cell, num_layers=num_layers, bidirectional=bidirectional_encoder, engine=engine
+    )
     mechanism = None
     if attention is not None:
         mechanism = make_attention(

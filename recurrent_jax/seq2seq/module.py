@@ -25,6 +25,7 @@ import inspect
 import flax.linen as nn
 import jax
 
+from recurrent_jax.engine import Engine
 from recurrent_jax.seq2seq import model as model_lib
 
 _FIELDS = tuple(inspect.signature(model_lib.make_seq2seq).parameters)
@@ -51,6 +52,7 @@ class Seq2Seq(nn.Module):
     output_attention: bool = True
     embedding_size: int = 32
     bridge: str = "copy"
+    engine: Engine | None = None
 
     def core(self) -> model_lib.Seq2SeqModel:
         """The pure model these attributes describe."""

@@ -8,7 +8,9 @@ grid point (runs that share one compiled program).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Mapping
@@ -149,22 +151,31 @@ def _static_path(field: str, base: dict) -> str:
 
 
 def flatten_grid(grid: Mapping, base: dict) -> dict:
-    """``{section: {field: axis}}`` -> ``{"section.field": values}``."""
+    """``{section: {field: axis}}`` -> ``{"section.field": values}``; a field
+    that is itself a section (``model.engine``) nests: ``"model.engine.impl"``."""
     out = {}
     for section, fields in grid.items():
         where = f"config.sweep.grid.{section}"
         if section not in SECTIONS:
             raise ConfigError(f"{where}: unknown section; valid: {sorted(SECTIONS)}")
-        if not isinstance(fields, Mapping):
-            raise ConfigError(f"{where}: expected {{field: axis}}, got {fields!r}")
-        for field, axis in fields.items():
-            if field not in base[section]:
-                raise ConfigError(
-                    f"{where}.{field}: unknown key; valid keys: {sorted(base[section])}"
-                )
-            if (section, field) == ("training", "seed"):
-                raise ConfigError(f"{where}.{field}: use sweep.seeds for seeds")
-            out[f"{section}.{field}"] = parse_axis(f"{where}.{field}", axis)
+        out.update(_flatten_fields(where, section, fields, base[section]))
+    return out
+
+
+def _flatten_fields(where: str, path: str, fields, base: Mapping) -> dict:
+    if not isinstance(fields, Mapping):
+        raise ConfigError(f"{where}: expected {{field: axis}}, got {fields!r}")
+    out = {}
+    for field, axis in fields.items():
+        if field not in base:
+            raise ConfigError(f"{where}.{field}: unknown key; valid keys: {sorted(base)}")
+        if path == "training" and field == "seed":
+            raise ConfigError(f"{where}.{field}: use sweep.seeds for seeds")
+        if isinstance(base[field], Mapping) and isinstance(axis, Mapping):
+            nested = _flatten_fields(f"{where}.{field}", f"{path}.{field}", axis, base[field])
+            out.update(nested)
+        else:
+            out[f"{path}.{field}"] = parse_axis(f"{where}.{field}", axis)
     return out
 
 
@@ -288,10 +299,10 @@ def _runs(base_dict, grid, vmap, groups, seeds) -> list[Run]:
 
 
 def _run_config(base_dict: dict, values: dict, seed: int, run_id: int) -> ExperimentConfig:
-    tree = {k: dict(v) if isinstance(v, dict) else v for k, v in base_dict.items()}
+    tree = copy.deepcopy(base_dict)
     for name, value in values.items():
-        section, field = core.HPARAM_PATHS.get(name, name).split(".")
-        tree[section][field] = value
+        *parents, field = core.HPARAM_PATHS.get(name, name).split(".")
+        functools.reduce(dict.__getitem__, parents, tree)[field] = value
     tree["training"]["seed"] = seed
     try:
         return from_config_dict(tree)

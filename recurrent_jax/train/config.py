@@ -20,13 +20,13 @@ from recurrent_jax.data.options import check_choice as _check_choice
 from recurrent_jax.data.options import check_non_negative as _check_non_negative
 from recurrent_jax.data.options import check_positive as _check_positive
 from recurrent_jax.data.options import check_rate as _check_rate
+from recurrent_jax.engine import Engine
 
 CELLS = ("elman", "lstm", "gru", "mgu", "mingru", "minlstm", "lru", "rglru")
 # cells linear in the carry: the ones that run with the parallel-in-time impls
 LINEAR_CELLS = ("mingru", "minlstm", "lru", "rglru")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "warmup_cosine")
-IMPLS = ("auto", "scan", "fused", "associative", "chunked")
 MODEL_KINDS = ("rnn", "seq2seq")
 SEQ2SEQ_CELLS = ("elman", "lstm", "gru", "mgu")
 ATTENTIONS = ("additive", "dot", "general", "concat", "none")
@@ -47,10 +47,12 @@ class ModelConfig:
     ``init_scale``) are the defaults of the traced ``HParams``.
     ``forget_bias``: the LSTM forget-gate bias at init (other cells ignore
     it). ``sampling_prob``: the scheduled-sampling probability of
-    sequence-to-sequence models (0 is teacher forcing). ``impl``: "auto",
-    "scan" or "fused" for every cell; "associative" or "chunked" (parallel
-    in time, ``recurrent_jax.parallel``) for the cells linear in their carry
-    (``LINEAR_CELLS``).
+    sequence-to-sequence models (0 is teacher forcing). ``engine``: how the
+    recurrence runs, an ``rj.Engine`` (``model.engine.impl``, ``.remat``,
+    ``.unroll``, ``.hoist``, ``.chunk_length``, ``.deer_*``); its ``impl``
+    "associative" or "chunked" (parallel in time) needs a cell linear in its
+    carry (``LINEAR_CELLS``), and a backend that cannot run the model's
+    calls fails at the first compile naming why.
 
     ``kind="seq2seq"`` builds an attention encoder–decoder
     (``recurrent_jax.seq2seq.make_seq2seq``) for the seq2seq tasks: the
@@ -80,7 +82,7 @@ class ModelConfig:
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
     init_scale: float = 1.0
-    impl: str = "auto"
+    engine: Engine = Engine()
     forget_bias: float = 1.0
     sampling_prob: float = 0.0
     kind: str = "rnn"
@@ -110,9 +112,11 @@ class ModelConfig:
             _check_rate(f"model.{name}", getattr(self, name))
         if not self.init_scale > 0:
             fail("model.init_scale", "a positive float", self.init_scale)
-        _check_choice("model.impl", self.impl, IMPLS)
-        if self.impl in ("associative", "chunked") and self.cell not in LINEAR_CELLS:
-            fail("model.impl", f"'scan', 'fused' or 'auto' for the {self.cell} cell", self.impl)
+        impl = self.engine.impl
+        if impl in ("associative", "chunked") and self.cell not in LINEAR_CELLS:
+            fail(
+                "model.engine.impl", f"a backend other than {impl!r} for the {self.cell} cell", impl
+            )
         if not 0.0 <= self.sampling_prob <= 1.0:
             fail("model.sampling_prob", "a probability in [0, 1]", self.sampling_prob)
         _check_choice("model.kind", self.kind, MODEL_KINDS)
@@ -141,8 +145,6 @@ def check_seq2seq(m: ModelConfig) -> None:
     for name in ("dropout", "input_dropout", "recurrent_dropout", "zoneout"):
         if getattr(m, name):
             fail(f"model.{name}", "0 for kind 'seq2seq' (not supported there)", getattr(m, name))
-    if m.impl != "auto":
-        fail("model.impl", "'auto' for kind 'seq2seq'", m.impl)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +305,7 @@ def from_config_dict(cfg) -> ExperimentConfig:
     """
     from recurrent_jax.data import registry  # the task registry, imported lazily
 
-    raw = _as_dict(cfg)
+    raw = _migrate(_as_dict(cfg))
     _check_keys("config", raw, ["name", "sweep", *SECTIONS])
     name = raw.get("name", "experiment")
     if not isinstance(name, str) or not name:
@@ -335,12 +337,40 @@ def _build_data(section: dict, registry) -> DataConfig:
 
 
 def build_dataclass(cls, values: Mapping, where: str):
-    """``cls(**values)`` after checking keys and types; values errors from
-    ``__post_init__`` are re-raised with the full key path."""
+    """``cls(**values)`` after checking keys and types; a field whose type is
+    a dataclass (``model.engine``) is built from its own mapping. Value
+    errors from ``__post_init__`` name the full key path."""
     _check_keys(where, values, [f.name for f in dataclasses.fields(cls) if f.name != "options"])
     hints = typing.get_type_hints(cls)
-    kwargs = {k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in values.items()}
-    return cls(**kwargs)  # __post_init__ raises ConfigError naming the key
+    kwargs = {}
+    for k, v in values.items():
+        if dataclasses.is_dataclass(hints[k]):
+            kwargs[k] = build_dataclass(hints[k], _as_dict(v, f"{where}.{k}"), f"{where}.{k}")
+        else:
+            kwargs[k] = _coerce(f"{where}.{k}", v, hints[k])
+    try:
+        return cls(**kwargs)  # config sections raise ConfigError naming the key
+    except ConfigError:
+        raise
+    except ValueError as error:  # library values (rj.Engine) name the field only
+        raise ConfigError(f"{where}.{error}") from None
+
+
+def _migrate(raw: dict) -> dict:
+    """Reads configs saved before ``model.engine`` existed: their
+    ``model.impl`` is ``model.engine.impl``."""
+    model = raw.get("model")
+    if isinstance(model, Mapping) and "impl" in model:
+        model = dict(model)
+        engine = dict(_as_dict(model.get("engine", {}), "config.model.engine"))
+        if "impl" in engine:
+            raise ConfigError(
+                "config.model.impl: moved to config.model.engine.impl; got both "
+                f"({model['impl']!r} and {engine['impl']!r})"
+            )
+        engine["impl"] = model.pop("impl")
+        raw = dict(raw, model=dict(model, engine=engine))
+    return raw
 
 
 def to_dict(config: ExperimentConfig) -> dict:

@@ -55,7 +55,7 @@ def make_network(model: ModelConfig, rates: Rates) -> rj.Layer:
             dropout=rates.input_dropout if i == 0 else 0.0,
             recurrent_dropout=rates.recurrent_dropout,
             zoneout=rates.zoneout,
-            impl=model.impl,
+            engine=model.engine,
         )
         if model.bidirectional:
             layers.append(rj.bidirectional(cell, **options))

@@ -40,6 +40,7 @@ def make_model(model: ModelConfig) -> s2s.Seq2SeqModel:
         input_feeding=model.input_feeding,
         embedding_size=model.embedding_size,
         bridge=model.bridge,
+        engine=model.engine,
     )
 
 
