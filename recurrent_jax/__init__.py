@@ -26,3 +26,12 @@ __all__ = [
     "unroll",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # The NNX and Equinox doors load on first use: equinox is an extra.
+    if name in ("nnx", "eqx"):
+        import importlib
+
+        return importlib.import_module(f"recurrent_jax.{name}")
+    raise AttributeError(f"module 'recurrent_jax' has no attribute {name!r}")
