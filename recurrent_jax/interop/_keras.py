@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recurrent_jax import nn
-from recurrent_jax.interop import _common, _layout, _tables
+from recurrent_jax.interop import _api, _common, _layout, _tables
 from recurrent_jax.interop._common import Spec
 
 TYPES = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "elman"}
@@ -11,8 +11,10 @@ SUPPORTED = "keras.layers.LSTM, GRU, SimpleRNN or Bidirectional of them"
 SLOTS = ("kernel", "recurrent_kernel", "bias")
 
 
-def from_keras(keras_layer, *, bias: str | None = None):
-    """A built Keras 3 recurrent layer -> ``(layer, params)``.
+def from_keras(keras_layer, *, bias: str | None = None, api: str = "linen"):
+    """A built Keras 3 recurrent layer -> ``(layer, params)``, or with
+    ``api="nnx"`` / ``"eqx"`` the same model as an ``rj.nnx`` / ``rj.eqx``
+    module holding the params.
 
     - LSTM / GRU / SimpleRNN -> rj.nn.LSTM / GRU / SimpleRNN, one layer,
       params ``{"layer_0": cell}``: LSTM and SimpleRNN and GRU(reset_after=
@@ -31,6 +33,10 @@ def from_keras(keras_layer, *, bias: str | None = None):
     (``zero_output_for_mask=False``); rj outputs zeros there. Final states
     and valid outputs agree. ``bias`` forces "single" or "double".
     """
+    return _api.with_api(api, *_from_keras(keras_layer, bias))
+
+
+def _from_keras(keras_layer, bias):
     if type(keras_layer).__name__ == "Bidirectional":
         return _from_bidirectional(keras_layer, bias)
     spec, options = _spec(keras_layer, bias)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrent_jax.cells.base import LSTMCarry
-from recurrent_jax.interop import _common, _layout, _tables
+from recurrent_jax.interop import _api, _common, _layout, _tables
 from recurrent_jax.interop._common import Spec
 
 MODES = {
@@ -47,8 +47,11 @@ def from_torch(
     batch_first: bool | None = None,
     nonlinearity: str | None = None,
     prefix: str = "",
+    api: str = "linen",
 ):
-    """A PyTorch recurrent module (or its state_dict) -> ``(layer, params)``.
+    """A PyTorch recurrent module (or its state_dict) -> ``(layer, params)``,
+    or with ``api="nnx"`` / ``"eqx"`` the same model as an ``rj.nnx`` /
+    ``rj.eqx`` module holding the params.
 
     ``layer`` is an rj.nn module configured like the source, ``params`` its
     params, so ``layer.apply({"params": params}, x, seq_lengths=lengths)``
@@ -75,6 +78,10 @@ def from_torch(
         torch; cells to True, rj's batch-major layout).
       nonlinearity: "tanh" or "relu" for an RNN given as a state_dict.
       prefix: key prefix to strip from a state_dict ("encoder.rnn.").
+      api: "linen" (``(rj.nn module, params)``), "nnx" (an ``rj.nnx``
+        module; a module in eval mode gives ``deterministic=True``, else
+        NNX's training mode) or "eqx" (an ``rj.eqx`` module; eval mode gives
+        ``inference=True``).
     """
     spec, arrays, options = _read(module_or_state_dict, batch_first, nonlinearity, prefix)
     lay = layout(spec)
@@ -83,7 +90,7 @@ def from_torch(
         for d in range(2 if spec.bidirectional else 1):
             cells[(i, d)] = _layout.from_peer(lay, arrays, suffix=suffix(spec, i, d))
     params = _common.pack(cells, spec.num_layers, spec.bidirectional, single_cell=spec.cell)
-    return _common.make_module(spec, **options), params
+    return _api.with_api(api, _common.make_module(spec, **options), params)
 
 
 def to_torch(params, module, *, layer=None, reset_after: bool | None = None):
