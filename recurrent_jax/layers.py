@@ -240,6 +240,12 @@ def stack(
         return params
 
     def apply(params, xs, *, initial_carry=None, key=None, deterministic=False, **options):
+        if residual and len(layers) > 1 and not options.get("return_sequences", True):
+            raise ValueError(
+                "return_sequences: False gives one output per sequence from the last layer, "
+                "which a residual connection cannot add to that layer's input sequence; "
+                "use return_sequences=True with residual=True"
+            )
         carries_in = (None,) * len(layers) if initial_carry is None else initial_carry
         if len(carries_in) != len(layers):
             raise ValueError(
