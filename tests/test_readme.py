@@ -1,0 +1,70 @@
+"""The README's code blocks run as written.
+
+Python blocks run in order in one namespace, as a reader pasting them into
+one session would. Shell blocks: every ``recurrent-jax`` command is parsed
+by the command line's own parser, and its config (with overrides) is loaded
+and validated, without training; the install commands are what ``.ci/run``
+runs.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).parents[1] / "README.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+
+
+def blocks(language: str) -> list[str]:
+    return [body for lang, body in FENCE.findall(README.read_text()) if lang == language]
+
+
+def test_python_blocks_run_in_order():
+    pytest.importorskip("torch")
+    pytest.importorskip("equinox")
+    namespace: dict = {}
+    python = blocks("python")
+    assert len(python) >= 8
+    for index, code in enumerate(python):
+        try:
+            exec(compile(code, f"README.md python block {index}", "exec"), namespace)
+        except Exception as error:  # name the block in the failure
+            raise AssertionError(f"README python block {index} failed:\n{code}") from error
+    assert namespace["ys"].shape == (3, 10, 32)  # the last block: interop's bidirectional outputs
+
+
+def recurrent_jax_commands() -> list[list[str]]:
+    commands = []
+    for body in blocks("bash"):
+        text = body.replace("\\\n", " ")
+        for line in text.splitlines():
+            line = line.split(" #")[0].strip()
+            if line.startswith("recurrent-jax"):
+                commands.append(shlex.split(line)[1:])
+    return commands
+
+
+@pytest.mark.parametrize("argv", recurrent_jax_commands(), ids=" ".join)
+def test_shell_commands_parse_and_their_configs_load(argv):
+    pytest.importorskip("ml_collections")
+    from recurrent_jax import cli
+    from recurrent_jax.sweep import spec
+    from recurrent_jax.train.config import from_config_dict
+
+    flags, overrides = cli.split_overrides(argv)
+    args = cli.build_parser().parse_args(flags)
+    config_spec = getattr(args, "config", None)
+    if config_spec is None:
+        return  # list, eval, decode or a resume: no config to load
+    config = cli.load_config(config_spec)
+    sweep_overrides = [(k, v) for k, v in overrides if k.split(".")[0] == "sweep"]
+    config = cli.apply_overrides(config, [o for o in overrides if o not in sweep_overrides])
+    if args.command == "sweep":
+        raw = cli.apply_sweep_overrides(config.to_dict(), sweep_overrides)
+        assert spec.parse_sweep(raw).runs
+    else:
+        from_config_dict(config)
