@@ -61,9 +61,23 @@ def regularised_gru():
     return "GRU", (H,), options, rj.stack([one, one], dropout=0.4)
 
 
+def learned_initial_carry():
+    cell = rj.cells.lstm(H)
+    options = dict(learn_initial_carry=True, engine=rj.Engine(impl="scan", remat=2))
+    core = rj.layer(cell, learn_initial_carry=True, impl="scan", remat=2)
+    return "RNN", (cell,), options, core
+
+
 CASES = {
     f.__name__: f
-    for f in (lstm_stack, gru_reverse, bidirectional_sum, elman_last_output, regularised_gru)
+    for f in (
+        lstm_stack,
+        gru_reverse,
+        bidirectional_sum,
+        elman_last_output,
+        regularised_gru,
+        learned_initial_carry,
+    )
 }
 
 
@@ -183,6 +197,34 @@ def test_params_are_the_core_params(door):
     else:
         back = rj.eqx.load_params(module.module, linen_params).params
     assert_trees_close(back, linen_params, **EXACT)
+
+
+def test_nnx_seq2seq_equals_the_core(rng):
+    options = dict(hidden_size=8, attention="additive", bidirectional_encoder=True, bridge="linear")
+    model = rj.nnx.Seq2Seq(11, 13, rngs=nnx.Rngs(0), **options)
+    core = rj.seq2seq.make_seq2seq(src_vocab_size=11, tgt_vocab_size=13, **options)
+    params = rj.nnx.params(model)
+    shape = lambda t: jax.tree_util.tree_map(lambda a: a.shape, t)  # noqa: E731
+    assert shape(params) == shape(jax.eval_shape(core.init, jax.random.PRNGKey(0)))
+    src = jnp.asarray(rng.integers(3, 11, (B, 5)))
+    src_lengths, tgt_in = jnp.array([5, 2, 4]), jnp.asarray(rng.integers(0, 13, (B, 4)))
+    key = jax.random.PRNGKey(2)
+    got = model(src, src_lengths, tgt_in, sampling_probability=0.5, key=key)
+    want = core.apply(params, src, src_lengths, tgt_in, sampling_probability=0.5, key=key).logits
+    assert_trees_close(got, want, **EXACT)
+    decode = dict(bos_id=1, eos_id=2, max_len=6)
+    got = model.decode(src, src_lengths, method="beam", beam_size=3, **decode)
+    want = rj.seq2seq.decode(core, params, src, src_lengths, method="beam", beam_size=3, **decode)
+    assert_trees_close(got, want, **EXACT)
+    with pytest.raises(ValueError, match=r"Seq2Seq: unknown option\(s\) \['hidden'\]"):
+        rj.nnx.Seq2Seq(11, 13, hidden=8, rngs=nnx.Rngs(0))
+
+
+def test_linen_layer_with_options_set_is_an_error(rng):
+    layer = rj.layer(rj.cells.gru(H))
+    module = rj.nn.RNN(layer, zoneout=0.1)
+    with pytest.raises(ValueError, match=r"cell: a Layer carries its own options; got a Layer"):
+        module.init(jax.random.PRNGKey(0), normal(rng, (B, T, D)))
 
 
 def test_nnx_draws_its_own_masks_once_per_call(rng):
