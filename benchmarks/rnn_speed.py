@@ -214,6 +214,8 @@ def builders(cell_name, smoke, unrolls=None):
     out = [ours(cell_name, "fused", u, None) for u in unrolls]
     out.append(ours(cell_name, "scan", 8 if on_gpu else 1, None))
     out.append(ours(cell_name, "scan", 1, None, hoist=False))
+    if on_gpu or smoke:  # on CPU the kernel runs in interpret mode: correct, not fast
+        out.append(ours(cell_name, "pallas", 1, None))
     if on_gpu and not smoke:
         out.append(ours(cell_name, "fused", 8, jnp.bfloat16))
         if cell_name == "lstm":
@@ -268,7 +270,7 @@ def format_row(r: Result) -> str:
 
 
 def auto_candidate(label: str) -> bool:
-    return not any(word in label for word in ("bf16", "cudnn", "unhoisted"))
+    return not any(word in label for word in ("bf16", "cudnn", "unhoisted", "pallas"))
 
 
 def ratio_table(results) -> str:

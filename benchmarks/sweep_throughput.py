@@ -60,7 +60,7 @@ class Result(NamedTuple):
     chunk_size: int  # runs per vmapped call
 
 
-def experiment(spec: str, steps: int, hidden: int | None, smoke: bool):
+def experiment(spec: str, steps: int, hidden: int | None, smoke: bool, impl: str = "auto"):
     config = cli.load_config(spec)
     num_steps = -(-config.training.num_steps // steps) * steps  # the schedule's length
     overrides = [
@@ -71,6 +71,8 @@ def experiment(spec: str, steps: int, hidden: int | None, smoke: bool):
     ]
     if hidden is not None:
         overrides.append(("model.hidden_size", hidden))
+    if impl != "auto":
+        overrides.append(("model.engine.impl", impl))
     return from_config_dict(cli.apply_overrides(config, [(k, str(v)) for k, v in overrides]))
 
 
@@ -218,6 +220,7 @@ def main(argv=None):
         default="chunk",
         help="one run at a time: a scan of --steps steps per dispatch, or one dispatch a step",
     )
+    parser.add_argument("--impl", default="auto", help="model.engine.impl of every run")
     parser.add_argument("--smoke", action="store_true", help="tiny model, seconds")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
@@ -233,14 +236,14 @@ def main(argv=None):
     steps = args.steps or steps
     repeats = args.repeats or repeats
     sequential_runs = args.sequential_runs or sequential_runs
-    config = experiment(spec, steps, args.hidden, args.smoke)
+    config = experiment(spec, steps, args.hidden, args.smoke, args.impl)
 
     device = jax.devices()[0]
     m = config.model
     print(
         f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
         f"{spec}: {m.cell} hidden {m.hidden_size}, batch {config.data.batch_size}, "
-        f"{steps} steps per chunk"
+        f"{steps} steps per chunk, impl {m.engine.impl}"
     )
     print("| N runs | runs per call | vmapped chunk ms | vmapped model-steps/s "
           "| sequential model-steps/s | ratio | compile s |")  # fmt: skip
@@ -254,7 +257,12 @@ def main(argv=None):
             "jax": jax.__version__,
             "date": datetime.date.today().isoformat(),
             "config": spec,
-            "model": {"cell": m.cell, "hidden_size": m.hidden_size, "layers": m.num_layers},
+            "model": {
+                "cell": m.cell,
+                "hidden_size": m.hidden_size,
+                "layers": m.num_layers,
+                "impl": m.engine.impl,
+            },
             "batch_size": config.data.batch_size,
             "steps_per_chunk": steps,
             "repeats": repeats,

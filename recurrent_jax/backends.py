@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _step, cudnn, deer, fused, parallel
+from recurrent_jax import _step, cudnn, deer, fused, pallas, parallel
 from recurrent_jax.cells.base import Cell
 
 # Options of a call that some backend cannot honour (names as in rj.unroll).
@@ -174,6 +174,28 @@ def _fused_run(call, carry0, inputs, options):
     return final, ys, None
 
 
+def _pallas_blockers(call):
+    reasons = []
+    if call.cell.pointwise is None:
+        reasons.append(f"the {call.cell.name} cell has no `pointwise` split")
+    if jax.default_backend() == "tpu":
+        reasons.append("the kernel lowers for CUDA GPUs (Triton) and CPUs (interpret mode)")
+    if jax.default_backend() == "gpu":
+        widths = tuple(call.params["w_hh"].shape)  # (K, G): Triton blocks are powers of two
+        if any(w < 16 or w & (w - 1) for w in widths):
+            reasons.append(
+                f"on a GPU it needs W_hh widths that are powers of two >= 16, got {widths}"
+            )
+    unsupported = ("resets", "return_carries", "recurrent_dropout", "zoneout")
+    reasons += [f"`{name}` is set" for name in unsupported if name in call.uses]
+    return reasons + _no_hoist(call)
+
+
+def _pallas_run(call, carry0, inputs, options):
+    final, ys = pallas.pallas_scan(call.cell, call.params, carry0, _project(call, inputs))
+    return final, ys, None
+
+
 def _linear_blockers(call):
     reasons = []
     if call.cell.linear is None:
@@ -242,6 +264,12 @@ TABLE = {
             _no_hoist,
             _always("`auto` never picks it: its cost depends on Newton convergence"),
             _deer_run,
+        ),
+        Backend(
+            "pallas",
+            _pallas_blockers,
+            _always("`auto` does not pick it until it is measured faster on a GPU"),
+            _pallas_run,
         ),
         Backend("fused", _fused_blockers, _never, _fused_run),
         Backend("scan", _never, _never, _scan_run),

@@ -28,7 +28,9 @@ class Engine:
       impl: "auto" or a backend of ``rj.backends.TABLE``: "scan" (autodiff
         of ``lax.scan``), "fused" (custom VJP: the backward scan carries only
         the sequential terms, weight gradients are single GEMMs), "cudnn"
-        (cuDNN's LSTM kernel on a CUDA GPU), "associative" / "chunked"
+        (cuDNN's LSTM kernel on a CUDA GPU), "pallas" (a persistent kernel:
+        all steps in one launch, W_hh on chip; opt-in until measured),
+        "associative" / "chunked"
         (parallel in time, cells linear in their carry), "deer" (Newton
         iterations for any cell). "auto" takes the first backend of the
         table that can run the call and that measurement prefers; an

@@ -20,7 +20,7 @@ def test_rnn_speed_smoke(tmp_path):
     out = tmp_path / "r.json"
     results = bench.main(["--smoke", "--cells", "gru", "--repeats", "1", "--json", str(out)])
     impls = {r.impl for r in results}
-    assert {"rj scan u1", "rj fused u1", "flax GRUCell"} <= impls
+    assert {"rj scan u1", "rj fused u1", "rj pallas u1", "flax GRUCell"} <= impls
     assert all(r.train_ms > 0 and r.forward_ms > 0 for r in results)
     assert out.read_text().startswith("[")
 
@@ -36,7 +36,9 @@ def test_sweep_throughput_smoke(tmp_path):
     assert all(r.ratio == r.vmapped_steps_per_s / r.sequential_steps_per_s for r in results)
     report = json.loads(out.read_text())
     assert [r["runs"] for r in report["results"]] == bench.SMOKE_RUNS
-    chunked = bench.main(["--smoke", "--runs", "2", "--chunk-size", "1", "--baseline", "step"])
+    chunked = bench.main(
+        ["--smoke", "--runs", "2", "--chunk-size", "1", "--baseline", "step", "--impl", "pallas"]
+    )
     assert [r.chunk_size for r in chunked] == [1] and chunked[0].vmapped_steps_per_s > 0
     with pytest.raises(SystemExit):
         bench.main(["--smoke", "--chunk-size", "0"])

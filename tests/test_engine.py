@@ -81,7 +81,9 @@ def test_auto_takes_the_first_backend_without_reasons(rng):
     assert chosen(rj.cells.lstm(4), no_hoist=True) == "scan"
     assert chosen(rj.cells.mgu(4)) == "scan"
     # every backend appears in the table with a reason auto skips it or a run
-    assert set(rj.backends.NAMES) == {"cudnn", "associative", "chunked", "deer", "fused", "scan"}
+    assert set(rj.backends.NAMES) == {
+        "cudnn", "associative", "chunked", "deer", "pallas", "fused", "scan"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("impl", ["scan", "fused"])
