@@ -216,6 +216,8 @@ def builders(cell_name, smoke, unrolls=None):
     out.append(ours(cell_name, "scan", 1, None, hoist=False))
     if on_gpu or smoke:  # on CPU the kernel runs in interpret mode: correct, not fast
         out.append(ours(cell_name, "pallas", 1, None))
+    if not on_gpu and cell_name in ("lstm", "gru"):
+        out.append(ours(cell_name, "cpu", 1, None))
     if on_gpu and not smoke:
         out.append(ours(cell_name, "fused", 8, jnp.bfloat16))
         if cell_name == "lstm":

@@ -7,8 +7,8 @@ runs. ``choose`` is the one dispatch site: an explicit ``impl`` that cannot
 run the call is an error listing every reason; "auto" takes the first
 backend of ``TABLE`` with no reasons of either kind. ``TABLE`` is in the
 order measurement prefers (benchmarks/RESULTS.md): parallel-in-time scans
-where they win, then the fused custom VJP, then the plain scan, which runs
-everything.
+where they win, then the CPU extension's recurrences on CPUs, then the fused
+custom VJP, then the plain scan, which runs everything.
 
 Every backend computes the function of ``_step.step`` scanned over time, so
 padding, resets and regularisers mean the same whichever one runs.
@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _step, cudnn, deer, fused, pallas, parallel
+from recurrent_jax import _step, cpu, cudnn, deer, fused, pallas, parallel
 from recurrent_jax.cells.base import Cell
 
 # Options of a call that some backend cannot honour (names as in rj.unroll).
@@ -196,6 +196,31 @@ def _pallas_run(call, carry0, inputs, options):
     return final, ys, None
 
 
+def _cpu_blockers(call):
+    reasons = []
+    if jax.default_backend() != "cpu":
+        reasons.append(f"it runs on CPUs, the default backend is {jax.default_backend()!r}")
+    if call.cell.cudnn_kernel not in ("lstm", "gru"):
+        reasons.append(
+            f"the {call.cell.name} cell is not a plain fp32 LSTM or reset-after GRU "
+            "(default activations, no projection, peepholes or layer norm)"
+        )
+    dtypes = {jnp.dtype(a.dtype) for a in jax.tree_util.tree_leaves(call.params)}
+    if dtypes | {jnp.dtype(call.xs.dtype)} != {jnp.dtype(jnp.float32)}:
+        reasons.append("it runs in float32 only")
+    unsupported = ("resets", "return_carries", "recurrent_dropout", "zoneout")
+    reasons += [f"`{name}` is set" for name in unsupported if name in call.uses]
+    if not reasons:  # build only when it would run
+        missing = cpu.unavailable()
+        reasons += [missing] if missing else []
+    return reasons + _no_hoist(call)
+
+
+def _cpu_run(call, carry0, inputs, options):
+    final, ys = cpu.cpu_scan(call.cell, call.params, carry0, _project(call, inputs))
+    return final, ys, None
+
+
 def _linear_blockers(call):
     reasons = []
     if call.cell.linear is None:
@@ -271,6 +296,7 @@ TABLE = {
             _always("`auto` does not pick it until it is measured faster on a GPU"),
             _pallas_run,
         ),
+        Backend("cpu", _cpu_blockers, _never, _cpu_run),
         Backend("fused", _fused_blockers, _never, _fused_run),
         Backend("scan", _never, _never, _scan_run),
     )

@@ -135,5 +135,14 @@ def assert_trees_close(got, want, *, atol, rtol=0.0):
         np.testing.assert_allclose(g, w, atol=atol, rtol=rtol)
 
 
+def auto_backend_for_plain_cells() -> str:
+    """What ``impl="auto"`` runs a plain fp32 LSTM/GRU with here: the CPU
+    extension on a CPU that built it, else the fused VJP."""
+    from recurrent_jax import cpu
+
+    on_cpu = jax.default_backend() == "cpu"
+    return "cpu" if on_cpu and cpu.unavailable() is None else "fused"
+
+
 def leaf_dtypes(tree):
     return {jnp.dtype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(tree)}

@@ -42,3 +42,11 @@ def test_sweep_throughput_smoke(tmp_path):
     assert [r.chunk_size for r in chunked] == [1] and chunked[0].vmapped_steps_per_s > 0
     with pytest.raises(SystemExit):
         bench.main(["--smoke", "--chunk-size", "0"])
+
+
+def test_cpu_step_smoke(tmp_path):
+    bench = load("cpu_step")
+    rows = bench.main(["--smoke", "--cells", "lstm", "--json", str(tmp_path / "c.json")])
+    impls = {r["impl"] for r in rows}
+    assert {"rj auto", "rj fused", "flax OptimizedLSTMCell"} <= impls
+    assert all(r["train_ms"] > 0 and r["forward_ms"] > 0 for r in rows)

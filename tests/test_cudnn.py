@@ -24,9 +24,13 @@ def test_cells_declare_their_kernel():
         rj.cells.lstm(4, layer_norm=True),
         rj.cells.lstm(4, activation=jax.nn.relu),
         rj.cells.lstm(4, dtype=jnp.bfloat16),
-        rj.cells.gru(4),
+        rj.cells.gru(4, reset_after=False),
+        rj.cells.gru(4, dtype=jnp.bfloat16),
     ):
         assert cell.cudnn_kernel is None, cell
+    # a plain GRU names its recurrence (the CPU backend's), which cuDNN's
+    # LSTM-only path then refuses
+    assert rj.cells.gru(4).cudnn_kernel == "gru"
 
 
 @pytest.mark.skipif(on_gpu, reason="checks the message off GPU")

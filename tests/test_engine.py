@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_trees_close, make, normal
+from conftest import assert_trees_close, auto_backend_for_plain_cells, make, normal
 
 import recurrent_jax as rj
 
@@ -76,13 +76,14 @@ def test_auto_takes_the_first_backend_without_reasons(rng):
         call = rj.backends.Call(cell, {}, xs, rj.Engine(), frozenset(k for k in uses if uses[k]))
         return rj.backends.choose(call).name
 
-    assert chosen(rj.cells.lstm(4)) == "fused"
+    assert chosen(rj.cells.lstm(4)) == auto_backend_for_plain_cells()
+    assert chosen(rj.cells.lstm(4, peephole=True)) == "fused"
     assert chosen(rj.cells.lstm(4), resets=True) == "scan"
     assert chosen(rj.cells.lstm(4), no_hoist=True) == "scan"
     assert chosen(rj.cells.mgu(4)) == "scan"
     # every backend appears in the table with a reason auto skips it or a run
     assert set(rj.backends.NAMES) == {
-        "cudnn", "associative", "chunked", "deer", "pallas", "fused", "scan"
+        "cudnn", "associative", "chunked", "deer", "pallas", "cpu", "fused", "scan"
     }  # fmt: skip
 
 

@@ -14,7 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import D, assert_trees_close, normal, random_carry, random_params
+from conftest import (
+    D,
+    assert_trees_close,
+    auto_backend_for_plain_cells,
+    normal,
+    random_carry,
+    random_params,
+)
 
 import recurrent_jax as rj
 from recurrent_jax import parallel
@@ -152,7 +159,7 @@ def test_auto_uses_the_measured_crossover(monkeypatch):
     monkeypatch.setitem(parallel.CROSSOVER_T, backend, 100)
     assert auto_choice(cell, 100) == "associative"
     assert auto_choice(cell, 99) == "scan"
-    assert auto_choice(rj.cells.gru(H), 10**6) == "fused"
+    assert auto_choice(rj.cells.gru(H), 10**6) == auto_backend_for_plain_cells()
 
 
 def test_nonlinear_cell_is_rejected(rng):

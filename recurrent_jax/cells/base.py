@@ -60,9 +60,11 @@ class Cell(NamedTuple):
         declares positive ``a``, ``b`` scanned in log space. ``step`` must
         compute the same recurrence; it also gives ``y_t``. Enables
         ``impl="associative"`` and ``"chunked"`` (``recurrent_jax.parallel``).
-      cudnn_kernel: the cuDNN kernel computing exactly this cell ("lstm" for a
-        plain fp32 LSTM: default activations, no projection, peepholes or
-        layer norm), or None. Enables ``impl="cudnn"``.
+      cudnn_kernel: the plain recurrence that hand-written kernels compute
+        exactly for this cell, or None: "lstm" for a plain fp32 LSTM
+        (default activations, no projection, peepholes or layer norm; cuDNN's
+        ``impl="cudnn"`` and the CPU backend), "gru" for a plain fp32 GRU
+        with the reset after (the CPU backend).
     """
 
     init: Callable[..., Params]

@@ -43,6 +43,7 @@ def gru(
     dt = opts.dtype
     keep_hn = reset_after and opts.bias == "double"
     act, sig = activation, recurrent_activation
+    plain = reset_after and act is jnp.tanh and sig is jax.nn.sigmoid
 
     def init(key, input_size):
         base.check_positive_int("input_size", input_size)
@@ -95,4 +96,5 @@ def gru(
         hidden_size=H,
         name="gru",
         compute_dtype=dt,
+        cudnn_kernel="gru" if plain and dt in (None, jnp.float32) else None,
     )

@@ -1,0 +1,96 @@
+"""Builds ``rnn.cc`` once per machine and registers its FFI targets.
+
+The shared library lands in ``$RECURRENT_JAX_CACHE`` (default
+``~/.cache/recurrent_jax``), named by a hash of the source, the compiler
+flags, jaxlib's version and the processor (it is built with
+``-march=native``), so a changed source or machine builds anew.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jaxlib
+
+SOURCE = Path(__file__).with_name("rnn.cc")
+# -ffast-math lets the gate loops call glibc's vector expf / tanhf; it is
+# given to the compile step only, so that the link does not add crtfastmath,
+# which would flush subnormals to zero for the whole process on load.
+COMPILE = ["-O3", "-march=native", "-ffast-math", "-std=c++17", "-fPIC", "-w", "-c"]
+LINK = ["-shared", "-pthread"]
+TARGETS = {
+    "recurrent_jax_lstm_forward": "RjLstmForward",
+    "recurrent_jax_lstm_backward": "RjLstmBackward",
+    "recurrent_jax_gru_forward": "RjGruForward",
+    "recurrent_jax_gru_backward": "RjGruBackward",
+}
+
+
+def unavailable() -> str | None:
+    """Why the extension cannot run here, or None once it is registered."""
+    return _load()
+
+
+@functools.cache
+def _load() -> str | None:
+    if os.environ.get("RECURRENT_JAX_NO_CPU_EXTENSION"):
+        return "the CPU extension is switched off (RECURRENT_JAX_NO_CPU_EXTENSION)"
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        return "no C++ compiler (c++, g++ or $CXX) to build the CPU extension"
+    try:
+        library = ctypes.CDLL(str(_build(compiler)))
+    except (OSError, subprocess.CalledProcessError) as error:
+        return f"the CPU extension did not build: {_tail(error)}"
+    for name, symbol in TARGETS.items():
+        capsule = jax.ffi.pycapsule(getattr(library, symbol))
+        jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+    return None
+
+
+def _build(compiler: str) -> Path:
+    text = SOURCE.read_bytes()
+    key = hashlib.sha256(
+        text
+        + " ".join(COMPILE + LINK).encode()
+        + jaxlib.__version__.encode()
+        + _processor().encode()
+    ).hexdigest()[:16]
+    cache = Path(os.environ.get("RECURRENT_JAX_CACHE", Path.home() / ".cache" / "recurrent_jax"))
+    target = cache / f"rnn-{key}.so"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        obj, partial = Path(tmp) / "rnn.o", Path(tmp) / target.name
+        include = f"-I{jax.ffi.include_dir()}"
+        for command in (
+            [compiler, *COMPILE, include, str(SOURCE), "-o", str(obj)],
+            [compiler, *LINK, str(obj), "-o", str(partial)],
+        ):
+            subprocess.run(command, check=True, capture_output=True, text=True)
+        os.replace(partial, target)  # atomic: concurrent builds leave one whole file
+    return target
+
+
+def _processor() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.machine() + platform.processor()
+    wanted = [line for line in lines if line.startswith(("model name", "flags"))][:2]
+    return platform.machine() + "".join(wanted)
+
+
+def _tail(error) -> str:
+    text = getattr(error, "stderr", None) or str(error)
+    return text.strip().splitlines()[-1][:300] if text.strip() else repr(error)

@@ -1,0 +1,347 @@
+// The CPU backend's recurrences: plain LSTM and GRU (reset after), forward
+// and backward, as XLA FFI custom calls. One call runs all T steps; each step
+// is one small GEMM (h_{t-1} W_hh, or dpre W_hh^T backwards) and one pass of
+// gate math over the batch, with no per-step dispatch. The input projection
+// and the weight gradients stay in XLA as single large GEMMs.
+//
+// Layouts (row-major, time-major): xp (T, B, G) projected inputs with their
+// biases, valid (T, B) 1/0, w (K, G) = W_hh, h0/c0 (B, H). G = 4H (LSTM,
+// gates i f g o) or 3H (GRU, r z n). A padded step (valid 0) keeps the carry
+// and outputs zeros, as the engine's _step.finish.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// Elementwise maps over contiguous arrays: simple loops that the compiler
+// vectorises (with -ffast-math, glibc's vector expf / tanhf).
+void sigmoid_into(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i]));
+}
+
+void tanh_into(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+}
+
+// out (M, N) += a (M, K) @ b (K, N), all row-major. Blocks of 8 rows x 32
+// columns stay in registers while k runs (measured on a 2-core AVX-512 EPYC:
+// 111 GFLOP/s at 32 x 128 x 512, against 23 for 4 x 16 blocks).
+void gemm_acc(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
+              int64_t m, int64_t k, int64_t n) {
+  constexpr int64_t R = 8, C = 32;
+  int64_t m4 = m - m % R, n16 = n - n % C;
+  for (int64_t i = 0; i < m4; i += R) {
+    for (int64_t j = 0; j < n16; j += C) {
+      float acc[R][C] = {};
+      for (int64_t p = 0; p < k; ++p) {
+        const float* brow = b + p * n + j;
+        for (int64_t r = 0; r < R; ++r) {
+          const float av = a[(i + r) * k + p];
+          for (int64_t c = 0; c < C; ++c) acc[r][c] += av * brow[c];
+        }
+      }
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t c = 0; c < C; ++c) out[(i + r) * n + j + c] += acc[r][c];
+    }
+  }
+  // Edges: the rows and columns outside the blocks.
+  for (int64_t i = 0; i < m; ++i) {
+    int64_t j0 = i < m4 ? n16 : 0;
+    for (int64_t p = 0; p < k; ++p) {
+      const float av = a[i * k + p];
+      const float* brow = b + p * n;
+      for (int64_t j = j0; j < n; ++j) out[i * n + j] += av * brow[j];
+    }
+  }
+}
+
+// Runs fn(b0, b1) over slices of the batch rows [0, B) on up to one thread
+// per core: rows never interact in a recurrence, so each thread runs its
+// rows through all T steps without synchronising. Slices are multiples of
+// 8 rows (the GEMM's register block).
+template <class F>
+void over_rows(int64_t B, F fn) {
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t n = std::min(cores, std::max<int64_t>(1, B / 8));
+  if (n <= 1) return fn(int64_t{0}, B);
+  const int64_t chunk = ((B + n - 1) / n + 7) / 8 * 8;
+  std::vector<std::thread> pool;
+  for (int64_t b0 = chunk; b0 < B; b0 += chunk) pool.emplace_back(fn, b0, std::min(B, b0 + chunk));
+  fn(int64_t{0}, std::min(B, chunk));
+  for (auto& thread : pool) thread.join();
+}
+
+std::vector<float> transpose(const float* w, int64_t rows, int64_t cols) {
+  std::vector<float> t(rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) t[c * rows + r] = w[r * cols + c];
+  return t;
+}
+
+// --- LSTM -------------------------------------------------------------------
+// Inside each fn(b0, b1) below, rows b0..b1 of step t start at (t * B + b0)
+// times the row width in every (T, B, ·) array: one contiguous block.
+
+ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
+                       ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> h0,
+                       ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> ys,
+                       ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> c_last,
+                       ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> h_prev,
+                       ffi::ResultBuffer<ffi::F32> c_prev) {
+  const auto dims = xp.dimensions();
+  const int64_t T = dims[0], B = dims[1], G = dims[2], H = G / 4;
+  over_rows(B, [&](int64_t b0, int64_t b1) {
+    const int64_t rows = b1 - b0;
+    std::vector<float> h(h0.typed_data() + b0 * H, h0.typed_data() + b1 * H);
+    std::vector<float> c(c0.typed_data() + b0 * H, c0.typed_data() + b1 * H);
+    std::vector<float> pre(rows * G), tc(H);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t row0 = t * B + b0;
+      std::memcpy(pre.data(), xp.typed_data() + row0 * G, rows * G * sizeof(float));
+      gemm_acc(h.data(), w.typed_data(), pre.data(), rows, H, G);
+      std::memcpy(h_prev->typed_data() + row0 * H, h.data(), rows * H * sizeof(float));
+      std::memcpy(c_prev->typed_data() + row0 * H, c.data(), rows * H * sizeof(float));
+      for (int64_t b = 0; b < rows; ++b) {
+        float* __restrict__ g = gates->typed_data() + (row0 + b) * G;
+        float* __restrict__ y = ys->typed_data() + (row0 + b) * H;
+        const float* p = pre.data() + b * G;
+        sigmoid_into(p, g, 2 * H);  // i, f
+        tanh_into(p + 2 * H, g + 2 * H, H);
+        sigmoid_into(p + 3 * H, g + 3 * H, H);
+        if (valid.typed_data()[row0 + b] > 0.5f) {
+          float* __restrict__ cb = c.data() + b * H;
+          float* __restrict__ hb = h.data() + b * H;
+          for (int64_t u = 0; u < H; ++u) cb[u] = g[H + u] * cb[u] + g[u] * g[2 * H + u];
+          tanh_into(cb, tc.data(), H);
+          for (int64_t u = 0; u < H; ++u) y[u] = hb[u] = g[3 * H + u] * tc[u];
+        } else {
+          std::fill(y, y + H, 0.0f);
+        }
+      }
+    }
+    std::copy(h.begin(), h.end(), h_last->typed_data() + b0 * H);
+    std::copy(c.begin(), c.end(), c_last->typed_data() + b0 * H);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmBackward(ffi::Buffer<ffi::F32> valid, ffi::Buffer<ffi::F32> w,
+                        ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> c_prev,
+                        ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last,
+                        ffi::Buffer<ffi::F32> d_c_last, ffi::ResultBuffer<ffi::F32> d_pre,
+                        ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_c0) {
+  const auto dims = gates.dimensions();
+  const int64_t T = dims[0], B = dims[1], G = dims[2], H = G / 4;
+  const std::vector<float> w_t = transpose(w.typed_data(), H, G);  // (G, H)
+  over_rows(B, [&](int64_t b0, int64_t b1) {
+    const int64_t rows = b1 - b0;
+    std::vector<float> dh(d_h_last.typed_data() + b0 * H, d_h_last.typed_data() + b1 * H);
+    std::vector<float> dc(d_c_last.typed_data() + b0 * H, d_c_last.typed_data() + b1 * H);
+    std::vector<float> dh_next(rows * H), cn(H), tc(H);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t row0 = t * B + b0;
+      float* dp = d_pre->typed_data() + row0 * G;
+      for (int64_t b = 0; b < rows; ++b) {
+        float* __restrict__ dpb = dp + b * G;
+        if (!(valid.typed_data()[row0 + b] > 0.5f)) {
+          std::fill(dpb, dpb + G, 0.0f);
+          continue;
+        }
+        const float* __restrict__ g = gates.typed_data() + (row0 + b) * G;
+        const float* __restrict__ cp = c_prev.typed_data() + (row0 + b) * H;
+        const float* __restrict__ dy = d_ys.typed_data() + (row0 + b) * H;
+        float* __restrict__ dhb = dh.data() + b * H;
+        float* __restrict__ dcb = dc.data() + b * H;
+        for (int64_t u = 0; u < H; ++u) cn[u] = g[H + u] * cp[u] + g[u] * g[2 * H + u];
+        tanh_into(cn.data(), tc.data(), H);
+        for (int64_t u = 0; u < H; ++u) {
+          const float i = g[u], f = g[H + u], gg = g[2 * H + u], o = g[3 * H + u];
+          const float dhu = dhb[u] + dy[u];
+          const float dcu = dcb[u] + dhu * o * (1.0f - tc[u] * tc[u]);
+          dpb[u] = dcu * gg * i * (1.0f - i);
+          dpb[H + u] = dcu * cp[u] * f * (1.0f - f);
+          dpb[2 * H + u] = dcu * i * (1.0f - gg * gg);
+          dpb[3 * H + u] = dhu * tc[u] * o * (1.0f - o);
+          dcb[u] = dcu * f;
+        }
+      }
+      // dh_{t-1} = dpre W_hh^T where the step was valid; the carry's own
+      // cotangent passes through padded steps.
+      std::fill(dh_next.begin(), dh_next.end(), 0.0f);
+      gemm_acc(dp, w_t.data(), dh_next.data(), rows, G, H);
+      for (int64_t b = 0; b < rows; ++b)
+        if (valid.typed_data()[row0 + b] > 0.5f)
+          std::copy(dh_next.begin() + b * H, dh_next.begin() + (b + 1) * H, dh.begin() + b * H);
+    }
+    std::copy(dh.begin(), dh.end(), d_h0->typed_data() + b0 * H);
+    std::copy(dc.begin(), dc.end(), d_c0->typed_data() + b0 * H);
+  });
+  return ffi::Error::Success();
+}
+
+// --- GRU (reset after: n = tanh(x_n + r * (h W_n + b_hn))) -------------------
+
+ffi::Error GruForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
+                      ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b_hn,
+                      ffi::Buffer<ffi::F32> h0, ffi::ResultBuffer<ffi::F32> ys,
+                      ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> gates,
+                      ffi::ResultBuffer<ffi::F32> hn, ffi::ResultBuffer<ffi::F32> h_prev) {
+  const auto dims = xp.dimensions();
+  const int64_t T = dims[0], B = dims[1], G = dims[2], H = G / 3;
+  over_rows(B, [&](int64_t b0, int64_t b1) {
+    const int64_t rows = b1 - b0;
+    std::vector<float> h(h0.typed_data() + b0 * H, h0.typed_data() + b1 * H);
+    std::vector<float> hh(rows * G), sum(2 * H);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t row0 = t * B + b0;
+      std::fill(hh.begin(), hh.end(), 0.0f);
+      gemm_acc(h.data(), w.typed_data(), hh.data(), rows, H, G);
+      std::memcpy(h_prev->typed_data() + row0 * H, h.data(), rows * H * sizeof(float));
+      for (int64_t b = 0; b < rows; ++b) {
+        const float* __restrict__ x = xp.typed_data() + (row0 + b) * G;
+        const float* __restrict__ q = hh.data() + b * G;
+        const float* __restrict__ bn = b_hn.typed_data();
+        float* __restrict__ g = gates->typed_data() + (row0 + b) * G;
+        float* __restrict__ hnb = hn->typed_data() + (row0 + b) * H;
+        float* __restrict__ y = ys->typed_data() + (row0 + b) * H;
+        for (int64_t u = 0; u < 2 * H; ++u) sum[u] = x[u] + q[u];
+        sigmoid_into(sum.data(), g, 2 * H);  // r, z
+        for (int64_t u = 0; u < H; ++u) {
+          hnb[u] = q[2 * H + u] + bn[u];
+          sum[u] = x[2 * H + u] + g[u] * hnb[u];
+        }
+        tanh_into(sum.data(), g + 2 * H, H);
+        if (valid.typed_data()[row0 + b] > 0.5f) {
+          float* __restrict__ hb = h.data() + b * H;
+          for (int64_t u = 0; u < H; ++u) {
+            const float z = g[H + u], n = g[2 * H + u];
+            y[u] = hb[u] = (1.0f - z) * n + z * hb[u];
+          }
+        } else {
+          std::fill(y, y + H, 0.0f);
+        }
+      }
+    }
+    std::copy(h.begin(), h.end(), h_last->typed_data() + b0 * H);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error GruBackward(ffi::Buffer<ffi::F32> valid, ffi::Buffer<ffi::F32> w,
+                       ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> hn,
+                       ffi::Buffer<ffi::F32> h_prev, ffi::Buffer<ffi::F32> d_ys,
+                       ffi::Buffer<ffi::F32> d_h_last, ffi::ResultBuffer<ffi::F32> d_xp,
+                       ffi::ResultBuffer<ffi::F32> d_hh, ffi::ResultBuffer<ffi::F32> d_h0) {
+  const auto dims = gates.dimensions();
+  const int64_t T = dims[0], B = dims[1], G = dims[2], H = G / 3;
+  const std::vector<float> w_t = transpose(w.typed_data(), H, G);
+  over_rows(B, [&](int64_t b0, int64_t b1) {
+    const int64_t rows = b1 - b0;
+    std::vector<float> dh(d_h_last.typed_data() + b0 * H, d_h_last.typed_data() + b1 * H);
+    std::vector<float> dh_next(rows * H);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t row0 = t * B + b0;
+      float* dx = d_xp->typed_data() + row0 * G;
+      float* dq = d_hh->typed_data() + row0 * G;
+      for (int64_t b = 0; b < rows; ++b) {
+        float *__restrict__ dxb = dx + b * G, *__restrict__ dqb = dq + b * G;
+        if (!(valid.typed_data()[row0 + b] > 0.5f)) {
+          std::fill(dxb, dxb + G, 0.0f);
+          std::fill(dqb, dqb + G, 0.0f);
+          continue;
+        }
+        const float* __restrict__ g = gates.typed_data() + (row0 + b) * G;
+        const float* __restrict__ hnb = hn.typed_data() + (row0 + b) * H;
+        const float* __restrict__ hp = h_prev.typed_data() + (row0 + b) * H;
+        const float* __restrict__ dy = d_ys.typed_data() + (row0 + b) * H;
+        float* __restrict__ dhb = dh.data() + b * H;
+        for (int64_t u = 0; u < H; ++u) {
+          const float r = g[u], z = g[H + u], n = g[2 * H + u];
+          const float dhu = dhb[u] + dy[u];
+          const float dn = dhu * (1.0f - z) * (1.0f - n * n);
+          const float dz = dhu * (hp[u] - n) * z * (1.0f - z);
+          const float dr = dn * hnb[u] * r * (1.0f - r);
+          dxb[u] = dqb[u] = dr;
+          dxb[H + u] = dqb[H + u] = dz;
+          dxb[2 * H + u] = dn;
+          dqb[2 * H + u] = dn * r;
+          dhb[u] = dhu * z;  // the direct path; W_hh's is added below
+        }
+      }
+      std::fill(dh_next.begin(), dh_next.end(), 0.0f);
+      gemm_acc(dq, w_t.data(), dh_next.data(), rows, G, H);
+      for (int64_t b = 0; b < rows; ++b)
+        if (valid.typed_data()[row0 + b] > 0.5f)
+          for (int64_t u = 0; u < H; ++u) dh[b * H + u] += dh_next[b * H + u];
+    }
+    std::copy(dh.begin(), dh.end(), d_h0->typed_data() + b0 * H);
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#define RJ_BUF ffi::Buffer<ffi::F32>
+#define RJ_RET ffi::Ret<ffi::Buffer<ffi::F32>>
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RjLstmForward, LstmForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RjLstmBackward, LstmBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruForward, GruForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruBackward, GruBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>());

@@ -1,0 +1,138 @@
+"""``impl="cpu"``, the C++ recurrences of the CPU extension, against the plain
+scan: values, final carries and gradients over padding (lengths 0 and 1),
+reverse, initial carries, several batch dims, row counts off the kernel's
+blocks and threads, and ``jax.vmap`` over runs with their own weights; and the
+library without the extension (no compiler, or switched off)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_trees_close, make, normal, random_carry
+
+import recurrent_jax as rj
+from recurrent_jax import cpu
+
+pytestmark = pytest.mark.skipif(
+    jax.default_backend() != "cpu" or cpu.unavailable() is not None,
+    reason=f"the CPU extension does not run here: {cpu.unavailable()}",
+)
+
+T, D = 7, 3
+VALUES = dict(atol=1e-5, rtol=1e-5)
+# Built with -ffast-math (vector expf/tanhf, reassociated sums): gradients
+# through 7 steps agree with XLA's to a few fp32 ulps of their size.
+GRADS = dict(atol=3e-5, rtol=3e-5)
+
+
+def both(name, rng, batch, lengths, *, reverse=False):
+    cell, params = make(name, rng)
+    xs = normal(rng, (*batch, T, D))
+    carry0 = random_carry(cell, rng, batch)
+    kw = dict(initial_carry=carry0, reverse=reverse, seq_lengths=lengths)
+
+    def outputs(impl):
+        def f(p, x, c):
+            return rj.unroll(cell, p, x, impl=impl, **dict(kw, initial_carry=c))
+
+        def loss(p, x, c):
+            return sum(jnp.sum(jnp.sin(a)) for a in jax.tree_util.tree_leaves(f(p, x, c)))
+
+        args = (params, xs, carry0)
+        return jax.jit(f)(*args), jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*args)
+
+    return outputs("cpu"), outputs("scan")
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("name", ["lstm", "lstm-single", "gru", "gru-single", "gru-none"])
+def test_cpu_equals_the_scan(name, reverse, rng):
+    lengths = np.array([T, 0, 3, 1, 5])
+    (values, grads), (want_values, want_grads) = both(name, rng, (5,), lengths, reverse=reverse)
+    assert_trees_close(values, want_values, **VALUES)
+    assert_trees_close(grads, want_grads, **GRADS)
+    np.testing.assert_array_equal(np.asarray(values[1])[1], 0.0)  # length 0
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_rows_over_threads_and_batch_dims(name, rng):
+    """3 x 13 = 39 rows: slices of 8 rows on each core plus a ragged edge."""
+    lengths = rng.integers(0, T + 1, (3, 13))
+    (values, grads), (want_values, want_grads) = both(name, rng, (3, 13), lengths)
+    assert_trees_close(values, want_values, **VALUES)
+    assert_trees_close(grads, want_grads, **GRADS)
+
+
+def test_vmap_over_runs_with_their_own_weights(rng):
+    cell, _ = make("lstm", rng)
+    runs = [make("lstm", rng)[1] for _ in range(3)]
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *runs)
+    xs = normal(rng, (4, T, D))
+
+    def loss(p, impl):
+        return jnp.sum(jnp.sin(rj.unroll(cell, p, xs, impl=impl)[1]))
+
+    got = jax.jit(jax.vmap(jax.value_and_grad(lambda p: loss(p, "cpu"))))(stacked)
+    for i, params in enumerate(runs):
+        want = jax.jit(jax.value_and_grad(lambda p: loss(p, "scan")))(params)
+        assert_trees_close(jax.tree_util.tree_map(lambda a, i=i: a[i], got), want, **GRADS)
+
+
+def test_auto_takes_it_for_plain_cells_only(rng):
+    def lowered_text(cell, params, **kw):
+        xs = normal(rng, (2, T, D))
+        f = jax.jit(lambda p: rj.unroll(cell, p, xs, **kw)[1])
+        return f.lower(params).as_text(debug_info=True)
+
+    assert "recurrent_jax.cpu" in lowered_text(*make("lstm", rng))
+    assert "recurrent_jax.cpu" in lowered_text(*make("gru", rng))
+    assert "recurrent_jax.cpu" not in lowered_text(*make("lstm-all", rng))
+    assert "recurrent_jax.cpu" not in lowered_text(*make("gru-before", rng))
+    cell, params = make("lstm", rng)
+    assert "recurrent_jax.cpu" not in lowered_text(cell, params, zoneout=0.1, deterministic=True)
+    with pytest.raises(ValueError) as info:
+        xs = normal(rng, (2, T, D))
+        rj.unroll(*make("lstm-proj", rng), xs, impl="cpu", resets=np.zeros((2, T), bool))
+    assert "not a plain fp32 LSTM" in str(info.value) and "`resets` is set" in str(info.value)
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp
+    import recurrent_jax as rj
+    cell = rj.cells.lstm(4)
+    params = cell.init(jax.random.PRNGKey(0), 3)
+    xs = jnp.ones((2, 5, 3))
+    text = jax.jit(lambda p: rj.unroll(cell, p, xs)[1]).lower(params).as_text(debug_info=True)
+    print("fused" if "recurrent_jax.fused" in text else "other")
+    try:
+        rj.unroll(cell, params, xs, impl="cpu")
+    except ValueError as error:
+        print(error)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "env, reason",
+    [
+        ({"RECURRENT_JAX_NO_CPU_EXTENSION": "1"}, "switched off"),
+        ({"CXX": "/nonexistent/c++"}, "did not build"),
+    ],
+)
+def test_without_the_extension_the_xla_paths_run(env, reason, tmp_path):
+    environment = dict(os.environ, RECURRENT_JAX_CACHE=str(tmp_path), **env)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "fused"
+    assert lines[1].startswith("impl: 'cpu' cannot be used here:") and reason in lines[1]
