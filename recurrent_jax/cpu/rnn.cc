@@ -67,11 +67,15 @@ void gemm_acc(const float* __restrict__ a, const float* __restrict__ b, float* _
 // Runs fn(b0, b1) over slices of the batch rows [0, B) on up to one thread
 // per core: rows never interact in a recurrence, so each thread runs its
 // rows through all T steps without synchronising. Slices are multiples of
-// 8 rows (the GEMM's register block).
+// 8 rows (the GEMM's register block). A call of fewer than kThreadFlops
+// multiply-adds stays on one thread: starting threads then cost more than
+// they save (measured at (16, 64, 64, 64) on 2 cores).
+constexpr double kThreadFlops = 1e8;
+
 template <class F>
-void over_rows(int64_t B, F fn) {
+void over_rows(int64_t B, double flops, F fn) {
   const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
-  const int64_t n = std::min(cores, std::max<int64_t>(1, B / 8));
+  const int64_t n = flops < kThreadFlops ? 1 : std::min(cores, std::max<int64_t>(1, B / 8));
   if (n <= 1) return fn(int64_t{0}, B);
   const int64_t chunk = ((B + n - 1) / n + 7) / 8 * 8;
   std::vector<std::thread> pool;
@@ -99,7 +103,7 @@ ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
                        ffi::ResultBuffer<ffi::F32> c_prev) {
   const auto dims = xp.dimensions();
   const int64_t T = dims[0], B = dims[1], G = dims[2], H = G / 4;
-  over_rows(B, [&](int64_t b0, int64_t b1) {
+  over_rows(B, 2.0 * T * B * H * G, [&](int64_t b0, int64_t b1) {
     const int64_t rows = b1 - b0;
     std::vector<float> h(h0.typed_data() + b0 * H, h0.typed_data() + b1 * H);
     std::vector<float> c(c0.typed_data() + b0 * H, c0.typed_data() + b1 * H);
@@ -142,7 +146,7 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> valid, ffi::Buffer<ffi::F32> w,
   const auto dims = gates.dimensions();
   const int64_t T = dims[0], B = dims[1], G = dims[2], H = G / 4;
   const std::vector<float> w_t = transpose(w.typed_data(), H, G);  // (G, H)
-  over_rows(B, [&](int64_t b0, int64_t b1) {
+  over_rows(B, 2.0 * T * B * H * G, [&](int64_t b0, int64_t b1) {
     const int64_t rows = b1 - b0;
     std::vector<float> dh(d_h_last.typed_data() + b0 * H, d_h_last.typed_data() + b1 * H);
     std::vector<float> dc(d_c_last.typed_data() + b0 * H, d_c_last.typed_data() + b1 * H);
@@ -197,7 +201,7 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
                       ffi::ResultBuffer<ffi::F32> hn, ffi::ResultBuffer<ffi::F32> h_prev) {
   const auto dims = xp.dimensions();
   const int64_t T = dims[0], B = dims[1], G = dims[2], H = G / 3;
-  over_rows(B, [&](int64_t b0, int64_t b1) {
+  over_rows(B, 2.0 * T * B * H * G, [&](int64_t b0, int64_t b1) {
     const int64_t rows = b1 - b0;
     std::vector<float> h(h0.typed_data() + b0 * H, h0.typed_data() + b1 * H);
     std::vector<float> hh(rows * G), sum(2 * H);
@@ -244,7 +248,7 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> valid, ffi::Buffer<ffi::F32> w,
   const auto dims = gates.dimensions();
   const int64_t T = dims[0], B = dims[1], G = dims[2], H = G / 3;
   const std::vector<float> w_t = transpose(w.typed_data(), H, G);
-  over_rows(B, [&](int64_t b0, int64_t b1) {
+  over_rows(B, 2.0 * T * B * H * G, [&](int64_t b0, int64_t b1) {
     const int64_t rows = b1 - b0;
     std::vector<float> dh(d_h_last.typed_data() + b0 * H, d_h_last.typed_data() + b1 * H);
     std::vector<float> dh_next(rows * H);
