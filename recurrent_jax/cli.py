@@ -26,6 +26,7 @@ import os
 import sys
 from pathlib import Path
 
+from recurrent_jax import __version__
 from recurrent_jax.data.options import ConfigError
 
 DEFAULT_CONFIG = "adding"
@@ -313,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recurrent-jax", description="Train and evaluate recurrent networks in JAX."
     )
+    parser.add_argument("--version", action="version", version=f"recurrent-jax {__version__}")
     sub = parser.add_subparsers(dest="command")
     train = sub.add_parser("train", help="train from a config (resumes a --workdir)")
     train.add_argument("--config", help="configs/<name>.py[:variant], a name, or a config.json")
@@ -383,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         rest, overrides = split_overrides(argv)
-        if not rest or (rest[0] not in COMMANDS and rest[0] not in ("-h", "--help")):
+        if not rest or (rest[0] not in COMMANDS and rest[0] not in ("-h", "--help", "--version")):
             rest = ["train", *rest]
         args = parser.parse_args(rest)
         if overrides and args.command not in ("train", "sweep"):

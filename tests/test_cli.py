@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("ml_collections")
 pytest.importorskip("orbax.checkpoint")
 
+import recurrent_jax as rj  # noqa: E402
 from recurrent_jax import cli  # noqa: E402
 
 REPO = Path(__file__).parents[1]
@@ -93,3 +94,10 @@ def test_python_dash_m_help():
     )
     assert result.returncode == 0
     assert "train" in result.stdout and "eval" in result.stdout
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"recurrent-jax {rj.__version__}"
