@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _step, cpu, cudnn, deer, fused, pallas, parallel
+from recurrent_jax import _step, cpu, cudnn, deer, fused, parallel
 from recurrent_jax.cells.base import Cell
 
 # Options of a call that some backend cannot honour (names as in rj.unroll).
@@ -104,6 +104,7 @@ def lengths_of(valid, num_steps, batch_shape):
 
 
 def unroll_factor(unroll, hidden_size) -> int:
+    """Steps per scan iteration for ``Engine.unroll`` ("auto": measured)."""
     if unroll != "auto":
         return unroll
     # Measured (benchmarks/RESULTS.md): on CPU unrolling only slows the
@@ -192,6 +193,8 @@ def _pallas_blockers(call):
 
 
 def _pallas_run(call, carry0, inputs, options):
+    from recurrent_jax import pallas  # jax.experimental.pallas loads on first use
+
     final, ys = pallas.pallas_scan(call.cell, call.params, carry0, _project(call, inputs))
     return final, ys, None
 

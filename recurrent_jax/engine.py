@@ -94,6 +94,7 @@ def resolve(engine: Engine | None, **options) -> Engine:
 
 
 def check_options(options) -> None:
+    """Keyword engine options must be fields of ``Engine``."""
     unknown = sorted(set(options) - set(FIELDS))
     if unknown:
         raise ValueError(

@@ -71,9 +71,9 @@ class RNN(_options_base("_RNNOptions", *_RNN_TABLES)):
       cell: a Cell, e.g. ``rj.cells.gru(64)``, or a Layer (which carries its
         own options: setting the layer options here is then an error).
       reverse: run from the last valid step back (see ``rj.unroll``).
-      learn_initial_carry, dropout (variational input dropout),
-      recurrent_dropout, zoneout, time_major, engine: ``doors.LAYER``, as
-        ``rj.layer``; ``engine`` is an ``rj.Engine``.
+      learn_initial_carry, dropout, recurrent_dropout, zoneout: as
+        ``rj.layer`` (``dropout`` is the variational input dropout).
+      time_major, engine: the layout, and how the loop runs (``rj.Engine``).
       return_sequences, return_carry, deterministic: ``doors.OUTPUT``.
 
     Call: ``(xs, *, seq_lengths=None, mask=None, initial_carry=None,
@@ -100,7 +100,9 @@ class Bidirectional(_options_base("_BiOptions", *_RNN_TABLES)):
       forward, backward: Cells (``backward`` defaults to a copy of
         ``forward`` with its own params).
       merge_mode: "concat", "sum", "mul", "ave", None (a pair) or a callable.
-      Other attributes as ``RNN``.
+      learn_initial_carry, dropout, recurrent_dropout, zoneout: as ``RNN``.
+      time_major, engine, return_sequences, return_carry, deterministic: as
+        ``RNN``.
 
     Params: ``{"forward": ..., "backward": ...}``.
     """

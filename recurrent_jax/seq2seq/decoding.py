@@ -210,7 +210,8 @@ def sample_decode(
       temperature: > 0, Python float or traced scalar (a traced one is not
         checked).
       top_k: None (the whole vocabulary) or a static int in [1, V].
-      The other arguments are those of ``greedy_decode``.
+      step_fn, init_state, bos_id, eos_id, max_len, pad_id: as
+        ``greedy_decode``.
     """
     check_positive_int("max_len", max_len)
     if is_concrete(temperature) and not float(temperature) > 0.0:

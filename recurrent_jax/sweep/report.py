@@ -337,6 +337,7 @@ def write_report(
 
 
 def format_summary(summary: dict) -> str:
+    """The few lines a finished sweep prints: status, best run, where to look."""
     metric = summary["primary_metric"]
     lines = [
         f"{summary['name']} sweep ({summary['task']}): {summary['status']}; "

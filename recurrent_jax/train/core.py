@@ -196,6 +196,7 @@ def make_optimizer(config: ExperimentConfig, hparams: HParams) -> optax.Gradient
 
 
 def init_state(config: ExperimentConfig, task: TaskSpec, hparams: HParams, key) -> TrainState:
+    """Step 0: the model's params drawn from ``key`` and the optimizer state."""
     if config.model.kind == "seq2seq":
         params = seq2seq_stages.init_params(config.model, run_keys(key).init)
     else:
