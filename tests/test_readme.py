@@ -1,4 +1,5 @@
-"""The README's code blocks run as written.
+"""The README's code blocks run as written, and so do the shell commands of
+the docs (whose Python blocks tests/test_docs.py runs).
 
 Python blocks run in order in one namespace, as a reader pasting them into
 one session would. Shell blocks: every ``recurrent-jax`` command is parsed
@@ -28,18 +29,21 @@ def test_python_blocks_run_in_order():
     pytest.importorskip("equinox")
     namespace: dict = {}
     python = blocks("python")
-    assert len(python) >= 8
+    assert len(python) >= 1
     for index, code in enumerate(python):
         try:
             exec(compile(code, f"README.md python block {index}", "exec"), namespace)
         except Exception as error:  # name the block in the failure
             raise AssertionError(f"README python block {index} failed:\n{code}") from error
-    assert namespace["ys"].shape == (3, 10, 32)  # the last block: interop's bidirectional outputs
+    assert namespace["ys"].shape == (32, 100, 256)  # the tour's bidirectional LSTM
 
 
 def recurrent_jax_commands() -> list[list[str]]:
+    """Every ``recurrent-jax`` command in the README's and the docs' shell blocks."""
+    pages = [README, *sorted((README.parent / "docs").rglob("*.md"))]
+    bodies = [b for page in pages for lang, b in FENCE.findall(page.read_text()) if lang == "bash"]
     commands = []
-    for body in blocks("bash"):
+    for body in bodies:
         text = body.replace("\\\n", " ")
         for line in text.splitlines():
             line = line.split(" #")[0].strip()
