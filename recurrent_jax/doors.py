@@ -61,18 +61,31 @@ RATES = ("dropout", "input_dropout", "recurrent_dropout", "zoneout")
 
 
 class Family(NamedTuple):
-    """A stacked module's cell: its constructor and own options."""
+    """A stacked module's cell: its constructor, own options and the first
+    line of every door's docstring for it."""
 
     make_cell: Callable[..., cells.Cell]
     options: Mapping[str, Any]
+    summary: str
 
 
 FAMILIES = {
-    "SimpleRNN": Family(cells.elman, {"activation": "tanh"}),
-    "LSTM": Family(
-        cells.lstm, {"proj_size": None, "peephole": False, "layer_norm": False, "forget_bias": 1.0}
+    "SimpleRNN": Family(
+        cells.elman,
+        {"activation": "tanh"},
+        'Stacked Elman RNN (PyTorch ``nn.RNN``); ``activation`` "tanh" or "relu".',
     ),
-    "GRU": Family(cells.gru, {"reset_after": True}),
+    "LSTM": Family(
+        cells.lstm,
+        {"proj_size": None, "peephole": False, "layer_norm": False, "forget_bias": 1.0},
+        "Stacked LSTM (PyTorch ``nn.LSTM``); ``proj_size``, ``peephole``, ``layer_norm``, "
+        "``forget_bias`` as ``rj.cells.lstm``.",
+    ),
+    "GRU": Family(
+        cells.gru,
+        {"reset_after": True},
+        "Stacked GRU (PyTorch ``nn.GRU``); ``reset_after`` as ``rj.cells.gru``.",
+    ),
 }
 
 

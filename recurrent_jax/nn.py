@@ -119,7 +119,7 @@ class Bidirectional(_options_base("_BiOptions", *_RNN_TABLES)):
         return _run(self, layer, options, xs, deterministic, **data)
 
 
-def _stacked(family: str, doc: str) -> type:
+def _stacked(family: str) -> type:
     """The linen module of a ``doors.FAMILIES`` entry."""
     tables = (doors.stacked_options(family),)
 
@@ -132,7 +132,7 @@ def _stacked(family: str, doc: str) -> type:
     namespace = {
         "__annotations__": {"hidden_size": int},
         "__call__": nn.compact(__call__),
-        "__doc__": doc + _STACKED_DOC,
+        "__doc__": doors.FAMILIES[family].summary + _STACKED_DOC,
         "__module__": __name__,
         "__qualname__": family,
     }
@@ -162,12 +162,6 @@ _STACKED_DOC = """
     layer; a bidirectional layer's is ``(forward, backward)``.
     """
 
-SimpleRNN = _stacked(
-    "SimpleRNN", """Stacked Elman RNN (PyTorch ``nn.RNN``); ``activation`` "tanh" or "relu"."""
-)
-LSTM = _stacked(
-    "LSTM",
-    """Stacked LSTM (PyTorch ``nn.LSTM``); cell options ``proj_size``,
-    ``peephole``, ``layer_norm``, ``forget_bias`` as ``rj.cells.lstm``.""",
-)
-GRU = _stacked("GRU", """Stacked GRU (PyTorch ``nn.GRU``); ``reset_after`` as ``rj.cells.gru``.""")
+SimpleRNN = _stacked("SimpleRNN")
+LSTM = _stacked("LSTM")
+GRU = _stacked("GRU")

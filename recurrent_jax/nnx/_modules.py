@@ -180,20 +180,14 @@ _STACKED_DOC = """
 
 class SimpleRNN(_Stacked):
     family = "SimpleRNN"
-    __doc__ = "Stacked Elman RNN (PyTorch ``nn.RNN``)." + _STACKED_DOC.format(name=family)
+    __doc__ = doors.FAMILIES[family].summary + _STACKED_DOC.format(name=family)
 
 
 class LSTM(_Stacked):
     family = "LSTM"
-    __doc__ = (
-        "Stacked LSTM (PyTorch ``nn.LSTM``); ``proj_size``, ``peephole``, "
-        "``layer_norm``, ``forget_bias`` as ``rj.cells.lstm``." + _STACKED_DOC.format(name=family)
-    )
+    __doc__ = doors.FAMILIES[family].summary + _STACKED_DOC.format(name=family)
 
 
 class GRU(_Stacked):
     family = "GRU"
-    __doc__ = (
-        "Stacked GRU (PyTorch ``nn.GRU``); ``reset_after`` as ``rj.cells.gru``."
-        + _STACKED_DOC.format(name=family)
-    )
+    __doc__ = doors.FAMILIES[family].summary + _STACKED_DOC.format(name=family)

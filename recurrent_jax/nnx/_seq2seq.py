@@ -55,9 +55,10 @@ class Seq2Seq(nnx.Module):
         """Logits (B, T, V) for ``tgt_in`` (B, T) by teacher forcing, or by
         scheduled sampling with a nonzero ``sampling_probability``; with
         ``return_alignments`` also the attention weights (B, T, S)."""
-        if key is None and not _is_zero(sampling_probability):
+        if key is None and model_lib.needs_sampling_key(sampling_probability):
             key = _draw_key(None, self.rngs)
-        out = self.core().apply(
+        return model_lib.module_call(
+            self.core(),
             params(self),
             src,
             src_lengths,
@@ -65,15 +66,11 @@ class Seq2Seq(nnx.Module):
             sampling_probability=sampling_probability,
             key=key,
             feedback=feedback,
+            return_alignments=return_alignments,
         )
-        return (out.logits, out.aux) if return_alignments else out.logits
 
     def decode(self, src, src_lengths, *, method="greedy", key=None, **options):
         """``rj.seq2seq.decode`` with these params (greedy, sample or beam)."""
         return model_lib.decode(
             self.core(), params(self), src, src_lengths, method=method, key=key, **options
         )
-
-
-def _is_zero(p) -> bool:
-    return isinstance(p, int | float) and p == 0

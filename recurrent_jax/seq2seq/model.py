@@ -256,6 +256,40 @@ def _check_lengths(src_lengths, src):
 DECODE_METHODS = ("greedy", "sample", "beam")
 
 
+def module_call(
+    model: Seq2SeqModel,
+    params,
+    src,
+    src_lengths,
+    tgt_in,
+    *,
+    sampling_probability=0.0,
+    key=None,
+    feedback: str = "sample",
+    return_alignments: bool = False,
+):
+    """What the Seq2Seq modules return: logits (B, T, V) for ``tgt_in`` by
+    teacher forcing (or scheduled sampling with a nonzero
+    ``sampling_probability``), with the attention weights (B, T, S) when
+    ``return_alignments``."""
+    out = model.apply(
+        params,
+        src,
+        src_lengths,
+        tgt_in,
+        sampling_probability=sampling_probability,
+        key=key,
+        feedback=feedback,
+    )
+    return (out.logits, out.aux) if return_alignments else out.logits
+
+
+def needs_sampling_key(sampling_probability) -> bool:
+    """Scheduled sampling draws unless the probability is a Python zero."""
+    p = sampling_probability
+    return not (isinstance(p, int | float) and p == 0)
+
+
 def decode(
     model: Seq2SeqModel,
     params,

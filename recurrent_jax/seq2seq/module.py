@@ -80,9 +80,10 @@ class Seq2Seq(nn.Module):
         """Logits (B, T, V) for ``tgt_in`` (B, T) by teacher forcing, or by
         scheduled sampling with a nonzero ``sampling_probability``; with
         ``return_alignments`` also the attention weights (B, T, S)."""
-        if key is None and not _is_zero(sampling_probability) and self.has_rng("sampling"):
-            key = self.make_rng("sampling")
-        out = self.model.apply(
+        if key is None and model_lib.needs_sampling_key(sampling_probability):
+            key = self.make_rng("sampling") if self.has_rng("sampling") else None
+        return model_lib.module_call(
+            self.model,
             self._params(),
             src,
             src_lengths,
@@ -90,8 +91,8 @@ class Seq2Seq(nn.Module):
             sampling_probability=sampling_probability,
             key=key,
             feedback=feedback,
+            return_alignments=return_alignments,
         )
-        return (out.logits, out.aux) if return_alignments else out.logits
 
     def _params(self):
         return dict(self.core_params)
@@ -116,7 +117,3 @@ class Seq2Seq(nn.Module):
         return model_lib.decode(
             self.model, self._params(), src, src_lengths, method=method, key=key, **options
         )
-
-
-def _is_zero(p) -> bool:
-    return isinstance(p, (int, float)) and p == 0
