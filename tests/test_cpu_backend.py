@@ -136,3 +136,22 @@ def test_without_the_extension_the_xla_paths_run(env, reason, tmp_path):
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "fused"
     assert lines[1].startswith("impl: 'cpu' cannot be used here:") and reason in lines[1]
+
+
+def test_nested_vmap_over_weights_and_inputs(rng):
+    """Two vmap levels (runs x inputs): every operand carries both run axes."""
+    cell, _ = make("gru", rng)
+    runs = [make("gru", rng)[1] for _ in range(2)]
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *runs)
+    xs = normal(rng, (3, 4, T, D))  # 3 input sets of 4 rows each
+    lengths = jnp.asarray(rng.integers(0, T + 1, (3, 4)))
+
+    def ys(p, x, n, impl):
+        return rj.unroll(cell, p, x, seq_lengths=n, impl=impl)[1]
+
+    run = jax.vmap(jax.vmap(lambda p, x, n: ys(p, x, n, "cpu"), (None, 0, 0)), (0, None, None))
+    got = jax.jit(run)(stacked, xs, lengths)
+    for i, params in enumerate(runs):
+        for j in range(3):
+            want = ys(params, xs[j], lengths[j], "scan")
+            assert_trees_close(got[i, j], want, **VALUES)

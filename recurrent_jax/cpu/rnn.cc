@@ -84,6 +84,46 @@ void over_rows(int64_t B, double flops, F fn) {
   for (auto& thread : pool) thread.join();
 }
 
+// Under jax.vmap (vmap_method="broadcast_all") every operand gains leading
+// run axes: run n's slice of a buffer is its n-th of `runs` equal parts.
+inline float* at(ffi::Buffer<ffi::F32>& buffer, int64_t n, int64_t runs) {
+  return buffer.typed_data() + n * (static_cast<int64_t>(buffer.element_count()) / runs);
+}
+inline float* at(ffi::ResultBuffer<ffi::F32>& buffer, int64_t n, int64_t runs) {
+  return buffer->typed_data() + n * (static_cast<int64_t>(buffer->element_count()) / runs);
+}
+
+// Runs fn(n, b0, b1) for every run n and row slice: runs spread over the
+// cores (each run on one thread) when there are several, else the rows of
+// the one run (over_rows).
+template <class F>
+void over_runs(int64_t runs, int64_t B, double flops, F fn) {
+  if (runs == 1) {
+    return over_rows(B, flops, [&](int64_t b0, int64_t b1) { fn(int64_t{0}, b0, b1); });
+  }
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t n = flops * runs < kThreadFlops ? 1 : std::min(cores, runs);
+  auto worker = [&](int64_t first) {
+    for (int64_t r = first; r < runs; r += n) fn(r, int64_t{0}, B);
+  };
+  std::vector<std::thread> pool;
+  for (int64_t first = 1; first < n; ++first) pool.emplace_back(worker, first);
+  worker(0);
+  for (auto& thread : pool) thread.join();
+}
+
+// (runs, T, B, G) of an operand whose last three axes are (T, B, G).
+struct Dims {
+  int64_t runs, T, B, G;
+};
+inline Dims dims_of(ffi::Buffer<ffi::F32>& buffer) {
+  const auto d = buffer.dimensions();
+  const size_t r = d.size();
+  int64_t runs = 1;
+  for (size_t i = 0; i + 3 < r; ++i) runs *= d[i];
+  return {runs, d[r - 3], d[r - 2], d[r - 1]};
+}
+
 std::vector<float> transpose(const float* w, int64_t rows, int64_t cols) {
   std::vector<float> t(rows * cols);
   for (int64_t r = 0; r < rows; ++r)
@@ -101,27 +141,27 @@ ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
                        ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> c_last,
                        ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> h_prev,
                        ffi::ResultBuffer<ffi::F32> c_prev) {
-  const auto dims = xp.dimensions();
-  const int64_t T = dims[0], B = dims[1], G = dims[2], H = G / 4;
-  over_rows(B, 2.0 * T * B * H * G, [&](int64_t b0, int64_t b1) {
+  const auto [N, T, B, G] = dims_of(xp);
+  const int64_t H = G / 4;
+  over_runs(N, B, 2.0 * T * B * H * G, [&](int64_t n, int64_t b0, int64_t b1) {
     const int64_t rows = b1 - b0;
-    std::vector<float> h(h0.typed_data() + b0 * H, h0.typed_data() + b1 * H);
-    std::vector<float> c(c0.typed_data() + b0 * H, c0.typed_data() + b1 * H);
+    std::vector<float> h(at(h0, n, N) + b0 * H, at(h0, n, N) + b1 * H);
+    std::vector<float> c(at(c0, n, N) + b0 * H, at(c0, n, N) + b1 * H);
     std::vector<float> pre(rows * G), tc(H);
     for (int64_t t = 0; t < T; ++t) {
       const int64_t row0 = t * B + b0;
-      std::memcpy(pre.data(), xp.typed_data() + row0 * G, rows * G * sizeof(float));
-      gemm_acc(h.data(), w.typed_data(), pre.data(), rows, H, G);
-      std::memcpy(h_prev->typed_data() + row0 * H, h.data(), rows * H * sizeof(float));
-      std::memcpy(c_prev->typed_data() + row0 * H, c.data(), rows * H * sizeof(float));
+      std::memcpy(pre.data(), at(xp, n, N) + row0 * G, rows * G * sizeof(float));
+      gemm_acc(h.data(), at(w, n, N), pre.data(), rows, H, G);
+      std::memcpy(at(h_prev, n, N) + row0 * H, h.data(), rows * H * sizeof(float));
+      std::memcpy(at(c_prev, n, N) + row0 * H, c.data(), rows * H * sizeof(float));
       for (int64_t b = 0; b < rows; ++b) {
-        float* __restrict__ g = gates->typed_data() + (row0 + b) * G;
-        float* __restrict__ y = ys->typed_data() + (row0 + b) * H;
+        float* __restrict__ g = at(gates, n, N) + (row0 + b) * G;
+        float* __restrict__ y = at(ys, n, N) + (row0 + b) * H;
         const float* p = pre.data() + b * G;
         sigmoid_into(p, g, 2 * H);  // i, f
         tanh_into(p + 2 * H, g + 2 * H, H);
         sigmoid_into(p + 3 * H, g + 3 * H, H);
-        if (valid.typed_data()[row0 + b] > 0.5f) {
+        if (at(valid, n, N)[row0 + b] > 0.5f) {
           float* __restrict__ cb = c.data() + b * H;
           float* __restrict__ hb = h.data() + b * H;
           for (int64_t u = 0; u < H; ++u) cb[u] = g[H + u] * cb[u] + g[u] * g[2 * H + u];
@@ -132,8 +172,8 @@ ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
         }
       }
     }
-    std::copy(h.begin(), h.end(), h_last->typed_data() + b0 * H);
-    std::copy(c.begin(), c.end(), c_last->typed_data() + b0 * H);
+    std::copy(h.begin(), h.end(), at(h_last, n, N) + b0 * H);
+    std::copy(c.begin(), c.end(), at(c_last, n, N) + b0 * H);
   });
   return ffi::Error::Success();
 }
@@ -143,26 +183,26 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> valid, ffi::Buffer<ffi::F32> w,
                         ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last,
                         ffi::Buffer<ffi::F32> d_c_last, ffi::ResultBuffer<ffi::F32> d_pre,
                         ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_c0) {
-  const auto dims = gates.dimensions();
-  const int64_t T = dims[0], B = dims[1], G = dims[2], H = G / 4;
-  const std::vector<float> w_t = transpose(w.typed_data(), H, G);  // (G, H)
-  over_rows(B, 2.0 * T * B * H * G, [&](int64_t b0, int64_t b1) {
+  const auto [N, T, B, G] = dims_of(gates);
+  const int64_t H = G / 4;
+  over_runs(N, B, 2.0 * T * B * H * G, [&](int64_t n, int64_t b0, int64_t b1) {
+    const std::vector<float> w_t = transpose(at(w, n, N), H, G);  // (G, H)
     const int64_t rows = b1 - b0;
-    std::vector<float> dh(d_h_last.typed_data() + b0 * H, d_h_last.typed_data() + b1 * H);
-    std::vector<float> dc(d_c_last.typed_data() + b0 * H, d_c_last.typed_data() + b1 * H);
+    std::vector<float> dh(at(d_h_last, n, N) + b0 * H, at(d_h_last, n, N) + b1 * H);
+    std::vector<float> dc(at(d_c_last, n, N) + b0 * H, at(d_c_last, n, N) + b1 * H);
     std::vector<float> dh_next(rows * H), cn(H), tc(H);
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t row0 = t * B + b0;
-      float* dp = d_pre->typed_data() + row0 * G;
+      float* dp = at(d_pre, n, N) + row0 * G;
       for (int64_t b = 0; b < rows; ++b) {
         float* __restrict__ dpb = dp + b * G;
-        if (!(valid.typed_data()[row0 + b] > 0.5f)) {
+        if (!(at(valid, n, N)[row0 + b] > 0.5f)) {
           std::fill(dpb, dpb + G, 0.0f);
           continue;
         }
-        const float* __restrict__ g = gates.typed_data() + (row0 + b) * G;
-        const float* __restrict__ cp = c_prev.typed_data() + (row0 + b) * H;
-        const float* __restrict__ dy = d_ys.typed_data() + (row0 + b) * H;
+        const float* __restrict__ g = at(gates, n, N) + (row0 + b) * G;
+        const float* __restrict__ cp = at(c_prev, n, N) + (row0 + b) * H;
+        const float* __restrict__ dy = at(d_ys, n, N) + (row0 + b) * H;
         float* __restrict__ dhb = dh.data() + b * H;
         float* __restrict__ dcb = dc.data() + b * H;
         for (int64_t u = 0; u < H; ++u) cn[u] = g[H + u] * cp[u] + g[u] * g[2 * H + u];
@@ -183,11 +223,11 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> valid, ffi::Buffer<ffi::F32> w,
       std::fill(dh_next.begin(), dh_next.end(), 0.0f);
       gemm_acc(dp, w_t.data(), dh_next.data(), rows, G, H);
       for (int64_t b = 0; b < rows; ++b)
-        if (valid.typed_data()[row0 + b] > 0.5f)
+        if (at(valid, n, N)[row0 + b] > 0.5f)
           std::copy(dh_next.begin() + b * H, dh_next.begin() + (b + 1) * H, dh.begin() + b * H);
     }
-    std::copy(dh.begin(), dh.end(), d_h0->typed_data() + b0 * H);
-    std::copy(dc.begin(), dc.end(), d_c0->typed_data() + b0 * H);
+    std::copy(dh.begin(), dh.end(), at(d_h0, n, N) + b0 * H);
+    std::copy(dc.begin(), dc.end(), at(d_c0, n, N) + b0 * H);
   });
   return ffi::Error::Success();
 }
@@ -199,24 +239,24 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
                       ffi::Buffer<ffi::F32> h0, ffi::ResultBuffer<ffi::F32> ys,
                       ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> gates,
                       ffi::ResultBuffer<ffi::F32> hn, ffi::ResultBuffer<ffi::F32> h_prev) {
-  const auto dims = xp.dimensions();
-  const int64_t T = dims[0], B = dims[1], G = dims[2], H = G / 3;
-  over_rows(B, 2.0 * T * B * H * G, [&](int64_t b0, int64_t b1) {
+  const auto [N, T, B, G] = dims_of(xp);
+  const int64_t H = G / 3;
+  over_runs(N, B, 2.0 * T * B * H * G, [&](int64_t n, int64_t b0, int64_t b1) {
     const int64_t rows = b1 - b0;
-    std::vector<float> h(h0.typed_data() + b0 * H, h0.typed_data() + b1 * H);
+    std::vector<float> h(at(h0, n, N) + b0 * H, at(h0, n, N) + b1 * H);
     std::vector<float> hh(rows * G), sum(2 * H);
     for (int64_t t = 0; t < T; ++t) {
       const int64_t row0 = t * B + b0;
       std::fill(hh.begin(), hh.end(), 0.0f);
-      gemm_acc(h.data(), w.typed_data(), hh.data(), rows, H, G);
-      std::memcpy(h_prev->typed_data() + row0 * H, h.data(), rows * H * sizeof(float));
+      gemm_acc(h.data(), at(w, n, N), hh.data(), rows, H, G);
+      std::memcpy(at(h_prev, n, N) + row0 * H, h.data(), rows * H * sizeof(float));
       for (int64_t b = 0; b < rows; ++b) {
-        const float* __restrict__ x = xp.typed_data() + (row0 + b) * G;
+        const float* __restrict__ x = at(xp, n, N) + (row0 + b) * G;
         const float* __restrict__ q = hh.data() + b * G;
-        const float* __restrict__ bn = b_hn.typed_data();
-        float* __restrict__ g = gates->typed_data() + (row0 + b) * G;
-        float* __restrict__ hnb = hn->typed_data() + (row0 + b) * H;
-        float* __restrict__ y = ys->typed_data() + (row0 + b) * H;
+        const float* __restrict__ bn = at(b_hn, n, N);
+        float* __restrict__ g = at(gates, n, N) + (row0 + b) * G;
+        float* __restrict__ hnb = at(hn, n, N) + (row0 + b) * H;
+        float* __restrict__ y = at(ys, n, N) + (row0 + b) * H;
         for (int64_t u = 0; u < 2 * H; ++u) sum[u] = x[u] + q[u];
         sigmoid_into(sum.data(), g, 2 * H);  // r, z
         for (int64_t u = 0; u < H; ++u) {
@@ -224,7 +264,7 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
           sum[u] = x[2 * H + u] + g[u] * hnb[u];
         }
         tanh_into(sum.data(), g + 2 * H, H);
-        if (valid.typed_data()[row0 + b] > 0.5f) {
+        if (at(valid, n, N)[row0 + b] > 0.5f) {
           float* __restrict__ hb = h.data() + b * H;
           for (int64_t u = 0; u < H; ++u) {
             const float z = g[H + u], n = g[2 * H + u];
@@ -235,7 +275,7 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
         }
       }
     }
-    std::copy(h.begin(), h.end(), h_last->typed_data() + b0 * H);
+    std::copy(h.begin(), h.end(), at(h_last, n, N) + b0 * H);
   });
   return ffi::Error::Success();
 }
@@ -245,28 +285,28 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> valid, ffi::Buffer<ffi::F32> w,
                        ffi::Buffer<ffi::F32> h_prev, ffi::Buffer<ffi::F32> d_ys,
                        ffi::Buffer<ffi::F32> d_h_last, ffi::ResultBuffer<ffi::F32> d_xp,
                        ffi::ResultBuffer<ffi::F32> d_hh, ffi::ResultBuffer<ffi::F32> d_h0) {
-  const auto dims = gates.dimensions();
-  const int64_t T = dims[0], B = dims[1], G = dims[2], H = G / 3;
-  const std::vector<float> w_t = transpose(w.typed_data(), H, G);
-  over_rows(B, 2.0 * T * B * H * G, [&](int64_t b0, int64_t b1) {
+  const auto [N, T, B, G] = dims_of(gates);
+  const int64_t H = G / 3;
+  over_runs(N, B, 2.0 * T * B * H * G, [&](int64_t n, int64_t b0, int64_t b1) {
+    const std::vector<float> w_t = transpose(at(w, n, N), H, G);
     const int64_t rows = b1 - b0;
-    std::vector<float> dh(d_h_last.typed_data() + b0 * H, d_h_last.typed_data() + b1 * H);
+    std::vector<float> dh(at(d_h_last, n, N) + b0 * H, at(d_h_last, n, N) + b1 * H);
     std::vector<float> dh_next(rows * H);
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t row0 = t * B + b0;
-      float* dx = d_xp->typed_data() + row0 * G;
-      float* dq = d_hh->typed_data() + row0 * G;
+      float* dx = at(d_xp, n, N) + row0 * G;
+      float* dq = at(d_hh, n, N) + row0 * G;
       for (int64_t b = 0; b < rows; ++b) {
         float *__restrict__ dxb = dx + b * G, *__restrict__ dqb = dq + b * G;
-        if (!(valid.typed_data()[row0 + b] > 0.5f)) {
+        if (!(at(valid, n, N)[row0 + b] > 0.5f)) {
           std::fill(dxb, dxb + G, 0.0f);
           std::fill(dqb, dqb + G, 0.0f);
           continue;
         }
-        const float* __restrict__ g = gates.typed_data() + (row0 + b) * G;
-        const float* __restrict__ hnb = hn.typed_data() + (row0 + b) * H;
-        const float* __restrict__ hp = h_prev.typed_data() + (row0 + b) * H;
-        const float* __restrict__ dy = d_ys.typed_data() + (row0 + b) * H;
+        const float* __restrict__ g = at(gates, n, N) + (row0 + b) * G;
+        const float* __restrict__ hnb = at(hn, n, N) + (row0 + b) * H;
+        const float* __restrict__ hp = at(h_prev, n, N) + (row0 + b) * H;
+        const float* __restrict__ dy = at(d_ys, n, N) + (row0 + b) * H;
         float* __restrict__ dhb = dh.data() + b * H;
         for (int64_t u = 0; u < H; ++u) {
           const float r = g[u], z = g[H + u], n = g[2 * H + u];
@@ -284,10 +324,10 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> valid, ffi::Buffer<ffi::F32> w,
       std::fill(dh_next.begin(), dh_next.end(), 0.0f);
       gemm_acc(dq, w_t.data(), dh_next.data(), rows, G, H);
       for (int64_t b = 0; b < rows; ++b)
-        if (valid.typed_data()[row0 + b] > 0.5f)
+        if (at(valid, n, N)[row0 + b] > 0.5f)
           for (int64_t u = 0; u < H; ++u) dh[b * H + u] += dh_next[b * H + u];
     }
-    std::copy(dh.begin(), dh.end(), d_h0->typed_data() + b0 * H);
+    std::copy(dh.begin(), dh.end(), at(d_h0, n, N) + b0 * H);
   });
   return ffi::Error::Success();
 }

@@ -8,8 +8,9 @@ then one GEMM in XLA,
 .. math::  dW_{hh} = \sum_t h_{t-1}^⊤ \, dhh_t,
 
 and dxp_t flows back to ``project``'s single GEMM by autodiff. Under
-``jax.vmap`` (a sweep) the calls run run by run (``vmap_method=
-"sequential"``), each its own whole recurrence.
+``jax.vmap`` (a sweep) every operand gains the run axis
+(``vmap_method="broadcast_all"``) and one call runs all runs, spread over
+the cores.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def cpu_scan(cell: Cell, params, carry0, inputs: _step.StepInputs):
 
 def _call(name, shapes, *args):
     out = [jax.ShapeDtypeStruct(s, _F32) for s in shapes]
-    return jax.ffi.ffi_call(name, out, vmap_method="sequential")(*args)
+    return jax.ffi.ffi_call(name, out, vmap_method="broadcast_all")(*args)
 
 
 # --- LSTM ------------------------------------------------------------------------
