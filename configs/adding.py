@@ -7,6 +7,8 @@ the LSTM should reach MSE < 0.01. Variant ``:smoke`` runs in seconds.
 
 from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
+VARIANTS = ("smoke",)  # the args get_config takes ("<file>:smoke")
+
 
 def get_config(arg=None):
     config = base_config("adding")

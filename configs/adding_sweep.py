@@ -12,6 +12,8 @@ import ml_collections
 
 from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
+VARIANTS = ("smoke",)  # the args get_config takes ("<file>:smoke")
+
 
 def get_config(arg=None):
     config = base_config("adding", name="adding_sweep")

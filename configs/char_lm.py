@@ -9,6 +9,8 @@ few hundred steps; the best checkpoint is kept. Another text:
 
 from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
+VARIANTS = ("smoke",)  # the args get_config takes ("<file>:smoke")
+
 
 def get_config(arg=None):
     config = base_config("text", name="char_lm")

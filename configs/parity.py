@@ -8,6 +8,8 @@ Variant ``:smoke`` runs in seconds.
 
 from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
+VARIANTS = ("smoke",)  # the args get_config takes ("<file>:smoke")
+
 
 def get_config(arg=None):
     config = base_config("parity")

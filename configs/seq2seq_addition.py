@@ -16,6 +16,8 @@ writes ``samples/step_*.txt`` and ``plots/attention_step_*.png``. Variant
 
 from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine
 
+VARIANTS = ("smoke",)  # the args get_config takes ("<file>:smoke")
+
 
 def get_config(arg=None):
     config = base_config("addition", name="seq2seq_addition")

@@ -66,9 +66,19 @@ def load_config(spec: str):
         module_spec.loader.exec_module(module)
         if not hasattr(module, "get_config"):
             raise ConfigError(f"{path}: expected a function get_config(arg=None)")
+        check_variant(path, arg, getattr(module, "VARIANTS", None))
         config = module.get_config(arg) if arg is not None else module.get_config()
     config.lock()
     return config
+
+
+def check_variant(path: Path, arg: str | None, variants) -> None:
+    """A config that declares ``VARIANTS`` accepts only those after the colon
+    (a typo would otherwise run the full default job)."""
+    if arg is not None and variants is not None and arg not in variants:
+        raise ConfigError(
+            f"--config: unknown variant {arg!r} of {path.name}; known variants: {list(variants)}"
+        )
 
 
 def apply_overrides(config, overrides: list[tuple[str, str]]):
@@ -297,8 +307,11 @@ def cmd_list(args, overrides) -> int:
         for path in sorted(d.glob("*.py")):
             doc = [line for line in (_docstring(path) or "").splitlines() if line.strip()]
             print(f"  {path.stem:18s} {doc[0] if doc else ''}")
-            if len(doc) > 1:
-                print(f"  {'':18s}   {doc[1].strip()}")
+            for line in doc[1:]:
+                print(f"  {'':18s}   {line.strip()}")
+            variants = _variants(path)
+            if variants:
+                print(f"  {'':18s}   variants: {', '.join(f':{v}' for v in variants)}")
     print("tasks:")
     for task in tasks():
         extra = f" [needs {task.extra}]" if task.extra else ""
@@ -308,6 +321,16 @@ def cmd_list(args, overrides) -> int:
 
 def _docstring(path: Path) -> str | None:
     return ast.get_docstring(ast.parse(path.read_text()))
+
+
+def _variants(path: Path) -> list[str]:
+    """The config file's ``VARIANTS`` tuple, read without running the file."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "VARIANTS" for t in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    return []
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -101,3 +101,20 @@ def test_version(capsys):
         cli.main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"recurrent-jax {rj.__version__}"
+
+
+def test_unknown_variant_is_an_error_listing_the_known_ones(capsys):
+    """A typo after the colon used to run the full 1500-step job."""
+    assert cli.main(["train", "--config=configs/adding.py:smokee"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "recurrent-jax: error: --config: unknown variant 'smokee' of adding.py; "
+        "known variants: ['smoke']"
+    )
+
+
+def test_list_shows_whole_descriptions_and_variants(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "variants: :smoke" in out
+    assert "the LSTM should reach MSE < 0.01" in out  # a later line of adding's docstring
