@@ -118,3 +118,20 @@ def test_list_shows_whole_descriptions_and_variants(capsys):
     out = capsys.readouterr().out
     assert "variants: :smoke" in out
     assert "the LSTM should reach MSE < 0.01" in out  # a later line of adding's docstring
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_workdir_that_is_a_file_is_a_one_line_error(command, tmp_path, capsys):
+    """No traceback, and the file named is left as it was."""
+    existing = tmp_path / "notes.txt"
+    existing.write_text("keep me")
+    config = "configs/adding.py:smoke" if command == "train" else "configs/adding_sweep.py:smoke"
+    for workdir, message in [
+        (existing, f"expected a directory, got the file '{existing}'"),
+        (existing / "run", f"cannot write to '{existing / 'run'}'"),
+    ]:
+        code = cli.main([command, f"--config={config}", f"--workdir={workdir}", "--no-progress"])
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"recurrent-jax: error: --workdir: {message}")
+    assert existing.read_text() == "keep me"

@@ -40,6 +40,7 @@ from recurrent_jax.sweep.runner import (
 from recurrent_jax.sweep.spec import GridPoint, SweepPlan
 from recurrent_jax.train.checkpoint import Checkpointer
 from recurrent_jax.train.config import to_dict
+from recurrent_jax.train.loop import make_workdir
 from recurrent_jax.train.metrics import METRICS_FILE, read_metrics
 from recurrent_jax.train.progress import Progress
 
@@ -50,8 +51,7 @@ def prepare_sweep_dir(plan: SweepPlan, workdir: Path) -> Path:
     """Creates ``workdir`` with ``sweep.json`` (the base config and sweep
     section: re-launchable with ``--config=<workdir>/sweep.json``); an
     existing sweep there must be the same one (then it is resumed)."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_workdir(workdir)
     saved = {**to_dict(plan.base), "sweep": plan.section}
     path = workdir / SWEEP_FILE
     if jax.process_count() > 1:  # process 0 writes it; the others check it

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from recurrent_jax.data.base import losses_and_metrics
+from recurrent_jax.data.options import ConfigError
 from recurrent_jax.train import core, seq2seq_outputs
 from recurrent_jax.train import seq2seq as seq2seq_stages
 from recurrent_jax.train.checkpoint import Checkpointer
@@ -76,11 +77,27 @@ def _compile_static(config: ExperimentConfig) -> Compiled:
     )
 
 
+def make_workdir(workdir) -> Path:
+    """Creates the run or sweep directory ``workdir`` (and its parents); a
+    path that is a file or cannot be created is a ConfigError naming it."""
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir: expected a directory, got the file {str(workdir)!r}")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".recurrent_jax_write_test"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(f"--workdir: cannot write to {str(workdir)!r}: {reason}") from None
+    return workdir
+
+
 def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
     """Creates ``workdir`` and saves the resolved config; an existing run
     there must have the same config (then it is resumed)."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_workdir(workdir)
     path = workdir / CONFIG_FILE
     resolved = to_dict(config)
     if path.exists():
