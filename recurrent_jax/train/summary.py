@@ -77,12 +77,12 @@ def _samples(run, length: int = 240) -> str | None:
         return None
     first_id = int(run.eval_data.targets[0, 0])
     lines = []
-    for temperature in (0.0, 0.8, 1.0):
+    for index, temperature in enumerate((0.0, 0.8, 1.0)):
         ids = generate.generate(
             run.config.model,
             run.state.params,
             first_id,
-            jax.random.PRNGKey(0),
+            jax.random.fold_in(jax.random.PRNGKey(0), index),  # own draws per temperature
             length,
             task.output_size,
             temperature,
