@@ -339,7 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"recurrent-jax {__version__}")
     sub = parser.add_subparsers(dest="command")
-    train = sub.add_parser("train", help="train from a config (resumes a --workdir)")
+    overrides_help = (
+        "Any config key can be overridden: --config.a.b=value, e.g. "
+        "--config.model.hidden_size=128 --config.model.engine.remat=256 "
+        "--config.optimizer.learning_rate=3e-3 (values parse as the key's type)."
+    )
+    train = sub.add_parser(
+        "train", help="train from a config (resumes a --workdir)", epilog=overrides_help
+    )
     train.add_argument("--config", help="configs/<name>.py[:variant], a name, or a config.json")
     train.add_argument("--workdir", help="run directory (default runs/<name>-<time>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
@@ -359,7 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--source", action="append", help="a source string (repeatable)")
     decode.add_argument("--num-samples", type=int, default=10, help="lines to print")
     sub.add_parser("list", help="list configs and tasks")
-    sweep = sub.add_parser("sweep", help="run a config's sweep section (resumes a --workdir)")
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a config's sweep section (resumes a --workdir)",
+        epilog=overrides_help + " Sweep axes: --config.sweep.vmap.learning_rate=\"{'log': "
+        "[1e-3, 1e-1], 'num': 5}\", --config.sweep.grid.model.cell=\"['lstm', 'gru']\", "
+        "--config.sweep.seeds=3.",
+    )
     sweep.add_argument("--config", help="configs/<name>.py[:variant], a name, or a sweep.json")
     sweep.add_argument("--workdir", help="sweep directory (default runs/<name>-sweep-<time>)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")

@@ -135,3 +135,11 @@ def test_workdir_that_is_a_file_is_a_one_line_error(command, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"recurrent-jax: error: --workdir: {message}")
     assert existing.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_help_documents_overrides(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--config.a.b=value" in out and "--config.model.engine.remat=256" in out
