@@ -119,10 +119,20 @@ def _structure(tree):
 # --- layers -------------------------------------------------------------------
 
 
+def set_options(options: Mapping, table: Mapping) -> dict:
+    """The entries of ``options`` that differ from ``table``'s defaults (a
+    traced rate always counts as set)."""
+
+    def is_default(value, default):
+        return value is default or (type(value) is type(default) and value == default)
+
+    return {k: v for k, v in options.items() if k in table and not is_default(v, table[k])}
+
+
 def rnn_layer(cell, reverse: bool, options: Mapping) -> layers.Layer:
     """``RNN``'s layer: ``cell`` in one direction with the ``LAYER`` options."""
     if isinstance(cell, layers.Layer):
-        set_here = sorted(k for k, v in options.items() if k in LAYER and v != LAYER[k])
+        set_here = sorted(set_options(options, LAYER))
         if reverse or set_here:
             raise ValueError(
                 f"cell: a Layer carries its own options; got a Layer with {set_here or 'reverse'}"
@@ -132,9 +142,12 @@ def rnn_layer(cell, reverse: bool, options: Mapping) -> layers.Layer:
 
 
 def bidirectional_layer(forward, backward, merge_mode, options: Mapping) -> layers.Layer:
-    """``Bidirectional``'s layer: two cells, the ``LAYER`` options each."""
+    """``Bidirectional``'s layer: two cells with the ``LAYER`` options each,
+    or two Layers, which carry their own (then setting them is an error)."""
+    given = set_options(options, LAYER)
+    time_major = given.pop("time_major", False)
     return layers.bidirectional(
-        forward, backward, merge_mode=merge_mode, **{k: options[k] for k in LAYER}
+        forward, backward, merge_mode=merge_mode, time_major=time_major, **given
     )
 
 
@@ -185,11 +198,14 @@ def resolve_deterministic(module_value, call_value, options: Mapping) -> bool:
     )
 
 
-def needs_key(options: Mapping, deterministic: bool) -> bool:
-    """Whether a call draws random masks (a rate may be a traced value)."""
-    return not deterministic and not all(
-        _checks.is_zero(options[name]) for name in RATES if name in options
-    )
+def needs_key(options: Mapping, deterministic: bool, cells=()) -> bool:
+    """Whether a call draws random masks: a door rate is set (it may be a
+    traced value), or a Layer given as a cell may hold rates of its own."""
+    if deterministic:
+        return False
+    if any(isinstance(cell, layers.Layer) for cell in cells):
+        return True
+    return not all(_checks.is_zero(options[name]) for name in RATES if name in options)
 
 
 def apply(layer: layers.Layer, params, xs, *, options: Mapping, key, deterministic, **data):

@@ -54,11 +54,15 @@ def _run(module, layer, options, xs, deterministic, **data):
     params = _register_params(module, layer.init, xs.shape[-1])
     deterministic = doors.resolve_deterministic(module.deterministic, deterministic, options)
     key = None
-    if doors.needs_key(options, deterministic) and module.has_rng("dropout"):
+    if doors.needs_key(options, deterministic, _cells(module)) and module.has_rng("dropout"):
         key = module.make_rng("dropout")
     return doors.apply(
         layer, params, xs, options=options, key=key, deterministic=deterministic, **data
     )
+
+
+def _cells(module) -> tuple:
+    return tuple(getattr(module, name, None) for name in ("cell", "forward", "backward"))
 
 
 _RNN_TABLES = (doors.LAYER, doors.OUTPUT)

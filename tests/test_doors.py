@@ -467,3 +467,24 @@ def test_nnx_needs_rngs_and_eqx_a_key():
         rj.nnx.GRU(D, H, rngs=0)
     with pytest.raises(ValueError, match="key: a PRNG key is required to initialise"):
         rj.eqx.GRU(D, H, key=None)
+
+
+@pytest.mark.parametrize("door", ["linen", "nnx"])
+def test_layers_given_as_cells_keep_their_own_options(door, rng):
+    """An RNN of a Layer with its own dropout draws a key when training, and a
+    Bidirectional of two Layers runs them as built (no door options needed)."""
+    xs = normal(rng, (B, T, D))
+    key = jax.random.PRNGKey(4)
+    lyr = rj.layer(rj.cells.gru(H), dropout=0.5, recurrent_dropout=0.3)
+    params = lyr.init(jax.random.PRNGKey(0), D)
+    want = lyr.apply(params, xs, key=linen_key(key) if door == "linen" else key)[1]
+    got = Door(door, "RNN", (lyr,), {})(params, xs, key=key, deterministic=False)
+    assert_trees_close(got, want, **EXACT)
+
+    fwd, bwd = rj.layer(rj.cells.gru(H)), rj.layer(rj.cells.mgu(H), reverse=True)
+    core = rj.bidirectional(fwd, bwd, merge_mode="sum")
+    params = core.init(jax.random.PRNGKey(1), D)
+    got = Door(door, "Bidirectional", (fwd, bwd), dict(merge_mode="sum"))(params, xs)
+    assert_trees_close(got, core.apply(params, xs)[1], **EXACT)
+    with pytest.raises(ValueError, match=r"layer_options: \['zoneout'\] apply to Cells only"):
+        Door(door, "Bidirectional", (fwd, bwd), dict(zoneout=0.1))(params, xs)

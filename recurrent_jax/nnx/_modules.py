@@ -76,7 +76,9 @@ class _Recurrent(nnx.Module):
         the module's own for this call's masks."""
         options = self.options()
         deterministic = doors.resolve_deterministic(self.deterministic, deterministic, options)
-        key = _draw_key(rngs, self.rngs) if doors.needs_key(options, deterministic) else None
+        cells = tuple(getattr(self, n, None) for n in ("cell", "forward", "backward"))
+        needs_key = doors.needs_key(options, deterministic, cells)
+        key = _draw_key(rngs, self.rngs) if needs_key else None
         return doors.apply(
             self.layer(),
             params(self),
