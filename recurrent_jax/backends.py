@@ -182,7 +182,8 @@ def _pallas_blockers(call):
     if jax.default_backend() == "tpu":
         reasons.append("the kernel lowers for CUDA GPUs (Triton) and CPUs (interpret mode)")
     if jax.default_backend() == "gpu":
-        widths = tuple(call.params["w_hh"].shape)  # (K, G): Triton blocks are powers of two
+        w_hh = call.params.get("w_hh") if isinstance(call.params, dict) else None
+        widths = () if w_hh is None else tuple(w_hh.shape)  # Triton blocks: powers of two
         if any(w < 16 or w & (w - 1) for w in widths):
             reasons.append(
                 f"on a GPU it needs W_hh widths that are powers of two >= 16, got {widths}"

@@ -155,3 +155,18 @@ def test_nested_vmap_over_weights_and_inputs(rng):
         for j in range(3):
             want = ys(params, xs[j], lengths[j], "scan")
             assert_trees_close(got[i, j], want, **VALUES)
+
+
+def test_remat_segments_run_the_extension(rng):
+    """``remat`` recomputes each segment's forward call in the backward: the
+    gradients stay the scan's."""
+    cell, params = make("lstm", rng)
+    xs = normal(rng, (5, T, D))
+    lengths = np.array([T, 0, 3, 1, 5])
+
+    def loss(p, **kw):
+        return jnp.sum(jnp.sin(rj.unroll(cell, p, xs, seq_lengths=lengths, **kw)[1]))
+
+    got = jax.jit(jax.grad(lambda p: loss(p, impl="cpu", remat=3)))(params)
+    want = jax.jit(jax.grad(lambda p: loss(p, impl="scan")))(params)
+    assert_trees_close(got, want, **GRADS)
