@@ -147,11 +147,13 @@ def bidirectional(
             f"merge_mode: expected one of {list(MERGE_MODES)} or a callable, got {merge_mode!r}"
         )
     backward = forward if backward is None else backward
-    if layer_options and isinstance(forward, Layer) and isinstance(backward, Layer):
-        raise ValueError(
-            f"layer_options: {sorted(layer_options)} apply to Cells only; forward and "
-            "backward are Layers built with their own options"
-        )
+    if isinstance(forward, Layer) and isinstance(backward, Layer):
+        given = sorted(layer_options) + (["time_major"] if time_major else [])
+        if given:
+            raise ValueError(
+                f"layer_options: {given} apply to Cells only; forward and "
+                "backward are Layers built with their own options"
+            )
     opts = dict(layer_options, time_major=time_major)
     fwd = forward if isinstance(forward, Layer) else layer(forward, **opts)
     bwd = backward if isinstance(backward, Layer) else layer(backward, reverse=True, **opts)

@@ -125,3 +125,5 @@ def test_engine_of_layers_cannot_be_set_twice():
         rj.stack([lyr, lyr], impl="scan")
     with pytest.raises(ValueError, match=r"layer_options: \['impl'\] apply to Cells only"):
         rj.bidirectional(lyr, impl="scan")
+    with pytest.raises(ValueError, match=r"layer_options: \['time_major'\] apply to Cells only"):
+        rj.bidirectional(lyr, time_major=True)
