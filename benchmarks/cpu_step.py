@@ -6,9 +6,10 @@ in one process.
     python benchmarks/cpu_step.py --smoke         # seconds; part of the tests
 
 One training step = forward + backward of one layer, loss = mean(y²),
-gradients w.r.t. the weights and the inputs. Every round times each
-implementation once, in turn, so machine noise hits all alike; the table
-gives medians over rounds and the ratios peer / ours (> 1: we are faster).
+gradients w.r.t. the weights and the inputs. Every round runs each
+implementation in turn (one untimed call, then three timed ones; see
+``interleaved``), so machine noise hits all alike; the table gives medians
+and the ratios peer / ours (> 1: we are faster).
 """
 
 from __future__ import annotations
@@ -93,17 +94,28 @@ def candidates(cell_name, shape, xs):
     return out
 
 
-def interleaved(fns: dict, rounds: int) -> dict:
-    """Median ms of each fn, timing every fn once per round, in turn."""
+def interleaved(fns: dict, rounds: int, calls: int = 3) -> dict:
+    """Median ms of each fn over rounds in which every fn runs in turn: one
+    untimed call, then ``calls`` timed ones.
+
+    The untimed call absorbs what the previous implementation left behind:
+    PyTorch's OpenMP threads keep spinning on both cores for a while after
+    each of its calls, which took up to half the cores' time from whatever
+    was timed right after it, and a peer's first call after idle wakes its
+    sleeping threads. Each implementation is timed in its own steady state,
+    as in a training loop, while the rounds still share the machine's noise.
+    """
     for fn in fns.values():
         fn()
         fn()
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
             fn()
-            times[name].append(1e3 * (time.perf_counter() - start))
+            for _ in range(calls):
+                start = time.perf_counter()
+                fn()
+                times[name].append(1e3 * (time.perf_counter() - start))
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

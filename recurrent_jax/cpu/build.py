@@ -30,8 +30,10 @@ LINK = ["-shared", "-pthread"]
 TARGETS = {
     "recurrent_jax_lstm_forward": "RjLstmForward",
     "recurrent_jax_lstm_backward": "RjLstmBackward",
+    "recurrent_jax_lstm_infer": "RjLstmInfer",
     "recurrent_jax_gru_forward": "RjGruForward",
     "recurrent_jax_gru_backward": "RjGruBackward",
+    "recurrent_jax_gru_infer": "RjGruInfer",
 }
 
 

@@ -135,6 +135,45 @@ std::vector<float> transpose(const float* w, int64_t rows, int64_t cols) {
 // Inside each fn(b0, b1) below, rows b0..b1 of step t start at (t * B + b0)
 // times the row width in every (T, B, ·) array: one contiguous block.
 
+// One run's rows b0..b1 through all T steps. The residuals the backward
+// reads (gates, h_prev, c_prev) are null in an inference call, which then
+// keeps only the current step's gates and writes nothing else per step.
+void lstm_rows(const float* xp, const float* valid, const float* w, const float* h0,
+               const float* c0, float* ys, float* h_last, float* c_last, float* gates,
+               float* h_prev, float* c_prev, int64_t T, int64_t B, int64_t H, int64_t b0,
+               int64_t b1) {
+  const int64_t G = 4 * H, rows = b1 - b0;
+  std::vector<float> h(h0 + b0 * H, h0 + b1 * H), c(c0 + b0 * H, c0 + b1 * H);
+  std::vector<float> pre(rows * G), tc(H), scratch(gates ? 0 : rows * G);
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t row0 = t * B + b0;
+    std::memcpy(pre.data(), xp + row0 * G, rows * G * sizeof(float));
+    gemm_acc(h.data(), w, pre.data(), rows, H, G);
+    if (h_prev) std::memcpy(h_prev + row0 * H, h.data(), rows * H * sizeof(float));
+    if (c_prev) std::memcpy(c_prev + row0 * H, c.data(), rows * H * sizeof(float));
+    float* step_gates = gates ? gates + row0 * G : scratch.data();
+    for (int64_t b = 0; b < rows; ++b) {
+      float* __restrict__ g = step_gates + b * G;
+      float* __restrict__ y = ys + (row0 + b) * H;
+      const float* p = pre.data() + b * G;
+      sigmoid_into(p, g, 2 * H);  // i, f
+      tanh_into(p + 2 * H, g + 2 * H, H);
+      sigmoid_into(p + 3 * H, g + 3 * H, H);
+      if (valid[row0 + b] > 0.5f) {
+        float* __restrict__ cb = c.data() + b * H;
+        float* __restrict__ hb = h.data() + b * H;
+        for (int64_t u = 0; u < H; ++u) cb[u] = g[H + u] * cb[u] + g[u] * g[2 * H + u];
+        tanh_into(cb, tc.data(), H);
+        for (int64_t u = 0; u < H; ++u) y[u] = hb[u] = g[3 * H + u] * tc[u];
+      } else {
+        std::fill(y, y + H, 0.0f);
+      }
+    }
+  }
+  std::copy(h.begin(), h.end(), h_last + b0 * H);
+  std::copy(c.begin(), c.end(), c_last + b0 * H);
+}
+
 ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
                        ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> ys,
@@ -142,38 +181,23 @@ ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
                        ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> h_prev,
                        ffi::ResultBuffer<ffi::F32> c_prev) {
   const auto [N, T, B, G] = dims_of(xp);
-  const int64_t H = G / 4;
-  over_runs(N, B, 2.0 * T * B * H * G, [&](int64_t n, int64_t b0, int64_t b1) {
-    const int64_t rows = b1 - b0;
-    std::vector<float> h(at(h0, n, N) + b0 * H, at(h0, n, N) + b1 * H);
-    std::vector<float> c(at(c0, n, N) + b0 * H, at(c0, n, N) + b1 * H);
-    std::vector<float> pre(rows * G), tc(H);
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t row0 = t * B + b0;
-      std::memcpy(pre.data(), at(xp, n, N) + row0 * G, rows * G * sizeof(float));
-      gemm_acc(h.data(), at(w, n, N), pre.data(), rows, H, G);
-      std::memcpy(at(h_prev, n, N) + row0 * H, h.data(), rows * H * sizeof(float));
-      std::memcpy(at(c_prev, n, N) + row0 * H, c.data(), rows * H * sizeof(float));
-      for (int64_t b = 0; b < rows; ++b) {
-        float* __restrict__ g = at(gates, n, N) + (row0 + b) * G;
-        float* __restrict__ y = at(ys, n, N) + (row0 + b) * H;
-        const float* p = pre.data() + b * G;
-        sigmoid_into(p, g, 2 * H);  // i, f
-        tanh_into(p + 2 * H, g + 2 * H, H);
-        sigmoid_into(p + 3 * H, g + 3 * H, H);
-        if (at(valid, n, N)[row0 + b] > 0.5f) {
-          float* __restrict__ cb = c.data() + b * H;
-          float* __restrict__ hb = h.data() + b * H;
-          for (int64_t u = 0; u < H; ++u) cb[u] = g[H + u] * cb[u] + g[u] * g[2 * H + u];
-          tanh_into(cb, tc.data(), H);
-          for (int64_t u = 0; u < H; ++u) y[u] = hb[u] = g[3 * H + u] * tc[u];
-        } else {
-          std::fill(y, y + H, 0.0f);
-        }
-      }
-    }
-    std::copy(h.begin(), h.end(), at(h_last, n, N) + b0 * H);
-    std::copy(c.begin(), c.end(), at(c_last, n, N) + b0 * H);
+  over_runs(N, B, 2.0 * T * B * G * G / 4, [&](int64_t n, int64_t b0, int64_t b1) {
+    lstm_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(h0, n, N), at(c0, n, N),
+              at(ys, n, N), at(h_last, n, N), at(c_last, n, N), at(gates, n, N),
+              at(h_prev, n, N), at(c_prev, n, N), T, B, G / 4, b0, b1);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmInfer(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
+                     ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                     ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
+                     ffi::ResultBuffer<ffi::F32> c_last) {
+  const auto [N, T, B, G] = dims_of(xp);
+  over_runs(N, B, 2.0 * T * B * G * G / 4, [&](int64_t n, int64_t b0, int64_t b1) {
+    lstm_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(h0, n, N), at(c0, n, N),
+              at(ys, n, N), at(h_last, n, N), at(c_last, n, N), nullptr, nullptr, nullptr, T,
+              B, G / 4, b0, b1);
   });
   return ffi::Error::Success();
 }
@@ -234,48 +258,67 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> valid, ffi::Buffer<ffi::F32> w,
 
 // --- GRU (reset after: n = tanh(x_n + r * (h W_n + b_hn))) -------------------
 
+// One run's rows b0..b1 through all T steps; the residuals (gates, hn,
+// h_prev) are null in an inference call, as in lstm_rows.
+void gru_rows(const float* xp, const float* valid, const float* w, const float* bn,
+              const float* h0, float* ys, float* h_last, float* gates, float* hn,
+              float* h_prev, int64_t T, int64_t B, int64_t H, int64_t b0, int64_t b1) {
+  const int64_t G = 3 * H, rows = b1 - b0;
+  std::vector<float> h(h0 + b0 * H, h0 + b1 * H);
+  std::vector<float> hh(rows * G), sum(2 * H), scratch(gates ? 0 : G), hn_scratch(hn ? 0 : H);
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t row0 = t * B + b0;
+    std::fill(hh.begin(), hh.end(), 0.0f);
+    gemm_acc(h.data(), w, hh.data(), rows, H, G);
+    if (h_prev) std::memcpy(h_prev + row0 * H, h.data(), rows * H * sizeof(float));
+    for (int64_t b = 0; b < rows; ++b) {
+      const float* __restrict__ x = xp + (row0 + b) * G;
+      const float* __restrict__ q = hh.data() + b * G;
+      float* __restrict__ g = gates ? gates + (row0 + b) * G : scratch.data();
+      float* __restrict__ hnb = hn ? hn + (row0 + b) * H : hn_scratch.data();
+      float* __restrict__ y = ys + (row0 + b) * H;
+      for (int64_t u = 0; u < 2 * H; ++u) sum[u] = x[u] + q[u];
+      sigmoid_into(sum.data(), g, 2 * H);  // r, z
+      for (int64_t u = 0; u < H; ++u) {
+        hnb[u] = q[2 * H + u] + bn[u];
+        sum[u] = x[2 * H + u] + g[u] * hnb[u];
+      }
+      tanh_into(sum.data(), g + 2 * H, H);
+      if (valid[row0 + b] > 0.5f) {
+        float* __restrict__ hb = h.data() + b * H;
+        for (int64_t u = 0; u < H; ++u) {
+          const float z = g[H + u], n = g[2 * H + u];
+          y[u] = hb[u] = (1.0f - z) * n + z * hb[u];
+        }
+      } else {
+        std::fill(y, y + H, 0.0f);
+      }
+    }
+  }
+  std::copy(h.begin(), h.end(), h_last + b0 * H);
+}
+
 ffi::Error GruForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
                       ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b_hn,
                       ffi::Buffer<ffi::F32> h0, ffi::ResultBuffer<ffi::F32> ys,
                       ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> gates,
                       ffi::ResultBuffer<ffi::F32> hn, ffi::ResultBuffer<ffi::F32> h_prev) {
   const auto [N, T, B, G] = dims_of(xp);
-  const int64_t H = G / 3;
-  over_runs(N, B, 2.0 * T * B * H * G, [&](int64_t n, int64_t b0, int64_t b1) {
-    const int64_t rows = b1 - b0;
-    std::vector<float> h(at(h0, n, N) + b0 * H, at(h0, n, N) + b1 * H);
-    std::vector<float> hh(rows * G), sum(2 * H);
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t row0 = t * B + b0;
-      std::fill(hh.begin(), hh.end(), 0.0f);
-      gemm_acc(h.data(), at(w, n, N), hh.data(), rows, H, G);
-      std::memcpy(at(h_prev, n, N) + row0 * H, h.data(), rows * H * sizeof(float));
-      for (int64_t b = 0; b < rows; ++b) {
-        const float* __restrict__ x = at(xp, n, N) + (row0 + b) * G;
-        const float* __restrict__ q = hh.data() + b * G;
-        const float* __restrict__ bn = at(b_hn, n, N);
-        float* __restrict__ g = at(gates, n, N) + (row0 + b) * G;
-        float* __restrict__ hnb = at(hn, n, N) + (row0 + b) * H;
-        float* __restrict__ y = at(ys, n, N) + (row0 + b) * H;
-        for (int64_t u = 0; u < 2 * H; ++u) sum[u] = x[u] + q[u];
-        sigmoid_into(sum.data(), g, 2 * H);  // r, z
-        for (int64_t u = 0; u < H; ++u) {
-          hnb[u] = q[2 * H + u] + bn[u];
-          sum[u] = x[2 * H + u] + g[u] * hnb[u];
-        }
-        tanh_into(sum.data(), g + 2 * H, H);
-        if (at(valid, n, N)[row0 + b] > 0.5f) {
-          float* __restrict__ hb = h.data() + b * H;
-          for (int64_t u = 0; u < H; ++u) {
-            const float z = g[H + u], n = g[2 * H + u];
-            y[u] = hb[u] = (1.0f - z) * n + z * hb[u];
-          }
-        } else {
-          std::fill(y, y + H, 0.0f);
-        }
-      }
-    }
-    std::copy(h.begin(), h.end(), at(h_last, n, N) + b0 * H);
+  over_runs(N, B, 2.0 * T * B * G * G / 3, [&](int64_t n, int64_t b0, int64_t b1) {
+    gru_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(b_hn, n, N), at(h0, n, N),
+             at(ys, n, N), at(h_last, n, N), at(gates, n, N), at(hn, n, N), at(h_prev, n, N),
+             T, B, G / 3, b0, b1);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error GruInfer(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
+                    ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b_hn, ffi::Buffer<ffi::F32> h0,
+                    ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last) {
+  const auto [N, T, B, G] = dims_of(xp);
+  over_runs(N, B, 2.0 * T * B * G * G / 3, [&](int64_t n, int64_t b0, int64_t b1) {
+    gru_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(b_hn, n, N), at(h0, n, N),
+             at(ys, n, N), at(h_last, n, N), nullptr, nullptr, nullptr, T, B, G / 3, b0, b1);
   });
   return ffi::Error::Success();
 }
@@ -387,5 +430,26 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruBackward, GruBackward,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RjLstmInfer, LstmInfer,
+                              ffi::Ffi::Bind()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>()
+                                  .Ret<RJ_BUF>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruInfer, GruInfer,
+                              ffi::Ffi::Bind()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
                                   .Ret<RJ_BUF>()
                                   .Ret<RJ_BUF>());

@@ -1,7 +1,8 @@
 r"""The CPU backend's scan: the FFI recurrences under custom VJPs.
 
 Forward: one call over all steps saves what the backward needs (gate
-activations, the carries entering each step). Backward: one reverse-time
+activations, the carries entering each step); outside differentiation
+(custom_vjp's primal) an inference call writes only the outputs. Backward: one reverse-time
 call gives the cotangents of the pre-activations; the weight gradient is
 then one GEMM in XLA,
 
@@ -66,8 +67,9 @@ def _lstm_forward(w_hh, xp, valid, h0, c0):
 
 @jax.custom_vjp
 def _lstm(w_hh, xp, valid, h0, c0):
-    ys, h, c, *_ = _lstm_forward(w_hh, xp, valid, h0, c0)
-    return ys, h, c
+    (steps, batch, _), hidden = xp.shape, h0.shape[-1]
+    shapes = [(steps, batch, hidden), h0.shape, c0.shape]
+    return tuple(_call("recurrent_jax_lstm_infer", shapes, xp, valid, w_hh, h0, c0))
 
 
 def _lstm_fwd(w_hh, xp, valid, h0, c0):
@@ -101,8 +103,9 @@ def _gru_forward(w_hh, b_hn, xp, valid, h0):
 
 @jax.custom_vjp
 def _gru(w_hh, b_hn, xp, valid, h0):
-    ys, h, *_ = _gru_forward(w_hh, b_hn, xp, valid, h0)
-    return ys, h
+    (steps, batch, _), hidden = xp.shape, h0.shape[-1]
+    shapes = [(steps, batch, hidden), h0.shape]
+    return tuple(_call("recurrent_jax_gru_infer", shapes, xp, valid, w_hh, b_hn, h0))
 
 
 def _gru_fwd(w_hh, b_hn, xp, valid, h0):
