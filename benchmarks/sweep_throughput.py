@@ -41,9 +41,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import cli
 from recurrent_jax.sweep import runner
-from recurrent_jax.train import core, from_config_dict
+from recurrent_jax.train import config_files, core, from_config_dict
 
 GPU_RUNS = [1, 8, 64, 256, 1024, 4096, 16384]
 SMOKE_RUNS = [1, 2]
@@ -61,7 +60,7 @@ class Result(NamedTuple):
 
 
 def experiment(spec: str, steps: int, hidden: int | None, smoke: bool, impl: str = "auto"):
-    config = cli.load_config(spec)
+    config = config_files.load_config(spec)
     num_steps = -(-config.training.num_steps // steps) * steps  # the schedule's length
     overrides = [
         ("training.steps_per_chunk", steps),
@@ -73,7 +72,9 @@ def experiment(spec: str, steps: int, hidden: int | None, smoke: bool, impl: str
         overrides.append(("model.hidden_size", hidden))
     if impl != "auto":
         overrides.append(("model.engine.impl", impl))
-    return from_config_dict(cli.apply_overrides(config, [(k, str(v)) for k, v in overrides]))
+    return from_config_dict(
+        config_files.apply_overrides(config, [(k, str(v)) for k, v in overrides])
+    )
 
 
 def sweep_inputs(config, n_runs: int, seed: int = 0):

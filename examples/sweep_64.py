@@ -10,9 +10,8 @@ import argparse
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import cli
 from recurrent_jax.sweep import run_point
-from recurrent_jax.train import core, from_config_dict
+from recurrent_jax.train import config_files, core, from_config_dict
 
 
 def main(argv=None):
@@ -20,7 +19,7 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     spec, rates, seeds = ("adding:smoke", 4, 2) if args.smoke else ("adding", 16, 4)
-    config = from_config_dict(cli.load_config(spec))
+    config = from_config_dict(config_files.load_config(spec))
     base = core.default_hparams(config)
     n = rates * seeds
     scale = jnp.repeat(jnp.geomspace(0.1, 10.0, rates), seeds)

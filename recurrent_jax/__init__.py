@@ -1,11 +1,10 @@
 """recurrent_jax: recurrent networks in JAX, pure cells to sweeps."""
 
-from recurrent_jax import backends, cells, initializers, interop, layers, nn
-from recurrent_jax import seq2seq as seq2seq
+from recurrent_jax import backends, cells, initializers, layers
 from recurrent_jax.cells import Cell, LSTMCarry
 from recurrent_jax.engine import Engine
 from recurrent_jax.layers import Layer, bidirectional, layer, stack
-from recurrent_jax.sequence import unroll
+from recurrent_jax.sequence import length_mask, unroll
 from recurrent_jax.truncated import truncated_unroll
 
 __all__ = [
@@ -20,6 +19,7 @@ __all__ = [
     "interop",
     "layer",
     "layers",
+    "length_mask",
     "nn",
     "stack",
     "truncated_unroll",
@@ -28,10 +28,18 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+# The front doors, seq2seq and interop load on first use, so that code using
+# the cells and layers alone never imports flax (equinox is an extra).
+_LAZY = ("nn", "nnx", "eqx", "seq2seq", "interop")
+
+
 def __getattr__(name):
-    # The NNX and Equinox doors load on first use: equinox is an extra.
-    if name in ("nnx", "eqx"):
+    if name in _LAZY:
         import importlib
 
         return importlib.import_module(f"recurrent_jax.{name}")
     raise AttributeError(f"module 'recurrent_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])

@@ -10,17 +10,14 @@
     recurrent-jax sweep ... [--mesh.runs=N] [--mesh.data=M] [--distributed]   # devices, hosts
     recurrent-jax list                              # configs and tasks
 
-A config is ``configs/<name>.py`` (``get_config(arg)`` returning an
-ml_collections ConfigDict), a bare name (``adding``) looked up in
-``configs/``, or a run's saved ``config.json``.
+Config files, ``:variant`` and ``--config.a.b=v`` overrides:
+``recurrent_jax.train.config_files``; this module is argparse and dispatch.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime
-import importlib.util
 import json
 import os
 import sys
@@ -28,133 +25,15 @@ from pathlib import Path
 
 from recurrent_jax import __version__
 from recurrent_jax.data.options import ConfigError
-
-DEFAULT_CONFIG = "adding"
-
-
-# --- configs --------------------------------------------------------------------------
-
-
-def configs_dirs() -> list[Path]:
-    """Where bare config names are looked up: ./configs, then the repository's."""
-    repo = Path(__file__).resolve().parents[1] / "configs"
-    dirs = {d.resolve(): d for d in (repo, Path("configs")) if d.is_dir()}
-    return list(dirs.values())
-
-
-def resolve_config_path(spec: str) -> tuple[Path, str | None]:
-    """``path[:arg]`` or ``name[:arg]`` -> (file, arg)."""
-    path, _, arg = spec.partition(":")
-    candidates = [Path(path)] + [d / f"{path}.py" for d in configs_dirs() if "/" not in path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate, arg or None
-    known = sorted(p.stem for d in configs_dirs() for p in d.glob("*.py"))
-    raise FileNotFoundError(f"--config: no config file {path!r}; known configs: {known}")
-
-
-def load_config(spec: str):
-    """The locked ConfigDict of ``path[:arg]`` (a .py config or a .json)."""
-    ml_collections = _require("ml_collections", "ml-collections")
-
-    path, arg = resolve_config_path(spec)
-    if path.suffix == ".json":
-        config = ml_collections.ConfigDict(json.loads(path.read_text()))
-    else:
-        module_spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        if not hasattr(module, "get_config"):
-            raise ConfigError(f"{path}: expected a function get_config(arg=None)")
-        check_variant(path, arg, getattr(module, "VARIANTS", None))
-        config = module.get_config(arg) if arg is not None else module.get_config()
-    config.lock()
-    return config
-
-
-def check_variant(path: Path, arg: str | None, variants) -> None:
-    """A config that declares ``VARIANTS`` accepts only those after the colon
-    (a typo would otherwise run the full default job)."""
-    if arg is not None and variants is not None and arg not in variants:
-        raise ConfigError(
-            f"--config: unknown variant {arg!r} of {path.name}; known variants: {list(variants)}"
-        )
-
-
-def apply_overrides(config, overrides: list[tuple[str, str]]):
-    """Sets ``config.a.b`` from strings, parsed by the type already there."""
-    for dotted, text in overrides:
-        *parents, leaf = dotted.split(".")
-        node, where = config, "config"
-        for name in parents:
-            _check_key(node, name, where)
-            node, where = node[name], f"{where}.{name}"
-        _check_key(node, leaf, where)
-        value = parse_value(f"{where}.{leaf}", text, node[leaf])
-        with config.unlocked():
-            node[leaf] = value
-    return config
-
-
-def _require(module: str, package: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        from recurrent_jax.data.base import MissingExtraError
-
-        raise MissingExtraError(
-            f"recurrent-jax train needs {package}: pip install 'recurrent-jax[experiments]'"
-        ) from e
-
-
-def _check_key(node, name, where):
-    if not hasattr(node, "keys") or name not in node:
-        valid = sorted(node.keys()) if hasattr(node, "keys") else []
-        raise ConfigError(f"{where}.{name}: unknown key; valid keys in {where}: {valid}")
-
-
-def parse_value(key: str, text: str, current):
-    """``text`` as the type of ``current`` (bool, int, float, str; else a
-    Python literal, falling back to the string)."""
-    try:
-        if isinstance(current, bool):
-            lowered = text.lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return lowered in ("true", "1", "yes")
-        if isinstance(current, int):
-            return int(text)
-        if isinstance(current, float):
-            return float(text)
-        if isinstance(current, str):
-            return text
-    except ValueError:
-        raise ConfigError(f"{key}: expected {type(current).__name__}, got {text!r}") from None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Separates ``--config.a.b=v`` / ``--config.a.b v`` from the other args."""
-    rest, overrides, i = [], [], 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("--config."):
-            name, eq, value = arg[len("--config.") :].partition("=")
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise ConfigError(f"--config.{name}: expected a value")
-                i, value = i + 1, argv[i + 1]
-            overrides.append((name, value))
-        else:
-            rest.append(arg)
-        i += 1
-    return rest, overrides
-
+from recurrent_jax.train.config_files import (
+    DEFAULT_CONFIG,
+    apply_overrides,
+    configs_dirs,
+    declared_variants,
+    description,
+    load_config,
+    split_overrides,
+)
 
 # --- subcommands ----------------------------------------------------------------------
 
@@ -230,6 +109,7 @@ def cmd_sweep(args, overrides) -> int:
         print(f"process {index} of {count}", flush=True)
     from recurrent_jax.sweep import enable_compilation_cache, format_summary, parse_sweep
     from recurrent_jax.sweep.loop import SWEEP_FILE, run_sweep
+    from recurrent_jax.sweep.spec import apply_sweep_overrides
 
     saved = Path(args.workdir) / SWEEP_FILE if args.workdir else None
     if args.config is None and saved is not None and saved.exists():
@@ -281,35 +161,17 @@ def sweep_mesh(runs: int | None, data: int | None):
     return dist.make_mesh(runs, data, devices=devices[: runs * data])
 
 
-def apply_sweep_overrides(config: dict, overrides: list[tuple[str, str]]) -> dict:
-    """Sets ``sweep.a.b`` in a config dict from Python literals (``[1, 2]``,
-    ``{'log': [1e-4, 1e-1], 'num': 4}``, ``3``); keys under ``sweep.vmap``
-    and ``sweep.grid`` may be new."""
-    from recurrent_jax.sweep.spec import default_section
-
-    config["sweep"] = {**default_section(), **(config.get("sweep") or {})}
-    for dotted, text in overrides:
-        *parents, leaf = dotted.split(".")
-        node = config
-        for name in parents:
-            node = node.setdefault(name, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"config.{dotted}: {name!r} holds a value, not a section")
-        node[leaf] = parse_value(f"config.{dotted}", text, None)
-    return config
-
-
 def cmd_list(args, overrides) -> int:
     from recurrent_jax.data import tasks
 
     print("configs:")
     for d in configs_dirs():
         for path in sorted(d.glob("*.py")):
-            doc = [line for line in (_docstring(path) or "").splitlines() if line.strip()]
+            doc = [line for line in (description(path) or "").splitlines() if line.strip()]
             print(f"  {path.stem:18s} {doc[0] if doc else ''}")
             for line in doc[1:]:
                 print(f"  {'':18s}   {line.strip()}")
-            variants = _variants(path)
+            variants = declared_variants(path)
             if variants:
                 print(f"  {'':18s}   variants: {', '.join(f':{v}' for v in variants)}")
     print("tasks:")
@@ -317,20 +179,6 @@ def cmd_list(args, overrides) -> int:
         extra = f" [needs {task.extra}]" if task.extra else ""
         print(f"  {task.name:8s} {task.pattern}: {task.description}{extra}")
     return 0
-
-
-def _docstring(path: Path) -> str | None:
-    return ast.get_docstring(ast.parse(path.read_text()))
-
-
-def _variants(path: Path) -> list[str]:
-    """The config file's ``VARIANTS`` tuple, read without running the file."""
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "VARIANTS" for t in node.targets
-        ):
-            return list(ast.literal_eval(node.value))
-    return []
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -157,14 +157,23 @@ def _time_major_mask(name, m, batch_shape, num_steps, time_major):
     return m if time_major else jnp.moveaxis(m, -1, 0)
 
 
+def length_mask(seq_lengths, num_steps: int) -> jax.Array:
+    """bool (*batch, T) mask of valid steps: True where t < seq_lengths.
+
+    seq_lengths: int (*batch); the one lengths→mask conversion of the library.
+    """
+    lengths = jnp.asarray(seq_lengths)
+    steps = jnp.arange(num_steps).reshape((1,) * lengths.ndim + (num_steps,))
+    return steps < lengths[..., None]
+
+
 def valid_steps(seq_lengths, mask, batch_shape, num_steps, time_major):
     """(T, B...) bool of valid steps, or None when every step is valid."""
     if seq_lengths is not None and mask is not None:
         raise ValueError("seq_lengths, mask: give at most one of them, got both")
     if seq_lengths is not None:
         lengths = _checks.check_seq_lengths(seq_lengths, batch_shape, num_steps)
-        steps = jnp.arange(num_steps).reshape(num_steps, *(1 for _ in batch_shape))
-        return steps < lengths[None]
+        return jnp.moveaxis(length_mask(lengths, num_steps), -1, 0)
     return _time_major_mask("mask", mask, batch_shape, num_steps, time_major)
 
 

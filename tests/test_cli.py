@@ -14,6 +14,7 @@ pytest.importorskip("orbax.checkpoint")
 
 import recurrent_jax as rj  # noqa: E402
 from recurrent_jax import cli  # noqa: E402
+from recurrent_jax.train import config_files  # noqa: E402
 
 REPO = Path(__file__).parents[1]
 
@@ -61,7 +62,7 @@ def test_no_arguments_trains_the_default_config(monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "train", lambda args, overrides: seen.update(vars(args)))
     cli.main([])
     assert seen["command"] == "train" and seen["config"] is None  # -> configs/adding.py
-    assert cli.resolve_config_path(cli.DEFAULT_CONFIG)[0].name == "adding.py"
+    assert config_files.resolve_config_path(config_files.DEFAULT_CONFIG)[0].name == "adding.py"
     cli.main(["--config=copy:smoke"])  # the subcommand defaults to train
     assert seen["config"] == "copy:smoke"
 

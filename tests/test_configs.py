@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("ml_collections")
 
 import recurrent_jax as rj  # noqa: E402
-from recurrent_jax import cli  # noqa: E402
 from recurrent_jax.train import config as cfg  # noqa: E402
+from recurrent_jax.train import config_files  # noqa: E402
 from recurrent_jax.train.config import ConfigError, from_config_dict, to_dict  # noqa: E402
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py"))
@@ -29,7 +29,7 @@ def test_there_are_configs():
 @pytest.mark.parametrize("variant", [None, "smoke"])
 def test_config_loads_and_validates(name, variant):
     spec = name if variant is None else f"{name}:{variant}"
-    config = cli.load_config(spec)
+    config = config_files.load_config(spec)
     experiment = from_config_dict(config)
     assert experiment.name
     # Round trip through the saved form (config.json).
@@ -42,26 +42,26 @@ def test_docstring_is_the_command(name):
     ``sweep`` command, any other with its ``train`` command."""
     path = Path(__file__).parents[1] / "configs" / f"{name}.py"
     doc = ast.get_docstring(ast.parse(path.read_text()))
-    command = "sweep" if "sweep" in cli.load_config(name) else "train"
+    command = "sweep" if "sweep" in config_files.load_config(name) else "train"
     assert doc.splitlines()[0] == f"recurrent-jax {command} --config=configs/{name}.py"
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_smoke_variant_is_small(name):
-    experiment = from_config_dict(cli.load_config(f"{name}:smoke"))
+    experiment = from_config_dict(config_files.load_config(f"{name}:smoke"))
     assert experiment.training.num_steps <= 50
     assert experiment.model.hidden_size <= 16
 
 
 def test_configs_are_locked():
-    config = cli.load_config("adding")
+    config = config_files.load_config("adding")
     with pytest.raises(AttributeError):
         config.model.hiden_size = 3
 
 
 def test_overrides_parse_by_type():
-    config = cli.load_config("adding:smoke")
-    cli.apply_overrides(
+    config = config_files.load_config("adding:smoke")
+    config_files.apply_overrides(
         config,
         [
             ("model.hidden_size", "32"),
@@ -78,7 +78,7 @@ def test_overrides_parse_by_type():
 
 
 def test_split_overrides_both_forms():
-    rest, overrides = cli.split_overrides(
+    rest, overrides = config_files.split_overrides(
         ["train", "--config.model.hidden_size=8", "--config.data.seq_len", "5", "--workdir=x"]
     )
     assert rest == ["train", "--workdir=x"]
@@ -86,19 +86,19 @@ def test_split_overrides_both_forms():
 
 
 def test_override_unknown_key_lists_valid_keys():
-    config = cli.load_config("adding:smoke")
+    config = config_files.load_config("adding:smoke")
     with pytest.raises(ConfigError, match=r"config\.model\.hiden_size: unknown key.*hidden_size"):
-        cli.apply_overrides(config, [("model.hiden_size", "3")])
+        config_files.apply_overrides(config, [("model.hiden_size", "3")])
 
 
 def test_override_wrong_type():
-    config = cli.load_config("adding:smoke")
+    config = config_files.load_config("adding:smoke")
     with pytest.raises(ConfigError, match=r"config\.model\.hidden_size: expected int, got 'big'"):
-        cli.apply_overrides(config, [("model.hidden_size", "big")])
+        config_files.apply_overrides(config, [("model.hidden_size", "big")])
 
 
 def _raw(**changes):
-    raw = to_dict(from_config_dict(cli.load_config("adding:smoke")))
+    raw = to_dict(from_config_dict(config_files.load_config("adding:smoke")))
     for dotted, value in changes.items():
         *parents, key = dotted.split("__")
         functools.reduce(dict.__getitem__, parents, raw)[key] = value
@@ -174,8 +174,8 @@ def test_unknown_section():
 def test_bidirectional_rejected_for_causal_task():
     from recurrent_jax.train.core import build_task
 
-    config = cli.load_config("copy:smoke")
-    cli.apply_overrides(config, [("model.bidirectional", "true")])
+    config = config_files.load_config("copy:smoke")
+    config_files.apply_overrides(config, [("model.bidirectional", "true")])
     with pytest.raises(ConfigError, match=r"config\.model\.bidirectional: expected False"):
         build_task(from_config_dict(config))
 

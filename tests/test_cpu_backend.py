@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_trees_close, make, normal, random_carry
+from _helpers import assert_trees_close, make, normal, random_carry
 
 import recurrent_jax as rj
 from recurrent_jax import cpu

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import D, assert_trees_close, normal, random_carry
+from _helpers import D, assert_trees_close, normal, random_carry
 
 import recurrent_jax as rj
 from recurrent_jax import deer

@@ -43,12 +43,11 @@ def _experiment():
     import jax
     import jax.numpy as jnp
 
-    from recurrent_jax import cli
-    from recurrent_jax.train import core, from_config_dict
+    from recurrent_jax.train import config_files, core, from_config_dict
 
-    cfg = cli.load_config("adding:smoke")
+    cfg = config_files.load_config("adding:smoke")
     steps = [("training.num_steps", "4"), ("training.steps_per_chunk", "2")]
-    cli.apply_overrides(cfg, [*steps, ("training.eval_every", "2")])
+    config_files.apply_overrides(cfg, [*steps, ("training.eval_every", "2")])
     config = from_config_dict(cfg)
     base = core.default_hparams(config)
     hparams = jax.tree_util.tree_map(lambda a: jnp.full((N_RUNS,), a), base)

@@ -34,7 +34,7 @@ PUBLIC_MODULES = [
 
 
 # Smoke sizes for pages whose code trains at full size (same code otherwise).
-SMOKE = {"scaling.md": [('cli.load_config("digits")', 'cli.load_config("digits:smoke")'),
+SMOKE = {"scaling.md": [('load_config("digits")', 'load_config("digits:smoke")'),
                         ("n = 256", "n = 8")]}  # fmt: skip
 RUNNER = """
 import sys

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import assert_trees_close, normal
+from _helpers import assert_trees_close, normal
 
 import recurrent_jax as rj
 

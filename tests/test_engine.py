@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_trees_close, auto_backend_for_plain_cells, make, normal
+from _helpers import assert_trees_close, auto_backend_for_plain_cells, make, normal
 
 import recurrent_jax as rj
 

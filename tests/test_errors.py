@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import H, make, normal
+from _helpers import H, make, normal
 
 import recurrent_jax as rj
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CELLS, H, assert_trees_close, make, normal, random_carry, random_params
+from _helpers import CELLS, H, assert_trees_close, make, normal, random_carry, random_params
 
 import recurrent_jax as rj
 

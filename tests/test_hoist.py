@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_trees_close, make, normal
+from _helpers import assert_trees_close, make, normal
 
 import recurrent_jax as rj
 

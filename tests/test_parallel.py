@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import (
+from _helpers import (
     D,
     assert_trees_close,
     auto_backend_for_plain_cells,

@@ -57,18 +57,21 @@ def test_shell_commands_parse_and_their_configs_load(argv):
     pytest.importorskip("ml_collections")
     from recurrent_jax import cli
     from recurrent_jax.sweep import spec
+    from recurrent_jax.train import config_files
     from recurrent_jax.train.config import from_config_dict
 
-    flags, overrides = cli.split_overrides(argv)
+    flags, overrides = config_files.split_overrides(argv)
     args = cli.build_parser().parse_args(flags)
     config_spec = getattr(args, "config", None)
     if config_spec is None:
         return  # list, eval, decode or a resume: no config to load
-    config = cli.load_config(config_spec)
+    config = config_files.load_config(config_spec)
     sweep_overrides = [(k, v) for k, v in overrides if k.split(".")[0] == "sweep"]
-    config = cli.apply_overrides(config, [o for o in overrides if o not in sweep_overrides])
+    config = config_files.apply_overrides(
+        config, [o for o in overrides if o not in sweep_overrides]
+    )
     if args.command == "sweep":
-        raw = cli.apply_sweep_overrides(config.to_dict(), sweep_overrides)
+        raw = spec.apply_sweep_overrides(config.to_dict(), sweep_overrides)
         assert spec.parse_sweep(raw).runs
     else:
         from_config_dict(config)

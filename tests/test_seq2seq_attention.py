@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_trees_close
+from _helpers import assert_trees_close
 
 import recurrent_jax as rj
 from recurrent_jax import seq2seq as s2s

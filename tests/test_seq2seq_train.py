@@ -19,7 +19,10 @@ pytest.importorskip("ml_collections")
 from recurrent_jax import cli  # noqa: E402
 from recurrent_jax.data import seq2seq_tasks as s2s_data  # noqa: E402
 from recurrent_jax.seq2seq import beam_search  # noqa: E402
-from recurrent_jax.train import core  # noqa: E402
+from recurrent_jax.train import (
+    config_files,  # noqa: E402
+    core,  # noqa: E402
+)
 from recurrent_jax.train import seq2seq as stages  # noqa: E402
 from recurrent_jax.train.config import ConfigError, from_config_dict  # noqa: E402
 from recurrent_jax.train.decode import restore_run  # noqa: E402
@@ -86,7 +89,7 @@ def test_decode_rejects_options_of_other_methods(run_dir, capsys):
 
 
 def _config(**model):
-    config = cli.load_config("seq2seq_addition:smoke")
+    config = config_files.load_config("seq2seq_addition:smoke")
     with config.unlocked():
         config.model.update(model)
     return config
@@ -118,7 +121,7 @@ def test_schedule_constant_checked_for_its_schedule():
 def test_unknown_key_and_mismatched_task(capsys):
     assert cli.main(["train", "--config=seq2seq_addition:smoke", "--config.model.atention=dot"])
     assert "config.model.atention" in capsys.readouterr().err
-    config = from_config_dict(cli.load_config("adding:smoke"))
+    config = from_config_dict(config_files.load_config("adding:smoke"))
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind="seq2seq"))
     with pytest.raises(ConfigError, match="config.model.kind"):
         core.build_task(config)

@@ -27,15 +27,21 @@ from recurrent_jax.sweep import (  # noqa: E402
     stack_keys,
 )
 from recurrent_jax.sweep.runner import choose_chunk_size, estimate_run_bytes  # noqa: E402
-from recurrent_jax.train import core  # noqa: E402
+from recurrent_jax.sweep.spec import apply_sweep_overrides  # noqa: E402
+from recurrent_jax.train import (
+    config_files,  # noqa: E402
+    core,  # noqa: E402
+)
 from recurrent_jax.train.checkpoint import Checkpointer  # noqa: E402
 from recurrent_jax.train.loop import train_and_evaluate  # noqa: E402
 from recurrent_jax.train.metrics import read_metrics  # noqa: E402
 
 
 def sweep_config(sweep: dict, spec="adding:smoke", **overrides) -> dict:
-    config = cli.load_config(spec)
-    cli.apply_overrides(config, [(k.replace("__", "."), str(v)) for k, v in overrides.items()])
+    config = config_files.load_config(spec)
+    config_files.apply_overrides(
+        config, [(k.replace("__", "."), str(v)) for k, v in overrides.items()]
+    )
     return {**config.to_dict(), "sweep": sweep}
 
 
@@ -159,8 +165,8 @@ def test_no_sweep_section_is_one_run():
 
 
 def test_sweep_overrides_on_the_command_line():
-    config = cli.load_config("adding_sweep:smoke").to_dict()
-    cli.apply_sweep_overrides(
+    config = config_files.load_config("adding_sweep:smoke").to_dict()
+    apply_sweep_overrides(
         config,
         [
             ("sweep.vmap.zoneout", "[0.0, 0.1]"),

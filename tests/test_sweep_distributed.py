@@ -137,14 +137,14 @@ def child_resume(workdir: Path, devices: str, process_id: int, port: int):
 
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_num_cpu_devices", 4 if port == 0 else 2)
-    from recurrent_jax import cli
     from recurrent_jax import distributed as dist
     from recurrent_jax.sweep import parse_sweep, run_sweep
+    from recurrent_jax.train import config_files
 
     if port:
         dist.initialize(f"localhost:{port}", 2, process_id)
-    config = cli.apply_overrides(
-        cli.load_config("adding_sweep:smoke"), [("training.num_steps", "20")]
+    config = config_files.apply_overrides(
+        config_files.load_config("adding_sweep:smoke"), [("training.num_steps", "20")]
     )
     config = config.to_dict()
     config["sweep"]["chunk_size"] = 4 if port == 0 else 0  # chunked on 4, then 3 devices
@@ -221,9 +221,9 @@ def test_merged_metrics_are_in_the_order_one_process_writes(tmp_path):
 
 
 def _smoke_dict() -> dict:
-    from recurrent_jax import cli
+    from recurrent_jax.train import config_files
 
-    return cli.load_config("adding:smoke").to_dict()
+    return config_files.load_config("adding:smoke").to_dict()
 
 
 def test_process_paths_name_every_process(tmp_path):

@@ -13,13 +13,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import auto_backend_for_plain_cells
+from _helpers import auto_backend_for_plain_cells
 
 pytest.importorskip("ml_collections")
 pytest.importorskip("orbax.checkpoint")
 
-from recurrent_jax import cli  # noqa: E402
-from recurrent_jax.train import core, from_config_dict, make_train  # noqa: E402
+from recurrent_jax.train import (  # noqa: E402
+    config_files,  # noqa: E402
+    core,
+    from_config_dict,
+    make_train,
+)
 from recurrent_jax.train.checkpoint import Checkpointer, CheckpointError  # noqa: E402
 from recurrent_jax.train.loop import TrainingDiverged, compile_stages, train_and_evaluate  # noqa: E402
 from recurrent_jax.train.metrics import read_metrics  # noqa: E402
@@ -29,8 +33,10 @@ NEEDS = {"digits": "sklearn", "japanese_vowels": "aeon", "airline": "aeon"}
 
 
 def experiment(spec="adding:smoke", **overrides):
-    config = cli.load_config(spec)
-    cli.apply_overrides(config, [(k.replace("__", "."), str(v)) for k, v in overrides.items()])
+    config = config_files.load_config(spec)
+    config_files.apply_overrides(
+        config, [(k.replace("__", "."), str(v)) for k, v in overrides.items()]
+    )
     return from_config_dict(config)
 
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import (
+from _helpers import (
     CELLS,
     FAMILIES,
     H,
@@ -312,6 +312,19 @@ def test_mask_equals_seq_lengths(reverse, rng):
     by_lengths, by_mask, by_traced_lengths = run(params, xs)
     assert_trees_close(by_mask, by_lengths, atol=0.0)
     assert_trees_close(by_traced_lengths, by_lengths, atol=0.0)
+
+
+@pytest.mark.parametrize("batch_shape", [(), (5,), (2, 3)])
+def test_length_mask_against_a_loop(batch_shape, rng):
+    num_steps = 4
+    lengths = rng.integers(0, num_steps + 1, batch_shape)
+    want = np.zeros((*batch_shape, num_steps), bool)
+    for index in np.ndindex(*batch_shape):
+        for t in range(num_steps):
+            want[(*index, t)] = t < lengths[index]
+    got = rj.length_mask(jnp.asarray(lengths), num_steps)
+    assert got.dtype == jnp.bool_ and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("reverse", [False, True])

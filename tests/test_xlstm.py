@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import D, assert_trees_close, normal, random_carry, random_params
+from _helpers import D, assert_trees_close, normal, random_carry, random_params
 
 import recurrent_jax as rj
 

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recurrent_jax.sequence import length_mask
+
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 CHARS = string.digits + "+-/,. " + string.ascii_lowercase + string.ascii_uppercase
 VOCAB_SIZE = 3 + len(CHARS)
@@ -115,7 +117,7 @@ def _number(n, width: int, *, pad: bool = False):
     count = jnp.maximum(1, jnp.sum(n[:, None] >= powers[None, :], -1)).astype(jnp.int32)
     index = jnp.arange(width)[None, :] + (width - count)[:, None]
     shifted = jnp.take_along_axis(digits, jnp.minimum(index, width - 1), axis=1)
-    return jnp.where(jnp.arange(width)[None, :] < count[:, None], shifted, PAD_ID), count
+    return jnp.where(length_mask(count, width), shifted, PAD_ID), count
 
 
 def _table(words, index):
@@ -145,7 +147,7 @@ def _batch(src, src_lengths, tgt, tgt_lengths) -> Seq2SeqBatch:
     tgt_in = jnp.concatenate([bos, tgt], 1)
     tgt_out = jnp.concatenate([tgt, jnp.full((batch, 1), PAD_ID, jnp.int32)], 1)
     tgt_out = tgt_out.at[jnp.arange(batch), tgt_lengths].set(EOS_ID)
-    tgt_in = jnp.where(jnp.arange(width + 1)[None, :] <= tgt_lengths[:, None], tgt_in, PAD_ID)
+    tgt_in = jnp.where(length_mask(tgt_lengths + 1, width + 1), tgt_in, PAD_ID)
     return Seq2SeqBatch(src, src_lengths, tgt_in, tgt_out, tgt_lengths + 1)
 
 

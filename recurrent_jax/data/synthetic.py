@@ -19,6 +19,7 @@ from recurrent_jax.data.base import (
     TaskSpec,
     one_hot,
 )
+from recurrent_jax.sequence import length_mask
 
 # --- adding problem -----------------------------------------------------------
 
@@ -143,7 +144,7 @@ def parity_batch(
     if not variable_lengths:
         return Batch(bits_BxT[..., None].astype(jnp.float32), bits_BxT.sum(-1) % 2)
     lengths_B = jax.random.randint(k_len, (batch_size,), 1, seq_len + 1)
-    valid_BxT = jnp.arange(seq_len)[None, :] < lengths_B[:, None]
+    valid_BxT = length_mask(lengths_B, seq_len)
     bits_BxT = jnp.where(valid_BxT, bits_BxT, 0)
     xs = bits_BxT[..., None].astype(jnp.float32)
     return Batch(xs, bits_BxT.sum(-1) % 2, seq_lengths=lengths_B.astype(jnp.int32))

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax.cells.base import CARRY_DTYPE, check_choice, check_positive_int
+from recurrent_jax.sequence import length_mask
 
 KINDS = ("additive", "dot", "general", "concat")
 _glorot = jax.nn.initializers.glorot_uniform()
@@ -227,6 +228,4 @@ def attend(mechanism: Attention, params, query: jax.Array, memory: Memory):
     return context, weights
 
 
-def lengths_mask(lengths: jax.Array, num_steps: int) -> jax.Array:
-    """bool (B, S): True at steps < lengths."""
-    return jnp.arange(num_steps)[None, :] < lengths[:, None]
+lengths_mask = length_mask  # bool (B, S): True at steps < lengths

@@ -17,6 +17,7 @@ import optax
 
 from recurrent_jax import _checks
 from recurrent_jax.cells.base import check_choice
+from recurrent_jax.sequence import length_mask
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -32,7 +33,7 @@ def token_mask(targets: jax.Array, lengths=None, mask=None) -> jax.Array:
         raise ValueError("lengths, mask: give at most one of them, got both")
     if lengths is not None:
         lengths = _checks.check_seq_lengths(lengths, (batch,), num_steps)
-        return jnp.arange(num_steps)[None, :] < lengths[:, None]
+        return length_mask(lengths, num_steps)
     if mask is not None:
         return _checks.check_mask("mask", mask, (batch, num_steps))
     return jnp.ones((batch, num_steps), bool)

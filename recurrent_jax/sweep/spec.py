@@ -20,6 +20,7 @@ import numpy as np
 from recurrent_jax.data.options import ConfigError
 from recurrent_jax.train import core
 from recurrent_jax.train.config import SECTIONS, ExperimentConfig, from_config_dict, to_dict
+from recurrent_jax.train.config_files import parse_value
 
 SWEEP_KEYS = ("vmap", "grid", "seeds", "zip", "chunk_size")
 AXIS_FORMS = (
@@ -343,4 +344,20 @@ def _point_config(runs: list[Run], vmap: tuple) -> ExperimentConfig:
         chosen = next((v for v in values if v), values[0])
         part = dataclasses.replace(getattr(config, section), **{field: chosen})
         config = dataclasses.replace(config, **{section: part})
+    return config
+
+
+def apply_sweep_overrides(config: dict, overrides: list[tuple[str, str]]) -> dict:
+    """Sets ``sweep.a.b`` in a config dict from Python literals (``[1, 2]``,
+    ``{'log': [1e-4, 1e-1], 'num': 4}``, ``3``); keys under ``sweep.vmap``
+    and ``sweep.grid`` may be new."""
+    config["sweep"] = {**default_section(), **(config.get("sweep") or {})}
+    for dotted, text in overrides:
+        *parents, leaf = dotted.split(".")
+        node = config
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config.{dotted}: {name!r} holds a value, not a section")
+        node[leaf] = parse_value(f"config.{dotted}", text, None)
     return config

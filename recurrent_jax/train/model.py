@@ -92,7 +92,7 @@ def length_mask(seq_lengths, num_steps: int):
     """(B, T) bool valid-step mask, or None."""
     if seq_lengths is None:
         return None
-    return jnp.arange(num_steps)[None, :] < seq_lengths[:, None]
+    return rj.length_mask(seq_lengths, num_steps)
 
 
 def apply_model(

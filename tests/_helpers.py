@@ -1,0 +1,102 @@
+"""Helpers the tests share: the cell zoo, test data drawn by NumPy, and
+tolerance checks (``from _helpers import make, normal, ...``).
+
+Speed: on CPU every new shape of ``jax.random.normal`` and every
+``cell.init`` costs about a second of compile, so test data and the params
+of numerical tests come from NumPy; ``cell.init`` runs only where the
+initialisation itself is under test.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import recurrent_jax as rj
+
+# --- the cell zoo ----------------------------------------------------------
+
+H = 4  # hidden size of the zoo
+P = 3  # projection size of the LSTMP entries
+D = 3  # input size used by most tests
+
+CELLS = {
+    "elman-tanh": lambda **o: rj.cells.elman(H, **o),
+    "elman-relu": lambda **o: rj.cells.elman(H, activation="relu", **o),
+    "lstm": lambda **o: rj.cells.lstm(H, **o),
+    "lstm-single": lambda **o: rj.cells.lstm(H, bias="single", **o),
+    "lstm-none": lambda **o: rj.cells.lstm(H, bias="none", **o),
+    "lstm-proj": lambda **o: rj.cells.lstm(H, proj_size=P, **o),
+    "lstm-peephole": lambda **o: rj.cells.lstm(H, peephole=True, **o),
+    "lstm-ln": lambda **o: rj.cells.lstm(H, layer_norm=True, **o),
+    "lstm-all": lambda **o: rj.cells.lstm(H, proj_size=P, peephole=True, layer_norm=True, **o),
+    "gru": lambda **o: rj.cells.gru(H, **o),
+    "gru-single": lambda **o: rj.cells.gru(H, bias="single", **o),
+    "gru-none": lambda **o: rj.cells.gru(H, bias="none", **o),
+    "gru-before": lambda **o: rj.cells.gru(H, reset_after=False, **o),
+    "gru-before-single": lambda **o: rj.cells.gru(H, reset_after=False, bias="single", **o),
+    "mgu": lambda **o: rj.cells.mgu(H, **o),
+}
+
+# A smaller set covering every family and option, for the engine matrices.
+FAMILIES = ["elman-tanh", "lstm", "lstm-all", "gru", "gru-before", "mgu"]
+
+_KEY_SHAPE = jax.ShapeDtypeStruct((2,), jnp.uint32)
+
+
+def param_shapes(cell, input_size=D):
+    """The params' ShapeDtypeStructs, without running (or compiling) init."""
+    return jax.eval_shape(lambda k: cell.init(k, input_size), _KEY_SHAPE)
+
+
+def random_params(cell, rng, input_size=D):
+    """Params of the cell's structure with random values away from every
+    default: N(0, 0.5²) weights, biases, peepholes; LayerNorm scales 1 ± 0.3."""
+
+    def draw(path, s):
+        name = jax.tree_util.keystr(path)
+        base, scale = (1.0, 0.3) if "scale" in name else (0.0, 0.5)
+        return jnp.asarray(base + scale * rng.standard_normal(s.shape), s.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, param_shapes(cell, input_size))
+
+
+def make(name, rng, input_size=D, **options):
+    """(cell, random params) for a zoo entry."""
+    cell = CELLS[name](**options)
+    return cell, random_params(cell, rng, input_size)
+
+
+def normal(rng, shape, scale=1.0):
+    """float32 test data drawn by NumPy."""
+    return jnp.asarray(scale * rng.standard_normal(shape), jnp.float32)
+
+
+def random_carry(cell, rng, batch_shape, scale=0.5):
+    """A nonzero carry with the structure of ``cell.initial_carry``."""
+    zeros = cell.initial_carry(tuple(batch_shape))
+    return jax.tree_util.tree_map(lambda a: normal(rng, a.shape, scale), zeros)
+
+
+def assert_trees_close(got, want, *, atol, rtol=0.0):
+    """Same tree structure, leaf shapes, and values within atol + rtol·|want|
+    (compared in float64, so trees of different dtypes compare by value)."""
+    as_f64 = lambda tree: jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), tree)  # noqa: E731
+    got, want = as_f64(got), as_f64(want)
+    chex.assert_trees_all_equal_shapes(got, want)
+    chex.assert_trees_all_close(got, want, atol=atol, rtol=rtol)
+
+
+def auto_backend_for_plain_cells() -> str:
+    """What ``impl="auto"`` runs a plain fp32 LSTM/GRU with here: the CPU
+    extension on a CPU that built it, else the fused VJP."""
+    from recurrent_jax import cpu
+
+    on_cpu = jax.default_backend() == "cpu"
+    return "cpu" if on_cpu and cpu.unavailable() is None else "fused"
+
+
+def leaf_dtypes(tree):
+    return {jnp.dtype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(tree)}
