@@ -27,6 +27,7 @@ from recurrent_jax.train import (  # noqa: E402
 from recurrent_jax.train.checkpoint import Checkpointer, CheckpointError  # noqa: E402
 from recurrent_jax.train.loop import TrainingDiverged, compile_stages, train_and_evaluate  # noqa: E402
 from recurrent_jax.train.metrics import read_metrics  # noqa: E402
+from recurrent_jax.train.summary import format_summary  # noqa: E402
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py"))
 NEEDS = {"digits": "sklearn", "japanese_vowels": "aeon", "airline": "aeon"}
@@ -139,6 +140,14 @@ def test_resume_is_bit_identical(uninterrupted, tmp_path, how):
     for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
     assert second["best_step"] == json.loads((full_dir / "summary.json").read_text())["best_step"]
+    # The summaries label each reported evaluation with its step.
+    last_eval = 20 if stopped_at == 20 else 0  # evaluations every 20 steps
+    want = f"latest eval mse: {first['final_eval']['mse']:.5g} (step {last_eval})"
+    assert want in format_summary(first)
+    assert "resumed" not in format_summary(first)
+    text = format_summary(second)
+    assert f"resumed from step {stopped_at}" in text and "final eval mse:" in text
+    assert "(step 30)" in text
 
 
 def test_completed_run_is_not_retrained(uninterrupted, tmp_path):

@@ -23,14 +23,21 @@ def _pyplot():
     return plt
 
 
-def plot_learning_curves(records: list[dict], path: Path, title: str) -> Path | None:
-    """Loss and the other metrics of each split against the step."""
+def plot_learning_curves(
+    records: list[dict], path: Path, title: str, baselines: dict | None = None, metric=None
+) -> Path | None:
+    """Loss and the other metrics of each split against the step, at most
+    three panels a row; a metric equal to the loss at every record (a
+    regression task's mse) shares the loss panel. ``baselines`` ({name:
+    value} of the primary ``metric``) are drawn as dashed lines on its panel."""
     plt = _pyplot()
     if plt is None or not records:
         return None
-    names = sorted({k for r in records for k in r} - {"step", "split"})
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
+    names = _panels(records)
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
         for split in ("train", "eval"):
             pts = [
                 (r["step"], r[name])
@@ -41,13 +48,20 @@ def plot_learning_curves(records: list[dict], path: Path, title: str) -> Path | 
                 ax.plot(
                     *zip(*pts, strict=True), label=split, marker="." if split == "eval" else None
                 )
+        aliases = [m for m in _same_as(records, name) if m != name]
+        ax.set_title(" = ".join([name, *aliases]))
+        if metric in (name, *aliases):
+            for i, (label, value) in enumerate((baselines or {}).items()):
+                ax.axhline(value, color=f"C{i + 2}", ls="--", lw=1, label=f"baseline: {label}")
         ax.set_xlabel("step")
-        ax.set_title(name)
         if name in ("loss", "mse", "grad_norm") and all(
             r.get(name) is None or r[name] > 0 for r in records
         ):
-            ax.set_yscale("log")
-        ax.legend()
+            _log_axis(ax)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -55,9 +69,44 @@ def plot_learning_curves(records: list[dict], path: Path, title: str) -> Path | 
     return path
 
 
-def plot_predictions(kind: str, outputs, targets, weights, path: Path, title: str) -> Path | None:
+def _log_axis(ax) -> None:
+    """A log y axis with labels that never overlap: one per decade, or at 1,
+    2 and 5 when the data span less than a decade (matplotlib's default then
+    labels every minor tick, and they overlap)."""
+    from matplotlib import ticker
+
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    if high / low < 10:
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _same_as(records, name) -> list[str]:
+    """The metrics equal to ``name`` at every record where it is present."""
+    present = [r for r in records if r.get(name) is not None]
+    keys = sorted({k for r in present for k in r} - {"step", "split"})
+    return [k for k in keys if all(r.get(k) == r[name] for r in present)]
+
+
+def _panels(records) -> list[str]:
+    """One panel per distinct metric: "loss" first, then the others by name."""
+    names = sorted({k for r in records for k in r} - {"step", "split"})
+    names.sort(key=lambda n: n != "loss")
+    shown = []
+    for name in names:
+        if not any(name in _same_as(records, s) for s in shown):
+            shown.append(name)
+    return shown
+
+
+def plot_predictions(
+    kind: str, outputs, targets, weights, path: Path, title: str, class_names=None
+) -> Path | None:
     """Regression: predictions against targets. Classification: the
-    confusion matrix of the scored outputs."""
+    confusion matrix of the scored outputs (a colorbar counts them; axes
+    ticked by ``class_names`` where given, e.g. a language model's characters)."""
     plt = _pyplot()
     if plt is None:
         return None
@@ -80,9 +129,15 @@ def plot_predictions(kind: str, outputs, targets, weights, path: Path, title: st
         pred, true = outputs.argmax(-1)[scored], targets[scored]
         confusion = np.zeros((num_classes, num_classes))
         np.add.at(confusion, (true, pred), 1)
-        ax.imshow(confusion, cmap="Blues")
+        image = ax.imshow(confusion, cmap="Blues")
+        fig.colorbar(image, ax=ax, label="count")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
+        if class_names is not None:
+            ticks = np.arange(num_classes)
+            labels = [repr(name)[1:-1] or " " for name in class_names]  # "\n", not a newline
+            ax.set_xticks(ticks, labels, fontsize=5)
+            ax.set_yticks(ticks, labels, fontsize=5)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)

@@ -43,18 +43,19 @@ def plot_attention(examples, path: Path, title: str) -> Path | None:
     plt = _pyplot()
     if plt is None or not examples:
         return None
-    fig, axes = plt.subplots(1, len(examples), figsize=(3.2 * len(examples), 3.2), squeeze=False)
+    size = (3.2 * len(examples) + 1, 3.4)
+    fig, axes = plt.subplots(1, len(examples), figsize=size, squeeze=False, layout="constrained")
     for ax, (weights, src_tokens, out_tokens) in zip(axes[0], examples, strict=True):
         crop = np.asarray(weights)[: len(out_tokens), : len(src_tokens)]
-        ax.imshow(crop, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        image = ax.imshow(crop, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
         ax.set_xticks(range(len(src_tokens)), src_tokens)
         ax.set_yticks(range(len(out_tokens)), out_tokens)
         ax.set_xlabel("source")
         ax.set_ylabel("output")
         shown = out_tokens[:-1] if out_tokens[-1:] == ["</s>"] else out_tokens
         ax.set_title(f"{''.join(src_tokens)} → {''.join(shown)}", fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), label="attention weight")
     fig.suptitle(title)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)

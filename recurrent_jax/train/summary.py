@@ -28,6 +28,7 @@ def write_summary(run, status: str) -> dict:
         "message": run.message,
         "step": run.step,
         "num_steps": config.training.num_steps,
+        "resumed_from": run.start_step or None,
         "final_eval": _strip(evals[-1]) if evals else None,
         "best_step": best_step,
         "best_eval": _strip(best) if best else None,
@@ -47,7 +48,10 @@ def write_summary(run, status: str) -> dict:
 
 def _plots(run, records) -> list[str]:
     task, workdir, title = run.stages.task, run.workdir, run.config.name
-    written = [plots.plot_learning_curves(records, workdir / plots.CURVES_FILE, title)]
+    curves = workdir / plots.CURVES_FILE
+    written = [
+        plots.plot_learning_curves(records, curves, title, task.baselines, task.primary_metric)
+    ]
     if run.config.model.kind == "seq2seq":  # attention maps: seq2seq_outputs
         maps = sorted((workdir / "plots").glob("attention_step_*.png"))
         return [p.name for p in written if p is not None] + [f"plots/{p.name}" for p in maps[-1:]]
@@ -61,9 +65,17 @@ def _plots(run, records) -> list[str]:
                 batch.weights,
                 workdir / plots.TASK_FILE,
                 f"{title}: eval at step {run.step}",
+                _class_names(task),
             )
         )
     return [p.name for p in written if p is not None]
+
+
+def _class_names(task) -> list[str] | None:
+    """The symbols of a task that decodes ids to text (a language model)."""
+    if task.decode is None:
+        return None
+    return [task.decode([i]) for i in range(task.output_size)]
 
 
 def _samples(run, length: int = 240) -> str | None:
@@ -105,9 +117,14 @@ def format_summary(summary: dict) -> str:
     ]
     if summary["message"]:
         lines.append(summary["message"])
-    metric = summary["primary_metric"]
-    if summary["final_eval"]:
-        lines.append(f"  final eval {metric}: {summary['final_eval'].get(metric):.5g}")
+    if summary.get("resumed_from"):
+        lines.append(f"  resumed from step {summary['resumed_from']}")
+    metric, last = summary["primary_metric"], summary["final_eval"]
+    if last:
+        # "final" only for the evaluation that ended a completed run: an
+        # interrupted run's last evaluation may be the one at step 0.
+        label = "final" if summary["status"] == "completed" else "latest"
+        lines.append(f"  {label} eval {metric}: {last.get(metric):.5g} (step {last['step']})")
     if summary["best_eval"]:
         lines.append(
             f"  best eval {metric}: {summary['best_eval'].get(metric):.5g} "
