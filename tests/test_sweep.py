@@ -33,6 +33,7 @@ from recurrent_jax.train import (
     core,  # noqa: E402
 )
 from recurrent_jax.train.checkpoint import Checkpointer  # noqa: E402
+from recurrent_jax.train.config import from_config_dict  # noqa: E402
 from recurrent_jax.train.loop import train_and_evaluate  # noqa: E402
 from recurrent_jax.train.metrics import read_metrics  # noqa: E402
 
@@ -212,6 +213,45 @@ def test_forget_bias_shifts_only_the_lstm_forget_gate():
     np.testing.assert_array_equal(
         shifted.params["rnn"]["layer_0"]["b_hh"], plain["rnn"]["layer_0"]["b_hh"]
     )
+
+
+def test_forget_bias_reaches_a_seq2seq_models_encoder_and_decoder():
+    config = from_config_dict(config_files.load_config("seq2seq_addition:smoke"))
+    task, key = core.build_task(config), jax.random.key(0)
+    base = core.default_hparams(config)
+    plain = core.init_state(config, task, base, key).params
+    shifted = core.init_state(config, task, base._replace(forget_bias=jnp.float32(-1.0)), key)
+    hidden = config.model.hidden_size
+    changed = []
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(shifted.params),
+        jax.tree_util.tree_leaves(plain),
+        strict=True,
+    ):
+        delta = np.asarray(a) - np.asarray(b)
+        if delta.any():
+            changed.append(jax.tree_util.keystr(path))
+            np.testing.assert_allclose(delta[hidden : 2 * hidden], -2.0, rtol=1e-6)
+            np.testing.assert_array_equal(np.delete(delta, np.s_[hidden : 2 * hidden]), 0.0)
+    assert changed == [
+        "['decoder']['cells']['layer_0']['b_ih']",
+        "['encoder']['layer_0']['backward']['b_ih']",
+        "['encoder']['layer_0']['forward']['b_ih']",
+    ]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model.cell": "gru", "model.forget_bias": 0.0}, "config.model.forget_bias: expected"),
+        ({"model.sampling_prob": 0.5}, "config.model.sampling_prob: expected 0.0"),
+    ],
+)
+def test_a_hyperparameter_of_another_model_is_an_error(overrides, message):
+    config = config_files.load_config("adding:smoke")
+    config_files.apply_overrides(config, [(k, str(v)) for k, v in overrides.items()])
+    with pytest.raises(ConfigError, match=message):
+        from_config_dict(config)
 
 
 def test_chunk_size_from_memory():

@@ -45,8 +45,9 @@ class ModelConfig:
     ``dropout`` (between layers), ``input_dropout``, ``recurrent_dropout`` and
     ``zoneout`` are compiled in when non-zero here; their values (like
     ``init_scale``) are the defaults of the traced ``HParams``.
-    ``forget_bias``: the LSTM forget-gate bias at init (other cells ignore
-    it). ``sampling_prob``: the scheduled-sampling probability of
+    ``forget_bias``: the LSTM forget-gate bias at init, of the encoder and
+    decoder too in a seq2seq model (another value with another cell is an
+    error). ``sampling_prob``: the scheduled-sampling probability of
     sequence-to-sequence models (0 is teacher forcing). ``engine``: how the
     recurrence runs, an ``rj.Engine`` (``model.engine.impl``, ``.remat``,
     ``.unroll``, ``.hoist``, ``.chunk_length``, ``.deer_*``); its ``impl``
@@ -120,6 +121,19 @@ class ModelConfig:
         if not 0.0 <= self.sampling_prob <= 1.0:
             fail("model.sampling_prob", "a probability in [0, 1]", self.sampling_prob)
         _check_choice("model.kind", self.kind, MODEL_KINDS)
+        # Hyperparameters of one model family only: set elsewhere, an error.
+        if self.cell != "lstm" and self.forget_bias != 1.0:
+            fail(
+                "model.forget_bias",
+                f"the default 1.0 (it sets the forget gate of LSTMs; model.cell is {self.cell!r})",
+                self.forget_bias,
+            )
+        if self.kind != "seq2seq" and self.sampling_prob != 0.0:
+            fail(
+                "model.sampling_prob",
+                f"0.0 (scheduled sampling is for seq2seq models; model.kind is {self.kind!r})",
+                self.sampling_prob,
+            )
         if self.kind == "seq2seq":
             check_seq2seq(self)
 

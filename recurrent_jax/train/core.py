@@ -34,8 +34,8 @@ class HParams(NamedTuple):
     ``b1``, ``b2`` and ``eps`` (Adam's) are None by default: the config's
     values are then compiled in as constants, exactly as a Python float; a
     sweep that varies them passes arrays. ``forget_bias`` is added to the
-    forget-gate slice of every LSTM input-side bias at init (ignored by the
-    other cells). ``sampling_prob`` is the scheduled-sampling probability of
+    forget-gate slice of every LSTM input-side bias at init (a config error
+    with other cells). ``sampling_prob`` is the scheduled-sampling probability of
     sequence-to-sequence models.
     """
 
@@ -209,12 +209,14 @@ def init_state(config: ExperimentConfig, task: TaskSpec, hparams: HParams, key) 
 
 def shift_forget_bias(params: dict, delta) -> dict:
     """Adds ``delta`` to the forget-gate slice ``[H:2H]`` (gates i, f, g, o)
-    of every LSTM input-side bias (``b_ih``, or ``b`` with a single bias);
-    a zero ``delta`` leaves the params bit-identical."""
+    of every LSTM input-side bias (``b_ih``, or ``b`` with a single bias):
+    the recurrent stack's (``rnn``), or a seq2seq model's encoder and decoder
+    cells; a zero ``delta`` leaves the params bit-identical."""
 
     def shift(path, leaf):
-        name = getattr(path[-1], "key", "")
-        if path[0].key != "rnn" or name not in ("b_ih", "b"):
+        keys = [getattr(entry, "key", None) for entry in path]
+        in_cells = keys[0] in ("rnn", "encoder") or keys[:2] == ["decoder", "cells"]
+        if not in_cells or keys[-1] not in ("b_ih", "b"):
             return leaf
         hidden = leaf.shape[-1] // 4
         return leaf.at[hidden : 2 * hidden].add(delta.astype(leaf.dtype))
