@@ -128,6 +128,15 @@ def _no_hoist(call):
     return []
 
 
+def _options_set(call, names) -> list[str]:
+    """A reason for each of the options ``names`` that ``call`` uses."""
+    return [f"`{name}` is set" for name in names if name in call.uses]
+
+
+# The per-step options the single-kernel backends (pallas, cpu) do not run.
+_KERNEL_UNSUPPORTED = ("resets", "return_carries", "recurrent_dropout", "zoneout")
+
+
 def _project(call, inputs):
     cell, params = call.cell, call.params
     xp = jnp.moveaxis(cell.project(params, jnp.moveaxis(inputs.xp, 0, -2)), -2, 0)
@@ -163,8 +172,7 @@ def _fused_blockers(call):
     reasons = []
     if call.cell.pointwise is None:
         reasons.append(f"the {call.cell.name} cell has no `pointwise` split")
-    reasons += [f"`{name}` is set" for name in ("resets", "return_carries") if name in call.uses]
-    return reasons + _no_hoist(call)
+    return reasons + _options_set(call, ("resets", "return_carries")) + _no_hoist(call)
 
 
 def _fused_run(call, carry0, inputs, options):
@@ -188,8 +196,7 @@ def _pallas_blockers(call):
             reasons.append(
                 f"on a GPU it needs W_hh widths that are powers of two >= 16, got {widths}"
             )
-    unsupported = ("resets", "return_carries", "recurrent_dropout", "zoneout")
-    reasons += [f"`{name}` is set" for name in unsupported if name in call.uses]
+    reasons += _options_set(call, _KERNEL_UNSUPPORTED)
     return reasons + _no_hoist(call)
 
 
@@ -212,8 +219,7 @@ def _cpu_blockers(call):
     dtypes = {jnp.dtype(a.dtype) for a in jax.tree_util.tree_leaves(call.params)}
     if dtypes | {jnp.dtype(call.xs.dtype)} != {jnp.dtype(jnp.float32)}:
         reasons.append("it runs in float32 only")
-    unsupported = ("resets", "return_carries", "recurrent_dropout", "zoneout")
-    reasons += [f"`{name}` is set" for name in unsupported if name in call.uses]
+    reasons += _options_set(call, _KERNEL_UNSUPPORTED)
     if not reasons:  # build only when it would run
         missing = cpu.unavailable()
         reasons += [missing] if missing else []

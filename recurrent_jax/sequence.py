@@ -7,6 +7,8 @@ per-sequence regularisers, episode resets and the choice of implementation.
 
 from __future__ import annotations
 
+import operator
+
 import jax
 import jax.numpy as jnp
 
@@ -163,8 +165,20 @@ def length_mask(seq_lengths, num_steps: int) -> jax.Array:
     seq_lengths: int (*batch); the one lengths→mask conversion of the library.
     """
     lengths = jnp.asarray(seq_lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"seq_lengths: expected integers, got {_checks.describe(lengths)}")
+    if not _is_index(num_steps) or num_steps < 0:
+        raise ValueError(f"num_steps: expected a non-negative int, got {num_steps!r}")
     steps = jnp.arange(num_steps).reshape((1,) * lengths.ndim + (num_steps,))
     return steps < lengths[..., None]
+
+
+def _is_index(value) -> bool:
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def valid_steps(seq_lengths, mask, batch_shape, num_steps, time_major):

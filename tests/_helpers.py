@@ -80,11 +80,14 @@ def random_carry(cell, rng, batch_shape, scale=0.5):
     return jax.tree_util.tree_map(lambda a: normal(rng, a.shape, scale), zeros)
 
 
+def _as_float64(tree):
+    return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), tree)
+
+
 def assert_trees_close(got, want, *, atol, rtol=0.0):
     """Same tree structure, leaf shapes, and values within atol + rtol·|want|
     (compared in float64, so trees of different dtypes compare by value)."""
-    as_f64 = lambda tree: jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), tree)  # noqa: E731
-    got, want = as_f64(got), as_f64(want)
+    got, want = _as_float64(got), _as_float64(want)
     chex.assert_trees_all_equal_shapes(got, want)
     chex.assert_trees_all_close(got, want, atol=atol, rtol=rtol)
 

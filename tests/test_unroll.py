@@ -327,6 +327,13 @@ def test_length_mask_against_a_loop(batch_shape, rng):
     np.testing.assert_array_equal(got, want)
 
 
+def test_length_mask_rejects_bad_input():
+    with pytest.raises(TypeError, match="seq_lengths: expected integers, got"):
+        rj.length_mask(jnp.ones((3,)), 4)
+    with pytest.raises(ValueError, match="num_steps: expected a non-negative int, got -1"):
+        rj.length_mask(jnp.ones((3,), jnp.int32), -1)
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_mask_with_holes_skips_the_masked_steps(reverse, rng):
     cell, params = make("gru", rng)
