@@ -26,7 +26,6 @@ import _study  # noqa: E402
 
 import recurrent_jax as rj  # noqa: E402
 from recurrent_jax.train.config import base_config  # noqa: E402
-from recurrent_jax.train.model import CELL_CONSTRUCTORS  # noqa: E402
 
 NAME = "gru_vs_lstm"
 TASKS = {"adding": 1 / 6, "digits": 0.123}  # primary-metric baselines (mean; majority class)
@@ -34,7 +33,7 @@ INPUT_SIZES = {"adding": 2, "digits": 1}
 
 
 def num_params(cell: str, hidden_size: int, input_size: int) -> int:
-    layer = rj.layer(CELL_CONSTRUCTORS[cell](hidden_size))
+    layer = rj.layer(rj.cells.REGISTRY[cell](hidden_size))
     shapes = jax.eval_shape(lambda key: layer.init(key, input_size), jax.random.key(0))
     return sum(x.size for x in jax.tree_util.tree_leaves(shapes))
 

@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _study  # noqa: E402
 
 import recurrent_jax as rj  # noqa: E402
-from recurrent_jax.train.config import LINEAR_CELLS, base_config  # noqa: E402
-from recurrent_jax.train.model import CELL_CONSTRUCTORS  # noqa: E402
+from recurrent_jax.train.config import base_config  # noqa: E402
 
 NAME = "parallel_cells"
 CELLS = ["mingru", "minlstm", "lru", "gru", "lstm"]
@@ -40,7 +39,7 @@ BASELINES = {"adding": 1 / 6, "digits": 0.123}
 
 
 def impl_of(cell: str) -> str:
-    return "associative" if cell in LINEAR_CELLS else "auto"
+    return "associative" if rj.cells.linear_in_carry(cell) else "auto"
 
 
 def get_config(task: str, smoke: bool):
@@ -63,7 +62,7 @@ def get_config(task: str, smoke: bool):
 def step_time(cell: str, impl: str, hidden: int, batch: int, seq_len: int, repeats: int = 5):
     """Median seconds of a jitted forward + backward pass of one layer on
     (batch, seq_len, 1) inputs, compile excluded."""
-    layer = rj.layer(CELL_CONSTRUCTORS[cell](hidden), impl=impl)
+    layer = rj.layer(rj.cells.REGISTRY[cell](hidden), impl=impl)
     k1, k2 = jax.random.split(jax.random.key(0))
     params = layer.init(k1, 1)
     xs = jax.random.normal(k2, (batch, seq_len, 1))
@@ -85,7 +84,7 @@ def step_time(cell: str, impl: str, hidden: int, batch: int, seq_len: int, repea
 def timing_rows(cells, hidden, batch, seq_lens):
     rows = []
     for cell in cells:
-        for impl in ("scan", "associative") if cell in LINEAR_CELLS else ("scan",):
+        for impl in ("scan", "associative") if rj.cells.linear_in_carry(cell) else ("scan",):
             row = [cell, impl]
             row += [1e3 * step_time(cell, impl, hidden, batch, t) for t in seq_lens]
             rows.append(row)

@@ -312,3 +312,5 @@ TABLE = {
     )
 }
 NAMES = tuple(TABLE)
+# parallel in time: the backends that need a cell linear in its carry
+PARALLEL_IN_TIME = tuple(b.name for b in TABLE.values() if b.blockers is _linear_blockers)

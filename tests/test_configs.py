@@ -4,7 +4,9 @@ values are errors naming the key, the expected and the given value."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
+import json
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,27 @@ def test_saved_configs_with_model_impl_still_load():
     raw["model"]["engine"]["impl"] = "fused"
     with pytest.raises(ConfigError, match=r"config\.model\.impl: moved to config\.model\.engine"):
         from_config_dict(raw)
+
+
+def _flat_model(raw: dict) -> dict:
+    """``raw`` as earlier versions saved it: one flat model section holding
+    every key of every model kind (the other kind's at their defaults)."""
+    every = {}
+    for cls in reversed(cfg.MODEL_KINDS.values()):
+        every.update(dataclasses.asdict(cls()))
+    return {**raw, "model": {**every, **raw["model"]}}
+
+
+@pytest.mark.parametrize("spec", ["adding:smoke", "seq2seq_addition:smoke"])
+def test_saved_configs_with_a_flat_model_section_still_load(spec, tmp_path):
+    from recurrent_jax.train.loop import CONFIG_FILE, prepare_workdir
+
+    config = from_config_dict(config_files.load_config(spec))
+    flat = _flat_model(to_dict(config))
+    assert set(flat["model"]) > set(to_dict(config)["model"])
+    assert from_config_dict(flat) == config
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(flat))
+    prepare_workdir(config, tmp_path)  # the same run: resumable
+    changed = dataclasses.replace(config, model=dataclasses.replace(config.model, hidden_size=3))
+    with pytest.raises(ValueError, match=r"differs at \['model.hidden_size'\]"):
+        prepare_workdir(changed, tmp_path)

@@ -5,7 +5,6 @@ sampling stays a traced, vmappable hyperparameter."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 
@@ -23,7 +22,7 @@ from recurrent_jax.train import (
     config_files,  # noqa: E402
     core,  # noqa: E402
 )
-from recurrent_jax.train import seq2seq as stages  # noqa: E402
+from recurrent_jax.train import seq2seq_model as stages  # noqa: E402
 from recurrent_jax.train.config import ConfigError, from_config_dict  # noqa: E402
 from recurrent_jax.train.decode import restore_run  # noqa: E402
 from recurrent_jax.train.seq2seq_outputs import format_samples  # noqa: E402
@@ -121,10 +120,25 @@ def test_schedule_constant_checked_for_its_schedule():
 def test_unknown_key_and_mismatched_task(capsys):
     assert cli.main(["train", "--config=seq2seq_addition:smoke", "--config.model.atention=dot"])
     assert "config.model.atention" in capsys.readouterr().err
-    config = from_config_dict(config_files.load_config("adding:smoke"))
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind="seq2seq"))
+    rnn = config_files.load_config("adding:smoke").to_dict()
+    s2s = config_files.load_config("seq2seq_addition:smoke").to_dict()
+    with pytest.raises(ConfigError, match="config.model.kind: expected 'rnn'"):
+        core.build_task(from_config_dict({**rnn, "model": s2s["model"]}))
+    with pytest.raises(ConfigError, match="config.model.kind: expected 'seq2seq'"):
+        core.build_task(from_config_dict({**s2s, "model": rnn["model"]}))
+
+
+def test_a_key_of_another_model_kind_is_an_error_naming_it():
+    rnn = config_files.load_config("adding:smoke").to_dict()
+    with pytest.raises(
+        ConfigError, match=r"config.model.beam_size: applies to model.kind 'seq2seq'"
+    ):
+        from_config_dict({**rnn, "model": {**rnn["model"], "beam_size": 2}})
+    s2s = config_files.load_config("seq2seq_addition:smoke").to_dict()
+    with pytest.raises(ConfigError, match=r"config.model.zoneout: applies to model.kind 'rnn'"):
+        from_config_dict({**s2s, "model": {**s2s["model"], "zoneout": 0.1}})
     with pytest.raises(ConfigError, match="config.model.kind"):
-        core.build_task(config)
+        from_config_dict({**rnn, "model": {**rnn["model"], "kind": "transformer"}})
 
 
 FAST = {"xla_backend_optimization_level": 0}
@@ -142,7 +156,7 @@ def test_scheduled_sampling_under_jit_and_vmap_of_hparams():
     @functools.partial(jax.jit, compiler_options=FAST)
     def losses(stacked, key):
         k_init, k_data, k_loss = jax.random.split(key, 3)
-        params = stages.init_params(config.model, k_init)
+        params = stages.init_params(config.model, hparams, k_init)
         batch = task.sample_train(k_data, 8)
         loss = lambda c, h: core.loss_fn(c, task, h, params, batch, k_loss, jnp.int32(0))
         return jax.vmap(functools.partial(loss, config))(stacked), loss(forced, hparams)[0]

@@ -28,9 +28,10 @@ from recurrent_jax.sweep import (  # noqa: E402
 )
 from recurrent_jax.sweep.runner import choose_chunk_size, estimate_run_bytes  # noqa: E402
 from recurrent_jax.sweep.spec import apply_sweep_overrides  # noqa: E402
-from recurrent_jax.train import (
-    config_files,  # noqa: E402
-    core,  # noqa: E402
+from recurrent_jax.train import (  # noqa: E402
+    config_files,
+    core,
+    rnn_model,
 )
 from recurrent_jax.train.checkpoint import Checkpointer  # noqa: E402
 from recurrent_jax.train.config import from_config_dict  # noqa: E402
@@ -145,7 +146,7 @@ def test_grid_points_group_runs():
             {"vmap": {"learning_rate": [1, 2]}, "zip": [["learning_rate", "b1"]]},
             r"'b1' is not swept",
         ),
-        ({"vmap": {"clip_norm": [0.0, 1.0]}}, r"vmap.clip_norm: 0 turns clipping off"),
+        ({"vmap": {"clip_norm": [0.0, 1.0]}}, r"vmap.clip_norm: 0 turns it off"),
         (
             {"vmap": {"weight_decay": [0.0, 1e-4]}},
             r"run 1 .*optimizer.weight_decay: expected 0 with adam",
@@ -185,11 +186,17 @@ def test_sweep_overrides_on_the_command_line():
 # --- hyperparameters -------------------------------------------------------------
 
 
+def test_vmapping_a_hyperparameter_of_another_model_kind_is_an_error():
+    with pytest.raises(ConfigError, match="config.model.sampling_prob: applies to model.kind"):
+        plan_of({"vmap": {"sampling_prob": [0.0, 0.5]}})
+
+
 def test_new_hparams_default_to_the_config():
     plan = plan_of({"vmap": {"b1": [0.8, 0.9], "forget_bias": [0.0, 2.0]}})
     solo = core.default_hparams(plan.base)
     assert solo.b1 is None and solo.b2 is None and solo.eps is None  # compiled in
-    assert float(solo.forget_bias) == 1.0 and float(solo.sampling_prob) == 0.0
+    assert float(solo.forget_bias) == 1.0
+    assert solo.sampling_prob is None  # a seq2seq model's: an RNN model has none
     hparams = stack_hparams([r.config for r in plan.runs], plan.vmap)
     np.testing.assert_array_equal(hparams.b1, np.float32([0.8, 0.8, 0.9, 0.9]))
     np.testing.assert_array_equal(hparams.forget_bias, np.float32([0.0, 2.0, 0.0, 2.0]))
@@ -202,7 +209,9 @@ def test_forget_bias_shifts_only_the_lstm_forget_gate():
     key = jax.random.key(0)
     base = core.default_hparams(config)
     same = core.init_state(config, task, base, key).params
-    plain = core.init_params(config.model, task, core.run_keys(key).init, base.init_scale)
+    # the oracle: the LSTM constructor's own default forget bias (a Python 1.0)
+    library_default = base._replace(forget_bias=1.0)
+    plain = rnn_model.init_params(config.model, task, core.run_keys(key).init, library_default)
     for a, b in zip(jax.tree_util.tree_leaves(same), jax.tree_util.tree_leaves(plain), strict=True):
         np.testing.assert_array_equal(a, b)  # the default: bit-identical
     shifted = core.init_state(config, task, base._replace(forget_bias=jnp.float32(3.0)), key)
@@ -244,13 +253,13 @@ def test_forget_bias_reaches_a_seq2seq_models_encoder_and_decoder():
     "overrides, message",
     [
         ({"model.cell": "gru", "model.forget_bias": 0.0}, "config.model.forget_bias: expected"),
-        ({"model.sampling_prob": 0.5}, "config.model.sampling_prob: expected 0.0"),
+        ({"model.sampling_prob": 0.5}, "config.model.sampling_prob: unknown key"),
     ],
 )
 def test_a_hyperparameter_of_another_model_is_an_error(overrides, message):
     config = config_files.load_config("adding:smoke")
-    config_files.apply_overrides(config, [(k, str(v)) for k, v in overrides.items()])
     with pytest.raises(ConfigError, match=message):
+        config_files.apply_overrides(config, [(k, str(v)) for k, v in overrides.items()])
         from_config_dict(config)
 
 

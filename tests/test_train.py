@@ -61,7 +61,7 @@ def test_smoke_config_trains_end_to_end(name, tmp_path):
     assert (0, "eval") in splits and (config.training.num_steps, "eval") in splits
     assert all(np.isfinite(r["loss"]) for r in records)
     assert is_png(tmp_path / "learning_curves.png")
-    if config.model.kind == "seq2seq":  # its task picture: the attention maps
+    if config.model.KIND == "seq2seq":  # its task picture: the attention maps
         assert is_png(tmp_path / "plots" / f"attention_step_{config.training.num_steps:06d}.png")
     else:
         assert is_png(tmp_path / "predictions.png")
@@ -247,7 +247,8 @@ def test_greedy_generation_equals_argmax_of_the_full_sequence(tmp_path):
     teacher-forced pass over the generated text."""
     from recurrent_jax.data.base import one_hot
     from recurrent_jax.train import generate
-    from recurrent_jax.train.model import Rates, make_network
+    from recurrent_jax.train.hparams import Rates
+    from recurrent_jax.train.rnn_model import make_network
 
     config = experiment("char_lm:smoke")
     stages = compile_stages(config)

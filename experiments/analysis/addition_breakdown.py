@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from recurrent_jax.data import seq2seq_tasks
-from recurrent_jax.train import seq2seq as seq2seq_stages
+from recurrent_jax.train import seq2seq_model as seq2seq_stages
 from recurrent_jax.train.decode import restore_run
 
 

@@ -10,7 +10,27 @@ from recurrent_jax.cells.mingru import mingru, minlstm
 from recurrent_jax.cells.rglru import rglru
 from recurrent_jax.cells.xlstm import MLSTMCarry, SLSTMCarry, mlstm, mlstm_parallel, slstm
 
+# The families that configs and the seq2seq builder name: ``name(hidden_size, **options)``.
+REGISTRY = {
+    "elman": elman,
+    "lstm": lstm,
+    "gru": gru,
+    "mgu": mgu,
+    "mingru": mingru,
+    "minlstm": minlstm,
+    "lru": lru,
+    "rglru": rglru,
+}
+
+
+def linear_in_carry(name: str) -> bool:
+    """Whether the ``REGISTRY`` family ``name`` has ``Cell.linear`` (runs
+    with the parallel-in-time backends)."""
+    return REGISTRY[name](1).linear is not None
+
+
 __all__ = [
+    "REGISTRY",
     "Cell",
     "CellOptions",
     "LSTMCarry",
@@ -19,6 +39,7 @@ __all__ = [
     "elman",
     "gru",
     "lru",
+    "linear_in_carry",
     "lstm",
     "mgu",
     "mlstm",

@@ -31,7 +31,8 @@ from recurrent_jax.seq2seq.attention import lengths_mask, make_attention
 from recurrent_jax.seq2seq.decoder import AttentionDecoder, attention_decoder
 from recurrent_jax.seq2seq.encoder import Bridge, make_bridge, make_encoder
 
-CELLS = {"elman": cells.elman, "lstm": cells.lstm, "gru": cells.gru, "mgu": cells.mgu}
+# the cells the decoder steps token by token
+CELLS = {name: cells.REGISTRY[name] for name in ("elman", "lstm", "gru", "mgu")}
 _embed_init = jax.nn.initializers.normal(1.0)
 _glorot = jax.nn.initializers.glorot_uniform()
 
@@ -175,6 +176,7 @@ def make_seq2seq(
     embedding_size: int = 32,
     bridge: str = "copy",
     engine: Engine | None = None,
+    cell_options: dict | None = None,
 ) -> Seq2SeqModel:
     """A ``Seq2SeqModel`` from config-friendly values.
 
@@ -190,11 +192,14 @@ def make_seq2seq(
     ``bridge`` "copy", "linear" or "zeros" (see ``make_bridge``).
     ``engine`` (an ``rj.Engine``) runs the encoder; the decoder steps one
     token at a time through its attention, which no backend replaces.
+    ``cell_options`` go to every encoder and decoder cell's constructor
+    (e.g. ``{"forget_bias": 2.0}`` for LSTMs).
     """
     make_cell = CELLS[check_choice("cell", cell, CELLS)]
+    options = dict(cell_options or {})
     num_decoder = _layers("decoder_layers", decoder_layers, num_layers)
-    dec_cells = [make_cell(hidden_size) for _ in range(num_decoder)]
-    enc_cell = make_cell(encoder_hidden_size or hidden_size)
+    dec_cells = [make_cell(hidden_size, **options) for _ in range(num_decoder)]
+    enc_cell = make_cell(encoder_hidden_size or hidden_size, **options)
     enc = make_encoder(
         enc_cell, num_layers=num_layers, bidirectional=bidirectional_encoder, engine=engine
     )

@@ -28,7 +28,7 @@ group (equal lengths) take their values together. Runs are numbered in
 product order: grid axes outermost, then vmapped axes, then seeds; within
 ``grid`` and ``vmap``, axes in key order (a ConfigDict sorts its keys).
 
-Vmappable (``recurrent_jax.train.core.HPARAM_PATHS``): ``learning_rate``,
+Vmappable (``recurrent_jax.train.hparams.TABLE``): ``learning_rate``,
 ``weight_decay``, ``clip_norm`` (> 0), ``b1``, ``b2``, ``eps``,
 ``dropout``, ``input_dropout``, ``recurrent_dropout``, ``zoneout``,
 ``init_scale``, ``forget_bias`` (LSTM), ``sampling_prob``. Naming a static

@@ -39,7 +39,7 @@ from recurrent_jax.sweep.runner import (
 )
 from recurrent_jax.sweep.spec import GridPoint, SweepPlan
 from recurrent_jax.train.checkpoint import Checkpointer
-from recurrent_jax.train.config import to_dict
+from recurrent_jax.train.config import from_config_dict, to_dict
 from recurrent_jax.train.loop import make_workdir
 from recurrent_jax.train.metrics import METRICS_FILE, read_metrics
 from recurrent_jax.train.progress import Progress
@@ -59,7 +59,9 @@ def prepare_sweep_dir(plan: SweepPlan, workdir: Path) -> Path:
             path.write_text(json.dumps(saved, indent=2) + "\n")
         dist.barrier("recurrent_jax sweep: sweep.json written")
     if path.exists():
-        if _identity(json.loads(path.read_text())) != _identity(json.loads(json.dumps(saved))):
+        on_disk = json.loads(path.read_text())
+        on_disk = {**to_dict(from_config_dict(on_disk)), "sweep": on_disk.get("sweep")}
+        if _identity(on_disk) != _identity(json.loads(json.dumps(saved))):
             raise ValueError(
                 f"{workdir} holds a different sweep; pass a fresh --workdir, or omit "
                 "--config to resume the saved sweep"

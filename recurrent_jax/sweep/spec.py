@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from recurrent_jax.data.options import ConfigError
-from recurrent_jax.train import core
+from recurrent_jax.train import hparams
 from recurrent_jax.train.config import SECTIONS, ExperimentConfig, from_config_dict, to_dict
 from recurrent_jax.train.config_files import parse_value
 
@@ -129,8 +129,8 @@ def _plain(value):
 def vmap_name(where: str, name: str, base: dict) -> str:
     """The ``HParams`` field a ``sweep.vmap`` key names (a field name or its
     config path); a static value is an error that says to use ``grid``."""
-    by_path = {path: field for field, path in core.HPARAM_PATHS.items()}
-    if name in core.HPARAM_PATHS:
+    by_path = {path: field for field, path in hparams.PATHS.items()}
+    if name in hparams.PATHS:
         return name
     if name in by_path:
         return by_path[name]
@@ -143,7 +143,7 @@ def vmap_name(where: str, name: str, base: dict) -> str:
             f"{{'{section}': {{'{field}': [...]}}}}"
         )
     raise ConfigError(
-        f"{where}: unknown hyperparameter {name!r}; vmappable: {sorted(core.HPARAM_PATHS)}"
+        f"{where}: unknown hyperparameter {name!r}; vmappable: {sorted(hparams.PATHS)}"
     )
 
 
@@ -259,7 +259,7 @@ def _seeds(seeds, first: int) -> list[int]:
 
 def _groups(zips, axes: dict) -> list[tuple[str, ...]]:
     """Axis groups in order: each ``zip`` group at its first member's place."""
-    aliases = {path: field for field, path in core.HPARAM_PATHS.items()}
+    aliases = {path: field for field, path in hparams.PATHS.items()}
     member = {}
     for i, group in enumerate(zips):
         where = f"config.sweep.zip[{i}]"
@@ -302,7 +302,7 @@ def _runs(base_dict, grid, vmap, groups, seeds) -> list[Run]:
 def _run_config(base_dict: dict, values: dict, seed: int, run_id: int) -> ExperimentConfig:
     tree = copy.deepcopy(base_dict)
     for name, value in values.items():
-        *parents, field = core.HPARAM_PATHS.get(name, name).split(".")
+        *parents, field = hparams.PATHS.get(name, name).split(".")
         functools.reduce(dict.__getitem__, parents, tree)[field] = value
     tree["training"]["seed"] = seed
     try:
@@ -334,13 +334,14 @@ def _point_config(runs: list[Run], vmap: tuple) -> ExperimentConfig:
     config = runs[0].config
     for name in vmap:
         values = [r.values[name] for r in runs]
-        if name == "clip_norm" and 0 in values and any(values):
+        path = hparams.PATHS[name]
+        if hparams.BY_NAME[name].zero_disables and 0 in values and any(values):
             raise ConfigError(
-                "config.sweep.vmap.clip_norm: 0 turns clipping off, a static choice that "
-                "cannot share a program with clip_norm > 0; vmap positive values, or put "
-                "optimizer.clip_norm in sweep.grid"
+                f"config.sweep.vmap.{name}: 0 turns it off, a static choice that cannot "
+                f"share a program with {name} > 0; vmap positive values, or put {path} "
+                "in sweep.grid"
             )
-        section, field = core.HPARAM_PATHS[name].split(".")
+        section, field = hparams.PATHS[name].split(".")
         chosen = next((v for v in values if v), values[0])
         part = dataclasses.replace(getattr(config, section), **{field: chosen})
         config = dataclasses.replace(config, **{section: part})

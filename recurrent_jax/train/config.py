@@ -13,22 +13,19 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+from recurrent_jax import backends, cells
 from recurrent_jax.data.options import ConfigError, fail
 from recurrent_jax.data.options import check_choice as _check_choice
 from recurrent_jax.data.options import check_non_negative as _check_non_negative
 from recurrent_jax.data.options import check_positive as _check_positive
 from recurrent_jax.data.options import check_rate as _check_rate
 from recurrent_jax.engine import Engine
+from recurrent_jax.seq2seq import model as seq2seq_model
 
-CELLS = ("elman", "lstm", "gru", "mgu", "mingru", "minlstm", "lru", "rglru")
-# cells linear in the carry: the ones that run with the parallel-in-time impls
-LINEAR_CELLS = ("mingru", "minlstm", "lru", "rglru")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "warmup_cosine")
-MODEL_KINDS = ("rnn", "seq2seq")
-SEQ2SEQ_CELLS = ("elman", "lstm", "gru", "mgu")
 ATTENTIONS = ("additive", "dot", "general", "concat", "none")
 BRIDGES = ("copy", "linear", "zeros")
 FEEDBACKS = ("sample", "argmax")
@@ -39,54 +36,101 @@ SAMPLING_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The recurrent network and its readout.
+class _RecurrentModel:
+    """The fields every model kind has: its cells and how they run.
 
-    ``dropout`` (between layers), ``input_dropout``, ``recurrent_dropout`` and
-    ``zoneout`` are compiled in when non-zero here; their values (like
-    ``init_scale``) are the defaults of the traced ``HParams``.
-    ``forget_bias``: the LSTM forget-gate bias at init, of the encoder and
-    decoder too in a seq2seq model (another value with another cell is an
-    error). ``sampling_prob``: the scheduled-sampling probability of
-    sequence-to-sequence models (0 is teacher forcing). ``engine``: how the
-    recurrence runs, an ``rj.Engine`` (``model.engine.impl``, ``.remat``,
-    ``.unroll``, ``.hoist``, ``.chunk_length``, ``.deer_*``); its ``impl``
-    "associative" or "chunked" (parallel in time) needs a cell linear in its
-    carry (``LINEAR_CELLS``), and a backend that cannot run the model's
-    calls fails at the first compile naming why.
-
-    ``kind="seq2seq"`` builds an attention encoder–decoder
-    (``recurrent_jax.seq2seq.make_seq2seq``) for the seq2seq tasks: the
-    encoder has ``num_layers`` cells of ``hidden_size`` (bidirectional when
-    ``bidirectional``), the decoder ``decoder_layers`` (0: ``num_layers``).
-    ``attention`` is "additive", "dot", "general", "concat" or "none";
-    ``attention_size`` / ``attention_layer_size`` 0 mean the defaults
-    (``hidden_size`` / the context itself). Without an attention layer the
-    logits read only the context c_t (TF Addons' default), which is the same
-    at steps that attend alike (a one-character source; the same digits
-    before and after a carry); a size (e.g. ``hidden_size``) gives Luong's
-    a_t = tanh([h_t; c_t] W_c), which also reads the decoder state. ``sampling_schedule`` scales
-    ``sampling_prob`` by 1 − ε_step of Bengio et al.'s schedules
-    ("constant": 1; "linear": ε = max(``schedule_epsilon``, ``schedule_k`` −
-    ``schedule_c``·step); "exponential": ``schedule_k``^step;
-    "inverse_sigmoid": k / (k + exp(step / k))). Evaluation decodes greedily
-    and, with ``beam_size`` > 0, also with beam search (``length_penalty``
-    α of the GNMT form).
+    ``forget_bias``: the LSTM forget-gate bias at init (another value with
+    another cell is an error). ``engine``: how the recurrence runs, an
+    ``rj.Engine`` (``model.engine.impl``, ``.remat``, ``.unroll``,
+    ``.hoist``, ``.chunk_length``, ``.deer_*``); a parallel-in-time
+    ``impl`` ("associative", "chunked") needs a cell linear in its carry,
+    and a backend that cannot run the model's calls fails at the first
+    compile naming why.
     """
+
+    KIND: ClassVar[str]
+    CELLS: ClassVar[tuple[str, ...]]
 
     cell: str = "lstm"
     hidden_size: int = 128
     num_layers: int = 1
     bidirectional: bool = False
+    engine: Engine = Engine()
+    forget_bias: float = 1.0
+
+    def __post_init__(self):
+        _check_choice("model.cell", self.cell, self.CELLS)
+        _check_positive("model.hidden_size", self.hidden_size)
+        _check_positive("model.num_layers", self.num_layers)
+        impl = self.engine.impl
+        if impl in backends.PARALLEL_IN_TIME and not cells.linear_in_carry(self.cell):
+            fail(
+                "model.engine.impl", f"a backend other than {impl!r} for the {self.cell} cell", impl
+            )
+        if self.cell != "lstm" and self.forget_bias != 1.0:
+            fail(
+                "model.forget_bias",
+                f"the default 1.0 (it sets the forget gate of LSTMs; model.cell is {self.cell!r})",
+                self.forget_bias,
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNModelConfig(_RecurrentModel):
+    """``model.kind="rnn"``: a recurrent stack of ``num_layers`` cells
+    (bidirectional when ``bidirectional``) and a linear readout.
+
+    ``dropout`` (between layers), ``input_dropout``, ``recurrent_dropout``
+    and ``zoneout`` are compiled in when non-zero here; their values (like
+    ``init_scale``, which multiplies every weight matrix at init) are the
+    defaults of the traced ``HParams``.
+    """
+
+    KIND: ClassVar[str] = "rnn"
+    CELLS: ClassVar[tuple[str, ...]] = tuple(cells.REGISTRY)
+
     dropout: float = 0.0
     input_dropout: float = 0.0
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
     init_scale: float = 1.0
-    engine: Engine = Engine()
-    forget_bias: float = 1.0
-    sampling_prob: float = 0.0
-    kind: str = "rnn"
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("dropout", "input_dropout", "recurrent_dropout", "zoneout"):
+            _check_rate(f"model.{name}", getattr(self, name))
+        if not self.init_scale > 0:
+            fail("model.init_scale", "a positive float", self.init_scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqModelConfig(_RecurrentModel):
+    """``model.kind="seq2seq"``: an attention encoder–decoder
+    (``recurrent_jax.seq2seq.make_seq2seq``) for the seq2seq tasks.
+
+    The encoder has ``num_layers`` cells of ``hidden_size`` (bidirectional
+    when ``bidirectional``), the decoder ``decoder_layers`` (0:
+    ``num_layers``); ``forget_bias`` reaches both. ``attention`` is
+    "additive", "dot", "general", "concat" or "none"; ``attention_size`` /
+    ``attention_layer_size`` 0 mean the defaults (``hidden_size`` / the
+    context itself). Without an attention layer the logits read only the
+    context c_t (TF Addons' default), which is the same at steps that attend
+    alike (a one-character source; the same digits before and after a
+    carry); a size (e.g. ``hidden_size``) gives Luong's a_t = tanh([h_t;
+    c_t] W_c), which also reads the decoder state.
+
+    ``sampling_prob``: the scheduled-sampling probability (0 is teacher
+    forcing; traced, see ``HParams``), scaled by 1 − ε_step of Bengio et
+    al.'s ``sampling_schedule`` ("constant": 1; "linear": ε =
+    max(``schedule_epsilon``, ``schedule_k`` − ``schedule_c``·step);
+    "exponential": ``schedule_k``^step; "inverse_sigmoid": k / (k + exp(step
+    / k))). Evaluation decodes greedily and, with ``beam_size`` > 0, also
+    with beam search (``length_penalty`` α of the GNMT form).
+    """
+
+    KIND: ClassVar[str] = "seq2seq"
+    CELLS: ClassVar[tuple[str, ...]] = tuple(seq2seq_model.CELLS)
+
     embedding_size: int = 32
     decoder_layers: int = 0
     attention: str = "additive"
@@ -97,6 +141,7 @@ class ModelConfig:
     input_feeding: bool = True
     bridge: str = "copy"
     label_smoothing: float = 0.0
+    sampling_prob: float = 0.0
     feedback: str = "sample"
     sampling_schedule: str = "constant"
     schedule_k: float = 1.0
@@ -106,59 +151,30 @@ class ModelConfig:
     length_penalty: float = 0.0
 
     def __post_init__(self):
-        _check_choice("model.cell", self.cell, CELLS)
-        _check_positive("model.hidden_size", self.hidden_size)
-        _check_positive("model.num_layers", self.num_layers)
-        for name in ("dropout", "input_dropout", "recurrent_dropout", "zoneout"):
-            _check_rate(f"model.{name}", getattr(self, name))
-        if not self.init_scale > 0:
-            fail("model.init_scale", "a positive float", self.init_scale)
-        impl = self.engine.impl
-        if impl in ("associative", "chunked") and self.cell not in LINEAR_CELLS:
-            fail(
-                "model.engine.impl", f"a backend other than {impl!r} for the {self.cell} cell", impl
-            )
+        super().__post_init__()
+        _check_positive("model.embedding_size", self.embedding_size)
+        for name in ("decoder_layers", "attention_size", "attention_layer_size", "beam_size"):
+            _check_non_negative(f"model.{name}", getattr(self, name))
+        _check_choice("model.attention", self.attention, ATTENTIONS)
+        _check_choice("model.bridge", self.bridge, BRIDGES)
+        _check_rate("model.label_smoothing", self.label_smoothing)
         if not 0.0 <= self.sampling_prob <= 1.0:
             fail("model.sampling_prob", "a probability in [0, 1]", self.sampling_prob)
-        _check_choice("model.kind", self.kind, MODEL_KINDS)
-        # Hyperparameters of one model family only: set elsewhere, an error.
-        if self.cell != "lstm" and self.forget_bias != 1.0:
-            fail(
-                "model.forget_bias",
-                f"the default 1.0 (it sets the forget gate of LSTMs; model.cell is {self.cell!r})",
-                self.forget_bias,
-            )
-        if self.kind != "seq2seq" and self.sampling_prob != 0.0:
-            fail(
-                "model.sampling_prob",
-                f"0.0 (scheduled sampling is for seq2seq models; model.kind is {self.kind!r})",
-                self.sampling_prob,
-            )
-        if self.kind == "seq2seq":
-            check_seq2seq(self)
+        _check_choice("model.feedback", self.feedback, FEEDBACKS)
+        _check_choice("model.sampling_schedule", self.sampling_schedule, SAMPLING_SCHEDULES)
+        _check_non_negative("model.schedule_c", self.schedule_c)
+        _check_rate("model.schedule_epsilon", self.schedule_epsilon)
+        k, schedule = self.schedule_k, self.sampling_schedule
+        if schedule == "exponential" and not 0.0 < k < 1.0:
+            fail("model.schedule_k", "a value in (0, 1) for the exponential schedule", k)
+        if schedule == "inverse_sigmoid" and not k >= 1.0:
+            fail("model.schedule_k", "a value >= 1 for the inverse_sigmoid schedule", k)
+        _check_non_negative("model.length_penalty", self.length_penalty)
 
 
-def check_seq2seq(m: ModelConfig) -> None:
-    """The fields of a ``kind="seq2seq"`` model."""
-    _check_choice("model.cell", m.cell, SEQ2SEQ_CELLS)
-    _check_positive("model.embedding_size", m.embedding_size)
-    for name in ("decoder_layers", "attention_size", "attention_layer_size", "beam_size"):
-        _check_non_negative(f"model.{name}", getattr(m, name))
-    _check_choice("model.attention", m.attention, ATTENTIONS)
-    _check_choice("model.bridge", m.bridge, BRIDGES)
-    _check_rate("model.label_smoothing", m.label_smoothing)
-    _check_choice("model.feedback", m.feedback, FEEDBACKS)
-    _check_choice("model.sampling_schedule", m.sampling_schedule, SAMPLING_SCHEDULES)
-    _check_non_negative("model.schedule_c", m.schedule_c)
-    _check_rate("model.schedule_epsilon", m.schedule_epsilon)
-    if m.sampling_schedule == "exponential" and not 0.0 < m.schedule_k < 1.0:
-        fail("model.schedule_k", "a value in (0, 1) for the exponential schedule", m.schedule_k)
-    if m.sampling_schedule == "inverse_sigmoid" and not m.schedule_k >= 1.0:
-        fail("model.schedule_k", "a value >= 1 for the inverse_sigmoid schedule", m.schedule_k)
-    _check_non_negative("model.length_penalty", m.length_penalty)
-    for name in ("dropout", "input_dropout", "recurrent_dropout", "zoneout"):
-        if getattr(m, name):
-            fail(f"model.{name}", "0 for kind 'seq2seq' (not supported there)", getattr(m, name))
+# The tagged union of model configs: ``model.kind`` picks the class.
+MODEL_KINDS = {cls.KIND: cls for cls in (RNNModelConfig, Seq2SeqModelConfig)}
+ModelConfig = RNNModelConfig | Seq2SeqModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,7 +277,7 @@ class ExperimentConfig:
 
 
 SECTIONS = {
-    "model": ModelConfig,
+    "model": RNNModelConfig,  # or another of MODEL_KINDS, by model.kind
     "data": DataConfig,
     "optimizer": OptimizerConfig,
     "training": TrainingConfig,
@@ -279,8 +295,26 @@ def base_config(task: str, name: str | None = None):
     _check_choice("data.task", task, registry.task_names())
     options = dataclasses.asdict(registry.get_task(task).options())
     data = {"task": task, "batch_size": 64, "eval_size": 1024, **options}
-    sections = {k: dataclasses.asdict(cls()) for k, cls in SECTIONS.items() if k != "data"}
-    return ml_collections.ConfigDict({"name": name or task, "data": data, **sections})
+    model = model_dict(MODEL_KINDS[model_kind(task)]())
+    sections = {
+        k: dataclasses.asdict(c()) for k, c in SECTIONS.items() if k not in ("data", "model")
+    }
+    return ml_collections.ConfigDict(
+        {"name": name or task, "data": data, "model": model, **sections}
+    )
+
+
+def model_kind(task: str) -> str:
+    """The model kind that trains on the task named ``task``."""
+    from recurrent_jax.data import registry
+    from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
+
+    return Seq2SeqModelConfig.KIND if registry.get_task(task).pattern == SEQ2SEQ else "rnn"
+
+
+def model_dict(model: ModelConfig) -> dict:
+    """The plain dict of a model config, its ``kind`` first."""
+    return {"kind": model.KIND, **dataclasses.asdict(model)}
 
 
 def warmup_cosine(config, learning_rate, warmup_steps, *, name="adam", weight_decay=0.0):
@@ -329,9 +363,30 @@ def from_config_dict(cfg) -> ExperimentConfig:
         section = _as_dict(raw.get(key, {}), f"config.{key}")
         if key == "data":
             sections[key] = _build_data(section, registry)
+        elif key == "model":
+            sections[key] = _build_model(section)
         else:
             sections[key] = build_dataclass(cls, section, f"config.{key}")
     return ExperimentConfig(name=name, **sections)
+
+
+def _build_model(section: dict) -> ModelConfig:
+    """The model config of kind ``section["kind"]`` (default "rnn"); a key of
+    another kind is an error naming it and the kinds that have it."""
+    kind = section.pop("kind", RNNModelConfig.KIND)
+    _check_choice("model.kind", kind, MODEL_KINDS)
+    cls = MODEL_KINDS[kind]
+    own = {f.name for f in dataclasses.fields(cls)}
+    for key in section:
+        owners = [
+            k for k, c in MODEL_KINDS.items() if key in {f.name for f in dataclasses.fields(c)}
+        ]
+        if key not in own and owners:
+            raise ConfigError(
+                f"config.model.{key}: applies to model.kind {' or '.join(map(repr, owners))}, "
+                f"not to {kind!r} (remove the key)"
+            )
+    return build_dataclass(cls, section, "config.model")
 
 
 def _build_data(section: dict, registry) -> DataConfig:
@@ -370,9 +425,18 @@ def build_dataclass(cls, values: Mapping, where: str):
         raise ConfigError(f"{where}.{error}") from None
 
 
+# Every model key of the configs saved before model kinds had their own
+# fields (one flat model section).
+_FLAT_MODEL_KEYS = frozenset(
+    {f.name for c in MODEL_KINDS.values() for f in dataclasses.fields(c)} | {"kind"}
+)
+
+
 def _migrate(raw: dict) -> dict:
-    """Reads configs saved before ``model.engine`` existed: their
-    ``model.impl`` is ``model.engine.impl``."""
+    """Reads configs saved by earlier versions: their ``model.impl`` is
+    ``model.engine.impl``; a flat model section (every key of every kind)
+    keeps the keys of its own kind (the others held their defaults)."""
+    raw = _migrate_flat_model(raw)
     model = raw.get("model")
     if isinstance(model, Mapping) and "impl" in model:
         model = dict(model)
@@ -387,12 +451,24 @@ def _migrate(raw: dict) -> dict:
     return raw
 
 
+def _migrate_flat_model(raw: dict) -> dict:
+    model = raw.get("model")
+    if not isinstance(model, Mapping) or not _FLAT_MODEL_KEYS - {"engine"} <= set(model):
+        return raw
+    kind = model["kind"]
+    own = {f.name for f in dataclasses.fields(MODEL_KINDS.get(kind, RNNModelConfig))}
+    kept = {k: v for k, v in model.items() if k in own or k in ("kind", "impl")}
+    return dict(raw, model=kept)
+
+
 def to_dict(config: ExperimentConfig) -> dict:
     """The plain nested dict of a config, task options flattened into
-    ``data`` (the inverse of ``from_config_dict``)."""
+    ``data`` and the model's ``kind`` first in ``model`` (the inverse of
+    ``from_config_dict``)."""
     out = dataclasses.asdict(config)
     options = out["data"].pop("options") or {}
     out["data"].update(options)
+    out["model"] = model_dict(config.model)
     return out
 
 

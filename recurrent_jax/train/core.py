@@ -11,51 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from recurrent_jax.cells import lstm as lstm_cell
 from recurrent_jax.data import registry
-from recurrent_jax.data.base import Batch, TaskSpec, losses_and_metrics
-from recurrent_jax.data.options import ConfigError
-from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
-from recurrent_jax.train import seq2seq as seq2seq_stages
+from recurrent_jax.data.base import Batch, TaskSpec
+from recurrent_jax.train import hparams as hparams_table
+from recurrent_jax.train import models
 from recurrent_jax.train.config import ExperimentConfig, OptimizerConfig
-from recurrent_jax.train.model import Rates, apply_model, init_params  # noqa: F401
-
-
-class HParams(NamedTuple):
-    """Traced scalars (float32): a sweep vmaps over any of them.
-
-    ``b1``, ``b2`` and ``eps`` (Adam's) are None by default: the config's
-    values are then compiled in as constants, exactly as a Python float; a
-    sweep that varies them passes arrays. ``forget_bias`` is added to the
-    forget-gate slice of every LSTM input-side bias at init (a config error
-    with other cells). ``sampling_prob`` is the scheduled-sampling probability of
-    sequence-to-sequence models.
-    """
-
-    learning_rate: jax.Array
-    weight_decay: jax.Array
-    clip_norm: jax.Array
-    dropout: jax.Array
-    input_dropout: jax.Array
-    recurrent_dropout: jax.Array
-    zoneout: jax.Array
-    init_scale: jax.Array
-    b1: jax.Array | None = None
-    b2: jax.Array | None = None
-    eps: jax.Array | None = None
-    forget_bias: jax.Array | None = None
-    sampling_prob: jax.Array | None = None
-
-    @property
-    def rates(self) -> Rates:
-        return Rates(self.dropout, self.input_dropout, self.recurrent_dropout, self.zoneout)
+from recurrent_jax.train.hparams import HParams, default_hparams  # noqa: F401
 
 
 class TrainState(NamedTuple):
@@ -70,68 +37,14 @@ class RunKeys(NamedTuple):
     eval: jax.Array  # the held-out set of synthetic tasks
 
 
-# Where each hyperparameter's config value lives.
-HPARAM_PATHS = {
-    "learning_rate": "optimizer.learning_rate",
-    "weight_decay": "optimizer.weight_decay",
-    "clip_norm": "optimizer.clip_norm",
-    "dropout": "model.dropout",
-    "input_dropout": "model.input_dropout",
-    "recurrent_dropout": "model.recurrent_dropout",
-    "zoneout": "model.zoneout",
-    "init_scale": "model.init_scale",
-    "b1": "optimizer.b1",
-    "b2": "optimizer.b2",
-    "eps": "optimizer.eps",
-    "forget_bias": "model.forget_bias",
-    "sampling_prob": "model.sampling_prob",
-}
-COMPILED_IN = ("b1", "b2", "eps")  # None in default_hparams: constants unless swept
-LSTM_FORGET_BIAS = inspect.signature(lstm_cell).parameters["forget_bias"].default
-
-
-def config_value(config: ExperimentConfig, path: str):
-    """``config.<section>.<field>`` by its dotted path."""
-    section, field = path.split(".")
-    return getattr(getattr(config, section), field)
-
-
-def default_hparams(config: ExperimentConfig, traced=()) -> HParams:
-    """The config's values of the traced hyperparameters (float32 scalars);
-    ``b1``, ``b2``, ``eps`` are None (compiled in) unless named in ``traced``."""
-    values = {
-        name: jnp.asarray(config_value(config, path), jnp.float32)
-        if name not in COMPILED_IN or name in traced
-        else None
-        for name, path in HPARAM_PATHS.items()
-    }
-    return HParams(**values)
-
-
 def static_config(config: ExperimentConfig) -> ExperimentConfig:
     """``config`` with the ``HParams`` values and the host-only fields set to
-    placeholders: what the compiled stages depend on. A traced value's
-    placeholder keeps whether it is zero, which decides whether the
-    regulariser or clipping is compiled in."""
-    m, o, t = config.model, config.optimizer, config.training
-    flag = lambda value: 0.5 if value else 0.0
-    model = dataclasses.replace(
-        m,
-        dropout=flag(m.dropout),
-        input_dropout=flag(m.input_dropout),
-        recurrent_dropout=flag(m.recurrent_dropout),
-        zoneout=flag(m.zoneout),
-        init_scale=1.0,
-        forget_bias=LSTM_FORGET_BIAS,
-        sampling_prob=flag(m.sampling_prob),
-    )
-    optimizer = dataclasses.replace(
-        o, learning_rate=1.0, weight_decay=flag(o.weight_decay), clip_norm=flag(o.clip_norm)
-    )
+    placeholders (``hparams.with_placeholders``): what the compiled stages
+    depend on, so configs that differ only there share one compile."""
+    t = config.training
     training = dataclasses.replace(t, eval_every=t.steps_per_chunk, keep_checkpoints=1, seed=0)
-    return dataclasses.replace(
-        config, name="static", model=model, optimizer=optimizer, training=training
-    )
+    config = dataclasses.replace(config, name="static", training=training)
+    return hparams_table.with_placeholders(config)
 
 
 def compiler_options(config: ExperimentConfig) -> dict | None:
@@ -140,22 +53,14 @@ def compiler_options(config: ExperimentConfig) -> dict | None:
 
 
 def build_task(config: ExperimentConfig) -> TaskSpec:
-    """Builds the task and checks it fits the model."""
+    """Builds the task and checks that the model can train on it."""
     task = registry.get_task(config.data.task).build(config.data.options)
-    if (task.kind == SEQ2SEQ) != (config.model.kind == "seq2seq"):
-        expected = (
-            "'seq2seq'" if task.kind == SEQ2SEQ else "'rnn' (a seq2seq model needs a seq2seq task)"
-        )
-        raise ConfigError(
-            f"config.model.kind: expected {expected} for task {config.data.task!r}, "
-            f"got {config.model.kind!r}"
-        )
-    if task.causal and config.model.bidirectional:
-        raise ConfigError(
-            f"config.model.bidirectional: expected False for task {config.data.task!r} "
-            "(its outputs may only use the past), got True"
-        )
+    models.make_model(config.model, task)
     return task
+
+
+def make_model(config: ExperimentConfig, task: TaskSpec) -> models.Model:
+    return models.make_model(config.model, task)
 
 
 def run_keys(key: jax.Array) -> RunKeys:
@@ -197,41 +102,13 @@ def make_optimizer(config: ExperimentConfig, hparams: HParams) -> optax.Gradient
 
 def init_state(config: ExperimentConfig, task: TaskSpec, hparams: HParams, key) -> TrainState:
     """Step 0: the model's params drawn from ``key`` and the optimizer state."""
-    if config.model.kind == "seq2seq":
-        params = seq2seq_stages.init_params(config.model, run_keys(key).init)
-    else:
-        params = init_params(config.model, task, run_keys(key).init, hparams.init_scale)
-    if config.model.cell == "lstm" and hparams.forget_bias is not None:
-        params = shift_forget_bias(params, hparams.forget_bias - LSTM_FORGET_BIAS)
+    params = make_model(config, task).init(hparams, run_keys(key).init)
     opt_state = make_optimizer(config, hparams).init(params)
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state)
 
 
-def shift_forget_bias(params: dict, delta) -> dict:
-    """Adds ``delta`` to the forget-gate slice ``[H:2H]`` (gates i, f, g, o)
-    of every LSTM input-side bias (``b_ih``, or ``b`` with a single bias):
-    the recurrent stack's (``rnn``), or a seq2seq model's encoder and decoder
-    cells; a zero ``delta`` leaves the params bit-identical."""
-
-    def shift(path, leaf):
-        keys = [getattr(entry, "key", None) for entry in path]
-        in_cells = keys[0] in ("rnn", "encoder") or keys[:2] == ["decoder", "cells"]
-        if not in_cells or keys[-1] not in ("b_ih", "b"):
-            return leaf
-        hidden = leaf.shape[-1] // 4
-        return leaf.at[hidden : 2 * hidden].add(delta.astype(leaf.dtype))
-
-    return jax.tree_util.tree_map_with_path(shift, params)
-
-
 def loss_fn(config, task, hparams, params, batch: Batch, key, step=None):
-    if config.model.kind == "seq2seq":
-        return seq2seq_stages.loss_fn(config.model, hparams, params, batch, key, step)
-    outputs = apply_model(
-        config.model, task, params, batch, hparams.rates, key=key, deterministic=False
-    )
-    metrics = losses_and_metrics(task, outputs, batch)
-    return metrics["loss"], metrics
+    return make_model(config, task).loss(hparams, params, batch, key, step)
 
 
 def train_step(config, task, hparams, key, state: TrainState, _=None):
@@ -261,12 +138,12 @@ def eval_batch(config: ExperimentConfig, task: TaskSpec, key) -> Batch:
 
 def evaluate(config, task, hparams, params, batch: Batch) -> dict:
     """The task's metrics of deterministic outputs on ``batch``."""
-    if config.model.kind == "seq2seq":
-        return seq2seq_stages.evaluate(config.model, params, batch)[0]
-    outputs = apply_model(
-        config.model, task, params, batch, hparams.rates, key=None, deterministic=True
-    )
-    return losses_and_metrics(task, outputs, batch)
+    return evaluate_with_outputs(config, task, hparams, params, batch)[0]
+
+
+def evaluate_with_outputs(config, task, hparams, params, batch: Batch) -> tuple[dict, object]:
+    """(metrics, outputs) of the model's evaluation on ``batch``."""
+    return make_model(config, task).evaluate(hparams, params, batch)
 
 
 def make_train(config: ExperimentConfig, task: TaskSpec | None = None):

@@ -19,7 +19,7 @@ from recurrent_jax.data import seq2seq_tasks as s2s_data
 from recurrent_jax.data.options import ConfigError
 from recurrent_jax.seq2seq.model import DECODE_METHODS
 from recurrent_jax.train import core
-from recurrent_jax.train import seq2seq as seq2seq_stages
+from recurrent_jax.train import seq2seq_model as seq2seq_stages
 from recurrent_jax.train.checkpoint import Checkpointer
 from recurrent_jax.train.evaluate import _choose_step
 from recurrent_jax.train.loop import compile_stages, load_run_config
@@ -30,9 +30,9 @@ def restore_run(workdir: Path, step: str | int = "best"):
     """``(config, params, eval batch, step)`` of a saved run's checkpoint
     ``step`` ("best", "latest" or a number)."""
     config = load_run_config(workdir)
-    if config.model.kind != "seq2seq":
+    if config.model.KIND != "seq2seq":
         raise ConfigError(
-            f"config.model.kind: expected 'seq2seq' to decode {workdir}, got {config.model.kind!r}"
+            f"config.model.kind: expected 'seq2seq' to decode {workdir}, got {config.model.KIND!r}"
         )
     stages = compile_stages(config)
     task, hparams = stages.task, core.default_hparams(config)

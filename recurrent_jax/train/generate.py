@@ -8,15 +8,22 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax.data.base import one_hot
-from recurrent_jax.train.config import ModelConfig
-from recurrent_jax.train.model import Rates, make_network
+from recurrent_jax.train.config import RNNModelConfig
+from recurrent_jax.train.hparams import Rates
+from recurrent_jax.train.rnn_model import make_network
 
 SAMPLES_FILE = "samples.txt"
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
 def generate(
-    model: ModelConfig, params: dict, first_id, key, length: int, vocab_size: int, temperature=1.0
+    model: RNNModelConfig,
+    params: dict,
+    first_id,
+    key,
+    length: int,
+    vocab_size: int,
+    temperature=1.0,
 ):
     """``length`` symbol ids sampled after ``first_id``.
 

@@ -21,10 +21,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from recurrent_jax.data.base import losses_and_metrics
 from recurrent_jax.data.options import ConfigError
-from recurrent_jax.train import core, seq2seq_outputs
-from recurrent_jax.train import seq2seq as seq2seq_stages
+from recurrent_jax.train import core
 from recurrent_jax.train.checkpoint import Checkpointer
 from recurrent_jax.train.config import ExperimentConfig, from_config_dict, to_dict
 from recurrent_jax.train.metrics import MetricsWriter, read_metrics
@@ -50,15 +48,6 @@ def _init(config, task, hparams, key):
     return core.init_state(config, task, hparams, key), core.eval_batch(config, task, key)
 
 
-def _evaluate(config, task, hparams, params, batch):
-    if config.model.kind == "seq2seq":  # outputs: the greedy decode
-        return seq2seq_stages.evaluate(config.model, params, batch)
-    outputs = core.apply_model(
-        config.model, task, params, batch, hparams.rates, key=None, deterministic=True
-    )
-    return losses_and_metrics(task, outputs, batch), outputs
-
-
 def compile_stages(config: ExperimentConfig) -> Compiled:
     """The jitted stages; configs that differ only in traced or host-side
     values (``core.static_config``) share them."""
@@ -73,7 +62,7 @@ def _compile_static(config: ExperimentConfig) -> Compiled:
         task,
         jit(functools.partial(_init, config, task)),
         jit(functools.partial(core.run_chunk, config, task)),
-        jit(functools.partial(_evaluate, config, task)),
+        jit(functools.partial(core.evaluate_with_outputs, config, task)),
     )
 
 
@@ -101,7 +90,7 @@ def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
     path = workdir / CONFIG_FILE
     resolved = to_dict(config)
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = to_dict(from_config_dict(json.loads(path.read_text())))  # as this version reads it
         if saved != resolved:
             diff = sorted(_diff(saved, resolved))
             raise ValueError(
@@ -178,6 +167,7 @@ class _Run:
     def __init__(self, config, stages, hparams, key, checkpoints, writer, workdir):
         self.config, self.stages, self.hparams, self.key = config, stages, hparams, key
         self.checkpoints, self.writer, self.workdir = checkpoints, writer, workdir
+        self.model = core.make_model(config, stages.task)  # its host-side hooks
         self.state, self.eval_data = stages.init(hparams, key)
         self.eval_outputs = None
         self.start_step, self.message, self.seconds = 0, "", 0.0
@@ -242,9 +232,8 @@ class _Run:
         if not all(math.isfinite(v) for v in metrics.values()):
             self.message = self._diverged_message(self.step, "eval metrics")
             return None
-        if self.config.model.kind == "seq2seq":
-            outputs = jax.device_get((self.eval_data, self.eval_outputs))
-            seq2seq_outputs.write_eval_outputs(self.workdir, self.step, *outputs)
+        batch, outputs = jax.device_get((self.eval_data, self.eval_outputs))
+        self.model.write_eval(self.workdir, self.step, batch, outputs)
         if self.step > 0:
             self.checkpoints.save(self.state, metrics)
         return metrics

@@ -87,3 +87,12 @@ def write_eval_outputs(
         if plot_attention(examples, png, f"attention at step {step}") is not None:
             written.append(png)
     return written
+
+
+def write_final(workdir: Path) -> tuple[list[str], str | None]:
+    """A finished run's outputs: the latest evaluation's attention map and
+    samples file (written by ``write_eval_outputs``)."""
+    maps = sorted((workdir / PLOTS_DIR).glob("attention_step_*.png"))
+    texts = sorted((workdir / SAMPLES_DIR).glob("step_*.txt"))
+    plots = [f"{PLOTS_DIR}/{p.name}" for p in maps[-1:]]
+    return plots, (f"{SAMPLES_DIR}/{texts[-1].name}" if texts else None)

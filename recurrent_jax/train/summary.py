@@ -7,8 +7,9 @@ import json
 import jax
 import numpy as np
 
-from recurrent_jax.train import generate, plots
+from recurrent_jax.train import plots
 from recurrent_jax.train.metrics import read_metrics
+from recurrent_jax.train.stages import RunEnd
 
 SUMMARY_FILE = "summary.json"
 
@@ -21,6 +22,7 @@ def write_summary(run, status: str) -> dict:
     best_step = run.checkpoints.best_step()
     best = next((r for r in evals if r["step"] == best_step), None)
     steps_done = run.step - run.start_step
+    plots_written, samples = _outputs(run, records)
     summary = {
         "name": config.name,
         "task": config.data.task,
@@ -39,70 +41,23 @@ def write_summary(run, status: str) -> dict:
         "steps_per_second": round(steps_done / run.seconds, 2) if run.seconds else None,
         "device": str(jax.devices()[0].device_kind),
         "workdir": str(workdir),
-        "plots": _plots(run, records),
-        "samples": _samples(run),
+        "plots": plots_written,
+        "samples": samples,
     }
     (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _plots(run, records) -> list[str]:
+def _outputs(run, records) -> tuple[list[str], str | None]:
+    """The learning curves and the model family's final outputs."""
     task, workdir, title = run.stages.task, run.workdir, run.config.name
-    curves = workdir / plots.CURVES_FILE
-    written = [
-        plots.plot_learning_curves(records, curves, title, task.baselines, task.primary_metric)
-    ]
-    if run.config.model.kind == "seq2seq":  # attention maps: seq2seq_outputs
-        maps = sorted((workdir / "plots").glob("attention_step_*.png"))
-        return [p.name for p in written if p is not None] + [f"plots/{p.name}" for p in maps[-1:]]
-    if run.message == "" and run.eval_outputs is not None:
-        batch, outputs = run.eval_data, jax.device_get(run.eval_outputs)
-        written.append(
-            plots.plot_predictions(
-                task.kind,
-                outputs,
-                batch.targets,
-                batch.weights,
-                workdir / plots.TASK_FILE,
-                f"{title}: eval at step {run.step}",
-                _class_names(task),
-            )
-        )
-    return [p.name for p in written if p is not None]
-
-
-def _class_names(task) -> list[str] | None:
-    """The symbols of a task that decodes ids to text (a language model)."""
-    if task.decode is None:
-        return None
-    return [task.decode([i]) for i in range(task.output_size)]
-
-
-def _samples(run, length: int = 240) -> str | None:
-    """For tasks with a ``decode`` (language models): greedy and sampled
-    continuations written to ``samples.txt``; returns the file name."""
-    task = run.stages.task
-    if run.config.model.kind == "seq2seq":
-        texts = sorted((run.workdir / "samples").glob("step_*.txt"))
-        return f"samples/{texts[-1].name}" if texts else None
-    if task.decode is None or run.message != "":
-        return None
-    first_id = int(run.eval_data.targets[0, 0])
-    lines = []
-    for index, temperature in enumerate((0.0, 0.8, 1.0)):
-        ids = generate.generate(
-            run.config.model,
-            run.state.params,
-            first_id,
-            jax.random.fold_in(jax.random.PRNGKey(0), index),  # own draws per temperature
-            length,
-            task.output_size,
-            temperature,
-        )
-        text = task.decode([first_id, *jax.device_get(ids).tolist()])
-        lines.append(f"--- temperature {temperature} ---\n{text}\n")
-    (run.workdir / generate.SAMPLES_FILE).write_text("\n".join(lines))
-    return generate.SAMPLES_FILE
+    curves = plots.plot_learning_curves(
+        records, workdir / plots.CURVES_FILE, title, task.baselines, task.primary_metric
+    )
+    batch, outputs = jax.device_get((run.eval_data, run.eval_outputs))
+    end = RunEnd(workdir, title, run.step, run.state.params, batch, outputs, run.message != "")
+    family_plots, samples = run.model.write_final(end)
+    return [curves.name] * (curves is not None) + family_plots, samples
 
 
 def _strip(record: dict) -> dict:

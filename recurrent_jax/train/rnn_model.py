@@ -1,44 +1,24 @@
-"""The model of an experiment: a recurrent stack from the library and a
-linear readout, as pure ``init`` / ``apply`` functions.
+"""The RNN model family (``model.kind="rnn"``): a recurrent stack from the
+library and a linear readout, as pure ``init`` / ``apply`` functions.
 
-Regulariser rates and the init scale are traced values (``HParams``), so a
-sweep can vmap over them; whether a regulariser is compiled in at all is
-static (its rate in ``ModelConfig`` is non-zero).
+Regulariser rates, the init scale and the LSTM forget bias are traced
+values (``HParams``), so a sweep can vmap over them; whether a regulariser
+is compiled in at all is static (its rate in ``RNNModelConfig`` is
+non-zero).
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 import recurrent_jax as rj
-from recurrent_jax.data.base import LAST, Batch, TaskSpec
-from recurrent_jax.train.config import ModelConfig
-
-CELL_CONSTRUCTORS = {
-    "elman": rj.cells.elman,
-    "lstm": rj.cells.lstm,
-    "gru": rj.cells.gru,
-    "mgu": rj.cells.mgu,
-    "mingru": rj.cells.mingru,
-    "minlstm": rj.cells.minlstm,
-    "lru": rj.cells.lru,
-    "rglru": rj.cells.rglru,
-}
+from recurrent_jax.data.base import LAST, Batch, TaskSpec, losses_and_metrics
+from recurrent_jax.train.config import RNNModelConfig
+from recurrent_jax.train.hparams import HParams, Rates
 
 
-class Rates(NamedTuple):
-    """Regulariser rates (floats or traced scalars); 0.0 is compiled out."""
-
-    dropout: float | jax.Array = 0.0
-    input_dropout: float | jax.Array = 0.0
-    recurrent_dropout: float | jax.Array = 0.0
-    zoneout: float | jax.Array = 0.0
-
-
-def static_rates(model: ModelConfig, rates: Rates) -> Rates:
+def static_rates(model: RNNModelConfig, rates: Rates) -> Rates:
     """Keeps the traced rate where the config enables a regulariser, and the
     Python 0.0 (no mask computed) where it does not."""
     return Rates(
@@ -46,9 +26,10 @@ def static_rates(model: ModelConfig, rates: Rates) -> Rates:
     )
 
 
-def make_network(model: ModelConfig, rates: Rates) -> rj.Layer:
-    """The recurrent stack: ``num_layers`` cells, each optionally bidirectional."""
-    cell = CELL_CONSTRUCTORS[model.cell](model.hidden_size)
+def make_network(model: RNNModelConfig, rates: Rates, cell_options=None) -> rj.Layer:
+    """The recurrent stack: ``num_layers`` cells, each optionally
+    bidirectional; ``cell_options`` go to the cell constructor."""
+    cell = rj.cells.REGISTRY[model.cell](model.hidden_size, **(cell_options or {}))
     layers = []
     for i in range(model.num_layers):
         options = dict(
@@ -64,10 +45,16 @@ def make_network(model: ModelConfig, rates: Rates) -> rj.Layer:
     return rj.stack(layers, dropout=rates.dropout)
 
 
-def init_params(model: ModelConfig, task: TaskSpec, key: jax.Array, init_scale) -> dict:
+def cell_options(model: RNNModelConfig, hparams: HParams) -> dict:
+    """The traced hyperparameters that the cell constructor owns."""
+    return {"forget_bias": hparams.forget_bias} if model.cell == "lstm" else {}
+
+
+def init_params(model: RNNModelConfig, task: TaskSpec, key: jax.Array, hparams: HParams) -> dict:
     """Params ``{"rnn": stack params, "readout": {"w": (F, C), "b": (C,)}}``;
-    every weight matrix ``w*`` is multiplied by ``init_scale`` (traced)."""
-    network = make_network(model, Rates())
+    every weight matrix ``w*`` is multiplied by ``hparams.init_scale``, the
+    LSTM forget-gate biases start at ``hparams.forget_bias``."""
+    network = make_network(model, Rates(), cell_options(model, hparams))
     k_rnn, k_out = jax.random.split(key)
     features = network.output_size
     params = {
@@ -77,7 +64,7 @@ def init_params(model: ModelConfig, task: TaskSpec, key: jax.Array, init_scale) 
             "b": jnp.zeros((task.output_size,)),
         },
     }
-    return scale_weights(params, init_scale)
+    return scale_weights(params, hparams.init_scale)
 
 
 def scale_weights(params: dict, scale) -> dict:
@@ -96,7 +83,7 @@ def length_mask(seq_lengths, num_steps: int):
 
 
 def apply_model(
-    model: ModelConfig,
+    model: RNNModelConfig,
     task: TaskSpec,
     params: dict,
     batch: Batch,
@@ -117,3 +104,16 @@ def apply_model(
     )
     bias = params["readout"]["b"]
     return ys @ params["readout"]["w"] + bias.reshape((1,) * (ys.ndim - 1) + bias.shape)
+
+
+def loss(model: RNNModelConfig, task: TaskSpec, hparams, params, batch: Batch, key, step=None):
+    """(loss, metrics) of one training batch, regularisers on."""
+    outputs = apply_model(model, task, params, batch, hparams.rates, key=key, deterministic=False)
+    metrics = losses_and_metrics(task, outputs, batch)
+    return metrics["loss"], metrics
+
+
+def evaluate(model: RNNModelConfig, task: TaskSpec, hparams, params, batch: Batch):
+    """(metrics, readout values) of deterministic outputs on ``batch``."""
+    outputs = apply_model(model, task, params, batch, hparams.rates, key=None, deterministic=True)
+    return losses_and_metrics(task, outputs, batch), outputs

@@ -1,9 +1,10 @@
-"""Training stages of ``model.kind="seq2seq"``: the attention encoder–decoder
-of ``recurrent_jax.seq2seq`` on the character seq2seq tasks.
+"""The seq2seq model family (``model.kind="seq2seq"``): the attention
+encoder–decoder of ``recurrent_jax.seq2seq`` on the character seq2seq tasks.
 
-The same pure-function shape as the recurrent path (``core`` dispatches
-here): params from a key, a loss of (hparams, params, batch, key, step),
-metrics of a held-out batch. Scheduled sampling is compiled in only when
+The stages of a ``Model`` (``train.models``): params from a key (the LSTM
+forget bias through the cell constructors), a loss of (hparams, params,
+batch, key, step), metrics and the greedy decode of a held-out batch.
+Scheduled sampling is compiled in only when
 the config's ``sampling_prob`` is non-zero; its probability is then the
 traced ``hparams.sampling_prob`` times the schedule of the step, so a sweep
 can vmap it.
@@ -18,12 +19,16 @@ import jax.numpy as jnp
 
 from recurrent_jax import seq2seq as s2s
 from recurrent_jax.data.seq2seq_tasks import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, Seq2SeqBatch
-from recurrent_jax.train.config import ModelConfig
+from recurrent_jax.train.config import Seq2SeqModelConfig as ModelConfig
 
 
 @functools.cache
 def make_model(model: ModelConfig) -> s2s.Seq2SeqModel:
     """The ``Seq2SeqModel`` of a config over the shared character vocabulary."""
+    return _make_model(model)
+
+
+def _make_model(model: ModelConfig, cell_options=None) -> s2s.Seq2SeqModel:
     return s2s.make_seq2seq(
         src_vocab_size=VOCAB_SIZE,
         tgt_vocab_size=VOCAB_SIZE,
@@ -41,11 +46,15 @@ def make_model(model: ModelConfig) -> s2s.Seq2SeqModel:
         embedding_size=model.embedding_size,
         bridge=model.bridge,
         engine=model.engine,
+        cell_options=cell_options,
     )
 
 
-def init_params(model: ModelConfig, key: jax.Array) -> dict:
-    return make_model(model).init(key)
+def init_params(model: ModelConfig, hparams, key: jax.Array) -> dict:
+    """The encoder–decoder's params; LSTMs' forget-gate biases start at
+    ``hparams.forget_bias``."""
+    options = {"forget_bias": hparams.forget_bias} if model.cell == "lstm" else None
+    return _make_model(model, options).init(key)
 
 
 def sampling_probability(model: ModelConfig, hparams, step):
