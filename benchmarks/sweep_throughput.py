@@ -2,20 +2,20 @@
 
     python benchmarks/sweep_throughput.py             # N = 1, 8, 64, 256, ... (GPU sizes)
     python benchmarks/sweep_throughput.py --max-runs 64 --steps 5 --hidden 64   # CPU
-    python benchmarks/sweep_throughput.py --runs 1024 4096 --chunk-size 256   # past memory
+    python benchmarks/sweep_throughput.py --runs 1024 4096 --runs-per-call 256   # past memory
     python benchmarks/sweep_throughput.py --smoke     # seconds; part of the test suite
 
 The model is the experiment of ``--config`` (default ``configs/digits.py``:
 sequential 8x8 digits, one pixel per step, a 1-layer LSTM classifier, batch
-64) with ``training.steps_per_chunk = --steps``. The runs differ in learning
+64) with ``training.steps_per_call = --steps``. The runs differ in learning
 rate and key. A timed chunk is ``--steps`` training steps under one
-``lax.scan`` (``recurrent_jax.train.core.run_chunk``):
+``lax.scan`` (``recurrent_jax.train.core.run_steps``):
 
-- vmapped: ``jit(vmap(run_chunk))`` over N runs, one chunk of all N runs;
-  with ``--chunk-size C`` < N, vmapped calls of C runs one after another
+- vmapped: ``jit(vmap(run_steps))`` over N runs, one chunk of all N runs;
+  with ``--runs-per-call C`` < N, vmapped calls of C runs one after another
   inside the same program (``lax.map``, as ``recurrent-jax sweep`` does
   when the runs do not fit in memory at once);
-- sequential: ``jit(run_chunk)`` called for ``--sequential-runs`` runs one
+- sequential: ``jit(run_steps)`` called for ``--sequential-runs`` runs one
   after the other (``--baseline step``: ``jit(train_step)`` called once a
   step instead, the usual Python training loop); its time per run is the same for every N (one run's
   program), so the sequential figure for N runs is N times that time
@@ -56,14 +56,14 @@ class Result(NamedTuple):
     sequential_steps_per_s: float
     ratio: float | None  # vmapped / sequential model-steps/s
     compile_s: float | None
-    chunk_size: int  # runs per vmapped call
+    runs_per_call: int  # runs per vmapped call
 
 
 def experiment(spec: str, steps: int, hidden: int | None, smoke: bool, impl: str = "auto"):
     config = config_files.load_config(spec)
     num_steps = -(-config.training.num_steps // steps) * steps  # the schedule's length
     overrides = [
-        ("training.steps_per_chunk", steps),
+        ("training.steps_per_call", steps),
         ("training.num_steps", num_steps),
         ("training.eval_every", num_steps),
         ("training.fast_compile", smoke),  # level 0 runs several times slower
@@ -115,7 +115,7 @@ def time_sequential(config, task, runs: int, repeats: int, per_step: bool = Fals
             donate_argnums=2,
             compiler_options=options,
         )
-        steps = config.training.steps_per_chunk
+        steps = config.training.steps_per_call
 
         def advance(h, s, k):
             train_key = core.run_keys(k).train
@@ -124,7 +124,7 @@ def time_sequential(config, task, runs: int, repeats: int, per_step: bool = Fals
             return s
     else:
         whole = jax.jit(
-            functools.partial(core.run_chunk, config, task),
+            functools.partial(core.run_steps, config, task),
             donate_argnums=1,
             compiler_options=options,
         )
@@ -137,15 +137,19 @@ def time_sequential(config, task, runs: int, repeats: int, per_step: bool = Fals
     return seconds / runs
 
 
-def time_vmapped(config, task, n_runs: int, repeats: int, chunk_size: int) -> tuple[float, float]:
-    """(seconds per chunk of all N runs, compile seconds), ``chunk_size``
+def time_vmapped(
+    config, task, n_runs: int, repeats: int, runs_per_call: int
+) -> tuple[float, float]:
+    """(seconds per chunk of all N runs, compile seconds), ``runs_per_call``
     runs per vmapped call."""
     hparams, keys = sweep_inputs(config, n_runs)
     options = core.compiler_options(config)
     init = jax.jit(
         jax.vmap(functools.partial(core.init_state, config, task)), compiler_options=options
     )
-    chunk_fn = runner.over_runs(functools.partial(core.run_chunk, config, task), chunk_size, n_runs)
+    chunk_fn = runner.over_runs(
+        functools.partial(core.run_steps, config, task), runs_per_call, n_runs
+    )
     step = jax.jit(chunk_fn, donate_argnums=1, compiler_options=options)
     state = init(hparams, keys)
     start = time.perf_counter()
@@ -161,12 +165,12 @@ def is_out_of_memory(error: Exception) -> bool:
 
 
 def run(
-    config, run_counts, repeats: int, sequential_runs: int, chunk_size=None, per_step=False
+    config, run_counts, repeats: int, sequential_runs: int, runs_per_call=None, per_step=False
 ) -> list[Result]:
-    """Rows for each N; ``chunk_size`` runs per vmapped call (None: all);
+    """Rows for each N; ``runs_per_call`` runs per vmapped call (None: all);
     ``per_step``: the one-run baseline dispatches every step."""
     task = core.build_task(config)
-    steps = config.training.steps_per_chunk
+    steps = config.training.steps_per_call
     per_run_s = time_sequential(config, task, sequential_runs, repeats, per_step)
     sequential = steps / per_run_s
     how = "one dispatch a step" if per_step else "one dispatch"
@@ -175,7 +179,7 @@ def run(
     )
     results = []
     for n_runs in run_counts:
-        chunk = min(n_runs, chunk_size or n_runs)
+        chunk = min(n_runs, runs_per_call or n_runs)
         try:
             seconds, compile_s = time_vmapped(config, task, n_runs, repeats, chunk)
         except Exception as error:  # noqa: BLE001 - only out-of-memory is expected
@@ -196,9 +200,11 @@ def run(
 
 def format_row(r: Result) -> str:
     if r.vmapped_ms is None:
-        return f"| {r.runs} | {r.chunk_size} | OOM | - | {r.sequential_steps_per_s:,.0f} | - | - |"
+        return (
+            f"| {r.runs} | {r.runs_per_call} | OOM | - | {r.sequential_steps_per_s:,.0f} | - | - |"
+        )
     return (
-        f"| {r.runs} | {r.chunk_size} | {r.vmapped_ms:.2f} | {r.vmapped_steps_per_s:,.0f} | "
+        f"| {r.runs} | {r.runs_per_call} | {r.vmapped_ms:.2f} | {r.vmapped_steps_per_s:,.0f} | "
         f"{r.sequential_steps_per_s:,.0f} | {r.ratio:.2f}x | {r.compile_s:.1f} |"
     )
 
@@ -213,7 +219,12 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="timed chunks")
     parser.add_argument("--sequential-runs", type=int, default=None, help="runs timed one by one")
     parser.add_argument(
-        "--chunk-size", type=int, default=None, help="runs per vmapped call (default: all N)"
+        "--runs-per-call",
+        "--chunk-size",
+        dest="runs_per_call",
+        type=int,
+        default=None,
+        help="runs per vmapped call (default: all N)",
     )
     parser.add_argument(
         "--baseline",
@@ -225,8 +236,10 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny model, seconds")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
-    if args.chunk_size is not None and args.chunk_size < 1:
-        parser.error(f"--chunk-size: expected a positive number of runs, got {args.chunk_size}")
+    if args.runs_per_call is not None and args.runs_per_call < 1:
+        parser.error(
+            f"--runs-per-call: expected a positive number of runs, got {args.runs_per_call}"
+        )
     if args.smoke:
         spec, run_counts, steps, repeats, sequential_runs = "adding:smoke", SMOKE_RUNS, 2, 1, 2
     else:
@@ -250,7 +263,7 @@ def main(argv=None):
           "| sequential model-steps/s | ratio | compile s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     per_step = args.baseline == "step"
-    results = run(config, run_counts, repeats, sequential_runs, args.chunk_size, per_step)
+    results = run(config, run_counts, repeats, sequential_runs, args.runs_per_call, per_step)
     if args.json:
         report = {
             "device": device.device_kind,
@@ -265,7 +278,7 @@ def main(argv=None):
                 "impl": m.engine.impl,
             },
             "batch_size": config.data.batch_size,
-            "steps_per_chunk": steps,
+            "steps_per_call": steps,
             "repeats": repeats,
             "sequential_runs": sequential_runs,
             "baseline": args.baseline,

@@ -15,7 +15,7 @@ def get_config(arg=None):
     config.data.update(seq_len=100, batch_size=64, eval_size=1000)
     config.model.update(cell="lstm", hidden_size=64)
     warmup_cosine(config, 1e-2, 100)
-    config.training.update(num_steps=1500, steps_per_chunk=100, eval_every=300)
+    config.training.update(num_steps=1500, steps_per_call=100, eval_every=300)
     if arg == "smoke":
         config.data.update(seq_len=10, batch_size=16, eval_size=64)
         config.model.update(hidden_size=8)

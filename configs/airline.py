@@ -17,7 +17,7 @@ def get_config(arg=None):
     config.data.update(seq_len=36, test_steps=24, season=12, batch_size=32)
     config.model.update(cell="gru", hidden_size=32)
     warmup_cosine(config, 3e-3, 50)
-    config.training.update(num_steps=1000, steps_per_chunk=100, eval_every=500)
+    config.training.update(num_steps=1000, steps_per_call=100, eval_every=500)
     if arg == "smoke":
         config.model.update(hidden_size=8)
         shrink_to_smoke(config)

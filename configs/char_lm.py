@@ -17,7 +17,7 @@ def get_config(arg=None):
     config.data.update(path="", seq_len=64, valid_fraction=0.1, batch_size=32, eval_size=64)
     config.model.update(cell="lstm", hidden_size=128)
     warmup_cosine(config, 3e-3, 100, name="adamw", weight_decay=1e-2)
-    config.training.update(num_steps=800, steps_per_chunk=100, eval_every=100)
+    config.training.update(num_steps=800, steps_per_call=100, eval_every=100)
     if arg == "smoke":
         config.data.update(seq_len=16, batch_size=8, eval_size=8)
         config.model.update(hidden_size=8)

@@ -15,7 +15,7 @@ def get_config(arg=None):
     config.data.update(num_symbols=8, length=10, delay=20, batch_size=64, eval_size=1000)
     config.model.update(cell="lstm", hidden_size=128)
     warmup_cosine(config, 3e-3, 100)
-    config.training.update(num_steps=3000, steps_per_chunk=100, eval_every=500)
+    config.training.update(num_steps=3000, steps_per_call=100, eval_every=500)
     if arg == "smoke":
         config.data.update(length=3, delay=2, batch_size=16, eval_size=64)
         config.model.update(hidden_size=8)

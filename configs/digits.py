@@ -16,7 +16,7 @@ def get_config(arg=None):
     config.data.update(test_fraction=0.2, split_seed=0, batch_size=64)
     config.model.update(cell="lstm", hidden_size=128)
     warmup_cosine(config, 3e-3, 100)
-    config.training.update(num_steps=4000, steps_per_chunk=100, eval_every=500)
+    config.training.update(num_steps=4000, steps_per_call=100, eval_every=500)
     if arg == "smoke":
         config.data.update(batch_size=16)
         config.model.update(hidden_size=8)

@@ -16,7 +16,7 @@ def get_config(arg=None):
     config.data.update(dataset="JapaneseVowels", batch_size=32)
     config.model.update(cell="lstm", hidden_size=64)
     warmup_cosine(config, 3e-3, 50, name="adamw", weight_decay=1e-4)
-    config.training.update(num_steps=1500, steps_per_chunk=100, eval_every=500)
+    config.training.update(num_steps=1500, steps_per_call=100, eval_every=500)
     if arg == "smoke":
         config.model.update(hidden_size=8)
         shrink_to_smoke(config)

@@ -16,7 +16,7 @@ def get_config(arg=None):
     config.data.update(seq_len=10, batch_size=128, eval_size=1000)
     config.model.update(cell="gru", hidden_size=64)
     warmup_cosine(config, 3e-3, 100)
-    config.training.update(num_steps=2000, steps_per_chunk=100, eval_every=500)
+    config.training.update(num_steps=2000, steps_per_call=100, eval_every=500)
     if arg == "smoke":
         config.data.update(seq_len=4, batch_size=16, eval_size=64)
         config.model.update(hidden_size=8)

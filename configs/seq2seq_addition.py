@@ -35,7 +35,7 @@ def get_config(arg=None):
         beam_size=4,
     )
     warmup_cosine(config, 3e-3, 200)
-    config.training.update(num_steps=12000, steps_per_chunk=250, eval_every=2000)
+    config.training.update(num_steps=12000, steps_per_call=250, eval_every=2000)
     if arg == "smoke":
         config.data.update(batch_size=16, eval_size=32)
         config.model.update(hidden_size=16, embedding_size=8, attention_layer_size=16, beam_size=0)

@@ -29,7 +29,7 @@ def get_config(arg=None):
         feedback="argmax",
     )
     warmup_cosine(config, 3e-3, 100)
-    config.training.update(num_steps=5000, steps_per_chunk=250, eval_every=1000)
+    config.training.update(num_steps=5000, steps_per_call=250, eval_every=1000)
     if arg == "smoke":
         config.data.update(batch_size=16, eval_size=32)
         config.model.update(hidden_size=16, embedding_size=8, schedule_k=5.0)

@@ -30,7 +30,7 @@ def get_config(arg=None):
         label_smoothing=0.1,
     )
     warmup_cosine(config, 3e-3, 100)
-    config.training.update(num_steps=5000, steps_per_chunk=250, eval_every=1000)
+    config.training.update(num_steps=5000, steps_per_call=250, eval_every=1000)
     if arg == "smoke":
         config.data.update(max_length=5, batch_size=16, eval_size=32)
         config.model.update(hidden_size=16, embedding_size=8, attention_layer_size=16)

@@ -47,7 +47,7 @@ class Study:
 
 
 def sweep_section(vmap: dict, grid: dict, seeds, zip_groups=()) -> dict:
-    return {"vmap": vmap, "grid": grid, "seeds": seeds, "zip": list(zip_groups), "chunk_size": 0}
+    return {"vmap": vmap, "grid": grid, "seeds": seeds, "zip": list(zip_groups), "runs_per_call": 0}
 
 
 def adding_or_digits(config, task: str, smoke: bool, *, seq_len: int, num_steps: int) -> list:
@@ -57,7 +57,7 @@ def adding_or_digits(config, task: str, smoke: bool, *, seq_len: int, num_steps:
     from recurrent_jax.train.config import shrink_to_smoke, warmup_cosine
 
     warmup_cosine(config, 1e-2, 50)  # the sweep sets the learning rate
-    config.training.update(num_steps=num_steps, steps_per_chunk=100, eval_every=100)
+    config.training.update(num_steps=num_steps, steps_per_call=100, eval_every=100)
     if task == "adding":
         config.data.update(seq_len=seq_len, batch_size=16, eval_size=256)
         rates = [1e-2, 3e-2]

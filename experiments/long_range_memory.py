@@ -35,7 +35,7 @@ def get_config(smoke: bool):
     config.data.update(batch_size=16, eval_size=256)
     config.model.update(hidden_size=32)
     warmup_cosine(config, 1e-2, 50)  # the sweep sets the learning rate
-    config.training.update(num_steps=800, steps_per_chunk=100, eval_every=100)
+    config.training.update(num_steps=800, steps_per_call=100, eval_every=100)
     cells, seq_lens, rates, seeds = CELLS, SEQ_LENS, [1e-2, 3e-2], 2
     if smoke:
         config.data.update(batch_size=8, eval_size=32)

@@ -120,8 +120,8 @@ def cmd_sweep(args, overrides) -> int:
         config = load_config(args.config)
     sweep_overrides = [(k, v) for k, v in overrides if k.split(".")[0] == "sweep"]
     config = apply_overrides(config, [o for o in overrides if o not in sweep_overrides]).to_dict()
-    if args.chunk_size is not None:
-        sweep_overrides.append(("sweep.chunk_size", str(args.chunk_size)))
+    if args.runs_per_call is not None:
+        sweep_overrides.append(("sweep.runs_per_call", str(args.runs_per_call)))
     plan = parse_sweep(apply_sweep_overrides(config, sweep_overrides))
     if args.compilation_cache != "none":
         cache = enable_compilation_cache(args.compilation_cache)
@@ -225,7 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workdir", help="sweep directory (default runs/<name>-sweep-<time>)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     sweep.add_argument(
-        "--sweep.chunk_size", dest="chunk_size", type=int, help="runs per vmapped call (0: auto)"
+        "--sweep.runs_per_call",
+        "--sweep.chunk_size",
+        dest="runs_per_call",
+        type=int,
+        help="runs per vmapped call (0: auto); --sweep.chunk_size is its old name",
     )
     sweep.add_argument(
         "--mesh.runs",

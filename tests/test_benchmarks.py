@@ -39,7 +39,7 @@ def test_sweep_throughput_smoke(tmp_path):
     chunked = bench.main(
         ["--smoke", "--runs", "2", "--chunk-size", "1", "--baseline", "step", "--impl", "pallas"]
     )
-    assert [r.chunk_size for r in chunked] == [1] and chunked[0].vmapped_steps_per_s > 0
+    assert [r.runs_per_call for r in chunked] == [1] and chunked[0].vmapped_steps_per_s > 0
     with pytest.raises(SystemExit):
         bench.main(["--smoke", "--chunk-size", "0"])
 

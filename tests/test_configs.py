@@ -224,3 +224,28 @@ def test_saved_configs_with_a_flat_model_section_still_load(spec, tmp_path):
     changed = dataclasses.replace(config, model=dataclasses.replace(config.model, hidden_size=3))
     with pytest.raises(ValueError, match=r"differs at \['model.hidden_size'\]"):
         prepare_workdir(changed, tmp_path)
+
+
+def test_renamed_keys_are_read_under_their_new_names():
+    """``training.steps_per_chunk`` is now ``training.steps_per_call``: saved
+    configs and command-line overrides with the old name still work."""
+    raw = _raw()
+    raw["training"]["steps_per_chunk"] = raw["training"].pop("steps_per_call")
+    assert from_config_dict(raw) == from_config_dict(_raw())
+    raw["training"]["steps_per_call"] = 10
+    with pytest.raises(ConfigError, match=r"config\.training\.steps_per_chunk: renamed to"):
+        from_config_dict(raw)
+    config = config_files.load_config("adding:smoke")
+    config_files.apply_overrides(config, [("training.steps_per_chunk", "5")])
+    assert config.training.steps_per_call == 5
+
+
+def test_old_sweep_key_and_flag_still_work(tmp_path):
+    from recurrent_jax.sweep.spec import parse_sweep
+
+    config = config_files.load_config("adding_sweep:smoke").to_dict()
+    config["sweep"]["chunk_size"] = config["sweep"].pop("runs_per_call") or 3
+    assert parse_sweep(config).runs_per_call == 3
+    saved = tmp_path / "sweep.json"
+    saved.write_text(json.dumps(config))
+    assert config_files.load_config(str(saved)).sweep.runs_per_call == 3

@@ -46,7 +46,7 @@ def _experiment():
     from recurrent_jax.train import config_files, core, from_config_dict
 
     cfg = config_files.load_config("adding:smoke")
-    steps = [("training.num_steps", "4"), ("training.steps_per_chunk", "2")]
+    steps = [("training.num_steps", "4"), ("training.steps_per_call", "2")]
     config_files.apply_overrides(cfg, [*steps, ("training.eval_every", "2")])
     config = from_config_dict(cfg)
     base = core.default_hparams(config)

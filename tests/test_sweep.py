@@ -26,7 +26,7 @@ from recurrent_jax.sweep import (  # noqa: E402
     stack_hparams,
     stack_keys,
 )
-from recurrent_jax.sweep.runner import choose_chunk_size, estimate_run_bytes  # noqa: E402
+from recurrent_jax.sweep.runner import choose_runs_per_call, estimate_run_bytes  # noqa: E402
 from recurrent_jax.sweep.spec import apply_sweep_overrides  # noqa: E402
 from recurrent_jax.train import (  # noqa: E402
     config_files,
@@ -134,7 +134,7 @@ def test_grid_points_group_runs():
         ({"seeds": 0}, r"sweep.seeds: expected a count >= 1"),
         ({"seeds": [1, 1]}, r"sweep.seeds: expected distinct seeds"),
         ({"vmaps": {}}, r"config.sweep: unknown key\(s\) \['vmaps'\]"),
-        ({"chunk_size": -1}, r"sweep.chunk_size: expected an int >= 0"),
+        ({"runs_per_call": -1}, r"sweep.runs_per_call: expected an int >= 0"),
         (
             {
                 "vmap": {"learning_rate": [1, 2], "zoneout": [0.0]},
@@ -263,13 +263,13 @@ def test_a_hyperparameter_of_another_model_is_an_error(overrides, message):
         from_config_dict(config)
 
 
-def test_chunk_size_from_memory():
+def test_runs_per_call_from_memory():
     config = plan_of({}).base
     per_run = estimate_run_bytes(config)
     assert 10_000 < per_run < 10_000_000
-    assert choose_chunk_size(64, per_run, 2**40) == 64
-    assert choose_chunk_size(64, 1000, 16_000) == 8  # half of the free memory
-    assert choose_chunk_size(64, 10**9, 1000) == 1
+    assert choose_runs_per_call(64, per_run, 2**40) == 64
+    assert choose_runs_per_call(64, 1000, 16_000) == 8  # half of the free memory
+    assert choose_runs_per_call(64, 10**9, 1000) == 1
 
 
 def test_compilation_cache_is_turned_on(tmp_path):
@@ -304,7 +304,7 @@ def uninterrupted(tmp_path_factory):
 def test_sweep_compiles_each_stage_once(uninterrupted):
     plan, _, summary, compiles = uninterrupted
     assert summary["status"] == "completed" and summary["num_runs"] == 4
-    for stage in ("sweep_init", "sweep_chunk", "sweep_eval"):
+    for stage in ("sweep_init", "sweep_steps", "sweep_eval"):
         assert compiles.count(stage) == 1, compiles.names
 
 
@@ -396,7 +396,7 @@ def test_run_point_equals_solo_train_with_chunks_and_new_hparams():
     hparams = stack_hparams([r.config for r in point.runs], plan.vmap)
     keys = stack_keys([r.seed + r.run_id for r in point.runs])
     states, metrics = run_point(point.config, hparams, keys)
-    chunked, _ = run_point(point.config, hparams, keys, chunk_size=3)
+    chunked, _ = run_point(point.config, hparams, keys, runs_per_call=3)
     # two runs differing in every swept value (each solo config compiles anew)
     for i, run in ((0, point.runs[0]), (7, point.runs[7])):
         train = jax.jit(core.make_train(run.config))
@@ -446,8 +446,11 @@ def test_sweep_command_end_to_end(tmp_path, capsys):
         assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG", name
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["counts"]["completed"] == 8
-    # --workdir alone finds it complete; a chunk size override is not a new sweep
-    assert cli.main(["sweep", f"--workdir={workdir}", "--no-progress", "--sweep.chunk_size=8"]) == 0
+    # --workdir alone finds it complete; a runs-per-call override (by its old
+    # flag here) is not a new sweep
+    assert (
+        cli.main(["sweep", f"--workdir={workdir}", "--no-progress", "--sweep.chunk_size=8"]) == 0
+    )
     assert len(read_metrics(workdir)) == len(records)
 
 

@@ -90,12 +90,12 @@ def test_sweep_command_on_4_devices_equals_one_device(single, tmp_path):
     """All local devices on the runs axis by default; chunks of 4 runs take
     one run of every device; the stacked state stays split 2 runs a device."""
     workdir = tmp_path / "sweep"
-    proc = _cli(workdir, "--sweep.chunk_size=4", env={"JAX_NUM_CPU_DEVICES": "4"})
+    proc = _cli(workdir, "--sweep.runs_per_call=4", env={"JAX_NUM_CPU_DEVICES": "4"})
     _wait(proc)
     _assert_same_table(_table(workdir), _table(single))
     _assert_same_metrics(workdir, single)
     (point,) = json.loads((workdir / "summary.json").read_text())["points"]
-    assert point["mesh"] == {"runs": 4, "data": 1} and point["chunk_size"] == 4
+    assert point["mesh"] == {"runs": 4, "data": 1} and point["runs_per_call"] == 4
     assert point["state_sharding"] == ["runs"] and point["state_devices"] == 4
     best = lambda d: json.loads((d / "best_run" / "best.json").read_text())["run_id"]
     assert best(workdir) == best(single)
@@ -147,7 +147,7 @@ def child_resume(workdir: Path, devices: str, process_id: int, port: int):
         config_files.load_config("adding_sweep:smoke"), [("training.num_steps", "20")]
     )
     config = config.to_dict()
-    config["sweep"]["chunk_size"] = 4 if port == 0 else 0  # chunked on 4, then 3 devices
+    config["sweep"]["runs_per_call"] = 4 if port == 0 else 0  # chunked on 4, then 3 devices
     plan = parse_sweep(config)
     first, second = (int(n) for n in devices.split(","))
     mesh = lambda n: dist.make_mesh(devices=jax.local_devices()[:n])

@@ -55,7 +55,7 @@ def test_smoke_config_trains_end_to_end(name, tmp_path):
     assert summary["step"] == config.training.num_steps
     records = read_metrics(tmp_path)
     splits = {(r["step"], r["split"]) for r in records}
-    chunk = config.training.steps_per_chunk
+    chunk = config.training.steps_per_call
     for step in range(chunk, config.training.num_steps + 1, chunk):
         assert (step, "train") in splits
     assert (0, "eval") in splits and (config.training.num_steps, "eval") in splits
@@ -215,8 +215,8 @@ def _solo_run(config, hparams, key):
     stages = compile_stages(config)
     state, batch = stages.init(hparams, key)
     chunks = []
-    for _ in range(config.training.num_steps // config.training.steps_per_chunk):
-        state, metrics = stages.run_chunk(hparams, state, key)
+    for _ in range(config.training.num_steps // config.training.steps_per_call):
+        state, metrics = stages.run_steps(hparams, state, key)
         chunks.append(metrics)
     train = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *chunks)
     return state.params, {"train": train, "eval": stages.evaluate(hparams, state.params, batch)[0]}

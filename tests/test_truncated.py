@@ -30,7 +30,7 @@ def test_values_equal_one_unroll(chunk):
     xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, D))
     lengths = jnp.array([T, 7])
     want_c, want = rj.unroll(cell, params, xs, seq_lengths=lengths)
-    got_c, got = rj.truncated_unroll(cell, params, xs, chunk_length=chunk, seq_lengths=lengths)
+    got_c, got = rj.truncated_unroll(cell, params, xs, truncation_length=chunk, seq_lengths=lengths)
     np.testing.assert_allclose(got, want, atol=1e-6)
     np.testing.assert_allclose(got_c.c, want_c.c, atol=1e-6)
 
@@ -47,7 +47,9 @@ def test_gradients_stop_at_chunk_boundaries():
 
     got = jax.grad(
         lambda p, x: loss(
-            lambda p, x: rj.truncated_unroll(cell, p, x, chunk_length=4, seq_lengths=lengths), p, x
+            lambda p, x: rj.truncated_unroll(cell, p, x, truncation_length=4, seq_lengths=lengths),
+            p,
+            x,
         ),
         argnums=(0, 1),
     )(params, xs)
@@ -68,7 +70,7 @@ def test_loss_on_last_chunk_has_no_gradient_to_earlier_inputs():
     params = cell.init(jax.random.PRNGKey(0), D)
     xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, D))
     grad = jax.grad(
-        lambda x: jnp.sum(rj.truncated_unroll(cell, params, x, chunk_length=5)[1][:, 5:])
+        lambda x: jnp.sum(rj.truncated_unroll(cell, params, x, truncation_length=5)[1][:, 5:])
     )(xs)
     assert float(jnp.abs(grad[:, :5]).max()) == 0.0
     assert float(jnp.abs(grad[:, 5:]).min()) > 0.0
@@ -80,14 +82,28 @@ def test_resets_pass_through():
     xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, D))
     resets = jnp.zeros((B, T), bool).at[0, 6].set(True).at[1, 3].set(True)
     _, want = rj.unroll(cell, params, xs, resets=resets)
-    _, got = rj.truncated_unroll(cell, params, xs, chunk_length=4, resets=resets)
+    _, got = rj.truncated_unroll(cell, params, xs, truncation_length=4, resets=resets)
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
-def test_bad_chunk_length():
+def test_bad_truncation_length():
     cell = rj.cells.gru(H)
     params = cell.init(jax.random.PRNGKey(0), D)
-    with pytest.raises(ValueError, match="chunk_length"):
-        rj.truncated_unroll(cell, params, jnp.zeros((B, T, D)), chunk_length=0)
+    with pytest.raises(ValueError, match="truncation_length: expected a positive int, got None"):
+        rj.truncated_unroll(cell, params, jnp.zeros((B, T, D)))
+    with pytest.raises(ValueError, match="truncation_length"):
+        rj.truncated_unroll(cell, params, jnp.zeros((B, T, D)), truncation_length=0)
     with pytest.raises(ValueError, match="reverse"):
-        rj.truncated_unroll(cell, params, jnp.zeros((B, T, D)), chunk_length=2, reverse=True)
+        rj.truncated_unroll(cell, params, jnp.zeros((B, T, D)), truncation_length=2, reverse=True)
+
+
+def test_the_old_name_chunk_length_still_works_and_warns():
+    cell = rj.cells.gru(H)
+    params = cell.init(jax.random.PRNGKey(0), D)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, D))
+    want = rj.truncated_unroll(cell, params, xs, truncation_length=3)[1]
+    with pytest.warns(DeprecationWarning, match="truncation_length"):
+        got = rj.truncated_unroll(cell, params, xs, chunk_length=3)[1]
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="given twice"):
+        rj.truncated_unroll(cell, params, xs, truncation_length=3, chunk_length=3)

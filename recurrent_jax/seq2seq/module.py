@@ -53,6 +53,7 @@ class Seq2Seq(nn.Module):
     embedding_size: int = 32
     bridge: str = "copy"
     engine: Engine | None = None
+    cell_options: dict | None = None
 
     def core(self) -> model_lib.Seq2SeqModel:
         """The pure model these attributes describe."""

@@ -17,7 +17,7 @@ The ``sweep`` section of a config (ml_collections)::
         "grid": {"model": {"hidden_size": [32, 64], "cell": ["lstm", "gru"]}},
         "seeds": 3,  # a count (training.seed, +1, +2) or a list [0, 7, 9]
         "zip": [],  # groups of axes that vary together, e.g. [["learning_rate", "clip_norm"]]
-        "chunk_size": 0,  # runs per vmapped call; 0: as many as fit in memory
+        "runs_per_call": 0,  # runs per vmapped call; 0: as many as fit in memory
     })
 
 Axes: a list ``[a, b, c]``; ``{"log": [lo, hi], "num": n}`` (``n`` values
@@ -37,7 +37,7 @@ value in ``vmap`` is an error that says to put it in ``grid``.
 Command line::
 
     recurrent-jax sweep --config=configs/adding_sweep.py[:smoke] [--workdir=DIR]
-        [--config.sweep.seeds=5] [--config.sweep.vmap.zoneout="[0.0,0.1]"] [--sweep.chunk_size=N]
+        [--config.sweep.seeds=5] [--config.sweep.vmap.zoneout="[0.0,0.1]"] [--sweep.runs_per_call=N]
     recurrent-jax sweep --workdir=DIR   # resumes the sweep saved there
         [--mesh.runs=R] [--mesh.data=D]   # devices (default: runs over all local ones)
         [--distributed]   # several processes, each training its own runs (docs/scaling.md)

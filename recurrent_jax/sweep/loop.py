@@ -1,8 +1,8 @@
 """The sweep's host loop: ``run_sweep(plan, workdir)``.
 
 Grid points run one after another. For each, the stacked state of all its
-runs advances by chunks of ``training.steps_per_chunk`` steps (one call of
-the vmapped stage); between chunks the loop appends every run's metrics to
+runs advances by chunks of ``training.steps_per_call`` steps (one call of
+the vmapped stage); between calls the loop appends every run's metrics to
 ``metrics.jsonl`` (records keyed by ``run_id``), evaluates every
 ``training.eval_every`` steps, checkpoints the stacked state
 (``checkpoints/point-<p>/``, orbax) and advances the progress bar. A run
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from recurrent_jax import distributed as dist
 from recurrent_jax.sweep import processes, report
 from recurrent_jax.sweep.checkpoints import ProcessCheckpointer
 from recurrent_jax.sweep.runner import (
-    choose_chunk_size,
+    choose_runs_per_call,
     estimate_run_bytes,
     free_device_bytes,
     point_stages,
@@ -38,11 +37,11 @@ from recurrent_jax.sweep.runner import (
     stack_keys,
 )
 from recurrent_jax.sweep.spec import GridPoint, SweepPlan
+from recurrent_jax.train import host_loop
 from recurrent_jax.train.checkpoint import Checkpointer
-from recurrent_jax.train.config import from_config_dict, to_dict
+from recurrent_jax.train.config import from_config_dict, rename_keys, to_dict
 from recurrent_jax.train.loop import make_workdir
-from recurrent_jax.train.metrics import METRICS_FILE, read_metrics
-from recurrent_jax.train.progress import Progress
+from recurrent_jax.train.metrics import METRICS_FILE, has_eval, read_metrics
 
 SWEEP_FILE = "sweep.json"
 
@@ -59,7 +58,7 @@ def prepare_sweep_dir(plan: SweepPlan, workdir: Path) -> Path:
             path.write_text(json.dumps(saved, indent=2) + "\n")
         dist.barrier("recurrent_jax sweep: sweep.json written")
     if path.exists():
-        on_disk = json.loads(path.read_text())
+        on_disk = rename_keys(json.loads(path.read_text()))
         on_disk = {**to_dict(from_config_dict(on_disk)), "sweep": on_disk.get("sweep")}
         if _identity(on_disk) != _identity(json.loads(json.dumps(saved))):
             raise ValueError(
@@ -83,7 +82,7 @@ def run_sweep(
     """Trains every run of ``plan`` (resuming from ``workdir``), then writes
     the run table, plots and the best run's checkpoint. Returns the summary.
 
-    ``should_stop(step)`` is checked after every chunk; when true the
+    ``should_stop(step)`` is checked after every call; when true the
     stacked state is saved and the sweep ends with status "interrupted".
     ``mesh`` (``distributed.make_mesh`` over this process's devices): the
     run axis of each grid point is padded and split over its ``runs`` axis,
@@ -94,21 +93,15 @@ def run_sweep(
     """
     workdir = prepare_sweep_dir(plan, workdir)
     log = log or (print if progress else lambda line: None)
-    stop = _StopFlag()
-    previous = _install(signal.SIGTERM, stop)
-    start, status, points = time.perf_counter(), "completed", []
-    try:
+    start, status, points = time.perf_counter(), host_loop.COMPLETED, []
+    with host_loop.stop_requests(should_stop) as stop_requested:
         for point in plan.points:
             run = _PointRun(plan, point, workdir, mesh, log)
-            status = run.loop(
-                progress, lambda step: stop.requested or bool(should_stop and should_stop(step))
-            )
+            status = run.loop(progress, stop_requested)
             points.append(run.info())
-            if status != "completed":
+            if status != host_loop.COMPLETED:
                 break
             run.save_best()
-    finally:
-        _install(signal.SIGTERM, previous)
     seconds = time.perf_counter() - start
     if jax.process_count() == 1:
         return report.write_report(plan, workdir, status, points, seconds)
@@ -127,15 +120,15 @@ class _PointRun:
         self.start_step, self.seconds, self.state = 0, 0.0, None
         self.bytes_per_run = estimate_run_bytes(point.config)
         if not self.runs:  # more processes than runs
-            self.chunk_size, self.total = 0, 0
+            self.runs_per_call, self.total = 0, 0
             return
         self.total = dist.padded_runs(len(self.runs), mesh) if mesh else len(self.runs)
         shards = mesh.shape[dist.RUNS] if mesh else 1
-        chunk = plan.chunk_size or choose_chunk_size(
+        chunk = plan.runs_per_call or choose_runs_per_call(
             self.total, self.bytes_per_run, shards * free_device_bytes()
         )
-        self.chunk_size = min(self.total, max(shards, chunk // shards * shards))
-        self.stages = point_stages(point.config, self.total, self.chunk_size, mesh)
+        self.runs_per_call = min(self.total, max(shards, chunk // shards * shards))
+        self.stages = point_stages(point.config, self.total, self.runs_per_call, mesh)
         hparams = stack_hparams([r.config for r in self.runs], plan.vmap)
         keys = stack_keys([r.seed for r in self.runs])
         self.hparams, self.keys = self.place(hparams), self.place(keys)
@@ -213,47 +206,36 @@ class _PointRun:
                 f"of {self.mesh.devices.size} {self.mesh.devices.flat[0].platform} devices"
             )
         return line + (
-            f", {self.chunk_size} per vmapped call (about {self.bytes_per_run / 2**20:.2f} MiB "
-            f"per run; set sweep.chunk_size to override)"
+            f", {self.runs_per_call} per vmapped call (about {self.bytes_per_run / 2**20:.2f} MiB "
+            f"per run; set sweep.runs_per_call to override)"
         )
 
     def loop(self, show_progress: bool, stop_requested) -> str:
-        t = self.plan.base.training
+        """Trains this process's runs of the point (``host_loop.drive``)."""
         self.log(self.describe())
         if not self.runs:
-            return "completed"
-        bar = Progress(t.num_steps, self.step, enabled=show_progress)
-        start = time.perf_counter()
+            return host_loop.COMPLETED
         try:
-            if self.step % t.eval_every == 0 and not self.evaluated(self.step):
-                self.evaluate()
-            while self.step < t.num_steps:
-                self.state, metrics = self.stages.run_chunk(self.hparams, self.state, self.keys)
-                train = self.log_train(jax.device_get(metrics))
-                bar.update(self.step, train)
-                if self.step % t.eval_every == 0 or self.step == t.num_steps:
-                    bar.write(self.step, train, self.evaluate())
-                if self.step < t.num_steps and stop_requested(self.step):
-                    self.save()
-                    return "interrupted"
-        except KeyboardInterrupt:
-            self.save()
-            return "interrupted"
+            status, self.seconds = host_loop.drive(
+                self,
+                self.plan.base.training,
+                show_progress=show_progress,
+                stop_requested=stop_requested,
+            )
         finally:
-            self.seconds = time.perf_counter() - start
-            bar.close()
             self.checkpoints.close()
-        return "completed"
+        return status
 
     def evaluated(self, step: int) -> bool:
-        ids = set(self.run_ids)
-        return any(
-            r["step"] == step and r["split"] == "eval" and r.get("run_id") in ids
-            for r in read_metrics(self.metrics_path)
-        )
+        return has_eval(self.metrics_path, step, set(self.run_ids))
+
+    def run_steps(self) -> dict:
+        """One call; a run that diverges is marked in its metrics, the others go on."""
+        self.state, metrics = self.stages.run_steps(self.hparams, self.state, self.keys)
+        return self.log_train(jax.device_get(metrics))
 
     def log_train(self, metrics: dict) -> dict:
-        """Per run: the chunk's mean of each metric (the learning rate: its last value)."""
+        """Per run: the call's mean of each metric (the learning rate: its last value)."""
         n = len(self.runs)
         means = {k: np.mean(np.asarray(v[:n], np.float64), axis=1) for k, v in metrics.items()}
         means["learning_rate"] = np.asarray(metrics["learning_rate"])[:n, -1]
@@ -290,7 +272,7 @@ class _PointRun:
             "point": self.point.index,
             "grid": self.point.grid,
             "runs": len(self.run_ids),
-            "chunk_size": self.chunk_size,
+            "runs_per_call": self.runs_per_call,
             "bytes_per_run": self.bytes_per_run,
             "step": self.step,
             "seconds": round(self.seconds, 2),
@@ -317,25 +299,8 @@ def truncate_metrics(path: Path, run_ids: set, step: int) -> None:
 
 
 def _identity(saved: dict) -> dict:
-    """What makes a sweep the same sweep: all but the chunk size."""
-    return {**saved, "sweep": {k: v for k, v in saved["sweep"].items() if k != "chunk_size"}}
-
-
-class _StopFlag:
-    def __init__(self):
-        self.requested = False
-
-    def __call__(self, signum, frame):
-        self.requested = True
-
-
-def _install(signum, handler):
-    if handler is None:
-        return None
-    try:
-        return signal.signal(signum, handler)
-    except ValueError:  # not the main thread
-        return None
+    """What makes a sweep the same sweep: all but the runs per call."""
+    return {**saved, "sweep": {k: v for k, v in saved["sweep"].items() if k != "runs_per_call"}}
 
 
 def _number(value) -> float | None:

@@ -351,7 +351,7 @@ def format_summary(summary: dict) -> str:
             mesh = " x ".join(f"{n}={k}" for n, k in p["mesh"].items())
             where += f", sharded over {p['state_devices']} devices (mesh {mesh})"
         lines.append(
-            f"  point {p['point']}{where}: {p['runs']} runs, chunk size {p['chunk_size']}, "
+            f"  point {p['point']}{where}: {p['runs']} runs, {p['runs_per_call']} per call, "
             f"step {p['step']}, {p['seconds']:.1f}s"
         )
     best = summary["best"]

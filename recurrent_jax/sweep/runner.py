@@ -2,17 +2,17 @@
 
 Every stage takes stacked ``HParams`` and keys with a leading run axis
 ``N`` and maps the single-run stage of ``recurrent_jax.train.core`` over it:
-``jax.vmap``, or ``jax.lax.map(..., batch_size=chunk_size)`` (vmapped
-chunks run one after another inside the same program) when the runs do
+``jax.vmap``, or ``jax.lax.map(..., batch_size=runs_per_call)`` (vmapped
+groups of runs one after another inside the same program) when the runs do
 not fit in memory at once. Each stage compiles once per grid point.
 
 ``run_point(config, hparams, keys)`` trains all runs in one call (the
-whole ``make_train``); ``point_stages(config, chunk_size)`` gives the
-stages the host loop (``recurrent_jax.sweep.loop``) calls between chunks of
+whole ``make_train``); ``point_stages(config, runs_per_call)`` gives the
+stages the host loop (``recurrent_jax.sweep.loop``) calls between calls of
 steps. With a ``mesh`` (``recurrent_jax.distributed.make_mesh``) the run
 axis is split over its ``runs`` axis (inputs placed with
 ``distributed.shard_runs``; ``jax.jit`` partitions the stages, and their
-outputs keep the sharding) and each run's batch over ``data``; chunks then
+outputs keep the sharding) and each run's batch over ``data``; groups then
 take the same number of runs from every device.
 """
 
@@ -56,9 +56,9 @@ class SweepState(NamedTuple):
 class PointStages(NamedTuple):
     task: object
     init: Callable  # (hparams, keys) -> SweepState
-    run_chunk: Callable  # (hparams, SweepState, keys) -> (SweepState, metrics (N, steps))
+    run_steps: Callable  # (hparams, SweepState, keys) -> (SweepState, metrics (N, steps))
     evaluate: Callable  # (hparams, SweepState, keys) -> (metrics (N,), SweepState)
-    chunk_size: int | None
+    runs_per_call: int | None
 
 
 # --- inputs -----------------------------------------------------------------------
@@ -86,21 +86,21 @@ def num_runs(hparams: core.HParams) -> int:
 
 
 def over_runs(
-    fn: Callable, chunk_size: int | None, total: int, mesh: Mesh | None = None
+    fn: Callable, runs_per_call: int | None, total: int, mesh: Mesh | None = None
 ) -> Callable:
     """``fn`` mapped over the leading axis of all its arguments: ``vmap``,
-    or vmapped chunks of ``chunk_size`` runs under ``lax.map``.
+    or vmapped groups of ``runs_per_call`` runs under ``lax.map``.
 
     With a ``mesh`` the run axis (``total``, a multiple of its ``runs`` size
-    ``D``) is split in ``D`` contiguous blocks, one a device; a chunk takes
-    ``chunk_size // D`` runs of every block, so each device keeps working on
+    ``D``) is split in ``D`` contiguous blocks, one a device; a group takes
+    ``runs_per_call // D`` runs of every block, so each device keeps working on
     its own runs."""
     if mesh is None:
-        if chunk_size is None or chunk_size >= total:
+        if runs_per_call is None or runs_per_call >= total:
             return jax.vmap(fn)
-        return lambda *args: jax.lax.map(lambda a: fn(*a), args, batch_size=chunk_size)
+        return lambda *args: jax.lax.map(lambda a: fn(*a), args, batch_size=runs_per_call)
     vmapped = jax.vmap(fn, spmd_axis_name=RUNS)
-    if chunk_size is None or chunk_size >= total:
+    if runs_per_call is None or runs_per_call >= total:
         return vmapped
     shards = mesh.shape[RUNS]
     by_block, by_run = NamedSharding(mesh, P(None, RUNS)), NamedSharding(mesh, P(RUNS))
@@ -115,7 +115,7 @@ def over_runs(
 
     def mapped(*args):
         blocks = jax.tree_util.tree_map(split, args)
-        per_call = max(1, chunk_size // shards)
+        per_call = max(1, runs_per_call // shards)
         out = jax.lax.map(lambda a: vmapped(*a), blocks, batch_size=per_call)
         return jax.tree_util.tree_map(merge, out)
 
@@ -142,43 +142,43 @@ def _eval_run(config, task, hparams, state, best, key):
 def point_stages(
     config: ExperimentConfig,
     num_runs: int,
-    chunk_size: int | None = None,
+    runs_per_call: int | None = None,
     mesh: Mesh | None = None,
 ):
     """The jitted stages of one grid point (``config``: its compiled config,
     see ``spec.GridPoint.config``) for ``num_runs`` stacked runs (with a
     ``mesh``: a multiple of its ``runs`` size); configs that share
     ``core.static_config`` share them."""
-    return _point_stages(core.static_config(config), num_runs, chunk_size, mesh)
+    return _point_stages(core.static_config(config), num_runs, runs_per_call, mesh)
 
 
 @functools.cache
 def _point_stages(
-    config: ExperimentConfig, total: int, chunk_size: int | None, mesh: Mesh | None
+    config: ExperimentConfig, total: int, runs_per_call: int | None, mesh: Mesh | None
 ) -> PointStages:
     task = core.build_task(config)
     if mesh is not None:
         task = data_parallel_task(task, mesh, config.data.batch_size)
     jit = functools.partial(jax.jit, compiler_options=core.compiler_options(config))
-    mapped = lambda fn: over_runs(fn, chunk_size, total, mesh)
+    mapped = lambda fn: over_runs(fn, runs_per_call, total, mesh)
     init_runs = mapped(functools.partial(_init_run, config, task))
-    chunk_runs = mapped(functools.partial(core.run_chunk, config, task))
+    step_runs = mapped(functools.partial(core.run_steps, config, task))
     eval_runs = mapped(functools.partial(_eval_run, config, task))
 
     def sweep_init(hparams, keys):
         train, best = init_runs(hparams, keys)
         return SweepState(jnp.zeros((), jnp.int32), train, best)
 
-    def sweep_chunk(hparams, state: SweepState, keys):
-        train, metrics = chunk_runs(hparams, state.train, keys)
-        steps = config.training.steps_per_chunk
+    def sweep_steps(hparams, state: SweepState, keys):
+        train, metrics = step_runs(hparams, state.train, keys)
+        steps = config.training.steps_per_call
         return state._replace(step=state.step + steps, train=train), metrics
 
     def sweep_eval(hparams, state: SweepState, keys):
         metrics, best = eval_runs(hparams, state.train, state.best, keys)
         return metrics, state._replace(best=best)
 
-    return PointStages(task, jit(sweep_init), jit(sweep_chunk), jit(sweep_eval), chunk_size)
+    return PointStages(task, jit(sweep_init), jit(sweep_steps), jit(sweep_eval), runs_per_call)
 
 
 def run_point(
@@ -186,18 +186,18 @@ def run_point(
     hparams: core.HParams,
     keys: jax.Array,
     *,
-    chunk_size: int | None = None,
+    runs_per_call: int | None = None,
 ):
     """All runs of one grid point in one compiled call:
     ``jit(vmap(make_train(config)))(hparams, keys) -> (states, metrics)``,
-    leading axis N everywhere (``metrics["train"]``: (N, chunks, steps)).
+    leading axis N everywhere (``metrics["train"]``: (N, calls, steps)).
     Run i equals ``make_train(config)(hparams[i], keys[i])``."""
-    return _run_point(core.static_config(config), num_runs(hparams), chunk_size)(hparams, keys)
+    return _run_point(core.static_config(config), num_runs(hparams), runs_per_call)(hparams, keys)
 
 
 @functools.cache
-def _run_point(config: ExperimentConfig, total: int, chunk_size: int | None):
-    train = over_runs(core.make_train(config), chunk_size, total)
+def _run_point(config: ExperimentConfig, total: int, runs_per_call: int | None):
+    train = over_runs(core.make_train(config), runs_per_call, total)
     return jax.jit(train, compiler_options=core.compiler_options(config))
 
 
@@ -241,7 +241,7 @@ def free_device_bytes(device=None) -> int:
         return 8 << 30
 
 
-def choose_chunk_size(total: int, bytes_per_run: int, free_bytes: int) -> int:
+def choose_runs_per_call(total: int, bytes_per_run: int, free_bytes: int) -> int:
     """Runs per vmapped call: all of them if they fit in
     ``MEMORY_FRACTION`` of ``free_bytes``, else as many as fit (at least 1)."""
     fit = int(MEMORY_FRACTION * free_bytes) // max(bytes_per_run, 1)

@@ -19,10 +19,17 @@ import numpy as np
 
 from recurrent_jax.data.options import ConfigError
 from recurrent_jax.train import hparams
-from recurrent_jax.train.config import SECTIONS, ExperimentConfig, from_config_dict, to_dict
+from recurrent_jax.train.config import (
+    RENAMED_KEYS,
+    SECTIONS,
+    ExperimentConfig,
+    from_config_dict,
+    rename_keys,
+    to_dict,
+)
 from recurrent_jax.train.config_files import parse_value
 
-SWEEP_KEYS = ("vmap", "grid", "seeds", "zip", "chunk_size")
+SWEEP_KEYS = ("vmap", "grid", "seeds", "zip", "runs_per_call")
 AXIS_FORMS = (
     "a list, {'log': [lo, hi], 'num': n}, {'linear': [lo, hi], 'num': n} "
     "or {'range': [start, stop(, step)]}"
@@ -31,7 +38,7 @@ AXIS_FORMS = (
 
 def default_section() -> dict:
     """An empty sweep: one run per config, at ``training.seed``."""
-    return {"vmap": {}, "grid": {}, "seeds": 1, "zip": [], "chunk_size": 0}
+    return {"vmap": {}, "grid": {}, "seeds": 1, "zip": [], "runs_per_call": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +68,7 @@ class SweepPlan:
     seeds: tuple[int, ...]
     points: tuple[GridPoint, ...]
     runs: tuple[Run, ...]
-    chunk_size: int  # runs per vmapped call; 0 picks it from memory
+    runs_per_call: int  # runs per vmapped call; 0 picks it from memory
 
     @property
     def swept(self) -> tuple[str, ...]:
@@ -210,7 +217,7 @@ def parse_sweep(cfg) -> SweepPlan:
     vmapped ones, seeds innermost; a ``zip`` group counts as one axis), so
     run ids follow that order.
     """
-    raw = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    raw = rename_keys(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg))
     section = {**default_section(), **(raw.pop("sweep", None) or {})}
     base = from_config_dict(raw)
     base_dict = to_dict(base)
@@ -220,10 +227,11 @@ def parse_sweep(cfg) -> SweepPlan:
     grid = flatten_grid(section["grid"] or {}, base_dict)
     vmap = flatten_vmap(section["vmap"] or {}, base_dict)
     seeds = _seeds(section["seeds"], base.training.seed)
-    chunk_size = section["chunk_size"]
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 0:
+    runs_per_call = section["runs_per_call"]
+    if not isinstance(runs_per_call, int) or isinstance(runs_per_call, bool) or runs_per_call < 0:
         raise ConfigError(
-            f"config.sweep.chunk_size: expected an int >= 0 (0: from memory), got {chunk_size!r}"
+            "config.sweep.runs_per_call: expected an int >= 0 (0: from memory), "
+            f"got {runs_per_call!r}"
         )
     axes = grid | vmap
     groups = _groups(section["zip"] or [], axes)
@@ -238,7 +246,7 @@ def parse_sweep(cfg) -> SweepPlan:
         seeds=tuple(seeds),
         points=points,
         runs=tuple(r for p in points for r in p.runs),
-        chunk_size=chunk_size,
+        runs_per_call=runs_per_call,
     )
 
 
@@ -354,7 +362,7 @@ def apply_sweep_overrides(config: dict, overrides: list[tuple[str, str]]) -> dic
     and ``sweep.grid`` may be new."""
     config["sweep"] = {**default_section(), **(config.get("sweep") or {})}
     for dotted, text in overrides:
-        *parents, leaf = dotted.split(".")
+        *parents, leaf = RENAMED_KEYS.get(dotted, dotted).split(".")
         node = config
         for name in parents:
             node = node.setdefault(name, {})

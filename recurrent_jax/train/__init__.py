@@ -8,7 +8,7 @@ from recurrent_jax.train.core import (
     evaluate,
     init_state,
     make_train,
-    run_chunk,
+    run_steps,
 )
 from recurrent_jax.train.loop import TrainingDiverged, train_and_evaluate
 
@@ -22,7 +22,7 @@ __all__ = [
     "from_config_dict",
     "init_state",
     "make_train",
-    "run_chunk",
+    "run_steps",
     "to_dict",
     "train_and_evaluate",
     "TrainingDiverged",

@@ -228,14 +228,14 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    """Steps, chunking, evaluation and checkpoint cadence.
+    """Steps, steps per compiled call, evaluation and checkpoint cadence.
 
     ``fast_compile`` compiles with XLA's backend optimisation level 0: about
     twice as fast to compile and several times slower to run, for smoke runs.
     """
 
     num_steps: int = 1000
-    steps_per_chunk: int = 100
+    steps_per_call: int = 100
     eval_every: int = 500
     keep_checkpoints: int = 2
     seed: int = 0
@@ -243,20 +243,20 @@ class TrainingConfig:
 
     def __post_init__(self):
         _check_positive("training.num_steps", self.num_steps)
-        _check_positive("training.steps_per_chunk", self.steps_per_chunk)
+        _check_positive("training.steps_per_call", self.steps_per_call)
         _check_positive("training.eval_every", self.eval_every)
         _check_positive("training.keep_checkpoints", self.keep_checkpoints)
         _check_non_negative("training.seed", self.seed)
-        if self.num_steps % self.steps_per_chunk:
+        if self.num_steps % self.steps_per_call:
             fail(
                 "training.num_steps",
-                f"a multiple of training.steps_per_chunk={self.steps_per_chunk}",
+                f"a multiple of training.steps_per_call={self.steps_per_call}",
                 self.num_steps,
             )
-        if self.eval_every % self.steps_per_chunk:
+        if self.eval_every % self.steps_per_call:
             fail(
                 "training.eval_every",
-                f"a multiple of training.steps_per_chunk={self.steps_per_chunk}",
+                f"a multiple of training.steps_per_call={self.steps_per_call}",
                 self.eval_every,
             )
 
@@ -334,9 +334,7 @@ def warmup_cosine(config, learning_rate, warmup_steps, *, name="adam", weight_de
 def shrink_to_smoke(config, num_steps=30):
     """A ``:smoke`` variant's training: seconds, a fast compile."""
     config.optimizer.update(warmup_steps=2)
-    config.training.update(
-        num_steps=num_steps, steps_per_chunk=10, eval_every=10, fast_compile=True
-    )
+    config.training.update(num_steps=num_steps, steps_per_call=10, eval_every=10, fast_compile=True)
 
 
 # --- conversion ---------------------------------------------------------------
@@ -432,11 +430,36 @@ _FLAT_MODEL_KEYS = frozenset(
 )
 
 
+# Keys renamed since configs were first saved: old dotted path -> new.
+RENAMED_KEYS = {
+    "training.steps_per_chunk": "training.steps_per_call",
+    "sweep.chunk_size": "sweep.runs_per_call",
+}
+
+
+def rename_keys(raw: dict) -> dict:
+    """``raw`` with keys saved under an old name (``RENAMED_KEYS``) moved to
+    the new one; both at once is an error."""
+    raw = dict(raw)
+    for old, new in RENAMED_KEYS.items():
+        section, old_key = old.split(".")
+        new_key = new.split(".")[1]
+        part = raw.get(section)
+        if isinstance(part, Mapping) and old_key in part:
+            if new_key in part:
+                raise ConfigError(f"config.{old}: renamed to config.{new}; got both")
+            part = dict(part)
+            part[new_key] = part.pop(old_key)
+            raw[section] = part
+    return raw
+
+
 def _migrate(raw: dict) -> dict:
-    """Reads configs saved by earlier versions: their ``model.impl`` is
-    ``model.engine.impl``; a flat model section (every key of every kind)
-    keeps the keys of its own kind (the others held their defaults)."""
-    raw = _migrate_flat_model(raw)
+    """Reads configs saved by earlier versions: renamed keys; their
+    ``model.impl`` is ``model.engine.impl``; a flat model section (every key
+    of every kind) keeps the keys of its own kind (the others held their
+    defaults)."""
+    raw = _migrate_flat_model(rename_keys(raw))
     model = raw.get("model")
     if isinstance(model, Mapping) and "impl" in model:
         model = dict(model)

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 from recurrent_jax.data.options import ConfigError
+from recurrent_jax.train.config import RENAMED_KEYS, rename_keys
 
 DEFAULT_CONFIG = "adding"
 
@@ -49,8 +50,8 @@ def load_config(spec: str):
     ml_collections = _require("ml_collections", "ml-collections")
 
     path, arg = resolve_config_path(spec)
-    if path.suffix == ".json":
-        config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    if path.suffix == ".json":  # a saved config.json or sweep.json
+        config = ml_collections.ConfigDict(rename_keys(json.loads(path.read_text())))
     else:
         module_spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
         module = importlib.util.module_from_spec(module_spec)
@@ -73,9 +74,10 @@ def check_variant(path: Path, arg: str | None, variants) -> None:
 
 
 def apply_overrides(config, overrides: list[tuple[str, str]]):
-    """Sets ``config.a.b`` from strings, parsed by the type already there."""
+    """Sets ``config.a.b`` from strings, parsed by the type already there;
+    a renamed key (``config.RENAMED_KEYS``) is read under its new name."""
     for dotted, text in overrides:
-        *parents, leaf = dotted.split(".")
+        *parents, leaf = RENAMED_KEYS.get(dotted, dotted).split(".")
         node, where = config, "config"
         for name in parents:
             _check_key(node, name, where)

@@ -4,7 +4,7 @@ Every stage is a top-level pure function of the static config, the traced
 ``HParams`` and explicit keys, so ``jax.jit(jax.vmap(train))`` runs many
 runs at once (PureJaxRL's ``make_train`` shape). The host loop
 (``recurrent_jax.train.loop``) calls the same ``init_state``,
-``run_chunk`` and ``evaluate`` between its chunks.
+``run_steps`` and ``evaluate`` between its calls.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def static_config(config: ExperimentConfig) -> ExperimentConfig:
     placeholders (``hparams.with_placeholders``): what the compiled stages
     depend on, so configs that differ only there share one compile."""
     t = config.training
-    training = dataclasses.replace(t, eval_every=t.steps_per_chunk, keep_checkpoints=1, seed=0)
+    training = dataclasses.replace(t, eval_every=t.steps_per_call, keep_checkpoints=1, seed=0)
     config = dataclasses.replace(config, name="static", training=training)
     return hparams_table.with_placeholders(config)
 
@@ -125,11 +125,11 @@ def train_step(config, task, hparams, key, state: TrainState, _=None):
     return TrainState(state.step + 1, params, opt_state), metrics
 
 
-def run_chunk(config, task, hparams, state: TrainState, key) -> tuple[TrainState, dict]:
-    """``training.steps_per_chunk`` updates under one ``lax.scan``; metrics
-    are per step, shape (steps_per_chunk,)."""
+def run_steps(config, task, hparams, state: TrainState, key) -> tuple[TrainState, dict]:
+    """``training.steps_per_call`` updates under one ``lax.scan``; metrics
+    are per step, shape (steps_per_call,)."""
     step = functools.partial(train_step, config, task, hparams, run_keys(key).train)
-    return jax.lax.scan(step, state, None, length=config.training.steps_per_chunk)
+    return jax.lax.scan(step, state, None, length=config.training.steps_per_call)
 
 
 def eval_batch(config: ExperimentConfig, task: TaskSpec, key) -> Batch:
@@ -149,18 +149,18 @@ def evaluate_with_outputs(config, task, hparams, params, batch: Batch) -> tuple[
 def make_train(config: ExperimentConfig, task: TaskSpec | None = None):
     """Returns the pure ``train(hparams, key) -> (state, metrics)``.
 
-    ``metrics["train"]``: per-step training metrics, (num_chunks,
-    steps_per_chunk) each; ``metrics["eval"]``: held-out metrics at the end.
+    ``metrics["train"]``: per-step training metrics, (num_calls,
+    steps_per_call) each; ``metrics["eval"]``: held-out metrics at the end.
     Run it with ``jax.jit(train)`` or ``jax.jit(jax.vmap(train))`` (pass
     ``compiler_options=compiler_options(config)`` to honour ``fast_compile``).
     """
     task = build_task(config) if task is None else task
-    num_chunks = config.training.num_steps // config.training.steps_per_chunk
+    num_calls = config.training.num_steps // config.training.steps_per_call
 
     def train(hparams: HParams, key: jax.Array):
         state = init_state(config, task, hparams, key)
-        chunk = lambda s, _: run_chunk(config, task, hparams, s, key)
-        state, train_metrics = jax.lax.scan(chunk, state, None, length=num_chunks)
+        call = lambda s, _: run_steps(config, task, hparams, s, key)
+        state, train_metrics = jax.lax.scan(call, state, None, length=num_calls)
         eval_metrics = evaluate(config, task, hparams, state.params, eval_batch(config, task, key))
         return state, {"train": train_metrics, "eval": eval_metrics}
 

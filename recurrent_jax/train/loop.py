@@ -1,6 +1,6 @@
 """The host loop: ``train_and_evaluate(config, workdir)``.
 
-Between jitted chunks of ``training.steps_per_chunk`` steps it writes
+Between jitted chunks of ``training.steps_per_call`` steps it writes
 metrics, evaluates, checkpoints, checks for NaN/Inf and advances the
 progress bar. A run directory holds ``config.json`` (re-launchable:
 ``recurrent-jax train --config=<workdir>/config.json``), ``metrics.jsonl``,
@@ -12,8 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -22,11 +20,10 @@ import jax
 import numpy as np
 
 from recurrent_jax.data.options import ConfigError
-from recurrent_jax.train import core
+from recurrent_jax.train import core, host_loop
 from recurrent_jax.train.checkpoint import Checkpointer
 from recurrent_jax.train.config import ExperimentConfig, from_config_dict, to_dict
-from recurrent_jax.train.metrics import MetricsWriter, read_metrics
-from recurrent_jax.train.progress import Progress
+from recurrent_jax.train.metrics import MetricsWriter, has_eval, read_metrics
 
 CONFIG_FILE = "config.json"
 
@@ -40,7 +37,7 @@ class Compiled(NamedTuple):
 
     task: object
     init: Callable  # (hparams, key) -> (state, eval batch)
-    run_chunk: Callable  # (hparams, state, key) -> (state, per-step metrics)
+    run_steps: Callable  # (hparams, state, key) -> (state, per-step metrics)
     evaluate: Callable  # (hparams, params, batch) -> (metrics, outputs)
 
 
@@ -61,7 +58,7 @@ def _compile_static(config: ExperimentConfig) -> Compiled:
     return Compiled(
         task,
         jit(functools.partial(_init, config, task)),
-        jit(functools.partial(core.run_chunk, config, task)),
+        jit(functools.partial(core.run_steps, config, task)),
         jit(functools.partial(core.evaluate_with_outputs, config, task)),
     )
 
@@ -109,16 +106,6 @@ def load_run_config(workdir: Path) -> ExperimentConfig:
     return from_config_dict(json.loads(path.read_text()))
 
 
-class _StopFlag:
-    """Set by SIGTERM; checked between chunks."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __call__(self, signum, frame):
-        self.requested = True
-
-
 def train_and_evaluate(
     config: ExperimentConfig,
     workdir,
@@ -129,7 +116,7 @@ def train_and_evaluate(
     """Trains (resuming from the latest checkpoint in ``workdir``), evaluates
     and writes the run directory. Returns the summary.
 
-    ``should_stop(step)`` is checked after every chunk (as SIGTERM is): when
+    ``should_stop(step)`` is checked after every call (as SIGTERM is): when
     true the state is saved and the run ends with status "interrupted".
     Raises ``TrainingDiverged`` on NaN/Inf, after saving the summary.
     """
@@ -144,19 +131,17 @@ def train_and_evaluate(
         higher_is_better=stages.task.higher_is_better,
     )
     writer = MetricsWriter(workdir)
-    stop = _StopFlag()
-    previous_handler = _install(signal.SIGTERM, stop)
     run = _Run(config, stages, hparams, key, checkpoints, writer, workdir)
     try:
-        status = run.loop(
-            progress, lambda step: stop.requested or bool(should_stop and should_stop(step))
-        )
+        with host_loop.stop_requests(should_stop) as stop_requested:
+            status, run.seconds = host_loop.drive(
+                run, config.training, show_progress=progress, stop_requested=stop_requested
+            )
     finally:
-        _install(signal.SIGTERM, previous_handler)
         writer.close()
     summary = run.finish(status)
     checkpoints.close()
-    if status == "diverged":
+    if status == host_loop.DIVERGED:
         raise TrainingDiverged(summary["message"])
     return summary
 
@@ -181,41 +166,19 @@ class _Run:
     def step(self) -> int:
         return int(self.state.step)
 
-    def loop(self, show_progress: bool, stop_requested) -> str:
-        t = self.config.training
-        bar = Progress(t.num_steps, self.step, enabled=show_progress)
-        start = time.perf_counter()
-        try:
-            if self.step % t.eval_every == 0 and not self.evaluated(self.step):
-                self.evaluate()  # step 0, or an eval cut short by an interrupt
-            while self.step < t.num_steps:
-                new_state, metrics = self.stages.run_chunk(self.hparams, self.state, self.key)
-                metrics = jax.device_get(metrics)
-                if not self.chunk_finite(metrics):
-                    return "diverged"
-                self.state = new_state
-                train = self.log_train(metrics)
-                bar.update(self.step, train)
-                if self.step % t.eval_every == 0 or self.step == t.num_steps:
-                    evals = self.evaluate()
-                    if evals is None:
-                        return "diverged"
-                    bar.write(self.step, train, evals)
-                if self.step < t.num_steps and stop_requested(self.step):
-                    self.checkpoints.save(self.state)
-                    return "interrupted"
-        except KeyboardInterrupt:
-            self.checkpoints.save(self.state)
-            return "interrupted"
-        finally:
-            self.seconds = time.perf_counter() - start
-            bar.close()
-        return "completed"
-
     def evaluated(self, step: int) -> bool:
-        return any(
-            r["step"] == step and r["split"] == "eval" for r in read_metrics(self.writer.path)
-        )
+        return has_eval(self.writer.path, step)
+
+    def run_steps(self) -> dict | None:
+        new_state, metrics = self.stages.run_steps(self.hparams, self.state, self.key)
+        metrics = jax.device_get(metrics)
+        if not self.call_finite(metrics):
+            return None
+        self.state = new_state
+        return self.log_train(metrics)
+
+    def save(self) -> None:
+        self.checkpoints.save(self.state)
 
     def log_train(self, metrics: dict) -> dict:
         means = {k: float(np.mean(v)) for k, v in metrics.items()}
@@ -238,7 +201,7 @@ class _Run:
             self.checkpoints.save(self.state, metrics)
         return metrics
 
-    def chunk_finite(self, metrics: dict) -> bool:
+    def call_finite(self, metrics: dict) -> bool:
         losses = np.asarray(metrics["loss"])
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size == 0:
@@ -265,15 +228,6 @@ class _Run:
         from recurrent_jax.train.summary import write_summary
 
         return write_summary(self, status)
-
-
-def _install(signum, handler):
-    if handler is None:
-        return None
-    try:
-        return signal.signal(signum, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        return None
 
 
 def _diff(a, b, prefix=""):

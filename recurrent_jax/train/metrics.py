@@ -45,6 +45,13 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def has_eval(path: Path, step: int, run_ids: set | None = None) -> bool:
+    """Whether the metrics file ``path`` holds an evaluation at ``step`` (of
+    one of ``run_ids``, for a sweep's file)."""
+    mine = lambda record: run_ids is None or record.get("run_id") in run_ids  # noqa: E731
+    return any(r["step"] == step and r["split"] == "eval" and mine(r) for r in read_metrics(path))
+
+
 def _number(value) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None  # JSON has no NaN
