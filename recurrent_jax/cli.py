@@ -282,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"recurrent-jax: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system: a one-line error naming the path
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"recurrent-jax: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except Exception as e:
         from recurrent_jax.data.base import DataError, MissingExtraError
         from recurrent_jax.train.checkpoint import CheckpointError

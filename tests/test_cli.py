@@ -138,6 +138,35 @@ def test_workdir_that_is_a_file_is_a_one_line_error(command, tmp_path, capsys):
     assert existing.read_text() == "keep me"
 
 
+def test_disk_full_while_checkpointing_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    """The save of step 20 fails as a full disk would; the step-10 checkpoint
+    and the metrics written before stay, and the run resumes from them."""
+    import errno
+
+    import orbax.checkpoint as ocp
+
+    real_save = ocp.CheckpointManager.save
+
+    def save(self, step, *args, **kwargs):
+        if step == 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    workdir = tmp_path / "run"
+    args = ["train", "--config=configs/adding.py:smoke", f"--workdir={workdir}", "--no-progress"]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "cannot save the checkpoint of step 20: No space left on device" in err[0]
+    assert "kept (latest: step 10)" in err[0]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["10"]
+    monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
+    assert cli.main(args) == 0  # resumes from step 10
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed_from"] == 10
+
+
 @pytest.mark.parametrize("command", ["train", "sweep"])
 def test_help_documents_overrides(command, capsys):
     with pytest.raises(SystemExit):

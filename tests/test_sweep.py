@@ -448,9 +448,7 @@ def test_sweep_command_end_to_end(tmp_path, capsys):
     assert summary["status"] == "completed" and summary["counts"]["completed"] == 8
     # --workdir alone finds it complete; a runs-per-call override (by its old
     # flag here) is not a new sweep
-    assert (
-        cli.main(["sweep", f"--workdir={workdir}", "--no-progress", "--sweep.chunk_size=8"]) == 0
-    )
+    assert cli.main(["sweep", f"--workdir={workdir}", "--no-progress", "--sweep.chunk_size=8"]) == 0
     assert len(read_metrics(workdir)) == len(records)
 
 

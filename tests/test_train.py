@@ -163,7 +163,7 @@ def test_workdir_with_other_config_is_refused(uninterrupted):
     full_dir, config = uninterrupted
     other = experiment(**RESUMABLE, model__hidden_size=5)
     with pytest.raises(
-        ValueError, match=r"different config \(differs at \['model.hidden_size'\]\)"
+        ValueError, match=r"holds a different run \(differs at \['model.hidden_size'\]\)"
     ):
         train_and_evaluate(other, full_dir, progress=False)
 

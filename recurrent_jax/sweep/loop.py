@@ -40,7 +40,7 @@ from recurrent_jax.sweep.spec import GridPoint, SweepPlan
 from recurrent_jax.train import host_loop
 from recurrent_jax.train.checkpoint import Checkpointer
 from recurrent_jax.train.config import from_config_dict, rename_keys, to_dict
-from recurrent_jax.train.loop import make_workdir
+from recurrent_jax.train.loop import make_workdir, save_or_match
 from recurrent_jax.train.metrics import METRICS_FILE, has_eval, read_metrics
 
 SWEEP_FILE = "sweep.json"
@@ -57,17 +57,14 @@ def prepare_sweep_dir(plan: SweepPlan, workdir: Path) -> Path:
         if jax.process_index() == 0 and not path.exists():
             path.write_text(json.dumps(saved, indent=2) + "\n")
         dist.barrier("recurrent_jax sweep: sweep.json written")
-    if path.exists():
-        on_disk = rename_keys(json.loads(path.read_text()))
-        on_disk = {**to_dict(from_config_dict(on_disk)), "sweep": on_disk.get("sweep")}
-        if _identity(on_disk) != _identity(json.loads(json.dumps(saved))):
-            raise ValueError(
-                f"{workdir} holds a different sweep; pass a fresh --workdir, or omit "
-                "--config to resume the saved sweep"
-            )
-    else:
-        path.write_text(json.dumps(saved, indent=2) + "\n")
+    save_or_match(path, saved, _read_sweep_file, "sweep")
     return workdir
+
+
+def _read_sweep_file(saved: dict) -> dict:
+    """A saved ``sweep.json`` as this version reads it, less the runs per call."""
+    saved = rename_keys(saved)
+    return _identity({**to_dict(from_config_dict(saved)), "sweep": saved.get("sweep")})
 
 
 def run_sweep(

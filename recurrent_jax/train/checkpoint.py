@@ -80,7 +80,14 @@ class Checkpointer:
             metrics = {SCORE: value if self.higher_is_better else -value, "value": value}
         if self._host:
             state = jax.device_get(state)
-        self.manager.save(step, args=self._ocp.args.StandardSave(state), metrics=metrics)
+        try:
+            self.manager.save(step, args=self._ocp.args.StandardSave(state), metrics=metrics)
+        except OSError as error:  # disk full, permissions: the earlier steps stay
+            reason = error.strerror or str(error)
+            raise CheckpointError(
+                f"{self.directory}: cannot save the checkpoint of step {step}: {reason}; "
+                f"the checkpoints saved before it are kept (latest: step {self.latest_step()})"
+            ) from None
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

@@ -84,19 +84,26 @@ def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
     """Creates ``workdir`` and saves the resolved config; an existing run
     there must have the same config (then it is resumed)."""
     workdir = make_workdir(workdir)
-    path = workdir / CONFIG_FILE
     resolved = to_dict(config)
-    if path.exists():
-        saved = to_dict(from_config_dict(json.loads(path.read_text())))  # as this version reads it
-        if saved != resolved:
-            diff = sorted(_diff(saved, resolved))
-            raise ValueError(
-                f"{workdir} holds a run with a different config (differs at {diff}); "
-                "pass a fresh --workdir, or omit --config to resume the saved run"
-            )
-    else:
-        path.write_text(json.dumps(resolved, indent=2) + "\n")
+    read = lambda saved: to_dict(from_config_dict(saved))  # as this version reads it  # noqa: E731
+    save_or_match(workdir / CONFIG_FILE, resolved, read, "run")
     return workdir
+
+
+def save_or_match(path: Path, resolved: dict, read: Callable[[dict], dict], what: str) -> None:
+    """Writes ``resolved`` to the JSON file ``path``, or, when the file is
+    there, checks that ``read(its contents)`` equals ``read(resolved)`` (a
+    ValueError naming the keys that differ: then it is another ``what``)."""
+    if not path.exists():
+        path.write_text(json.dumps(resolved, indent=2) + "\n")
+        return
+    saved, wanted = read(json.loads(path.read_text())), read(json.loads(json.dumps(resolved)))
+    if saved != wanted:
+        diff = sorted(_diff(saved, wanted))
+        raise ValueError(
+            f"{path.parent} holds a different {what} (differs at {diff}); pass a fresh "
+            f"--workdir, or omit --config to resume the saved {what}"
+        )
 
 
 def load_run_config(workdir: Path) -> ExperimentConfig:
