@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import chex
 import numpy as np
 import pytest
 
@@ -189,6 +190,25 @@ def test_sweep_overrides_on_the_command_line():
 def test_vmapping_a_hyperparameter_of_another_model_kind_is_an_error():
     with pytest.raises(ConfigError, match="config.model.sampling_prob: applies to model.kind"):
         plan_of({"vmap": {"sampling_prob": [0.0, 0.5]}})
+
+
+def test_sgd_momentum_vmapped_equals_solo_runs():
+    """``momentum``, one row of the hyperparameter table: a vmapped SGD
+    momentum against make_train of each run alone."""
+    plan = plan_of({"vmap": {"momentum": [0.0, 0.9]}}, optimizer__name="sgd")
+    point = plan.points[0]
+    hparams = stack_hparams([r.config for r in point.runs], plan.vmap)
+    np.testing.assert_array_equal(hparams.momentum, np.float32([0.0, 0.9]))
+    assert core.default_hparams(plan.base).momentum is None  # compiled in unless swept
+    keys = stack_keys([r.seed for r in point.runs])
+    states, _ = run_point(point.config, hparams, keys)
+    finals = []
+    for i, run in enumerate(point.runs):
+        want, _ = jax.jit(core.make_train(run.config))(core.default_hparams(run.config), keys[i])
+        got = jax.tree_util.tree_map(lambda a, i=i: a[i], states.params)
+        chex.assert_trees_all_close(got, want.params, rtol=2e-5, atol=2e-6)
+        finals.append(want.params)
+    assert not np.allclose(finals[0]["readout"]["w"], finals[1]["readout"]["w"])
 
 
 def test_new_hparams_default_to_the_config():

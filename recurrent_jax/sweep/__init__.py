@@ -29,9 +29,10 @@ product order: grid axes outermost, then vmapped axes, then seeds; within
 ``grid`` and ``vmap``, axes in key order (a ConfigDict sorts its keys).
 
 Vmappable (``recurrent_jax.train.hparams.TABLE``): ``learning_rate``,
-``weight_decay``, ``clip_norm`` (> 0), ``b1``, ``b2``, ``eps``,
-``dropout``, ``input_dropout``, ``recurrent_dropout``, ``zoneout``,
-``init_scale``, ``forget_bias`` (LSTM), ``sampling_prob``. Naming a static
+``weight_decay``, ``clip_norm`` (> 0), ``b1``, ``b2``, ``eps`` (Adam),
+``momentum`` (SGD), ``dropout``, ``input_dropout``, ``recurrent_dropout``,
+``zoneout``, ``init_scale`` (RNN models), ``forget_bias`` (LSTM),
+``sampling_prob`` (seq2seq models). Naming a static
 value in ``vmap`` is an error that says to put it in ``grid``.
 
 Command line::

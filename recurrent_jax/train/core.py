@@ -96,7 +96,7 @@ def make_optimizer(config: ExperimentConfig, hparams: HParams) -> optax.Gradient
     else:
         if o.weight_decay:
             parts.append(optax.add_decayed_weights(hparams.weight_decay))
-        parts.append(optax.sgd(lr, momentum=o.momentum))
+        parts.append(optax.sgd(lr, momentum=pick(hparams.momentum, o.momentum)))
     return optax.chain(*parts)
 
 

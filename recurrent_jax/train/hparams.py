@@ -53,6 +53,7 @@ TABLE = (
     HParam("b1", "optimizer.b1", KEEP, compiled_in=True),
     HParam("b2", "optimizer.b2", KEEP, compiled_in=True),
     HParam("eps", "optimizer.eps", KEEP, compiled_in=True),
+    HParam("momentum", "optimizer.momentum", KEEP, compiled_in=True),
     HParam("forget_bias", "model.forget_bias", 1.0),
     HParam("sampling_prob", "model.sampling_prob", FLAG),
 )
