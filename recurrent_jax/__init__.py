@@ -4,6 +4,7 @@ from recurrent_jax import backends, cells, initializers, layers
 from recurrent_jax.cells import Cell, LSTMCarry
 from recurrent_jax.engine import Engine
 from recurrent_jax.layers import Layer, bidirectional, layer, stack
+from recurrent_jax.packing import Packed, bucket_by_length, pack, unpack
 from recurrent_jax.sequence import length_mask, unroll
 from recurrent_jax.truncated import truncated_unroll
 
@@ -12,8 +13,10 @@ __all__ = [
     "Engine",
     "LSTMCarry",
     "Layer",
+    "Packed",
     "backends",
     "bidirectional",
+    "bucket_by_length",
     "cells",
     "initializers",
     "interop",
@@ -21,8 +24,10 @@ __all__ = [
     "layers",
     "length_mask",
     "nn",
+    "pack",
     "stack",
     "truncated_unroll",
+    "unpack",
     "unroll",
 ]
 __version__ = "0.1.0"

@@ -15,10 +15,12 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_inputs(xs, feature_size, time_major: bool):
-    """xs must be floating with shape (B..., T, D), or (T, B..., D)."""
-    if not hasattr(xs, "shape") or xs.ndim < 2:
-        layout = "(T, *batch, D)" if time_major else "(*batch, T, D)"
+def check_inputs(xs, feature_size, time_major: bool, spatial_dims: int = 0):
+    """xs must be floating with shape (B..., T, D), or (T, B..., D); a
+    convolutional cell's (B..., T, *spatial, D)."""
+    if not hasattr(xs, "shape") or xs.ndim < 2 + spatial_dims:
+        space = "".join(f"S{i}, " for i in range(1, spatial_dims + 1))
+        layout = f"(T, *batch, {space}D)" if time_major else f"(*batch, T, {space}D)"
         raise ValueError(f"xs: expected an array of shape {layout}, got {describe(xs)}")
     if not jnp.issubdtype(xs.dtype, jnp.floating):
         raise TypeError(f"xs: expected a floating dtype, got {describe(xs)}")

@@ -70,10 +70,15 @@ def finish(options, old, inputs, new, y):
         new = jax.tree_util.tree_map(lambda o, n: p * o + (1.0 - p) * n, old, new)
     if inputs.valid is not None:
         new = where_batch(inputs.valid, new, old)
-        y = jnp.where(inputs.valid[..., None], y, jnp.zeros((), y.dtype))
+        y = where_batch(inputs.valid, y, jnp.zeros_like(y))
     return new, y
 
 
 def where_batch(pred, on_true, on_false):
-    """``where`` over carry leaves (B..., ·) with ``pred`` (B...)."""
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred[..., None], a, b), on_true, on_false)
+    """``where`` over carry leaves (B..., ·) — (B..., *spatial, ·) for a
+    convolutional cell — with ``pred`` (B...)."""
+
+    def pick(a, b):
+        return jnp.where(pred.reshape(*pred.shape, *(1,) * (a.ndim - pred.ndim)), a, b)
+
+    return jax.tree_util.tree_map(pick, on_true, on_false)

@@ -80,14 +80,23 @@ def choose(call: Call) -> Backend:
     impl = call.engine.impl
     if impl != "auto":
         backend = TABLE[impl]
-        reasons = backend.blockers(call)
+        reasons = blockers(backend, call)
         if reasons:
             raise ValueError(f"impl: {impl!r} cannot be used here: {'; '.join(reasons)}")
         return backend
     for backend in TABLE.values():
-        if not backend.blockers(call) and not backend.auto_blockers(call):
+        if not blockers(backend, call) and not backend.auto_blockers(call):
             return backend
     raise AssertionError("the 'scan' backend runs every call")
+
+
+def blockers(backend: Backend, call: Call) -> list[str]:
+    """Why ``backend`` cannot run ``call``: its own reasons, and for a cell
+    with spatial axes (convolutional) any backend but "scan"."""
+    reasons = backend.blockers(call)
+    if call.cell.spatial_dims and backend.name != "scan":
+        reasons = [*reasons, "the cell has spatial axes (convolutional), which only 'scan' runs"]
+    return reasons
 
 
 def run(backend: Backend, call: Call, carry0, inputs, options):
@@ -139,7 +148,8 @@ _KERNEL_UNSUPPORTED = ("resets", "return_carries", "recurrent_dropout", "zoneout
 
 def _project(call, inputs):
     cell, params = call.cell, call.params
-    xp = jnp.moveaxis(cell.project(params, jnp.moveaxis(inputs.xp, 0, -2)), -2, 0)
+    time_axis = -2 - cell.spatial_dims  # project takes (B..., T, *spatial, D)
+    xp = jnp.moveaxis(cell.project(params, jnp.moveaxis(inputs.xp, 0, time_axis)), time_axis, 0)
     return inputs._replace(xp=xp)
 
 
@@ -160,9 +170,11 @@ def _scan_run(call, carry0, inputs, options):
 def _projecting_in_step(cell: Cell) -> Cell:
     """``cell`` whose step reads raw x_t and projects it itself (no hoisting)."""
 
+    time_axis = -2 - cell.spatial_dims
+
     def update(params, carry, x_t, h_in):
-        xp_t = cell.project(params, x_t[..., None, :])[..., 0, :]
-        return cell.update(params, carry, xp_t, h_in)
+        xp = cell.project(params, jnp.expand_dims(x_t, time_axis))
+        return cell.update(params, carry, jnp.squeeze(xp, time_axis), h_in)
 
     identity = lambda params, xs: xs  # noqa: E731
     return cell._replace(project=identity, update=update, pointwise=None, linear=None)

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _checks, cells, initializers, layers
+from recurrent_jax import _checks, cells, initializers, layers, packing
 from recurrent_jax.engine import Engine
 
 OUTPUT = {
@@ -206,6 +206,11 @@ def needs_key(options: Mapping, deterministic: bool, cells=()) -> bool:
     if any(isinstance(cell, layers.Layer) for cell in cells):
         return True
     return not all(_checks.is_zero(options[name]) for name in RATES if name in options)
+
+
+def num_features(xs) -> int:
+    """D of the inputs: xs (B..., T, D) or an ``rj.Packed``'s data."""
+    return (xs.data if isinstance(xs, packing.Packed) else xs).shape[-1]
 
 
 def apply(layer: layers.Layer, params, xs, *, options: Mapping, key, deterministic, **data):

@@ -14,9 +14,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _checks
+from recurrent_jax import _checks, packing
 from recurrent_jax import engine as engine_lib
 from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
+from recurrent_jax.packing import Packed
 from recurrent_jax.sequence import dropout_mask, unroll, valid_steps
 
 INITIAL_CARRY = "initial_carry"
@@ -33,6 +34,9 @@ class Layer(NamedTuple):
         return_sequences=True) -> (final_carry, ys)``; xs (B..., T, D),
         ys (B..., T, output_size), or (B..., output_size) — the output after
         the whole sequence was read — when ``return_sequences`` is False.
+        xs may be an ``rj.Packed``: ys is then a ``Packed`` of the same
+        layout (or (N, output_size) per sequence), final carries per
+        sequence (leaves (N, ·)), ``initial_carry`` one sequence's.
       output_size: features of ys (None for ``merge_mode=None`` pairs).
     """
 
@@ -72,7 +76,7 @@ def layer(
     """
     cell = with_defaults(cell)
     engine = engine_lib.resolve(engine, **engine_options)
-    time_axis = 0 if time_major else -2
+    time_axis = 0 if time_major else -2 - cell.spatial_dims
 
     def init(key, input_size):
         params = cell.init(key, input_size)
@@ -93,7 +97,8 @@ def layer(
     ):
         cell_params = {k: v for k, v in params.items() if k != INITIAL_CARRY}
         if initial_carry is None and learn_initial_carry:
-            batch = _batch_shape(xs, time_major)
+            # a Packed input takes one sequence's carry, shared by all
+            batch = () if isinstance(xs, Packed) else _carry_shape(xs, time_axis)
             initial_carry = jax.tree_util.tree_map(
                 lambda c: jnp.broadcast_to(c, (*batch, *c.shape)), params[INITIAL_CARRY]
             )
@@ -114,8 +119,10 @@ def layer(
             keep_order=keep_order,
             engine=engine,
         )
-        if not return_sequences:
-            ys = _final_output(ys, reverse, seq_lengths, mask, time_axis)
+        if not return_sequences and isinstance(ys, Packed):
+            ys = packing.per_sequence_output(ys, reverse)
+        elif not return_sequences:
+            ys = _final_output(ys, reverse, seq_lengths, mask, time_axis, cell.spatial_dims)
         return carry, ys
 
     return Layer(init, apply, cell.hidden_size)
@@ -181,7 +188,10 @@ def bidirectional(
 
 
 def merge(merge_mode, y_fwd, y_bwd):
-    """Combines the two directions' outputs (see ``bidirectional``)."""
+    """Combines the two directions' outputs (see ``bidirectional``); of
+    ``Packed`` outputs, their data."""
+    if isinstance(y_fwd, Packed) and merge_mode is not None:
+        return y_fwd.replace_data(merge(merge_mode, y_fwd.data, y_bwd.data))
     if callable(merge_mode):
         return merge_mode(y_fwd, y_bwd)
     if merge_mode is None:
@@ -279,6 +289,8 @@ def stack(
 
 
 def _residual(ys, xs, index):
+    if isinstance(ys, Packed):
+        return ys.replace_data(_residual(ys.data, xs.data, index))
     if ys.shape[-1] != xs.shape[-1]:
         raise ValueError(
             f"residual: layer_{index} maps {xs.shape[-1]} features to "
@@ -290,6 +302,8 @@ def _residual(ys, xs, index):
 def _between_layers(ys, rate, key, deterministic):
     if deterministic or _checks.is_zero(_checks.check_rate("dropout", rate)):
         return ys
+    if isinstance(ys, Packed):
+        return ys.replace_data(_between_layers(ys.data, rate, key, deterministic))
     if key is None:
         raise ValueError(
             "key: a PRNG key is required for dropout between layers when "
@@ -298,33 +312,24 @@ def _between_layers(ys, rate, key, deterministic):
     return ys * dropout_mask(key, rate, ys.shape).astype(ys.dtype)
 
 
-def _batch_shape(xs, time_major):
-    return xs.shape[1:-1] if time_major else xs.shape[:-2]
+def _carry_shape(xs, time_axis):
+    """The batch (and spatial) axes of xs, without time and features."""
+    shape = list(xs.shape)
+    del shape[time_axis]
+    return tuple(shape[:-1])
 
 
-def _final_output(ys, reverse, seq_lengths, mask, time_axis):
+def _final_output(ys, reverse, seq_lengths, mask, time_axis, spatial_dims=0):
     """The output after the whole sequence was read: y at the last valid step
     forward, at the first valid step in reverse (zeros for length 0)."""
-    time_axis = time_axis % ys.ndim
-    num_steps = ys.shape[time_axis]
-    valid = _valid_mask(seq_lengths, mask, ys, time_axis)
+    ys = jnp.moveaxis(ys, time_axis, 0)  # (T, B..., *spatial, F)
+    num_steps, batch = ys.shape[0], ys.shape[1 : ys.ndim - 1 - spatial_dims]
+    valid = valid_steps(seq_lengths, mask, batch, num_steps, time_major=time_axis == 0)
     if valid is None:
-        return jnp.take(ys, 0 if reverse else num_steps - 1, axis=time_axis)
-    steps = jnp.arange(num_steps)
-    steps = steps.reshape(num_steps, *(1 for _ in range(valid.ndim - 1)))
-    steps = jnp.moveaxis(steps, 0, time_axis) if time_axis else steps
+        return ys[0 if reverse else num_steps - 1]
+    steps = jnp.arange(num_steps).reshape(num_steps, *(1 for _ in batch))
     sentinel = jnp.where(valid, steps, num_steps if reverse else -1)
-    index = sentinel.min(time_axis) if reverse else sentinel.max(time_axis)
-    index = jnp.clip(index, 0, num_steps - 1)[..., None]
-    y_moved = jnp.moveaxis(ys, time_axis, -2)
-    picked = jnp.take_along_axis(y_moved, index[..., None], axis=-2)[..., 0, :]
-    return picked  # padded outputs are zeros, so length 0 gives zeros
-
-
-def _valid_mask(seq_lengths, mask, ys, time_axis):
-    """Bool valid mask shaped like ys without features, or None."""
-    time_major = time_axis == 0
-    num_steps = ys.shape[time_axis]
-    batch = ys.shape[1:-1] if time_major else ys.shape[:-2]
-    valid = valid_steps(seq_lengths, mask, batch, num_steps, time_major)
-    return valid if valid is None or time_major else jnp.moveaxis(valid, 0, -1)
+    index = sentinel.min(0) if reverse else sentinel.max(0)
+    index = jnp.clip(index, 0, num_steps - 1).reshape(1, *batch, *(1,) * (ys.ndim - 1 - len(batch)))
+    picked = jnp.take_along_axis(ys, jnp.broadcast_to(index, (1, *ys.shape[1:])), axis=0)
+    return picked[0]  # padded outputs are zeros, so length 0 gives zeros

@@ -51,7 +51,7 @@ def _options(module, tables) -> dict:
 
 
 def _run(module, layer, options, xs, deterministic, **data):
-    params = _register_params(module, layer.init, xs.shape[-1])
+    params = _register_params(module, layer.init, doors.num_features(xs))
     deterministic = doors.resolve_deterministic(module.deterministic, deterministic, options)
     key = None
     if doors.needs_key(options, deterministic, _cells(module)) and module.has_rng("dropout"):

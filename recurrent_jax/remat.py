@@ -21,18 +21,18 @@ from recurrent_jax._step import StepInputs
 tree_map = jax.tree_util.tree_map
 
 
-def segmented(run, carry0, inputs: StepInputs, length: int):
+def segmented(run, carry0, inputs: StepInputs, length: int, batch_shape: tuple):
     """``run(carry, inputs) -> (carry, ys, carries)`` over segments of
     ``length`` steps, each rematerialised in the backward pass.
 
-    ``inputs`` is time-major (T, B..., ·); T is padded up to a multiple of
+    ``inputs`` is time-major (T, B..., ·), ``batch_shape`` its B...; T is padded up to a multiple of
     ``length`` with invalid steps, which keep the carry, and the padding is
     cut from the outputs.
     """
     num_steps = inputs.xp.shape[0]
     pad = -num_steps % length
     if pad:
-        inputs = _pad_invalid(inputs, pad)
+        inputs = _pad_invalid(inputs, pad, batch_shape)
     segments = tree_map(lambda a: a.reshape(-1, length, *a.shape[1:]), inputs)
 
     # prevent_cse=False: inside a scan, CSE cannot merge the recomputation
@@ -47,8 +47,7 @@ def segmented(run, carry0, inputs: StepInputs, length: int):
     return (final, *outs)
 
 
-def _pad_invalid(inputs: StepInputs, pad: int) -> StepInputs:
-    batch_shape = inputs.xp.shape[1:-1]
+def _pad_invalid(inputs: StepInputs, pad: int, batch_shape: tuple) -> StepInputs:
     if inputs.valid is None:
         inputs = inputs._replace(valid=jnp.ones((inputs.xp.shape[0], *batch_shape), bool))
     widths = lambda a: [(0, pad)] + [(0, 0)] * (a.ndim - 1)  # noqa: E731

@@ -12,7 +12,7 @@ import operator
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _checks, backends
+from recurrent_jax import _checks, backends, packing
 from recurrent_jax import engine as engine_lib
 from recurrent_jax import remat as remat_module
 from recurrent_jax._step import StepInputs, StepOptions
@@ -90,15 +90,33 @@ def unroll(
     """
     engine = engine_lib.resolve(engine, **engine_options)
     cell = with_defaults(cell)
-    _checks.check_inputs(xs, _input_size(params), time_major)
+    if isinstance(xs, packing.Packed):
+        boundaries = dict(seq_lengths=seq_lengths, mask=mask, resets=resets)
+        _check_packed_options(boundaries | dict(reset_carry=reset_carry), time_major, keep_order)
+        return _unroll_packed(
+            cell,
+            params,
+            xs,
+            initial_carry=initial_carry,
+            reverse=reverse,
+            return_carries=return_carries,
+            regularisers=(dropout, recurrent_dropout, zoneout),
+            key=key,
+            deterministic=deterministic,
+            engine=engine,
+        )
+    spatial = cell.spatial_dims
+    _checks.check_inputs(xs, _input_size(params), time_major, spatial)
+    time_axis = -2 - spatial  # (B..., T, *spatial, D)
     if not time_major:
-        xs = jnp.moveaxis(xs, -2, 0)
-    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+        xs = jnp.moveaxis(xs, time_axis, 0)
+    num_steps, batch_shape = xs.shape[0], xs.shape[1 : xs.ndim - 1 - spatial]
+    carry_shape = xs.shape[1:-1]  # batch and spatial axes of the carry leaves
     valid = valid_steps(seq_lengths, mask, batch_shape, num_steps, time_major)
     resets = _time_major_mask("resets", resets, batch_shape, num_steps, time_major)
     keys = _regulariser_keys(key, deterministic, dropout, recurrent_dropout, zoneout)
 
-    carry0 = _initial_carry(cell, initial_carry, batch_shape)
+    carry0 = _initial_carry(cell, initial_carry, carry_shape)
     xs = _input_dropout(xs, dropout, keys[0], deterministic)
     step_inputs = StepInputs(
         xp=xs,  # projected by the backend, per segment with ``remat``
@@ -109,7 +127,7 @@ def unroll(
     options = StepOptions(
         recurrent_mask=_recurrent_mask(cell, carry0, recurrent_dropout, keys[1], deterministic),
         zoneout=None if _checks.is_zero(zoneout) or not deterministic else zoneout,
-        reset_carry=_reset_carry(cell, resets, reset_carry, carry0, batch_shape),
+        reset_carry=_reset_carry(cell, resets, reset_carry, carry0, carry_shape),
     )
     if reverse:
         step_inputs = jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), step_inputs)
@@ -131,7 +149,7 @@ def unroll(
         final, ys, carries = run(carry0, step_inputs)
     else:
         length = min(engine.remat, num_steps)
-        final, ys, carries = remat_module.segmented(run, carry0, step_inputs, length)
+        final, ys, carries = remat_module.segmented(run, carry0, step_inputs, length, batch_shape)
 
     if reverse:
         ys, carries = jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), (ys, carries))
@@ -139,8 +157,82 @@ def unroll(
             lengths = backends.lengths_of(valid, num_steps, batch_shape)
             ys, carries = jax.tree_util.tree_map(lambda a: reverse_valid(a, lengths), (ys, carries))
     if not time_major:
-        ys, carries = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, -2), (ys, carries))
+        ys, carries = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, time_axis), (ys, carries))
     return (final, ys, carries) if return_carries else (final, ys)
+
+
+# --- packed input ---------------------------------------------------------
+
+
+def _check_packed_options(boundaries: dict, time_major: bool, keep_order: bool) -> None:
+    for name, value in boundaries.items():
+        if value is not None:
+            raise ValueError(
+                f"{name}: a Packed input holds its own sequence boundaries; got {name} too"
+            )
+    if time_major:
+        raise ValueError("time_major: a Packed input is (rows, slots, features); got True")
+    if not keep_order:
+        raise ValueError("keep_order: False is not supported with a Packed input")
+
+
+def _unroll_packed(
+    cell, params, packed, *, initial_carry, reverse, return_carries, regularisers, key, **options
+):
+    """``unroll`` of a ``Packed`` input: each sequence starts from
+    ``initial_carry`` (one sequence's carry, shared; default zeros) at its
+    first slot; in ``reverse`` each sequence is reversed in place, run, and
+    put back. Returns per-sequence final carries (leaves (N, ·)) and the
+    outputs as a ``Packed``."""
+    dropout, recurrent_dropout, zoneout = regularisers
+    if cell.spatial_dims:
+        raise ValueError(f"xs: a Packed input needs a cell without spatial axes, got {cell.name}")
+    if packed.data.ndim != 3:
+        raise ValueError(
+            f"xs: expected Packed data (rows, slots, features), got {packed.data.shape}"
+        )
+    if not options["deterministic"] and not _checks.is_zero(recurrent_dropout):
+        raise ValueError(
+            "recurrent_dropout: its one mask per sequence cannot follow the sequences of a "
+            "packed row; pad the batch instead, or use dropout / zoneout"
+        )
+    one = cell.initial_carry((), CARRY_DTYPE)
+    if initial_carry is None:
+        initial_carry = one
+    _checks.check_carry("initial_carry (one sequence's, for a Packed input)", initial_carry, one)
+    rows = packed.data.shape[0]
+    carry0 = jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (rows, *c.shape)), initial_carry)
+    k_input, k_rest = (None, None) if key is None else jax.random.split(key)
+    xs = _packed_input_dropout(packed, dropout, k_input, options["deterministic"])
+    index = packing.reversal_index(packed) if reverse else None
+    if reverse:
+        xs = packing.take_slots(xs, index)
+    _, ys, carries = unroll(
+        cell,
+        params,
+        xs,
+        initial_carry=carry0,
+        mask=packed.valid,
+        resets=packed.resets,
+        return_carries=True,
+        zoneout=zoneout,
+        key=k_rest,
+        **options,
+    )
+    final = packing.per_sequence_last(carries, packed, initial_carry)
+    if reverse:
+        ys, carries = jax.tree_util.tree_map(lambda a: packing.take_slots(a, index), (ys, carries))
+    out = packed.replace_data(ys)
+    return (final, out, carries) if return_carries else (final, out)
+
+
+def _packed_input_dropout(packed, rate, key, deterministic):
+    """Input dropout with one mask per packed sequence (as per padded row)."""
+    if deterministic or key is None or _checks.is_zero(_checks.check_rate("dropout", rate)):
+        return packed.data
+    num_features = packed.data.shape[-1]
+    masks = dropout_mask(key, rate, (packed.lengths.shape[0], num_features))
+    return packed.data * packing.sequence_rows(masks, packed).astype(packed.data.dtype)
 
 
 # --- argument handling ---------------------------------------------------

@@ -50,3 +50,13 @@ def test_cpu_step_smoke(tmp_path):
     impls = {r["impl"] for r in rows}
     assert {"rj auto", "rj fused", "flax OptimizedLSTMCell"} <= impls
     assert all(r["train_ms"] > 0 and r["forward_ms"] > 0 for r in rows)
+
+
+def test_packing_smoke(tmp_path):
+    bench = load("packing")
+    results = bench.main(["--smoke", "--json", str(tmp_path / "p.json")])
+    by_layout = {r["layout"]: r for r in results}
+    assert {"padded", "bucketed", "packed"} <= set(by_layout)
+    assert by_layout["packed"]["slots"] <= by_layout["bucketed"]["slots"]
+    assert by_layout["bucketed"]["slots"] <= by_layout["padded"]["slots"]
+    assert all(r["ms"] > 0 for r in results)

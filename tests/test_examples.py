@@ -14,6 +14,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 EXPECTED = {
     "digits_classifier.py": r"test accuracy (0\.\d+|1\.0+)$",
     "nnx_char_lm.py": r"final loss \d+\.\d+; sample: .+$",
+    "packed_sequences.py": r"final loss \d+\.\d+; padding removed \d+%$",
     "sweep_64.py": r"best learning rate: \d\.\d\de-\d\d$",
 }
 

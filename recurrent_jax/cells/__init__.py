@@ -1,6 +1,7 @@
 """Recurrent cells: constructors returning ``Cell`` values of pure functions."""
 
 from recurrent_jax.cells.base import Cell, CellOptions, LSTMCarry, with_defaults
+from recurrent_jax.cells.conv import conv_gru, conv_lstm
 from recurrent_jax.cells.elman import elman
 from recurrent_jax.cells.gru import gru
 from recurrent_jax.cells.lru import lru
@@ -36,6 +37,8 @@ __all__ = [
     "LSTMCarry",
     "MLSTMCarry",
     "SLSTMCarry",
+    "conv_gru",
+    "conv_lstm",
     "elman",
     "gru",
     "lru",

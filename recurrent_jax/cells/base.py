@@ -65,6 +65,11 @@ class Cell(NamedTuple):
         (default activations, no projection, peepholes or layer norm; cuDNN's
         ``impl="cudnn"`` and the CPU backend), "gru" for a plain fp32 GRU
         with the reset after (the CPU backend).
+      spatial_dims: S, the axes between time and features in the inputs,
+        (B..., T, *spatial, D), of a convolutional cell (0: none). Its carry
+        leaves are (B..., *spatial, ·): ``initial_carry`` is called with
+        (*batch, *spatial) as the batch shape. Only the "scan" backend runs
+        such cells.
     """
 
     init: Callable[..., Params]
@@ -79,6 +84,7 @@ class Cell(NamedTuple):
     compute_dtype: Any = None
     linear: Callable[..., Any] | None = None
     cudnn_kernel: str | None = None
+    spatial_dims: int = 0
 
 
 def with_defaults(cell: Cell) -> Cell:

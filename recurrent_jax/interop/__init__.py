@@ -9,6 +9,7 @@ target. Peers are imported only when their converter is called.
 """
 
 from recurrent_jax.interop._common import count_params
+from recurrent_jax.interop._conv import from_flax_conv_lstm, from_keras_conv_lstm
 from recurrent_jax.interop._cudnn import from_cudnn, to_cudnn
 from recurrent_jax.interop._equinox import from_equinox, to_equinox
 from recurrent_jax.interop._flax import from_flax_linen, from_flax_nnx, to_flax_linen, to_flax_nnx
@@ -23,10 +24,12 @@ __all__ = [
     "count_params",
     "from_cudnn",
     "from_equinox",
+    "from_flax_conv_lstm",
     "from_flax_linen",
     "from_flax_nnx",
     "from_haiku",
     "from_keras",
+    "from_keras_conv_lstm",
     "from_peer",
     "from_torch",
     "from_torch_state",

@@ -1,0 +1,194 @@
+"""Convolutional recurrences: ConvLSTM (Shi et al. 2015) and ConvGRU
+(Ballas et al. 2016), over any number of spatial axes, channels last.
+
+The dense cells' products ``x W`` and ``h W`` become "same"-padded
+convolutions ``x ∗ K`` and ``h ∗ K``, so every carry is a feature map:
+inputs (B..., T, *spatial, C), carry leaves and outputs (B..., *spatial, F).
+``project`` convolves the inputs of all steps at once (hoisted out of the
+loop, as the dense cells' input GEMM); the step convolves only h.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from recurrent_jax.cells import base
+
+
+def conv_lstm(
+    features: int,
+    kernel_size: int | Sequence[int],
+    *,
+    spatial_dims: int | None = None,
+    forget_bias: float = 1.0,
+    **options,
+) -> base.Cell:
+    r"""A ConvLSTM cell, gates in PyTorch order (i, f, g, o).
+
+    .. math::
+        i = σ(x ∗ K_{ii} + h ∗ K_{hi} + b_i)      f = σ(x ∗ K_{if} + h ∗ K_{hf} + b_f)
+        g = \tanh(x ∗ K_{ig} + h ∗ K_{hg} + b_g)  o = σ(x ∗ K_{io} + h ∗ K_{ho} + b_o)
+        c' = f ⊙ c + i ⊙ g                       h' = o ⊙ \tanh(c')
+
+    (Keras ``ConvLSTM2D`` without peepholes; ∗ a stride-1 "same"
+    convolution.)
+
+    Args:
+      features: F, the channels of h and c.
+      kernel_size: a tuple, one size per spatial axis, or an int with
+        ``spatial_dims``.
+      spatial_dims: S when ``kernel_size`` is an int.
+      forget_bias: initial forget-gate bias (added to the input-side bias).
+      **options: ``base.CellOptions`` (bias mode, initialisers, dtypes).
+
+    Params: ``k_ih`` (*kernel, C, 4F), ``k_hh`` (*kernel, F, 4F) in HWIO
+    layout, biases (4F) per ``bias``. Carry: ``LSTMCarry(h, c)``, each
+    (B..., *spatial, F); ``y_t = h'``.
+    """
+    F = base.check_positive_int("features", features)
+    kernel = _kernel_shape(kernel_size, spatial_dims)
+    opts = base.make_options(**options)
+
+    def init(key, input_size):
+        offsets = jnp.zeros(4 * F).at[F : 2 * F].set(forget_bias)
+        return _init(key, input_size, F, kernel, 4, opts, offsets)
+
+    def step(params, carry, xp_t):
+        return update(params, carry, xp_t, carry.h)
+
+    def update(params, carry, xp_t, h_in):
+        gates = xp_t + conv_same(h_in, params["k_hh"], opts.dtype)
+        i, f, g, o = jnp.split(gates, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return base.LSTMCarry(h, c), h
+
+    def initial_carry(shape, dtype=base.CARRY_DTYPE):  # shape: (*batch, *spatial)
+        zeros = jnp.zeros((*shape, F), dtype)
+        return base.LSTMCarry(zeros, zeros)
+
+    return base.Cell(
+        init=init,
+        step=step,
+        initial_carry=initial_carry,
+        project=lambda params, xs: base.add_bias(conv_same(xs, params["k_ih"], opts.dtype), params),
+        update=update,
+        hidden_size=F,
+        name="conv_lstm",
+        compute_dtype=opts.dtype,
+        spatial_dims=len(kernel),
+    )
+
+
+def conv_gru(
+    features: int, kernel_size: int | Sequence[int], *, spatial_dims: int | None = None, **options
+) -> base.Cell:
+    r"""A ConvGRU cell, gates in PyTorch order (r, z, n), the reset gate
+    applied after the recurrent convolution (as ``rj.cells.gru``).
+
+    .. math::
+        r = σ(x ∗ K_{ir} + b_{ir} + h ∗ K_{hr} + b_{hr})
+        z = σ(x ∗ K_{iz} + b_{iz} + h ∗ K_{hz} + b_{hz})
+        n = \tanh(x ∗ K_{in} + b_{in} + r ⊙ (h ∗ K_{hn} + b_{hn}))
+        h' = (1 − z) ⊙ n + z ⊙ h
+
+    Args and params as ``conv_lstm`` with 3F gate channels. Carry: h
+    (B..., *spatial, F); ``y_t = h'``.
+    """
+    F = base.check_positive_int("features", features)
+    kernel = _kernel_shape(kernel_size, spatial_dims)
+    opts = base.make_options(**options)
+
+    def init(key, input_size):
+        return _init(key, input_size, F, kernel, 3, opts, None)
+
+    def project(params, xs):  # b_hn stays inside r ⊙ (...), in the step
+        xp = conv_same(xs, params["k_ih"], opts.dtype)
+        if "b_hh" not in params:
+            return base.add_bias(xp, params)
+        return xp + base.lift(params["b_ih"] + params["b_hh"].at[2 * F :].set(0.0), xp)
+
+    def update(params, carry, xp_t, h_in):
+        hh = conv_same(h_in, params["k_hh"], opts.dtype)
+        if "b_hh" in params:  # b_hn: the part of b_hh inside r ⊙ (...)
+            hh = hh + base.lift(params["b_hh"].at[: 2 * F].set(0.0), hh)
+        x_r, x_z, x_n = jnp.split(xp_t, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(hh, 3, axis=-1)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + r * h_n)
+        h = (1.0 - z) * n + z * carry
+        return h, h
+
+    return base.Cell(
+        init=init,
+        step=lambda params, carry, xp_t: update(params, carry, xp_t, carry),
+        initial_carry=lambda shape, dtype=base.CARRY_DTYPE: jnp.zeros((*shape, F), dtype),
+        project=project,
+        update=update,
+        hidden_size=F,
+        name="conv_gru",
+        compute_dtype=opts.dtype,
+        spatial_dims=len(kernel),
+    )
+
+
+# --- shared ---------------------------------------------------------------------
+
+
+def _kernel_shape(kernel_size, spatial_dims) -> tuple[int, ...]:
+    if isinstance(kernel_size, int) and not isinstance(kernel_size, bool):
+        if spatial_dims is None:
+            raise ValueError(
+                f"kernel_size: an int ({kernel_size}) needs spatial_dims; or give one size "
+                "per spatial axis, e.g. (3, 3)"
+            )
+        base.check_positive_int("spatial_dims", spatial_dims)
+        kernel_size = (kernel_size,) * spatial_dims
+    kernel = tuple(kernel_size)
+    if not kernel or not all(isinstance(k, int) and k >= 1 and k % 2 == 1 for k in kernel):
+        raise ValueError(
+            f"kernel_size: expected odd positive sizes (a 'same' convolution centred on "
+            f"each position), got {kernel_size!r}"
+        )
+    if spatial_dims is not None and spatial_dims != len(kernel):
+        raise ValueError(f"spatial_dims: {spatial_dims} but kernel_size has {len(kernel)} sizes")
+    return kernel
+
+
+def _init(key, input_size, features, kernel, num_gates, opts, offsets):
+    base.check_positive_int("input_size", input_size)
+    k_ih, k_hh, k_b = jax.random.split(key, 3)
+    gates = num_gates * features
+    dt = opts.param_dtype
+    params = {
+        "k_ih": base.draw(opts.kernel_init, k_ih, (*kernel, input_size, gates), dt),
+        "k_hh": base.draw(opts.recurrent_init, k_hh, (*kernel, features, gates), dt),
+    }
+    return params | base.init_biases(k_b, gates, opts, offsets=offsets)
+
+
+def conv_same(x, kernel, dtype):
+    """Stride-1 "same" convolution of x (N..., *spatial, C) with an HWIO
+    ``kernel`` (*k, C, O); leading axes are batch; accumulated in fp32."""
+    spatial = kernel.ndim - 2
+    lead = x.shape[: x.ndim - spatial - 1]
+    flat = x.reshape(-1, *x.shape[x.ndim - spatial - 1 :])
+    axes = tuple(range(1, spatial + 1))
+    numbers = jax.lax.ConvDimensionNumbers(
+        lhs_spec=(0, spatial + 1, *axes),
+        rhs_spec=(spatial + 1, spatial, *range(spatial)),
+        out_spec=(0, spatial + 1, *axes),
+    )
+    out = jax.lax.conv_general_dilated(
+        base.compute(flat, dtype or kernel.dtype),
+        base.compute(kernel, dtype or kernel.dtype),
+        window_strides=(1,) * spatial,
+        padding="SAME",
+        dimension_numbers=numbers,
+        preferred_element_type=base.CARRY_DTYPE,
+    )
+    return out.reshape(*lead, *out.shape[1:])
