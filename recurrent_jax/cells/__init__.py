@@ -24,13 +24,18 @@ REGISTRY = {
 }
 
 
+# Convolutional families: ``name(features, kernel_size, spatial_dims=S, **options)``.
+CONV_REGISTRY = {"conv_lstm": conv_lstm, "conv_gru": conv_gru}
+
+
 def linear_in_carry(name: str) -> bool:
     """Whether the ``REGISTRY`` family ``name`` has ``Cell.linear`` (runs
     with the parallel-in-time backends)."""
-    return REGISTRY[name](1).linear is not None
+    return name in REGISTRY and REGISTRY[name](1).linear is not None
 
 
 __all__ = [
+    "CONV_REGISTRY",
     "REGISTRY",
     "Cell",
     "CellOptions",

@@ -170,8 +170,9 @@ def check_choice(name: str, value, choices) -> Any:
 BIAS_MODES = ("double", "single", "none")
 
 
-def init_weights(key, input_size, recurrent_size, hidden_size, num_gates, opts):
-    """``w_ih`` (D, G*H) and ``w_hh`` (K, G*H), K the recurrent input size.
+def init_weights(key, input_size, recurrent_size, hidden_size, num_gates, opts, num_heads=None):
+    """``w_ih`` (D, G*H) and ``w_hh`` (K, G*H), K the recurrent input size,
+    or with ``num_heads`` the block-diagonal (n, H/n, G*H/n) of ``init_heads``.
 
     ``w_ih`` draws from ``kernel_init`` over the whole matrix (Keras);
     ``w_hh`` from ``recurrent_init`` one (K, H) gate block at a time, so each
@@ -180,11 +181,57 @@ def init_weights(key, input_size, recurrent_size, hidden_size, num_gates, opts):
     k_ih, k_hh = jax.random.split(key)
     dt = opts.param_dtype
     w_ih = draw(opts.kernel_init, k_ih, (input_size, num_gates * hidden_size), dt)
+    if num_heads is not None:
+        return {"w_ih": w_ih, "w_hh": init_heads(k_hh, hidden_size, num_gates, num_heads, opts)}
     blocks = [
         draw(opts.recurrent_init, k, (recurrent_size, hidden_size), dt)
         for k in jax.random.split(k_hh, num_gates)
     ]
     return {"w_ih": w_ih, "w_hh": jnp.concatenate(blocks, axis=-1)}
+
+
+def check_heads(num_heads, hidden_size: int) -> int | None:
+    """``num_heads`` (None: a dense W_hh) must divide ``hidden_size``."""
+    if num_heads is None:
+        return None
+    check_positive_int("num_heads", num_heads)
+    if hidden_size % num_heads:
+        raise ValueError(
+            f"num_heads: expected a divisor of hidden_size={hidden_size}, got {num_heads}"
+        )
+    return num_heads
+
+
+def init_heads(key, hidden_size, num_gates, num_heads, opts):
+    """A block-diagonal ``w_hh``: ``num_heads`` blocks stored (n, H/n, G*H/n),
+    each (H/n, H/n) gate block drawn from ``recurrent_init``."""
+    size = hidden_size // num_heads
+    keys = jax.random.split(key, num_heads * num_gates)
+    blocks = [draw(opts.recurrent_init, k, (size, size), opts.param_dtype) for k in keys]
+    heads = [
+        jnp.concatenate(blocks[n * num_gates : (n + 1) * num_gates], axis=-1)
+        for n in range(num_heads)
+    ]
+    return jnp.stack(heads)
+
+
+def recurrent_product(h_in: Array, w_hh: Array, dtype) -> Array:
+    """``h_in @ W_hh`` in the gate-major layout (…, G*H) of the dense cells:
+    for heads, W_hh (n, H/n, G*H/n) acts on each head's H/n units alone and
+    head n's units of gate g land at columns g*H + n*H/n + [0, H/n)."""
+    if w_hh.ndim == 2:
+        return matmul(h_in, w_hh, dtype)
+    if w_hh.shape[0] == 1:  # one head is the dense cell, to the bit
+        return matmul(h_in, w_hh[0], dtype)
+    num_heads, size, width = w_hh.shape
+    num_gates, batch = width // size, h_in.shape[:-1]
+    dtype = w_hh.dtype if dtype is None else dtype
+    heads = compute(h_in, dtype).reshape(*batch, num_heads, size)
+    hh = jnp.einsum(
+        "...nk,nkm->...nm", heads, compute(w_hh, dtype), preferred_element_type=CARRY_DTYPE
+    )
+    hh = jnp.swapaxes(hh.reshape(*batch, num_heads, num_gates, size), -3, -2)
+    return hh.reshape(*batch, num_gates * num_heads * size)
 
 
 def init_biases(key, size, opts, *, offsets=None):

@@ -10,27 +10,33 @@ from recurrent_jax.cells import base
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
-def elman(hidden_size: int, *, activation="tanh", **options) -> base.Cell:
+def elman(
+    hidden_size: int, *, activation="tanh", num_heads: int | None = None, **options
+) -> base.Cell:
     r"""An Elman cell: :math:`h' = φ(x W_{ih} + b_{ih} + h W_{hh} + b_{hh})`.
 
     Args:
       hidden_size: H.
       activation: "tanh" (default), "relu" or a callable φ.
+      num_heads: n; W_hh block-diagonal, n independent recurrences of H/n
+        units (the input projection stays dense).
       **options: ``base.CellOptions`` (bias mode, initialisers, dtypes).
 
-    Params: ``w_ih`` (D, H), ``w_hh`` (H, H), biases per ``bias``.
+    Params: ``w_ih`` (D, H), ``w_hh`` (H, H) — (n, H/n, H/n) with heads —
+    biases per ``bias``.
     Carry: h (B..., H); ``y_t = h'``.
     """
     H = base.check_positive_int("hidden_size", hidden_size)
     if not callable(activation):
         activation = ACTIVATIONS[base.check_choice("activation", activation, ACTIVATIONS)]
+    heads = base.check_heads(num_heads, H)
     opts = base.make_options(**options)
     dt = opts.dtype
 
     def init(key, input_size):
         base.check_positive_int("input_size", input_size)
         k_w, k_b = jax.random.split(key)
-        params = base.init_weights(k_w, input_size, H, H, 1, opts)
+        params = base.init_weights(k_w, input_size, H, H, 1, opts, heads)
         return params | base.init_biases(k_b, H, opts)
 
     def project(params, xs):
@@ -41,7 +47,7 @@ def elman(hidden_size: int, *, activation="tanh", **options) -> base.Cell:
         return h, h
 
     def update(params, carry, xp_t, h_in):
-        return pointwise(params, carry, xp_t, base.matmul(h_in, params["w_hh"], dt))
+        return pointwise(params, carry, xp_t, base.recurrent_product(h_in, params["w_hh"], dt))
 
     def step(params, carry, xp_t):
         return update(params, carry, xp_t, carry)
@@ -53,7 +59,7 @@ def elman(hidden_size: int, *, activation="tanh", **options) -> base.Cell:
         project=project,
         read=base.default_read,
         update=update,
-        pointwise=pointwise,
+        pointwise=pointwise if heads is None else None,  # the fused VJP: one dense GEMM
         hidden_size=H,
         name="elman",
         compute_dtype=dt,

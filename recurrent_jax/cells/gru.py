@@ -14,6 +14,7 @@ def gru(
     hidden_size: int,
     *,
     reset_after: bool = True,
+    num_heads: int | None = None,
     activation: Callable = jnp.tanh,
     recurrent_activation: Callable = jax.nn.sigmoid,
     **options,
@@ -32,13 +33,20 @@ def gru(
       reset_after: True applies the reset gate after the recurrent matmul
         (PyTorch, cuDNN, Keras default); False before it (Cho et al. 2014,
         Keras ``reset_after=False``, D2L).
+      num_heads: n; W_hh block-diagonal, n independent recurrences of H/n
+        units (FlashRNN's heads; the input projection stays dense). Needs
+        ``reset_after``.
       activation / recurrent_activation: tanh / sigmoid by default.
       **options: ``base.CellOptions`` (bias mode, initialisers, dtypes).
 
-    Params: ``w_ih`` (D, 3H), ``w_hh`` (H, 3H), biases per ``bias`` (with
-    ``bias="single"`` there is no ``b_hn`` term). Carry: h (B..., H); y_t = h'.
+    Params: ``w_ih`` (D, 3H), ``w_hh`` (H, 3H) — (n, H/n, 3H/n) with heads —
+    biases per ``bias`` (with ``bias="single"`` there is no ``b_hn`` term).
+    Carry: h (B..., H); y_t = h'.
     """
     H = base.check_positive_int("hidden_size", hidden_size)
+    heads = base.check_heads(num_heads, H)
+    if heads is not None and not reset_after:
+        raise ValueError("num_heads: needs reset_after=True (the reset gate after W_hh)")
     opts = base.make_options(**options)
     dt = opts.dtype
     keep_hn = reset_after and opts.bias == "double"
@@ -48,7 +56,7 @@ def gru(
     def init(key, input_size):
         base.check_positive_int("input_size", input_size)
         k_w, k_b = jax.random.split(key)
-        params = base.init_weights(k_w, input_size, H, H, 3, opts)
+        params = base.init_weights(k_w, input_size, H, H, 3, opts, heads)
         return params | base.init_biases(k_b, 3 * H, opts)
 
     def project(params, xs):
@@ -69,7 +77,7 @@ def gru(
         return h, h
 
     def update_after(params, h, xp_t, h_in):
-        return pointwise(params, h, xp_t, base.matmul(h_in, params["w_hh"], dt))
+        return pointwise(params, h, xp_t, base.recurrent_product(h_in, params["w_hh"], dt))
 
     def update_before(params, h, xp_t, h_in):
         x_r, x_z, x_n = jnp.split(xp_t, 3, axis=-1)
@@ -92,9 +100,9 @@ def gru(
         project=project,
         read=base.default_read,
         update=update,
-        pointwise=pointwise if reset_after else None,
+        pointwise=pointwise if reset_after and heads is None else None,
         hidden_size=H,
         name="gru",
         compute_dtype=dt,
-        cudnn_kernel="gru" if plain and dt in (None, jnp.float32) else None,
+        cudnn_kernel="gru" if plain and heads is None and dt in (None, jnp.float32) else None,
     )

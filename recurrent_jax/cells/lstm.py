@@ -17,6 +17,7 @@ def lstm(
     peephole: bool = False,
     layer_norm: bool = False,
     forget_bias: float = 1.0,
+    num_heads: int | None = None,
     activation: Callable = jnp.tanh,
     recurrent_activation: Callable = jax.nn.sigmoid,
     **options,
@@ -39,14 +40,20 @@ def lstm(
         (4H,), ``ln_c_scale``, ``ln_c_bias`` (H,).
       forget_bias: initial value of the forget-gate bias (added to the
         input-side bias; ignored with ``bias="none"``).
+      num_heads: n; W_hh block-diagonal, n independent recurrences of H/n
+        units (as sLSTM and FlashRNN; the input projection stays dense).
+        Not with ``proj_size``.
       activation / recurrent_activation: tanh / sigmoid by default.
       **options: ``base.CellOptions`` (bias mode, initialisers, dtypes).
 
-    Params: ``w_ih`` (D, 4H), ``w_hh`` (K, 4H) with K = P or H, biases per
-    ``bias``, plus the option params above. Carry: ``LSTMCarry(h, c)`` with
-    h (B..., K) and c (B..., H); ``y_t = h'``.
+    Params: ``w_ih`` (D, 4H), ``w_hh`` (K, 4H) with K = P or H — (n, H/n,
+    4H/n) with heads — biases per ``bias``, plus the option params above.
+    Carry: ``LSTMCarry(h, c)`` with h (B..., K) and c (B..., H); ``y_t = h'``.
     """
     H = base.check_positive_int("hidden_size", hidden_size)
+    heads = base.check_heads(num_heads, H)
+    if heads is not None and proj_size is not None:
+        raise ValueError("num_heads: cannot be combined with proj_size (h has P != H units)")
     plain = (
         proj_size is None
         and not (peephole or layer_norm)
@@ -61,7 +68,7 @@ def lstm(
         base.check_positive_int("input_size", input_size)
         k_w, k_b, k_r = jax.random.split(key, 3)
         offsets = jnp.zeros(4 * H).at[H : 2 * H].set(forget_bias)
-        params = base.init_weights(k_w, input_size, P, H, 4, opts)
+        params = base.init_weights(k_w, input_size, P, H, 4, opts, heads)
         params |= base.init_biases(k_b, 4 * H, opts, offsets=offsets)
         if proj_size is not None:
             params["w_hr"] = base.draw(opts.kernel_init, k_r, (H, P), opts.param_dtype)
@@ -104,7 +111,7 @@ def lstm(
         return base.LSTMCarry(h, c_new), h
 
     def update(params, carry, xp_t, h_in):
-        return pointwise(params, carry, xp_t, base.matmul(h_in, params["w_hh"], dt))
+        return pointwise(params, carry, xp_t, base.recurrent_product(h_in, params["w_hh"], dt))
 
     def step(params, carry, xp_t):
         return update(params, carry, xp_t, carry.h)
@@ -116,9 +123,9 @@ def lstm(
         project=project,
         read=base.default_read,
         update=update,
-        pointwise=pointwise,
+        pointwise=pointwise if heads is None else None,  # the fused VJP: one dense GEMM
         hidden_size=P,
         name="lstm",
         compute_dtype=dt,
-        cudnn_kernel="lstm" if plain and dt in (None, jnp.float32) else None,
+        cudnn_kernel="lstm" if plain and heads is None and dt in (None, jnp.float32) else None,
     )

@@ -31,7 +31,7 @@ class Batch(NamedTuple):
     """One batch of a task.
 
     Attributes:
-      xs: float32 (B, T, D) inputs.
+      xs: float32 (B, T, D) inputs ((B, T, *spatial, D) for frames).
       targets: float32 (B, C) / (B, T, C) for regression; int32 class ids
         (B,) / (B, T) for classification.
       weights: float32 (B,) / (B, T) loss weights (1 where an output is
@@ -65,6 +65,9 @@ class TaskSpec(NamedTuple):
       info: free-form facts for the summary (sizes, split).
       decode: ``decode(ids) -> str`` for symbol tasks whose model can be
         sampled from (language modelling), else None.
+      spatial_shape: the spatial axes of each step's input and output, xs
+        (B, T, *spatial_shape, D) (frames: a convolutional cell's task), or
+        () for feature vectors.
     """
 
     input_size: int
@@ -80,6 +83,7 @@ class TaskSpec(NamedTuple):
     bits_per_symbol: bool = False
     info: dict | None = None
     decode: Callable[[Any], str] | None = None
+    spatial_shape: tuple = ()
 
 
 class Task(NamedTuple):

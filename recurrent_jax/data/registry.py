@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recurrent_jax.data import digits, forecast, seq2seq_specs, synthetic, text, ucr
+from recurrent_jax.data import digits, forecast, moving_digits, seq2seq_specs, synthetic, text, ucr
 from recurrent_jax.data.base import Task
 
 _TASKS: dict[str, Task] = {
@@ -10,6 +10,7 @@ _TASKS: dict[str, Task] = {
     for t in [
         *synthetic.TASKS,
         *digits.TASKS,
+        *moving_digits.TASKS,
         *ucr.TASKS,
         *forecast.TASKS,
         *text.TASKS,

@@ -153,6 +153,11 @@ def blocks(family: str, params: Mapping, peer: str) -> dict:
             raise ValueError(
                 f"params: expected a {family} cell's {key!r}, got keys {sorted(params)}"
             )
+    if np.ndim(params["w_hh"]) == 3:
+        raise ValueError(
+            f"params: a multi-head cell's block-diagonal w_hh {np.shape(params['w_hh'])} "
+            f"(heads, H/heads, G*H/heads) has no place in {peer}, which holds a dense one"
+        )
     given = family_of(params)
     if given != family:
         raise ValueError(

@@ -83,20 +83,35 @@ class RNNModelConfig(_RecurrentModel):
     ``dropout`` (between layers), ``input_dropout``, ``recurrent_dropout``
     and ``zoneout`` are compiled in when non-zero here; their values (like
     ``init_scale``, which multiplies every weight matrix at init) are the
-    defaults of the traced ``HParams``.
+    defaults of the traced ``HParams``. The convolutional cells
+    ("conv_lstm", "conv_gru", for tasks of frames) take ``kernel_size`` (odd;
+    0 for the others) and ``hidden_size`` channels; the readout is then a
+    1×1 convolution.
     """
 
     KIND: ClassVar[str] = "rnn"
-    CELLS: ClassVar[tuple[str, ...]] = tuple(cells.REGISTRY)
+    CELLS: ClassVar[tuple[str, ...]] = (*cells.REGISTRY, *cells.CONV_REGISTRY)
 
     dropout: float = 0.0
     input_dropout: float = 0.0
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
     init_scale: float = 1.0
+    kernel_size: int = 0
 
     def __post_init__(self):
         super().__post_init__()
+        conv = self.cell in cells.CONV_REGISTRY
+        if conv and (self.kernel_size < 1 or self.kernel_size % 2 == 0):
+            fail(
+                "model.kernel_size", f"an odd size >= 1 for the {self.cell} cell", self.kernel_size
+            )
+        if not conv and self.kernel_size:
+            fail(
+                "model.kernel_size",
+                f"0 (it is for conv cells; model.cell is {self.cell!r})",
+                self.kernel_size,
+            )
         for name in ("dropout", "input_dropout", "recurrent_dropout", "zoneout"):
             _check_rate(f"model.{name}", getattr(self, name))
         if not self.init_scale > 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+from recurrent_jax.cells import CONV_REGISTRY as CONV_CELLS
 from recurrent_jax.data.base import TaskSpec
 from recurrent_jax.data.options import ConfigError
 from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
@@ -28,6 +29,17 @@ def rnn(model: RNNModelConfig, task: TaskSpec) -> Model:
     """A recurrent stack and a linear readout (``rnn_model``)."""
     if task.kind == SEQ2SEQ:
         _wrong_task(model, task, Seq2SeqModelConfig.KIND)
+    conv = model.cell in CONV_CELLS
+    if conv != bool(task.spatial_shape):
+        expected = (
+            "a convolutional cell (conv_lstm, conv_gru)"
+            if task.spatial_shape
+            else "a cell for feature vectors"
+        )
+        raise ConfigError(
+            f"config.model.cell: expected {expected} for a task with spatial shape "
+            f"{task.spatial_shape}, got {model.cell!r}"
+        )
     if task.causal and model.bidirectional:
         raise ConfigError(
             "config.model.bidirectional: expected False for a causal task "

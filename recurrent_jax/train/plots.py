@@ -162,3 +162,33 @@ def _plot_forecast(plt, predicted, truth, scored, path: Path, title: str) -> Pat
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def plot_frames(outputs, targets, path: Path, title: str, examples: int = 2) -> Path | None:
+    """Next-frame prediction: for a few sequences, the true frames (a row)
+    above the predicted ones, step by step; outputs and targets (B, T, H, W, 1)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    outputs, targets = np.asarray(outputs)[..., 0], np.asarray(targets)[..., 0]
+    examples = min(examples, outputs.shape[0])
+    steps = outputs.shape[1]
+    size = (1.1 * steps + 1.2, 2.3 * examples + 0.6)
+    fig, axes = plt.subplots(2 * examples, steps, figsize=size, squeeze=False, layout="constrained")
+    vmax = float(max(targets[:examples].max(), 1e-6))
+    for e in range(examples):
+        for row, (frames, label) in enumerate(((targets, "truth"), (outputs, "predicted"))):
+            for t in range(steps):
+                ax = axes[2 * e + row, t]
+                image = ax.imshow(frames[e, t], cmap="gray", vmin=0.0, vmax=vmax)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if t == 0:
+                    ax.set_ylabel(f"{label} {e}", fontsize=8)
+                if e == 0 and row == 0:
+                    ax.set_title(f"t+{t + 1}", fontsize=8)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="intensity")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -26,10 +26,21 @@ def static_rates(model: RNNModelConfig, rates: Rates) -> Rates:
     )
 
 
-def make_network(model: RNNModelConfig, rates: Rates, cell_options=None) -> rj.Layer:
+def make_cell(model: RNNModelConfig, cell_options=None, spatial_dims: int = 0) -> rj.Cell:
+    """The config's cell; a convolutional one over ``spatial_dims`` axes."""
+    options = cell_options or {}
+    if model.cell in rj.cells.CONV_REGISTRY:
+        make = rj.cells.CONV_REGISTRY[model.cell]
+        return make(model.hidden_size, model.kernel_size, spatial_dims=spatial_dims, **options)
+    return rj.cells.REGISTRY[model.cell](model.hidden_size, **options)
+
+
+def make_network(
+    model: RNNModelConfig, rates: Rates, cell_options=None, spatial_dims: int = 0
+) -> rj.Layer:
     """The recurrent stack: ``num_layers`` cells, each optionally
     bidirectional; ``cell_options`` go to the cell constructor."""
-    cell = rj.cells.REGISTRY[model.cell](model.hidden_size, **(cell_options or {}))
+    cell = make_cell(model, cell_options, spatial_dims)
     layers = []
     for i in range(model.num_layers):
         options = dict(
@@ -52,9 +63,11 @@ def cell_options(model: RNNModelConfig, hparams: HParams) -> dict:
 
 def init_params(model: RNNModelConfig, task: TaskSpec, key: jax.Array, hparams: HParams) -> dict:
     """Params ``{"rnn": stack params, "readout": {"w": (F, C), "b": (C,)}}``;
-    every weight matrix ``w*`` is multiplied by ``hparams.init_scale``, the
+    every weight matrix ``w*`` (and conv kernel ``k_*``) is multiplied by
+    ``hparams.init_scale``, the
     LSTM forget-gate biases start at ``hparams.forget_bias``."""
-    network = make_network(model, Rates(), cell_options(model, hparams))
+    spatial = len(task.spatial_shape)
+    network = make_network(model, Rates(), cell_options(model, hparams), spatial)
     k_rnn, k_out = jax.random.split(key)
     features = network.output_size
     params = {
@@ -70,7 +83,8 @@ def init_params(model: RNNModelConfig, task: TaskSpec, key: jax.Array, hparams: 
 def scale_weights(params: dict, scale) -> dict:
     def scale_leaf(path, leaf):
         name = getattr(path[-1], "key", "")
-        return leaf * scale if isinstance(name, str) and name.startswith("w") else leaf
+        weight = isinstance(name, str) and name.startswith(("w", "k_"))  # matrices, conv kernels
+        return leaf * scale if weight else leaf
 
     return jax.tree_util.tree_map_with_path(scale_leaf, params)
 
@@ -93,11 +107,11 @@ def apply_model(
     deterministic: bool,
 ) -> jax.Array:
     """Readout values: (B, C) for many-to-one tasks, (B, T, C) otherwise."""
-    network = make_network(model, static_rates(model, rates))
+    network = make_network(model, static_rates(model, rates), spatial_dims=len(task.spatial_shape))
     _, ys = network.apply(
         params["rnn"],
         batch.xs,
-        mask=length_mask(batch.seq_lengths, batch.xs.shape[-2]),
+        mask=length_mask(batch.seq_lengths, batch.xs.shape[1]),
         key=key,
         deterministic=deterministic,
         return_sequences=task.output_mode != LAST,

@@ -1,6 +1,7 @@
 """What an RNN run writes at its end: the task's picture of the last
-evaluation (``predictions.png``) and, for language models, sampled text
-(``samples.txt``)."""
+evaluation (``predictions.png``: predictions against targets, a confusion
+matrix, or true and predicted frames) and, for language models, sampled
+text (``samples.txt``)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,20 @@ def write_final(model: RNNModelConfig, task: TaskSpec, end: RunEnd) -> tuple[lis
     evaluation's outputs are at hand) and the samples file (language models
     that did not diverge)."""
     written = []
-    if not end.diverged and end.eval_outputs is not None:
+    title = f"{end.title}: eval at step {end.step}"
+    if not end.diverged and end.eval_outputs is not None and task.spatial_shape:
+        path = plots.plot_frames(
+            end.eval_outputs, end.eval_batch.targets, end.workdir / plots.TASK_FILE, title
+        )
+        written += [path.name] if path is not None else []
+    elif not end.diverged and end.eval_outputs is not None:
         path = plots.plot_predictions(
             task.kind,
             end.eval_outputs,
             end.eval_batch.targets,
             end.eval_batch.weights,
             end.workdir / plots.TASK_FILE,
-            f"{end.title}: eval at step {end.step}",
+            title,
             class_names(task),
         )
         written += [path.name] if path is not None else []
