@@ -60,3 +60,12 @@ def test_packing_smoke(tmp_path):
     assert by_layout["packed"]["slots"] <= by_layout["bucketed"]["slots"]
     assert by_layout["bucketed"]["slots"] <= by_layout["padded"]["slots"]
     assert all(r["ms"] > 0 for r in results)
+
+
+def test_heads_smoke():
+    bench = load("heads")
+    results = bench.main(["--smoke"])
+    assert [r["heads"] for r in results] == ["dense", 1, 4, 16]
+    dense, *heads = results
+    assert heads[0]["recurrent_params"] == dense["recurrent_params"]  # one head: the dense W_hh
+    assert [r["recurrent_params"] for r in heads] == [4 * 32 * 32 // n for n in (1, 4, 16)]
