@@ -3,8 +3,10 @@
 Next-frame prediction of scikit-learn digits moving on a 16x16 canvas with a
 2-layer ConvLSTM (Shi et al. 2015; 3x3 kernels, 16 channels) and a 1x1
 convolution readout. A blank frame scores MSE ≈ 0.058 and repeating the last
-frame ≈ 0.069; a model must learn each digit's motion to beat both.
-``predictions.png`` shows true and predicted frames of held-out digits. Variant ``:smoke`` runs in seconds.
+frame ≈ 0.069; a model must learn each digit's motion to beat both (this one
+reaches 0.0225 in 1500 steps, 3.4 min on 2 CPU cores).
+``predictions.png`` shows true and predicted frames of held-out digits.
+Variant ``:smoke`` runs in seconds.
 """
 
 from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine

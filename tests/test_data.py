@@ -197,3 +197,53 @@ def test_seasonal_naive_is_exact_for_a_periodic_series():
 
     series = np.tile(np.arange(12.0), 5)
     assert forecast.seasonal_naive_mse(series, 24, 12) == 0.0
+
+
+def test_moving_digits_frames_follow_a_bouncing_path():
+    """Brute force: a solid 8x8 block rendered by the task sits, frame by
+    frame, at reflect(p0 + v t) for one velocity v of the allowed ones."""
+    import itertools
+
+    from recurrent_jax.data import moving_digits as md
+
+    assert [int(md.reflect(p, 4)) for p in range(-3, 12)] == [
+        3,
+        2,
+        1,
+        0,
+        1,
+        2,
+        3,
+        4,
+        3,
+        2,
+        1,
+        0,
+        1,
+        2,
+        3,
+    ]
+    canvas, steps, speed = 13, 9, 2
+    frames = md.render(jnp.ones((6, 8, 8)), jax.random.key(0), steps, canvas, speed)[..., 0]
+    span = canvas - 8
+    speeds = [v for v in range(-speed, speed + 1) if v]
+
+    def bounce(p):  # the walls, by hand
+        while not 0 <= p <= span:
+            p = -p if p < 0 else 2 * span - p
+        return p
+
+    for sequence in np.asarray(frames):
+        corners = [tuple(int(a.min()) for a in np.nonzero(f)) for f in sequence]
+        assert all(f.sum() == 64 for f in sequence)  # the whole block, always inside
+        paths = [
+            [(bounce(corners[0][0] + vy * t), bounce(corners[0][1] + vx * t)) for t in range(steps)]
+            for vy, vx in itertools.product(speeds, speeds)
+        ]
+        assert corners in paths
+    task = md.build_moving_digits(md.MovingDigitsOptions(canvas=12, seq_len=7))
+    batch = task.sample_train(jax.random.key(1), 4)
+    assert batch.xs.shape == (4, 6, 12, 12, 1) and task.spatial_shape == (12, 12)
+    np.testing.assert_array_equal(batch.xs[:, 1:], batch.targets[:, :-1])  # next frames
+    with pytest.raises(ValueError, match="data.canvas"):
+        md.MovingDigitsOptions(canvas=8)
