@@ -252,3 +252,14 @@ def write_report(
     path.write_text("\n".join(header + [s.strip() + "\n" for s in sections]))
     print(f"report: {path} ({seconds:.0f} s)", flush=True)
     return path
+
+
+def throughput(result: SweepResult, config) -> str:
+    """The sweep's size and speed: runs, compiled grid points, model-steps/s."""
+    runs, steps = len(result.rows), config.training.num_steps
+    points = result.summary.get("num_points", 1)
+    rate = runs * steps / result.seconds if result.seconds else float("nan")
+    return (
+        f"{runs} runs, {points} grid point{'s' * (points != 1)} (one compile of each stage per "
+        f"point), {rate:,.0f} model-steps/s"
+    )
