@@ -18,13 +18,16 @@ import argparse
 import contextlib
 import datetime
 import json
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import recurrent_jax as rj
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing  # noqa: E402
 
 SHAPES = [(32, 128, 128, 128), (16, 64, 64, 64)]
 SMOKE_SHAPES = [(4, 6, 3, 8)]
@@ -94,39 +97,14 @@ def candidates(cell_name, shape, xs):
     return out
 
 
-def interleaved(fns: dict, rounds: int, calls: int = 3) -> dict:
-    """Median ms of each fn over rounds in which every fn runs in turn: one
-    untimed call, then ``calls`` timed ones.
-
-    The untimed call absorbs what the previous implementation left behind:
-    PyTorch's OpenMP threads keep spinning on both cores for a while after
-    each of its calls, which took up to half the cores' time from whatever
-    was timed right after it, and a peer's first call after idle wakes its
-    sleeping threads. Each implementation is timed in its own steady state,
-    as in a training loop, while the rounds still share the machine's noise.
-    """
-    for fn in fns.values():
-        fn()
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            fn()
-            for _ in range(calls):
-                start = time.perf_counter()
-                fn()
-                times[name].append(1e3 * (time.perf_counter() - start))
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def run(cells, shapes, rounds):
     rows = []
     for cell_name in cells:
         for shape in shapes:
             xs = jax.random.normal(jax.random.PRNGKey(1), shape[:3])
             fns = candidates(cell_name, shape, xs)
-            train = interleaved({k: v[0] for k, v in fns.items()}, rounds)
-            forward = interleaved({k: v[1] for k, v in fns.items()}, rounds)
+            train = _timing.interleaved({k: v[0] for k, v in fns.items()}, rounds)
+            forward = _timing.interleaved({k: v[1] for k, v in fns.items()}, rounds)
             for name in fns:
                 row = dict(cell=cell_name, shape=shape, impl=name)
                 rows.append(row | dict(train_ms=train[name], forward_ms=forward[name]))

@@ -17,15 +17,16 @@ recurrent weights' share of the parameters.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import recurrent_jax as rj
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing  # noqa: E402
 
 HEADS = (None, 1, 4, 16)
 
@@ -41,18 +42,6 @@ def training_step(hidden: int, num_heads, batch: int, steps: int):
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
     count = sum(x.size for x in jax.tree_util.tree_leaves(params))
     return count, params["w_hh"].size, lambda: jax.block_until_ready(grad(params, xs))
-
-
-def interleaved(fns: dict, rounds: int) -> dict:
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            fn()
-            for _ in range(3):
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main(argv=None) -> list[dict]:
@@ -71,7 +60,7 @@ def main(argv=None) -> list[dict]:
         setups = {h: training_step(hidden, h, args.batch, args.steps) for h in HEADS}
         for _, _, fn in setups.values():
             fn()  # compile
-        medians = interleaved({h: fn for h, (_, _, fn) in setups.items()}, args.rounds)
+        medians = _timing.interleaved({h: fn for h, (_, _, fn) in setups.items()}, args.rounds)
         for heads, (count, recurrent, _) in setups.items():
             results.append(
                 {
@@ -79,7 +68,7 @@ def main(argv=None) -> list[dict]:
                     "heads": heads or "dense",
                     "params": count,
                     "recurrent_params": recurrent,
-                    "ms": 1e3 * medians[heads],
+                    "ms": medians[heads],
                     "vs_dense": medians[None] / medians[heads],
                 }
             )
@@ -94,10 +83,7 @@ def main(argv=None) -> list[dict]:
             f"| {r['hidden']} | {r['heads']} | {r['params']:,} | {r['recurrent_params']:,} | "
             f"{r['ms']:.1f} | {r['vs_dense']:.2f}x |"
         )
-    if args.json:
-        report = {"date": datetime.date.today().isoformat(), "args": vars(args), "results": results}
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    _timing.write_json(args.json, args, results)
     return results
 
 

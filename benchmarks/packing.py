@@ -17,16 +17,17 @@ medians and each layout's speedup over ``padded``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import recurrent_jax as rj
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing  # noqa: E402
 
 
 def long_tailed_lengths(num: int, median: float, sigma: float, longest: int, seed: int = 0):
@@ -109,19 +110,6 @@ def _blocking(fn):
     return lambda: jax.block_until_ready(fn())
 
 
-def interleaved(fns: dict, rounds: int) -> dict:
-    """Median seconds per call of each function, rounds interleaved."""
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            fn()  # untimed: lets the previous implementation's threads settle
-            for _ in range(3):
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num", type=int, default=256, help="sequences")
@@ -142,14 +130,14 @@ def main(argv=None) -> list[dict]:
     fns = steps(lengths, args.features, args.hidden, args.bucket_size)
     for _, fn in fns.values():
         fn()  # compile
-    medians = interleaved({k: fn for k, (_, fn) in fns.items()}, args.rounds)
+    medians = _timing.interleaved({k: fn for k, (_, fn) in fns.items()}, args.rounds)
     total = int(lengths.sum())
     results = [
         {
             "layout": name,
             "slots": slots,
             "padding_fraction": 1.0 - total / slots,
-            "ms": 1e3 * medians[name],
+            "ms": medians[name],
             "speedup_vs_padded": medians["padded" if "torch" not in name else "torch padded"]
             / medians[name],
         }
@@ -167,10 +155,7 @@ def main(argv=None) -> list[dict]:
             f"| {r['layout']} | {r['slots']} | {r['padding_fraction']:.1%} | {r['ms']:.1f} | "
             f"{r['speedup_vs_padded']:.2f}x |"
         )
-    if args.json:
-        report = {"date": datetime.date.today().isoformat(), "args": vars(args), "results": results}
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    _timing.write_json(args.json, args, results)
     return results
 
 

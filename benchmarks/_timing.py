@@ -1,0 +1,42 @@
+"""Timing shared by the benchmarks: interleaved rounds and medians, and the
+JSON record of a run."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import statistics
+import time
+
+
+def interleaved(fns: dict, rounds: int, calls: int = 3) -> dict:
+    """Median ms of each fn over rounds in which every fn runs in turn: one
+    untimed call, then ``calls`` timed ones.
+
+    The untimed call absorbs what the previous implementation left behind:
+    PyTorch's OpenMP threads keep spinning on both cores for a while after
+    each of its calls, which took up to half the cores' time from whatever
+    was timed right after it, and a peer's first call after idle wakes its
+    sleeping threads. Each implementation is timed in its own steady state,
+    as in a training loop, while the rounds still share the machine's noise.
+    """
+    for fn in fns.values():
+        fn()
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            fn()
+            for _ in range(calls):
+                start = time.perf_counter()
+                fn()
+                times[name].append(1e3 * (time.perf_counter() - start))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def write_json(path, args, results) -> None:
+    """``{"date", "args", "results"}`` to ``path`` (nothing when None)."""
+    if path:
+        report = {"date": datetime.date.today().isoformat(), "args": vars(args), "results": results}
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
