@@ -113,7 +113,7 @@ def _raw(**changes):
         (
             {"model__cell": "lsmt"},
             r"config\.model\.cell: expected one of \['elman', 'lstm', 'gru', 'mgu', 'mingru', "
-            r"'minlstm', 'lru', 'rglru'\], got 'lsmt'",
+            r"'minlstm', 'lru', 'rglru', 'conv_lstm', 'conv_gru'\], got 'lsmt'",
         ),
         (
             {"model__cell": "gru", "model__engine__impl": "associative"},
