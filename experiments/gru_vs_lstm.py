@@ -9,7 +9,9 @@ chosen so that its recurrent layer has as many parameters as the LSTM's
 (within 2 %), and both train for the same steps with the same learning rates
 and seeds, on the adding problem (T=100, MSE) and on sequential 8x8 digits
 (64 steps, accuracy). One sweep per task: cell and hidden size zipped in
-the grid, learning rate × seeds vmapped.
+the grid, learning rate × 40 seeds vmapped. Each cell's learning rate is
+picked on seeds 0–7; the verdict (bootstrap intervals, Mann–Whitney U and,
+on the adding problem, Fisher's test of solved runs) uses the other 32.
 Writes ``experiments/reports/gru_vs_lstm.md`` and its plots.
 """
 
@@ -22,12 +24,16 @@ import jax
 import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _stats  # noqa: E402
 import _study  # noqa: E402
 
 import recurrent_jax as rj  # noqa: E402
 from recurrent_jax.train.config import base_config  # noqa: E402
 
 NAME = "gru_vs_lstm"
+SELECTION_SEEDS, VERDICT_SEEDS = 8, 32  # seeds 0..7 pick each cell's learning rate
+RATES = {"adding": [3e-3, 1e-2, 3e-2], "digits": [1e-3, 3e-3, 1e-2]}
+SOLVED = 0.04  # adding: a run below this MSE has left the plateau
 TASKS = {"adding": 1 / 6, "digits": 0.123}  # primary-metric baselines (mean; majority class)
 INPUT_SIZES = {"adding": 2, "digits": 1}
 
@@ -52,7 +58,8 @@ def get_config(task: str, smoke: bool):
     config = base_config(task, name=f"{NAME}_{task}")
     num_steps = 1000 if task == "digits" else 800
     rates = _study.adding_or_digits(config, task, smoke, seq_len=100, num_steps=num_steps)
-    lstm_size, seeds = (8, 1) if smoke else (32, 2)
+    rates = rates if smoke else RATES[task]
+    lstm_size, seeds = (8, 4) if smoke else (32, SELECTION_SEEDS + VERDICT_SEEDS)
     target = num_params("lstm", lstm_size, INPUT_SIZES[task])
     sizes = [lstm_size, matched_hidden_size("gru", target, INPUT_SIZES[task])]
     config.model.update(cell="lstm", hidden_size=lstm_size)
@@ -64,27 +71,44 @@ def get_config(task: str, smoke: bool):
     return config
 
 
-def task_rows(task: str, result: _study.SweepResult):
+def arms(result: _study.SweepResult, selection: int) -> dict[str, dict]:
+    """Per cell: its learning rate picked on seeds < ``selection`` (best
+    median final metric) and its runs on the other seeds at that rate."""
     metric = result.summary["primary_metric"]
     higher = result.summary["higher_is_better"]
-    seconds = {p["point"]: p["seconds"] for p in result.summary["points"]}
-    rows = []
+    out = {}
     for (cell, size), runs in _study.group(
         result.rows, ["model.cell", "model.hidden_size"]
     ).items():
-        medians = _study.medians_by_rate(runs, f"final_{metric}")
+        picked = [r for r in runs if r["seed"] < selection]
+        medians = _study.medians_by_rate(picked, f"final_{metric}")
         best = (max if higher else min)(medians, key=lambda lr: medians[lr])
+        verdict_runs = [r for r in runs if r["seed"] >= selection and r["learning_rate"] == best]
+        out[cell] = {"size": size, "rate": best, "medians": medians, "runs": verdict_runs}
+    return out
+
+
+def task_rows(task: str, result: _study.SweepResult, by_cell: dict):
+    metric = result.summary["primary_metric"]
+    seconds = {p["point"]: p["seconds"] for p in result.summary["points"]}
+    rows = []
+    for cell, arm in by_cell.items():
+        finals = [r[f"final_{metric}"] for r in arm["runs"]]
+        solved = sum(v < SOLVED for v in finals) if metric == "mse" else None
         rows.append(
             [
                 task,
                 cell,
-                size,
-                num_params(cell, size, INPUT_SIZES[task]),
-                metric,
-                medians[best],
-                best,
-                " / ".join(f"{lr:g}: {_study.fmt(m, 3)}" for lr, m in sorted(medians.items())),
-                seconds[runs[0]["point"]],
+                arm["size"],
+                num_params(cell, arm["size"], INPUT_SIZES[task]),
+                " / ".join(
+                    f"{lr:g}: {_study.fmt(m, 3)}" for lr, m in sorted(arm["medians"].items())
+                ),
+                arm["rate"],
+                len(finals),
+                _study.median(finals),
+                "–" if solved is None else f"{solved}/{len(finals)}",
+                seconds[arm["runs"][0]["point"]] if arm["runs"] else None,
             ]
         )
     return rows
@@ -109,55 +133,58 @@ def plot(study, task, result) -> str:
     return _study.save(fig, study, task)
 
 
-def verdict(rows) -> str:
-    lines, ahead = [], {}
-    for task in TASKS:
-        got = {r[1]: r for r in rows if r[0] == task}
-        if {"lstm", "gru"} <= set(got):
-            lstm, gru, metric = got["lstm"][5], got["gru"][5], got["lstm"][4]
-            higher = metric != "mse"
-            ahead[task] = "GRU" if (gru > lstm) == higher else "LSTM"
-            lstm, gru = _study.fmt(lstm, 3), _study.fmt(gru, 3)
-            lines.append(f"- {task} ({metric}): LSTM {lstm}, GRU {gru}: {ahead[task]} ahead.")
-            stuck = [c for c in ("lstm", "gru") if metric == "mse" and got[c][5] > 0.1]
-            if stuck:
-                lines.append(
-                    f"  - {', '.join(stuck)} still on the MSE ≈ 1/6 plateau after the budget's "
-                    "steps: slower to leave it within this budget (see long_range_memory.md)."
-                )
-    if len(set(ahead.values())) > 1:
-        lines.append(
-            "- Neither cell is ahead on both tasks, as Chung et al. (2014) found (medians of 2 "
-            "seeds per learning rate: a small sample)."
-        )
-    elif ahead:
-        winner = next(iter(ahead.values()))
-        lines.append(
-            f"- {winner} ahead on every task here; Chung et al. (2014) found the two comparable, "
-            "so this differs from the paper (medians of 2 seeds per learning rate: a small sample)."
-        )
+def verdict(task: str, result: _study.SweepResult, by_cell: dict) -> str:
+    metric = result.summary["primary_metric"]
+    gru, lstm = by_cell.get("gru", {}).get("runs"), by_cell.get("lstm", {}).get("runs")
+    if not gru or not lstm:
+        return f"- {task}: an arm has no verdict runs (smoke mode): no verdict."
+    a, b = [r[f"final_{metric}"] for r in gru], [r[f"final_{metric}"] for r in lstm]
+    higher = metric != "mse"
+    diff = _stats.median_difference(a, b)
+    lines = [f"- {task}, median final {metric}, GRU − LSTM: {diff.describe()}."]
+    significant = [diff.excludes_zero]
+    if metric == "mse":
+        rate = _stats.rate_difference([v < SOLVED for v in a], [v < SOLVED for v in b])
+        lines.append(f"- {task}, solved fraction (MSE < {SOLVED}), GRU − LSTM: {rate.describe()}.")
+        significant.append(rate.excludes_zero)
+        better_gru = rate.effect > 0 if rate.excludes_zero else diff.effect < 0
+    else:
+        better_gru = diff.effect > 0
+    superior = _stats.superiority(b, a) if higher else _stats.superiority(a, b)
+    lines.append(
+        f"- {task}: a GRU run ends better than an LSTM run with probability {superior:.2f}."
+    )
+    if any(significant):
+        lines.append(f"- {task} verdict: the {'GRU' if better_gru else 'LSTM'} is ahead here.")
+    else:
+        lines.append(f"- {task} verdict: no difference detectable with {len(a)} runs per cell.")
     return "\n".join(lines)
 
 
 def main(argv=None) -> Path:
     study = _study.parse_args(NAME, __doc__, argv)
-    results, rows, files = [], [], []
+    results, rows, files, verdicts = [], [], [], []
+    selection = 2 if study.smoke else SELECTION_SEEDS
     for task in ["adding"] if study.smoke else TASKS:
         config = get_config(task, study.smoke)
         result = _study.run(study, config, study.workdir / task)
+        by_cell = arms(result, selection)
         results.append(result)
-        rows += task_rows(task, result)
+        rows += task_rows(task, result, by_cell)
         files.append(plot(study, task, result))
+        verdicts.append(verdict(task, result, by_cell))
+        verdicts.append(f"- {task} sweep: {_study.throughput(result, config)}.")
     table = _study.md_table(
         [
             "task",
             "cell",
             "hidden",
             "layer params",
-            "metric",
-            "median final (best lr)",
-            "best lr",
-            "median per lr",
+            f"median final per lr (seeds 0–{selection - 1})",
+            "chosen lr",
+            "verdict runs",
+            "median final (verdict runs)",
+            "solved",
             "sweep point s (compile + train)",
         ],
         rows,
@@ -177,7 +204,9 @@ def main(argv=None) -> Path:
         setup,
         f"## Results\n\n{table}",
         "## Plots\n\n" + "\n".join(f"![{f}]({f})" for f in files),
-        "## Reading\n\n" + verdict(rows),
+        "## Verdict\n\n"
+        + "\n".join(verdicts)
+        + "\n- Chung et al. (2014) found the two comparable, each ahead on some tasks.",
     ]
     title = "GRU vs LSTM on the same budget (Chung et al. 2014)"
     return _study.write_report(study, title, __doc__.split("\n\n")[2], sections, results)
