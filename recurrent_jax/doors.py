@@ -72,19 +72,26 @@ class Family(NamedTuple):
 FAMILIES = {
     "SimpleRNN": Family(
         cells.elman,
-        {"activation": "tanh"},
-        'Stacked Elman RNN (PyTorch ``nn.RNN``); ``activation`` "tanh" or "relu".',
+        {"activation": "tanh", "num_heads": None},
+        'Stacked Elman RNN (PyTorch ``nn.RNN``); ``activation`` "tanh" or "relu", '
+        "``num_heads`` as ``rj.cells.elman``.",
     ),
     "LSTM": Family(
         cells.lstm,
-        {"proj_size": None, "peephole": False, "layer_norm": False, "forget_bias": 1.0},
+        {
+            "proj_size": None,
+            "peephole": False,
+            "layer_norm": False,
+            "forget_bias": 1.0,
+            "num_heads": None,
+        },
         "Stacked LSTM (PyTorch ``nn.LSTM``); ``proj_size``, ``peephole``, ``layer_norm``, "
-        "``forget_bias`` as ``rj.cells.lstm``.",
+        "``forget_bias``, ``num_heads`` as ``rj.cells.lstm``.",
     ),
     "GRU": Family(
         cells.gru,
-        {"reset_after": True},
-        "Stacked GRU (PyTorch ``nn.GRU``); ``reset_after`` as ``rj.cells.gru``.",
+        {"reset_after": True, "num_heads": None},
+        "Stacked GRU (PyTorch ``nn.GRU``); ``reset_after``, ``num_heads`` as ``rj.cells.gru``.",
     ),
 }
 

@@ -95,3 +95,34 @@ def test_head_errors_and_peers_that_cannot_hold_heads():
 
     with pytest.raises(ValueError, match="a multi-head cell's block-diagonal w_hh"):
         blocks("lstm", params, "torch LSTM")
+
+
+def test_num_heads_reaches_every_front_door_and_configs():
+    """The stacked modules of linen, NNX and Equinox and a config's
+    ``model.num_heads`` build the same headed cell as the core."""
+    from flax import nnx
+
+    from recurrent_jax.train import config_files, core
+    from recurrent_jax.train.config import from_config_dict
+
+    xs = jax.random.normal(jax.random.key(0), (B, T, D))
+    module = rj.nn.LSTM(H, num_layers=2, num_heads=4)
+    params = module.init(jax.random.key(1), xs)["params"]
+    assert params["layer_0"]["w_hh"].shape == (4, H // 4, 4 * H // 4)
+    _, want = rj.stack([rj.cells.lstm(H, num_heads=4)] * 2).apply(params, xs)
+    np.testing.assert_allclose(module.apply({"params": params}, xs), want, rtol=1e-6)
+    assert rj.nnx.GRU(D, H, num_heads=2, rngs=nnx.Rngs(0))(xs).shape == (B, T, H)
+    pytest.importorskip("equinox")
+    assert rj.eqx.SimpleRNN(D, H, num_heads=2, key=jax.random.key(2))(xs).shape == (B, T, H)
+    raw = config_files.load_config("adding:smoke")
+    config_files.apply_overrides(raw, [("model.num_heads", "2")])
+    config = from_config_dict(raw)
+    state = core.init_state(
+        config, core.build_task(config), core.default_hparams(config), jax.random.key(3)
+    )
+    assert state.params["rnn"]["layer_0"]["w_hh"].shape == (2, 4, 16)
+    config_files.apply_overrides(raw, [("model.num_heads", "3")])
+    with pytest.raises(
+        ValueError, match="model.num_heads: expected a divisor of model.hidden_size=8"
+    ):
+        from_config_dict(raw)

@@ -25,6 +25,7 @@ from recurrent_jax.engine import Engine
 from recurrent_jax.seq2seq import model as seq2seq_model
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+HEADED_CELLS = ("lstm", "gru", "elman")  # the cells with ``num_heads``
 SCHEDULES = ("constant", "warmup_cosine")
 ATTENTIONS = ("additive", "dot", "general", "concat", "none")
 BRIDGES = ("copy", "linear", "zeros")
@@ -86,7 +87,8 @@ class RNNModelConfig(_RecurrentModel):
     defaults of the traced ``HParams``. The convolutional cells
     ("conv_lstm", "conv_gru", for tasks of frames) take ``kernel_size`` (odd;
     0 for the others) and ``hidden_size`` channels; the readout is then a
-    1×1 convolution.
+    1×1 convolution. ``num_heads`` > 0 makes an LSTM, GRU or Elman cell's
+    W_hh block-diagonal (``rj.cells.lstm(num_heads=)``; 0: dense).
     """
 
     KIND: ClassVar[str] = "rnn"
@@ -98,9 +100,23 @@ class RNNModelConfig(_RecurrentModel):
     zoneout: float = 0.0
     init_scale: float = 1.0
     kernel_size: int = 0
+    num_heads: int = 0
 
     def __post_init__(self):
         super().__post_init__()
+        _check_non_negative("model.num_heads", self.num_heads)
+        if self.num_heads and self.cell not in HEADED_CELLS:
+            fail(
+                "model.num_heads",
+                f"0 for the {self.cell} cell (heads: {HEADED_CELLS})",
+                self.num_heads,
+            )
+        if self.num_heads and self.hidden_size % self.num_heads:
+            fail(
+                "model.num_heads",
+                f"a divisor of model.hidden_size={self.hidden_size}",
+                self.num_heads,
+            )
         conv = self.cell in cells.CONV_REGISTRY
         if conv and (self.kernel_size < 1 or self.kernel_size % 2 == 0):
             fail(

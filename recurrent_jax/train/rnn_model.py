@@ -28,7 +28,9 @@ def static_rates(model: RNNModelConfig, rates: Rates) -> Rates:
 
 def make_cell(model: RNNModelConfig, cell_options=None, spatial_dims: int = 0) -> rj.Cell:
     """The config's cell; a convolutional one over ``spatial_dims`` axes."""
-    options = cell_options or {}
+    options = dict(cell_options or {})
+    if model.num_heads:
+        options["num_heads"] = model.num_heads
     if model.cell in rj.cells.CONV_REGISTRY:
         make = rj.cells.CONV_REGISTRY[model.cell]
         return make(model.hidden_size, model.kernel_size, spatial_dims=spatial_dims, **options)
