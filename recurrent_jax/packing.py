@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recurrent_jax import _checks
+
 
 class Packed(NamedTuple):
     """Sequences packed in rows (a pytree; every field an array).
@@ -155,6 +157,13 @@ def unpack(packed: Packed, max_length: int | None = None) -> jax.Array:
     """(N, T, F) per-sequence data, zeros past each length; T is
     ``max_length`` (default: the packed row length)."""
     num_steps = packed.data.shape[-2] if max_length is None else max_length
+    if _checks.is_concrete(packed.lengths) and packed.lengths.size:
+        longest = int(packed.lengths.max())
+        if not isinstance(num_steps, int) or num_steps < longest:
+            raise ValueError(
+                f"max_length: expected an int >= the longest sequence ({longest}), "
+                f"got {num_steps!r}"
+            )
     steps = jnp.arange(num_steps)
     slots = jnp.clip(packed.starts[:, None] + steps[None], 0, packed.data.shape[-2] - 1)
     values = packed.data[packed.rows[:, None], slots]
@@ -205,19 +214,20 @@ def sequence_rows(values, packed: Packed):
     return values[jnp.maximum(packed.segment_ids, 0)]
 
 
-def bucket_by_length(
-    lengths, batch_size: int, *, shuffle: bool = False, seed: int = 0
-) -> list[np.ndarray]:
+def bucket_by_length(lengths, batch_size: int, *, seed: int | None = None) -> list[np.ndarray]:
     """Index batches of ``batch_size`` sequences of similar lengths (sorted
     by length, then cut), so each batch pads to a length close to its
-    members'; ``shuffle`` shuffles the order of the batches (a NumPy
-    generator seeded by ``seed``). The last batch may be smaller."""
+    members'. ``seed`` (an int) shuffles the order of the batches with a
+    NumPy generator seeded by it; None keeps them shortest first. The last
+    batch may be smaller."""
     lengths = np.asarray(lengths)
+    if lengths.ndim != 1:
+        raise ValueError(f"lengths: expected a 1-d array, got shape {lengths.shape}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     order = np.argsort(lengths, kind="stable")
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if shuffle:
+    if seed is not None:
         np.random.default_rng(seed).shuffle(batches)
     return batches
 

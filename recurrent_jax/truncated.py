@@ -45,6 +45,11 @@ def truncated_unroll(
       ``(final_carry, ys)`` as ``rj.unroll``.
     """
     length = _truncation_length(truncation_length, unroll_options.pop("chunk_length", None))
+    if cell.spatial_dims:  # its windows would cut a spatial axis, not time
+        raise ValueError(
+            f"cell: truncated_unroll needs a cell without spatial axes, got {cell.name} "
+            f"with {cell.spatial_dims}"
+        )
     for name in ("reverse", "time_major", "return_carries"):
         if unroll_options.get(name):
             raise ValueError(f"{name}: not supported by truncated_unroll, got True")

@@ -191,5 +191,7 @@ def test_backends_other_than_scan_say_why_and_packing_refuses():
         rj.unroll(cell, params, xs, impl="fused")
     with pytest.raises(ValueError, match=r"xs: expected an array of shape \(\*batch, T, S1, D\)"):
         rj.unroll(cell, params, jnp.zeros((T, C)))
+    with pytest.raises(ValueError, match="cell: truncated_unroll needs a cell without spatial"):
+        rj.truncated_unroll(cell, params, xs, truncation_length=2)
     with pytest.raises(ValueError, match="a Packed input needs a cell without spatial axes"):
         rj.unroll(cell, params, rj.pack([np.zeros((2, C), np.float32)]))

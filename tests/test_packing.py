@@ -213,7 +213,7 @@ def test_options_that_cannot_apply_to_packed_input_are_errors(options, message):
 def test_bucketing_groups_similar_lengths_and_covers_every_index():
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 200, 103)
-    batches = rj.bucket_by_length(lengths, 16, shuffle=True, seed=1)
+    batches = rj.bucket_by_length(lengths, 16, seed=1)
     np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(103))
     assert sorted(len(b) for b in batches) == [7] + [16] * 6
     spans = sorted((lengths[b].min(), lengths[b].max()) for b in batches)
@@ -221,6 +221,8 @@ def test_bucketing_groups_similar_lengths_and_covers_every_index():
     brute = 1 - lengths.sum() / sum(len(b) * lengths[b].max() for b in batches)
     assert packing.padding_fraction(lengths, batches) == pytest.approx(brute)
     assert packing.padding_fraction(lengths, batches) < packing.padding_fraction(lengths)
+    unshuffled = rj.bucket_by_length(lengths, 16)
+    assert [lengths[b].max() for b in unshuffled] == sorted(lengths[b].max() for b in unshuffled)
     with pytest.raises(ValueError, match="batch_size: expected a positive int"):
         rj.bucket_by_length(lengths, 0)
 
@@ -232,3 +234,10 @@ def test_row_multiple_adds_empty_rows():
     np.testing.assert_array_equal(rj.unpack(p, 7), rj.unpack(rj.pack(sequences(), row_length=8), 7))
     with pytest.raises(ValueError, match="row_multiple: expected a positive int"):
         rj.pack(sequences(), row_multiple=0)
+
+
+def test_unpack_refuses_a_max_length_that_would_cut_sequences():
+    with pytest.raises(
+        ValueError, match=r"max_length: expected an int >= the longest sequence \(7\)"
+    ):
+        rj.unpack(rj.pack(sequences()), 5)
