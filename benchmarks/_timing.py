@@ -40,3 +40,11 @@ def write_json(path, args, results) -> None:
         report = {"date": datetime.date.today().isoformat(), "args": vars(args), "results": results}
         with open(path, "w") as f:
             json.dump(report, f, indent=2)
+
+
+def print_table(headers, rows) -> None:
+    """A Markdown table of already formatted cells."""
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "---|" * len(headers))
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")

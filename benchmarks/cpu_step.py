@@ -140,13 +140,14 @@ def main(argv=None):
     rounds = args.rounds or rounds
     print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}, {rounds} rounds")
     rows = run(args.cells, shapes, rounds)
-    print("| cell | shape B,T,I,H | impl | train ms | forward ms |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        shape = ",".join(map(str, r["shape"]))
-        print(
-            f"| {r['cell']} | {shape} | {r['impl']} | {r['train_ms']:.3f} | {r['forward_ms']:.3f} |"
-        )
+    _timing.print_table(
+        ["cell", "shape B,T,I,H", "impl", "train ms", "forward ms"],
+        [
+            [r["cell"], ",".join(map(str, r["shape"])), r["impl"], f"{r['train_ms']:.3f}",
+             f"{r['forward_ms']:.3f}"]
+            for r in rows
+        ],
+    )  # fmt: skip
     print()
     print("\n".join(ratio_lines(rows)))
     if args.json:

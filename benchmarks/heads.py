@@ -76,13 +76,14 @@ def main(argv=None) -> list[dict]:
         f"LSTM training step, B={args.batch}, T={args.steps}, D=H; jax {jax.__version__}, "
         f"{jax.devices()[0].device_kind}"
     )
-    print("| H | heads | params | W_hh params | ms / step | speed vs dense |")
-    print("|---|---|---|---|---|---|")
-    for r in results:
-        print(
-            f"| {r['hidden']} | {r['heads']} | {r['params']:,} | {r['recurrent_params']:,} | "
-            f"{r['ms']:.1f} | {r['vs_dense']:.2f}x |"
-        )
+    _timing.print_table(
+        ["H", "heads", "params", "W_hh params", "ms / step", "speed vs dense"],
+        [
+            [r["hidden"], r["heads"], f"{r['params']:,}", f"{r['recurrent_params']:,}",
+             f"{r['ms']:.1f}", f"{r['vs_dense']:.2f}x"]
+            for r in results
+        ],
+    )  # fmt: skip
     _timing.write_json(args.json, args, results)
     return results
 

@@ -148,13 +148,14 @@ def main(argv=None) -> list[dict]:
         f"max {lengths.max()}); LSTM {args.features}->{args.hidden}, jax {jax.__version__}, "
         f"{jax.devices()[0].device_kind}"
     )
-    print("| layout | slots | padding | ms / step | speedup vs padded |")
-    print("|---|---|---|---|---|")
-    for r in results:
-        print(
-            f"| {r['layout']} | {r['slots']} | {r['padding_fraction']:.1%} | {r['ms']:.1f} | "
-            f"{r['speedup_vs_padded']:.2f}x |"
-        )
+    _timing.print_table(
+        ["layout", "slots", "padding", "ms / step", "speedup vs padded"],
+        [
+            [r["layout"], r["slots"], f"{r['padding_fraction']:.1%}", f"{r['ms']:.1f}",
+             f"{r['speedup_vs_padded']:.2f}x"]
+            for r in results
+        ],
+    )  # fmt: skip
     _timing.write_json(args.json, args, results)
     return results
 
