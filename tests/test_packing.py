@@ -171,6 +171,13 @@ def test_packed_learned_initial_carry_and_front_doors():
         rj.unpack(module.apply(variables, p), xs.shape[1]),
         module.apply(variables, xs, seq_lengths=lengths),
     )
+    from flax import nnx
+
+    door = rj.nnx.LSTM(D, H, bidirectional=True, rngs=nnx.Rngs(0))
+    close(rj.unpack(door(p), xs.shape[1]), door(xs, seq_lengths=lengths))
+    pytest.importorskip("equinox")
+    door = rj.eqx.GRU(D, H, num_layers=2, key=jax.random.key(9))
+    close(rj.unpack(door(p), xs.shape[1]), door(xs, seq_lengths=lengths))
 
 
 def test_input_dropout_draws_one_mask_per_packed_sequence():
