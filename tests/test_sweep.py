@@ -102,6 +102,24 @@ def test_crossed_and_zipped_axes_and_seeds():
     assert plan.points[0].config.model.zoneout == 0.1
 
 
+def test_a_traced_hyperparameter_in_the_grid_zips_by_its_path():
+    # one compiled point per (cell, learning rate) pair: a learning rate per arm
+    plan = plan_of(
+        {
+            "grid": {
+                "model": {"cell": ["lstm", "gru"]},
+                "optimizer": {"learning_rate": [0.1, 0.01]},
+            },
+            "zip": [["model.cell", "optimizer.learning_rate"]],
+            "seeds": [3, 4],
+        }
+    )
+    assert plan.grid == ("model.cell", "optimizer.learning_rate") and len(plan.points) == 2
+    pairs = {(r.config.model.cell, r.config.optimizer.learning_rate) for r in plan.runs}
+    assert pairs == {("lstm", 0.1), ("gru", 0.01)}
+    assert len(plan.runs) == 4
+
+
 def test_grid_points_group_runs():
     plan = plan_of(
         {

@@ -273,7 +273,9 @@ def _groups(zips, axes: dict) -> list[tuple[str, ...]]:
         where = f"config.sweep.zip[{i}]"
         if not isinstance(group, list | tuple) or len(group) < 2:
             raise ConfigError(f"{where}: expected a list of two or more swept names, got {group!r}")
-        names = [aliases.get(n, n) for n in group]
+        # A traced hyperparameter's config path names its vmap axis; in the
+        # grid the path itself is the axis.
+        names = [n if n in axes else aliases.get(n, n) for n in group]
         for name in names:
             if name not in axes:
                 raise ConfigError(f"{where}: {name!r} is not swept; swept: {list(axes)}")
