@@ -8,6 +8,9 @@ metrics. Every interval is 95 % unless told otherwise.
 - ``median_difference``: median(a) − median(b) with a bootstrap interval,
   the Mann–Whitney U test (two-sided) and the probability of superiority
   P(a < b) (+ ties/2), a difference in lower-is-better metrics.
+- ``median_versus``: median(a) − a fixed reference (a published number)
+  with the distribution-free interval of the median (order statistics) and
+  the sign test.
 """
 
 from __future__ import annotations
@@ -70,6 +73,28 @@ def median_difference(a, b, *, seed: int = 0) -> Comparison:
     p = stats.mannwhitneyu(a, b, alternative="two-sided").pvalue
     effect = float(np.median(a) - np.median(b))
     return Comparison(effect, float(low), float(high), float(p), "Mann–Whitney U")
+
+
+def median_versus(values, reference: float, level: float = LEVEL) -> Comparison:
+    """median(values) − ``reference``: the interval [x_(k), x_(n−k+1)] of the
+    median (sorted values, 1-based, k the largest rank whose binomial tail
+    P(Bin(n, ½) < k) is at most (1 − level)/2; coverage ≥ ``level``, or the
+    full range when n is too small), and the two-sided sign test of
+    median = reference (values equal to it dropped)."""
+    x = np.sort(np.asarray(values, float))
+    n = len(x)
+    k = median_rank(n, level)
+    above, below = int((x > reference).sum()), int((x < reference).sum())
+    p = stats.binomtest(above, above + below, 0.5).pvalue if above + below else 1.0
+    effect, low, high = np.median(x) - reference, x[k - 1] - reference, x[n - k] - reference
+    return Comparison(float(effect), float(low), float(high), float(p), "sign test")
+
+
+def median_rank(n: int, level: float = LEVEL) -> int:
+    """The largest k >= 1 with P(Bin(n, ½) <= k − 1) <= (1 − level)/2 (1 if none)."""
+    tail = stats.binom.cdf(np.arange(n), n, 0.5)  # tail[j] = P(B <= j)
+    fits = np.nonzero(tail <= (1 - level) / 2)[0]
+    return int(fits[-1]) + 1 if len(fits) else 1
 
 
 def superiority(a, b) -> float:

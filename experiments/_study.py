@@ -20,9 +20,10 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -97,7 +98,7 @@ def parse_args(name: str, doc: str, argv: Sequence[str] | None = None) -> Study:
 
 @dataclass
 class SweepResult:
-    rows: list[dict]  # runs.csv, numbers parsed
+    rows: list[dict]  # runs.csv, numbers parsed, + final_train_loss (metrics.jsonl)
     curves: dict[int, list[tuple[int, float]]]  # run_id -> [(step, eval metric)]
     summary: dict
     seconds: float
@@ -127,13 +128,112 @@ def run(study: Study, config, workdir: Path) -> SweepResult:
         rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
     metric = summary["primary_metric"]
     curves = defaultdict(list)
+    train_loss = {}  # run_id -> the loss of its last logged training steps
     with open(workdir / "metrics.jsonl") as f:
         for line in f:
             record = json.loads(line)
             if record.get("split") == "eval" and record.get(metric) is not None:
                 curves[record["run_id"]].append((record["step"], record[metric]))
+            elif record.get("split") == "train":
+                train_loss[record["run_id"]] = record.get("loss", float("nan"))
+    for row in rows:
+        row["final_train_loss"] = train_loss.get(row["run_id"], float("nan"))
     print(f"{config.name}: {len(rows)} runs in {seconds:.0f} s", flush=True)
     return SweepResult(rows, dict(curves), summary, seconds)
+
+
+class Decided(NamedTuple):
+    """A learning rate picked per arm on a few seeds, then the arms re-run
+    at their rates on fresh seeds: ``selection`` (every rate, seeds
+    ``0..k-1``), ``verdict`` (one rate per arm, the next seeds) and
+    ``chosen`` (arm key -> rate; an arm key is its values of the arm paths)."""
+
+    selection: SweepResult
+    verdict: SweepResult
+    chosen: dict[tuple, float]
+
+
+def select_then_decide(
+    study: Study,
+    config,
+    arms: dict[str, list],
+    rates: Sequence[float],
+    pick: Callable[[list[dict]], float],
+    seeds: tuple[int, int],
+) -> Decided:
+    """Two sweeps of ``config``. ``arms`` maps config paths to one value per
+    arm (zipped: ``{"model.cell": ["gru", "lstm"], "data.seq_len": [100, 400]}``
+    is two arms). The selection sweep vmaps ``rates`` × ``seeds[0]`` seeds
+    over every arm; ``pick(rows)`` chooses an arm's rate from its rows; the
+    verdict sweep runs each arm at its rate on the next ``seeds[1]`` seeds.
+    The verdict never sees a seed the choice saw."""
+    paths = list(arms)
+    selection_seeds, verdict_seeds = seeds
+    first = _with_sweep(
+        config, "selection", {"learning_rate": list(rates)}, arms, range(selection_seeds)
+    )
+    selection = run(study, first, study.workdir / "selection")
+    chosen = {key: pick(rows) for key, rows in group(selection.rows, paths).items()}
+    keys = list(zip(*arms.values(), strict=True))
+    at_rates = {**arms, "optimizer.learning_rate": [chosen[k] for k in keys]}
+    fresh = range(selection_seeds, selection_seeds + verdict_seeds)
+    second = _with_sweep(config, "verdict", {}, at_rates, fresh)
+    return Decided(selection, run(study, second, study.workdir / "verdict"), chosen)
+
+
+def selection_table(
+    decided: Decided,
+    paths: Sequence[str],
+    headers: Sequence[str],
+    rates: Sequence[float],
+    describe: Callable[[list[dict]], str],
+) -> str:
+    """One row per arm (its values of ``paths``, under ``headers``): what
+    ``describe`` says of its selection runs at each rate, and the rate chosen."""
+    rows = []
+    for key, runs in sorted(group(decided.selection.rows, paths).items()):
+        by_rate = group(runs, ["learning_rate"])
+        cells = [describe(by_rate.get((lr,), [])) for lr in rates]
+        rows.append([*key, *cells, decided.chosen[key]])
+    return md_table([*headers, *[f"lr {lr:g}" for lr in rates], "chosen"], rows)
+
+
+def _with_sweep(config, stage: str, vmap: dict, zipped: dict[str, list], seeds: range):
+    """A copy of ``config`` named ``<name>_<stage>`` whose sweep zips the
+    ``zipped`` config paths into one grid axis."""
+    import ml_collections
+
+    copy = ml_collections.ConfigDict(config.to_dict())
+    copy.name = f"{config.name}_{stage}"
+    grid: dict = {}
+    for path, values in zipped.items():
+        *sections, field = path.split(".")
+        node = grid
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[field] = list(values)
+    groups = [list(zipped)] if len(zipped) > 1 else []
+    copy.sweep = ml_collections.ConfigDict(sweep_section(vmap, grid, list(seeds), groups))
+    return copy
+
+
+def best_rate(
+    rows: list[dict], column: str, *, higher: bool = False, solved_below: float | None = None
+) -> float:
+    """The learning rate whose runs score best: most runs with ``column``
+    below ``solved_below`` (when given), then the best median ``column``
+    (diverged runs count as the worst). The rate column is ``learning_rate``."""
+
+    def score(item):
+        runs = item[1]
+        values = [r[column] for r in runs]
+        solved = sum(v < solved_below for v in values) if solved_below is not None else 0
+        middle = median(values)
+        middle = (-middle if higher else middle) if middle == middle else float("inf")
+        return (-solved, middle)
+
+    (rate,), _ = min(group(rows, ["learning_rate"]).items(), key=score)
+    return rate
 
 
 def _number(text: str):

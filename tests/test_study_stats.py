@@ -65,3 +65,31 @@ def test_superiority_and_median_difference():
     same = _stats.median_difference(a, rng.normal(0.0, 1.0, 40))
     assert same.low < 0 < same.high
     assert _stats.superiority([np.nan], [1.0]) == 0.0  # a diverged run is the worst
+
+
+@pytest.mark.parametrize("n", [3, 6, 10, 15])
+def test_median_interval_covers_by_enumerating_sign_patterns(n):
+    # The median lies in [x_(k), x_(n-k+1)] unless fewer than k values fall
+    # below it or fewer than k above: enumerate all 2^n below/above patterns.
+    below_counts = np.array([bin(mask).count("1") for mask in range(2**n)])
+
+    def coverage(k):
+        return np.mean((below_counts >= k) & (n - below_counts >= k))
+
+    k = _stats.median_rank(n)
+    if coverage(1) < 0.95:  # too few values for a 95 % interval: the full range
+        assert k == 1
+    else:
+        assert coverage(k) >= 0.95 > coverage(k + 1)
+
+
+def test_median_versus_a_reference():
+    values = [0.90, 0.91, 0.92, 0.93, 0.95, 0.96, 0.97, 0.99, 0.90, 0.94]
+    c = _stats.median_versus(values, 0.905)
+    x = sorted(values)
+    k = _stats.median_rank(len(x))
+    assert c.effect == pytest.approx(np.median(x) - 0.905)
+    assert (c.low, c.high) == pytest.approx((x[k - 1] - 0.905, x[len(x) - k] - 0.905))
+    # sign test by enumeration: 8 above, 2 below; P(|S - 5| >= 3) under Bin(10, 1/2)
+    tails = sum(math.comb(10, j) for j in range(11) if abs(j - 5) >= 3) / 2**10
+    assert c.p_value == pytest.approx(tails)
