@@ -160,25 +160,28 @@ def select_then_decide(
     rates: Sequence[float],
     pick: Callable[[list[dict]], float],
     seeds: tuple[int, int],
+    folder: str = "",
 ) -> Decided:
     """Two sweeps of ``config``. ``arms`` maps config paths to one value per
     arm (zipped: ``{"model.cell": ["gru", "lstm"], "data.seq_len": [100, 400]}``
     is two arms). The selection sweep vmaps ``rates`` × ``seeds[0]`` seeds
     over every arm; ``pick(rows)`` chooses an arm's rate from its rows; the
     verdict sweep runs each arm at its rate on the next ``seeds[1]`` seeds.
-    The verdict never sees a seed the choice saw."""
+    The verdict never sees a seed the choice saw. The sweeps' folders are
+    ``<workdir>/<folder>/selection`` and ``.../verdict``."""
     paths = list(arms)
     selection_seeds, verdict_seeds = seeds
     first = _with_sweep(
         config, "selection", {"learning_rate": list(rates)}, arms, range(selection_seeds)
     )
-    selection = run(study, first, study.workdir / "selection")
+    where = study.workdir / folder
+    selection = run(study, first, where / "selection")
     chosen = {key: pick(rows) for key, rows in group(selection.rows, paths).items()}
     keys = list(zip(*arms.values(), strict=True))
     at_rates = {**arms, "optimizer.learning_rate": [chosen[k] for k in keys]}
     fresh = range(selection_seeds, selection_seeds + verdict_seeds)
     second = _with_sweep(config, "verdict", {}, at_rates, fresh)
-    return Decided(selection, run(study, second, study.workdir / "verdict"), chosen)
+    return Decided(selection, run(study, second, where / "verdict"), chosen)
 
 
 def selection_table(

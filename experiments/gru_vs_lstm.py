@@ -6,36 +6,59 @@ Chung, Gulcehre, Cho & Bengio (2014) compared the GRU and the LSTM with
 about the same number of parameters and found them comparable, each ahead on
 some tasks, both well ahead of the Elman RNN. Here the GRU's hidden size is
 chosen so that its recurrent layer has as many parameters as the LSTM's
-(within 2 %), and both train for the same steps with the same learning rates
-and seeds, on the adding problem (T=100, MSE) and on sequential 8x8 digits
-(64 steps, accuracy). One sweep per task: cell and hidden size zipped in
-the grid, learning rate × 40 seeds vmapped. Each cell's learning rate is
-picked on seeds 0–7; the verdict (bootstrap intervals, Mann–Whitney U and,
-on the adding problem, Fisher's test of solved runs) uses the other 32.
-Writes ``experiments/reports/gru_vs_lstm.md`` and its plots.
+(within 2 %), on three tasks: the adding problem (T=100, MSE), sequential
+8x8 digits (64 steps, accuracy) and copy memory (10 symbols, delay 50,
+recall accuracy). Per task and cell the learning rate is picked from three
+on seeds 0–7 (one vmapped sweep per task); the verdict runs each cell at its
+rate on seeds 8–39 (a second sweep) and compares them with bootstrap
+intervals, Mann–Whitney U and, on the adding problem, Fisher's test of
+solved runs. Writes ``experiments/reports/gru_vs_lstm.md`` and its plots.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
-import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _stats  # noqa: E402
 import _study  # noqa: E402
 
 import recurrent_jax as rj  # noqa: E402
-from recurrent_jax.train.config import base_config  # noqa: E402
+from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine  # noqa: E402
 
 NAME = "gru_vs_lstm"
-SELECTION_SEEDS, VERDICT_SEEDS = 8, 32  # seeds 0..7 pick each cell's learning rate
-RATES = {"adding": [3e-3, 1e-2, 3e-2], "digits": [1e-3, 3e-3, 1e-2]}
+SEEDS = (8, 32)  # (seeds that pick each cell's rate, seeds that decide)
+PATHS = ["model.cell", "model.hidden_size"]
 SOLVED = 0.04  # adding: a run below this MSE has left the plateau
-TASKS = {"adding": 1 / 6, "digits": 0.123}  # primary-metric baselines (mean; majority class)
-INPUT_SIZES = {"adding": 2, "digits": 1}
+
+
+class Task(NamedTuple):
+    data: dict  # the data section
+    rates: list[float]
+    num_steps: int
+    baseline: float  # of the primary metric: the mean, majority class, a guess
+    input_size: int
+
+
+TASKS = {
+    "adding": Task(
+        dict(seq_len=100, batch_size=16, eval_size=256), [1e-2, 3e-2, 1e-1], 1500, 1 / 6, 2
+    ),
+    "digits": Task(
+        dict(test_fraction=0.2, split_seed=0, batch_size=32), [1e-3, 3e-3, 1e-2], 1000, 0.123, 1
+    ),
+    "copy": Task(
+        dict(num_symbols=8, length=10, delay=50, batch_size=16, eval_size=500),
+        [1e-3, 3e-3, 1e-2],
+        1000,
+        1 / 8,
+        10,
+    ),
+}
 
 
 def num_params(cell: str, hidden_size: int, input_size: int) -> int:
@@ -55,66 +78,66 @@ def matched_hidden_size(cell: str, target: int, input_size: int) -> int:
 
 
 def get_config(task: str, smoke: bool):
+    spec = TASKS[task]
     config = base_config(task, name=f"{NAME}_{task}")
-    num_steps = 1000 if task == "digits" else 800
-    rates = _study.adding_or_digits(config, task, smoke, seq_len=100, num_steps=num_steps)
-    rates = rates if smoke else RATES[task]
-    lstm_size, seeds = (8, 4) if smoke else (32, SELECTION_SEEDS + VERDICT_SEEDS)
-    target = num_params("lstm", lstm_size, INPUT_SIZES[task])
-    sizes = [lstm_size, matched_hidden_size("gru", target, INPUT_SIZES[task])]
-    config.model.update(cell="lstm", hidden_size=lstm_size)
-    grid = {"model": {"cell": ["lstm", "gru"], "hidden_size": sizes}}
-    zipped = [["model.cell", "model.hidden_size"]]
-    config.sweep = ml_collections.ConfigDict(
-        _study.sweep_section({"learning_rate": rates}, grid, seeds, zipped)
-    )
+    config.data.update(spec.data)
+    config.model.update(cell="lstm", hidden_size=32)
+    warmup_cosine(config, 1e-2, 50)  # the sweeps set the learning rate
+    config.training.update(num_steps=spec.num_steps, steps_per_call=100, eval_every=100)
+    if smoke:
+        config.data.update(batch_size=8)
+        config.data.update({"adding": dict(seq_len=10, eval_size=32)}.get(task, {}))
+        config.model.update(hidden_size=8)
+        shrink_to_smoke(config, 20)
     return config
 
 
-def arms(result: _study.SweepResult, selection: int) -> dict[str, dict]:
-    """Per cell: its learning rate picked on seeds < ``selection`` (best
-    median final metric) and its runs on the other seeds at that rate."""
-    metric = result.summary["primary_metric"]
-    higher = result.summary["higher_is_better"]
-    out = {}
-    for (cell, size), runs in _study.group(
-        result.rows, ["model.cell", "model.hidden_size"]
-    ).items():
-        picked = [r for r in runs if r["seed"] < selection]
-        medians = _study.medians_by_rate(picked, f"final_{metric}")
-        best = (max if higher else min)(medians, key=lambda lr: medians[lr])
-        verdict_runs = [r for r in runs if r["seed"] >= selection and r["learning_rate"] == best]
-        out[cell] = {"size": size, "rate": best, "medians": medians, "runs": verdict_runs}
-    return out
+def plan(task: str, smoke: bool):
+    """(arms: {path: values}, rates, seeds): the LSTM and the GRU whose layer
+    has about as many parameters."""
+    spec = TASKS[task]
+    lstm_size, rates, seeds = (8, spec.rates[-2:], (2, 2)) if smoke else (32, spec.rates, SEEDS)
+    target = num_params("lstm", lstm_size, spec.input_size)
+    sizes = [lstm_size, matched_hidden_size("gru", target, spec.input_size)]
+    return {"model.cell": ["lstm", "gru"], "model.hidden_size": sizes}, rates, seeds
 
 
-def task_rows(task: str, result: _study.SweepResult, by_cell: dict):
-    metric = result.summary["primary_metric"]
-    seconds = {p["point"]: p["seconds"] for p in result.summary["points"]}
+def picker(task: str, metric: str, higher: bool):
+    solved = SOLVED if task == "adding" else None
+    return lambda rows: _study.best_rate(
+        rows, f"final_{metric}", higher=higher, solved_below=solved
+    )
+
+
+def describe_with(metric: str):
+    def describe(runs: list[dict]) -> str:
+        return _study.fmt(_study.median(r[f"final_{metric}"] for r in runs), 3)
+
+    return describe
+
+
+def task_rows(task: str, decided: _study.Decided, metric: str) -> list[list]:
     rows = []
-    for cell, arm in by_cell.items():
-        finals = [r[f"final_{metric}"] for r in arm["runs"]]
-        solved = sum(v < SOLVED for v in finals) if metric == "mse" else None
+    for (cell, size), runs in _study.group(decided.verdict.rows, PATHS).items():
+        finals = [r[f"final_{metric}"] for r in runs]
+        solved = sum(v < SOLVED for v in finals) if task == "adding" else None
         rows.append(
             [
                 task,
                 cell,
-                arm["size"],
-                num_params(cell, arm["size"], INPUT_SIZES[task]),
-                " / ".join(
-                    f"{lr:g}: {_study.fmt(m, 3)}" for lr, m in sorted(arm["medians"].items())
-                ),
-                arm["rate"],
+                size,
+                num_params(cell, size, TASKS[task].input_size),
+                decided.chosen[cell, size],
                 len(finals),
                 _study.median(finals),
                 "–" if solved is None else f"{solved}/{len(finals)}",
-                seconds[arm["runs"][0]["point"]] if arm["runs"] else None,
             ]
         )
     return rows
 
 
-def plot(study, task, result) -> str:
+def plot(study, task: str, decided: _study.Decided) -> str:
+    result = decided.verdict
     metric = result.summary["primary_metric"]
     fig, (ax,) = _study.figure(width=4.5)
     colors = {"lstm": "tab:blue", "gru": "tab:orange"}
@@ -124,20 +147,20 @@ def plot(study, task, result) -> str:
         cell = row["model.cell"]
         label = f"{cell} ({row['model.hidden_size']})" if cell not in seen else None
         seen.add(cell)
-        ax.plot(steps, values, color=colors[cell], lw=1, label=label)
-    ax.axhline(TASKS[task], color="gray", ls="--", lw=1)
-    ax.set(xlabel="step", ylabel=f"eval {metric}", title=f"{task}: every lr and seed")
+        ax.plot(steps, values, color=colors[cell], lw=0.6, alpha=0.6, label=label)
+    ax.axhline(TASKS[task].baseline, color="gray", ls="--", lw=1)
+    ax.set(xlabel="step", ylabel=f"eval {metric}", title=f"{task}: every verdict run")
     if metric == "mse":
         ax.set_yscale("log")
     ax.legend(fontsize=8)
     return _study.save(fig, study, task)
 
 
-def verdict(task: str, result: _study.SweepResult, by_cell: dict) -> str:
-    metric = result.summary["primary_metric"]
-    gru, lstm = by_cell.get("gru", {}).get("runs"), by_cell.get("lstm", {}).get("runs")
-    if not gru or not lstm:
-        return f"- {task}: an arm has no verdict runs (smoke mode): no verdict."
+def verdict(task: str, decided: _study.Decided, metric: str) -> str:
+    by_cell = {cell: runs for (cell, _), runs in _study.group(decided.verdict.rows, PATHS).items()}
+    gru, lstm = by_cell.get("gru", []), by_cell.get("lstm", [])
+    if len(gru) < 6 or len(lstm) < 6:
+        return f"- {task}: too few verdict runs for a verdict (smoke mode)."
     a, b = [r[f"final_{metric}"] for r in gru], [r[f"final_{metric}"] for r in lstm]
     higher = metric != "mse"
     diff = _stats.median_difference(a, b)
@@ -163,53 +186,54 @@ def verdict(task: str, result: _study.SweepResult, by_cell: dict) -> str:
 
 def main(argv=None) -> Path:
     study = _study.parse_args(NAME, __doc__, argv)
-    results, rows, files, verdicts = [], [], [], []
-    selection = 2 if study.smoke else SELECTION_SEEDS
+    results, rows, files, verdicts, selections = [], [], [], [], []
     for task in ["adding"] if study.smoke else TASKS:
         config = get_config(task, study.smoke)
-        result = _study.run(study, config, study.workdir / task)
-        by_cell = arms(result, selection)
-        results.append(result)
-        rows += task_rows(task, result, by_cell)
-        files.append(plot(study, task, result))
-        verdicts.append(verdict(task, result, by_cell))
-        verdicts.append(f"- {task} sweep: {_study.throughput(result, config)}.")
+        arms, rates, seeds = plan(task, study.smoke)
+        metric = "mse" if task == "adding" else "accuracy"
+        pick = picker(task, metric, higher=metric != "mse")
+        decided = _study.select_then_decide(study, config, arms, rates, pick, seeds, task)
+        results += [decided.selection, decided.verdict]
+        headers = [f"{task}: cell", "hidden"]
+        selections.append(
+            _study.selection_table(decided, PATHS, headers, rates, describe_with(metric))
+        )
+        rows += task_rows(task, decided, metric)
+        files.append(plot(study, task, decided))
+        verdicts.append(verdict(task, decided, metric))
+        verdicts.append(
+            f"- {task} sweeps: selection {_study.throughput(decided.selection, config)}; "
+            f"verdict {_study.throughput(decided.verdict, config)}."
+        )
     table = _study.md_table(
         [
             "task",
             "cell",
             "hidden",
             "layer params",
-            f"median final per lr (seeds 0–{selection - 1})",
-            "chosen lr",
+            "lr",
             "verdict runs",
-            "median final (verdict runs)",
+            "median final",
             "solved",
-            "sweep point s (compile + train)",
         ],
         rows,
     )
-    setup = "Setup: " + "; ".join(
-        f"{r.summary['task']}: {r.summary['num_runs']} runs, learning rates "
-        f"{r.summary['swept']['learning_rate']} × {len(r.summary['seeds'])} seeds"
-        for r in results
-    )
-    setup += (
-        ". One layer; Adam with warmup and cosine decay, clip norm 1; adding: batch 16, 800 "
-        "steps; digits: batch 32, 1000 steps (the digits config's LSTM 128 × 4000 steps scaled "
-        "down to fit a shared 2-core CPU). 'layer params' counts the recurrent layer (the readout "
-        "differs by a few weights)."
+    setup = (
+        "Setup: one layer; Adam with warmup and cosine decay, clip norm 1. "
+        + "; ".join(
+            f"{task}: batch {t.data['batch_size']}, {t.num_steps} steps, rates {t.rates}"
+            for task, t in TASKS.items()
+        )
+        + " (scaled to a shared 2-core CPU). 'layer params' counts the recurrent layer (the "
+        "readouts differ by a few weights)."
     )
     sections = [
         setup,
-        f"## Results\n\n{table}",
+        f"## Learning rate per cell (seeds 0–{seeds[0] - 1}: median final metric)\n\n"
+        + "\n\n".join(selections),
+        f"## Verdict runs (seeds {seeds[0]}–{sum(seeds) - 1})\n\n{table}",
         "## Plots\n\n" + "\n".join(f"![{f}]({f})" for f in files),
-        "## Verdict\n\n"
-        + "\n".join(verdicts)
-        + "\n- Chung et al. (2014) found the two comparable, each ahead on some tasks. On the "
-        "adding problem the LSTM's deficit here is speed, not capacity: within this budget "
-        "(800 steps, batch 16) it has not left the plateau at any learning rate, while "
-        "configs/adding.py (hidden 64, batch 64, 1500 steps) solves T=100.",
+        "## Verdict\n\n" + "\n".join(verdicts),
     ]
     title = "GRU vs LSTM on the same budget (Chung et al. 2014)"
     return _study.write_report(study, title, __doc__.split("\n\n")[2], sections, results)
