@@ -171,7 +171,7 @@ def select_then_decide(
     ``<workdir>/<folder>/selection`` and ``.../verdict``."""
     paths = list(arms)
     selection_seeds, verdict_seeds = seeds
-    first = _with_sweep(
+    first = with_sweep(
         config, "selection", {"learning_rate": list(rates)}, arms, range(selection_seeds)
     )
     where = study.workdir / folder
@@ -180,7 +180,7 @@ def select_then_decide(
     keys = list(zip(*arms.values(), strict=True))
     at_rates = {**arms, "optimizer.learning_rate": [chosen[k] for k in keys]}
     fresh = range(selection_seeds, selection_seeds + verdict_seeds)
-    second = _with_sweep(config, "verdict", {}, at_rates, fresh)
+    second = with_sweep(config, "verdict", {}, at_rates, fresh)
     return Decided(selection, run(study, second, where / "verdict"), chosen)
 
 
@@ -201,12 +201,19 @@ def selection_table(
     return md_table([*headers, *[f"lr {lr:g}" for lr in rates], "chosen"], rows)
 
 
-def _with_sweep(config, stage: str, vmap: dict, zipped: dict[str, list], seeds: range):
+def copy_config(config):
+    """An unlocked deep copy of an ml_collections config."""
+    import ml_collections
+
+    return ml_collections.ConfigDict(config.to_dict())
+
+
+def with_sweep(config, stage: str, vmap: dict, zipped: dict[str, list], seeds: range):
     """A copy of ``config`` named ``<name>_<stage>`` whose sweep zips the
     ``zipped`` config paths into one grid axis."""
     import ml_collections
 
-    copy = ml_collections.ConfigDict(config.to_dict())
+    copy = copy_config(config)
     copy.name = f"{config.name}_{stage}"
     grid: dict = {}
     for path, values in zipped.items():
