@@ -51,27 +51,23 @@ def sweep_section(vmap: dict, grid: dict, seeds, zip_groups=()) -> dict:
     return {"vmap": vmap, "grid": grid, "seeds": seeds, "zip": list(zip_groups), "runs_per_call": 0}
 
 
-def adding_or_digits(config, task: str, smoke: bool, *, seq_len: int, num_steps: int) -> list:
+def adding_or_digits(config, task: str, smoke: bool, *, seq_len: int, num_steps: int) -> None:
     """Data, optimizer and training sections of a study on the adding
-    problem (``seq_len`` steps) or the digits task, for ``num_steps`` steps;
-    returns the learning rates the study sweeps on that task."""
+    problem (``seq_len`` steps) or the digits task, for ``num_steps`` steps
+    (the sweeps set the learning rate)."""
     from recurrent_jax.train.config import shrink_to_smoke, warmup_cosine
 
-    warmup_cosine(config, 1e-2, 50)  # the sweep sets the learning rate
+    warmup_cosine(config, 1e-2, 50)
     config.training.update(num_steps=num_steps, steps_per_call=100, eval_every=100)
     if task == "adding":
         config.data.update(seq_len=seq_len, batch_size=16, eval_size=256)
-        rates = [1e-2, 3e-2]
     else:
         config.data.update(test_fraction=0.2, split_seed=0, batch_size=32)
-        rates = [3e-3, 1e-2]
     if smoke:
         config.data.update(batch_size=8)
         if task == "adding":
             config.data.update(seq_len=10, eval_size=32)
         shrink_to_smoke(config, 20)
-        rates = [1e-2]
-    return rates
 
 
 def parse_args(name: str, doc: str, argv: Sequence[str] | None = None) -> Study:
