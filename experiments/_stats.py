@@ -3,8 +3,9 @@ for solved-run counts, and rank tests with bootstrap intervals for final
 metrics. Every interval is 95 % unless told otherwise.
 
 - ``rate_interval``: Clopper–Pearson (exact) interval of a proportion k/n.
-- ``rate_difference``: p_a − p_b with a bootstrap percentile interval and
-  Fisher's exact test (two-sided) of the 2×2 table.
+- ``rate_difference``: p_a − p_b with Newcombe's hybrid score interval
+  (from the two Wilson intervals; sound at 0/n and n/n, where a bootstrap
+  interval collapses) and Fisher's exact test (two-sided) of the 2×2 table.
 - ``median_difference``: median(a) − median(b) with a bootstrap interval,
   the Mann–Whitney U test (two-sided) and the probability of superiority
   P(a < b) (+ ties/2), a difference in lower-is-better metrics.
@@ -41,6 +42,12 @@ class Comparison(NamedTuple):
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
+    @property
+    def decisive(self) -> bool:
+        """The interval excludes no difference and the test rejects it: a
+        verdict rests on both."""
+        return self.excludes_zero and self.p_value < 1 - LEVEL
+
 
 def rate_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     """Clopper–Pearson interval of a proportion k/n."""
@@ -52,16 +59,27 @@ def rate_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def rate_difference(a: list[bool], b: list[bool], *, seed: int = 0) -> Comparison:
-    """Solved fraction of a minus that of b (bootstrap interval over runs),
-    tested by Fisher's exact test."""
+def wilson_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of k/n: the p with |k/n − p| = z·sqrt(p(1−p)/n)."""
+    z = stats.norm.ppf((1 + level) / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def rate_difference(a: list[bool], b: list[bool]) -> Comparison:
+    """Solved fraction of a minus that of b with Newcombe's (1998, method 10)
+    hybrid score interval, tested by Fisher's exact test."""
     a, b = np.asarray(a, bool), np.asarray(b, bool)
-    rng = np.random.default_rng(seed)
-    draws = _resample(rng, a).mean(1) - _resample(rng, b).mean(1)
-    low, high = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    table = [[a.sum(), len(a) - a.sum()], [b.sum(), len(b) - b.sum()]]
+    (ka, na), (kb, nb) = (int(a.sum()), len(a)), (int(b.sum()), len(b))
+    pa, pb = ka / na, kb / nb
+    (la, ua), (lb, ub) = wilson_interval(ka, na), wilson_interval(kb, nb)
+    low = pa - pb - np.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
+    high = pa - pb + np.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
+    table = [[ka, na - ka], [kb, nb - kb]]
     p = stats.fisher_exact(table, alternative="two-sided").pvalue
-    return Comparison(float(a.mean() - b.mean()), float(low), float(high), float(p), "Fisher exact")
+    return Comparison(pa - pb, float(low), float(high), float(p), "Fisher exact")
 
 
 def median_difference(a, b, *, seed: int = 0) -> Comparison:

@@ -106,7 +106,8 @@ def verdict(decided: _study.Decided) -> str:
             lines.append(f"- {cell}, T={delay}: {len(runs)} runs, too few for a verdict.")
             continue
         c = _stats.median_versus([r["final_loss"] for r in runs], GUESS)
-        word = "below" if c.high < 0 else "above" if c.low > 0 else "not distinguishable from"
+        side = "below" if c.effect < 0 else "above"
+        word = side if c.decisive else "not distinguishable from"
         lines.append(
             f"- {cell}, T={delay}: median cross-entropy − baseline {c.describe()}: {word} the "
             "memoryless baseline."

@@ -165,12 +165,12 @@ def verdict(task: str, decided: _study.Decided, metric: str) -> str:
     higher = metric != "mse"
     diff = _stats.median_difference(a, b)
     lines = [f"- {task}, median final {metric}, GRU − LSTM: {diff.describe()}."]
-    significant = [diff.excludes_zero]
+    significant = [diff.decisive]
     if metric == "mse":
         rate = _stats.rate_difference([v < SOLVED for v in a], [v < SOLVED for v in b])
         lines.append(f"- {task}, solved fraction (MSE < {SOLVED}), GRU − LSTM: {rate.describe()}.")
-        significant.append(rate.excludes_zero)
-        better_gru = rate.effect > 0 if rate.excludes_zero else diff.effect < 0
+        significant.append(rate.decisive)
+        better_gru = rate.effect > 0 if rate.decisive else diff.effect < 0
     else:
         better_gru = diff.effect > 0
     superior = _stats.superiority(b, a) if higher else _stats.superiority(a, b)

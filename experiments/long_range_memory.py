@@ -157,7 +157,7 @@ def verdict(summaries: dict, num_steps: int, batch_size: int, longer) -> str:
             f"- Elman, solved fraction at T={short} − at T={long}: {diff.describe()}. It solves "
             f"most runs at T in {learns or 'none'} and none at T in {fails or 'none'}."
         )
-        if learns and fails and diff.excludes_zero:
+        if learns and fails and diff.decisive:
             steps = elman[max(learns)]["steps"]
             lines.append(
                 f"- Verdict (memory limit): where its memory suffices the Elman RNN learns, "

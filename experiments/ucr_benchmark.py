@@ -198,7 +198,8 @@ def verdict(decided: _study.Decided, refs: dict) -> str:
             parts = []
             for name, value in references(refs[dataset]).items():
                 c = _stats.median_versus(values, value)
-                word = "above" if c.low > 0 else "below" if c.high < 0 else "indistinguishable from"
+                side = "above" if c.effect > 0 else "below"
+                word = side if c.decisive else "indistinguishable from"
                 parts.append(f"{word} {name} ({value:.3f}; {c.effect:+.3f}, p = {c.p_value:.2g})")
             lines.append(
                 f"- {dataset}, {cell} (median {np.median(values):.3f}): " + "; ".join(parts)
@@ -206,7 +207,26 @@ def verdict(decided: _study.Decided, refs: dict) -> str:
         if all(len(v) >= 6 for v in accuracy.values()):
             diff = _stats.median_difference(accuracy["gru"], accuracy["lstm"])
             lines.append(f"- {dataset}, median test accuracy, GRU − LSTM: {diff.describe()}.")
+        lines += underfit(dataset, arms)
     return "\n".join(lines)
+
+
+UNDERFIT = 0.1  # a median final training loss above this: the training split is not fitted
+
+
+def underfit(dataset: str, arms: dict) -> list[str]:
+    """A line for each cell that did not fit its training split: its verdict
+    then measures the budget, not what the model can learn."""
+    lines = []
+    for cell in CELLS:
+        loss = _study.median(r["final_train_loss"] for r in arms.get((dataset, cell), []))
+        if loss > UNDERFIT:
+            lines.append(
+                f"- {dataset}, {cell}: median final training loss {loss:.3f}; it has not fitted "
+                "its training split in this budget, so its test accuracy says more about the "
+                "budget than about the cell. More steps would change it."
+            )
+    return lines
 
 
 def plot(study, decided: _study.Decided, refs: dict) -> list[str]:

@@ -53,6 +53,23 @@ def test_rate_difference_uses_fishers_exact_test(a, b):
     assert result.low <= result.effect <= result.high
 
 
+def test_wilson_bounds_solve_the_score_equation():
+    z = 1.959963984540054
+    for k, n in [(0, 32), (5, 32), (32, 32), (7, 9)]:
+        for bound in _stats.wilson_interval(k, n):
+            score = abs(k / n - bound) - z * math.sqrt(bound * (1 - bound) / n)
+            assert abs(score) < 1e-9
+
+
+def test_rate_difference_interval_is_newcombes():
+    # Newcombe (1998), Table II, example (a): 56/70 - 48/80, method 10: 0.0524 to 0.3339
+    result = _stats.rate_difference([1] * 56 + [0] * 14, [1] * 48 + [0] * 32)
+    assert (result.low, result.high) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    # at the boundary (32/32 vs 28/32) the interval still reaches below 0, as Fisher's p > 0.05
+    edge = _stats.rate_difference([1] * 32, [1] * 28 + [0] * 4)
+    assert edge.low < 0 < edge.high and edge.p_value > 0.05 and not edge.decisive
+
+
 def test_superiority_and_median_difference():
     rng = np.random.default_rng(0)
     a, b = rng.normal(0.0, 1.0, 40), rng.normal(1.0, 1.0, 40)
