@@ -48,6 +48,7 @@ ARCHIVE_ERROR = {
 }
 SHIPPED = ["InceptionTime", "HC2", "WEASEL-2.0", "FreshPRINCE"]
 STYLES = ["--", ":", "-.", (0, (1, 3)), (0, (5, 5)), (0, (3, 1, 1, 1))]  # one per reference
+COLORS = ["tab:gray", "tab:brown", "tab:blue", "tab:green", "tab:purple", "tab:red"]
 
 
 def get_config(smoke: bool):
@@ -235,10 +236,10 @@ def plot(study, decided: _study.Decided, refs: dict) -> list[str]:
     for ax, (dataset, r) in zip(axes, refs.items(), strict=True):
         data = [[row["final_accuracy"] for row in arms.get((dataset, c), [])] for c in CELLS]
         ax.boxplot(data, tick_labels=CELLS)
-        for (name, value), style in zip(references(r).items(), STYLES, strict=False):
-            ax.axhline(value, ls=style, lw=0.8, color="gray")
-            ax.annotate(name, (2.45, value), fontsize=6, va="center")
+        for (name, value), style, color in zip(references(r).items(), STYLES, COLORS, strict=False):
+            ax.axhline(value, ls=style, lw=1, color=color, label=name)
         ax.set(title=dataset, ylabel="test accuracy (verdict runs)")
+    axes[-1].legend(fontsize=6, loc="lower right")
     return [_study.save(fig, study, "accuracy")]
 
 
