@@ -156,11 +156,13 @@ def plot(study, task: str, decided: _study.Decided) -> str:
     return _study.save(fig, study, task)
 
 
-def verdict(task: str, decided: _study.Decided, metric: str) -> str:
+def verdict(task: str, decided: _study.Decided, metric: str) -> tuple[str, str | None]:
+    """The verdict lines of one task and the cell ahead there (None: no
+    difference, or too few runs)."""
     by_cell = {cell: runs for (cell, _), runs in _study.group(decided.verdict.rows, PATHS).items()}
     gru, lstm = by_cell.get("gru", []), by_cell.get("lstm", [])
     if len(gru) < 6 or len(lstm) < 6:
-        return f"- {task}: too few verdict runs for a verdict (smoke mode)."
+        return f"- {task}: too few verdict runs for a verdict (smoke mode).", None
     a, b = [r[f"final_{metric}"] for r in gru], [r[f"final_{metric}"] for r in lstm]
     higher = metric != "mse"
     diff = _stats.median_difference(a, b)
@@ -177,16 +179,34 @@ def verdict(task: str, decided: _study.Decided, metric: str) -> str:
     lines.append(
         f"- {task}: a GRU run ends better than an LSTM run with probability {superior:.2f}."
     )
-    if any(significant):
-        lines.append(f"- {task} verdict: the {'GRU' if better_gru else 'LSTM'} is ahead here.")
+    ahead = ("GRU" if better_gru else "LSTM") if any(significant) else None
+    if ahead:
+        lines.append(f"- {task} verdict: the {ahead} is ahead here.")
     else:
         lines.append(f"- {task} verdict: no difference detectable with {len(a)} runs per cell.")
-    return "\n".join(lines)
+    return "\n".join(lines), ahead
+
+
+def overall(ahead: dict[str, str | None]) -> str:
+    by_cell = {cell: [t for t, a in ahead.items() if a == cell] for cell in ("GRU", "LSTM", None)}
+    split = by_cell["GRU"] and by_cell["LSTM"]
+    return (
+        f"- Overall: the GRU is ahead on {by_cell['GRU'] or 'no task'}, the LSTM on "
+        f"{by_cell['LSTM'] or 'no task'}, no difference on {by_cell[None] or 'no task'}. "
+        + (
+            "Each is ahead somewhere, as Chung et al. (2014) found: neither cell is better "
+            "in general at matched size and budget."
+            if split
+            else "Chung et al. (2014) found each ahead on some tasks; here one cell leads "
+            "wherever there is a difference."
+        )
+    )
 
 
 def main(argv=None) -> Path:
     study = _study.parse_args(NAME, __doc__, argv)
     results, rows, files, verdicts, selections = [], [], [], [], []
+    ahead: dict[str, str | None] = {}
     for task in ["adding"] if study.smoke else TASKS:
         config = get_config(task, study.smoke)
         arms, rates, seeds = plan(task, study.smoke)
@@ -200,7 +220,8 @@ def main(argv=None) -> Path:
         )
         rows += task_rows(task, decided, metric)
         files.append(plot(study, task, decided))
-        verdicts.append(verdict(task, decided, metric))
+        text, ahead[task] = verdict(task, decided, metric)
+        verdicts.append(text)
         verdicts.append(
             f"- {task} sweeps: selection {_study.throughput(decided.selection, config)}; "
             f"verdict {_study.throughput(decided.verdict, config)}."
@@ -233,7 +254,7 @@ def main(argv=None) -> Path:
         + "\n\n".join(selections),
         f"## Verdict runs (seeds {seeds[0]}–{sum(seeds) - 1})\n\n{table}",
         "## Plots\n\n" + "\n".join(f"![{f}]({f})" for f in files),
-        "## Verdict\n\n" + "\n".join(verdicts),
+        "## Verdict\n\n" + "\n".join(verdicts) + "\n" + overall(ahead),
     ]
     title = "GRU vs LSTM on the same budget (Chung et al. 2014)"
     return _study.write_report(study, title, __doc__.split("\n\n")[2], sections, results)
