@@ -31,7 +31,7 @@ ARMS = [("elman", 10), ("elman", 25), ("elman", 50), ("elman", 100)]
 ARMS += [("lstm", 100), ("lstm", 200), ("lstm", 400), ("gru", 100), ("gru", 400)]
 RATES = [3e-3, 1e-2, 3e-2, 1e-1]
 SEEDS = (8, 32)  # (seeds that pick each arm's rate, seeds that decide)
-PROBE = (8, 5000)  # (seeds, steps) of the longer budget for gated arms that mostly fail
+PROBE = (32, 5000)  # (seeds, steps) of the longer budget for a gated cell's longest failing T
 PATHS = ["model.cell", "data.seq_len"]
 BASELINE = 1 / 6
 SOLVED = 0.04
@@ -58,11 +58,11 @@ def plan(smoke: bool) -> tuple[list[tuple], list[float], tuple[int, int]]:
 
 
 def probe(study, config, decided: _study.Decided, summaries: dict, seeds: tuple[int, int]):
-    """For each gated arm that solved at most half its verdict runs: PROBE
-    seeds (after the verdict's) at PROBE steps and the rate its cell chose at
-    its shortest T. A probe of the budget, too small for a verdict; None when
-    no arm needs one."""
+    """For each gated cell, its longest T whose verdict runs solved at most
+    half: PROBE seeds (after the verdict's) at PROBE steps and the rate the
+    cell chose at its shortest T. None when no arm needs it."""
     failing = [(c, t) for (c, t), s in summaries.items() if c != "elman" and s["k"] <= s["n"] / 2]
+    failing = [(c, t) for c, t in failing if t == max(tt for cc, tt in failing if cc == c)]
     if not failing:
         return None
     num_seeds, num_steps = (2, 40) if study.smoke else PROBE
@@ -91,11 +91,11 @@ def probe_section(probe_result) -> str:
         rows.append([cell, seq_len, lr, f"{s['k']}/{s['n']}", s["median"], _study.fmt(s["steps"])])
     headers = ["cell", "T", "lr", "solved", "median final MSE", "median first solved step"]
     return (
-        f"Arms that solved at most half their verdict runs, again with "
-        f"{config.training.num_steps} steps on {len(result.rows) // max(len(rows), 1)} fresh "
-        "seeds at the rate their cell chose at its shortest T "
-        f"({_study.throughput(result, config)}). Too few seeds for a verdict: this measures "
-        "the budget the arm needs.\n\n" + _study.md_table(headers, rows)
+        "Each gated cell's longest T at which it solved at most half its verdict runs, "
+        f"again with {config.training.num_steps} steps on "
+        f"{len(result.rows) // max(len(rows), 1)} fresh seeds at the rate the cell chose at "
+        f"its shortest T ({_study.throughput(result, config)}).\n\n"
+        + _study.md_table(headers, rows)
     )
 
 
@@ -187,10 +187,11 @@ def verdict(summaries: dict, num_steps: int, batch_size: int, longer) -> str:
     for (cell, seq_len), s in summaries.items():
         if (cell, seq_len) in probed:
             p, steps = probed[cell, seq_len]
+            low, high = p["interval"]
             lines.append(
                 f"- {cell} at T={seq_len}: {s['k']}/{s['n']} solved in {num_steps} steps; with "
-                f"{steps} steps {p['k']}/{p['n']} probe runs solved (median first solved step "
-                f"{_study.fmt(p['steps'])}). "
+                f"{steps} steps {p['k']}/{p['n']} (95 % CI {low:.2f}–{high:.2f}; median first "
+                f"solved step {_study.fmt(p['steps'])}). "
                 + (
                     "Its failure in the verdict budget is slow learning, not a memory limit."
                     if p["k"] > 0
