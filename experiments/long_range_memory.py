@@ -208,7 +208,7 @@ def verdict(summaries: dict, num_steps: int, batch_size: int, longer) -> str:
     return "\n".join(lines)
 
 
-def plot(study, summaries: dict, decided: _study.Decided) -> list[str]:
+def plot(study, summaries: dict, decided: _study.Decided, longer) -> list[str]:
     fig, (ax,) = _study.figure()
     for cell in dict.fromkeys(c for c, _ in summaries):
         points = sorted((t, s) for (c, t), s in summaries.items() if c == cell)
@@ -219,6 +219,14 @@ def plot(study, summaries: dict, decided: _study.Decided) -> list[str]:
             [s["interval"][1] - r for r, (_, s) in zip(rates, points, strict=True)],
         ]
         ax.errorbar(ts, rates, yerr=errors, marker="o", capsize=3, label=cell)
+    if longer is not None:
+        result, config = longer
+        for (cell, seq_len), runs in _study.group(result.rows, PATHS).items():
+            s = arm_summary(runs, result.curves)
+            rate = s["k"] / s["n"]
+            error = [[rate - s["interval"][0]], [s["interval"][1] - rate]]
+            label = f"{cell}, {config.training.num_steps} steps"
+            ax.errorbar([seq_len], [rate], yerr=error, marker="*", ms=10, capsize=3, label=label)
     ax.set(xscale="log", xlabel="sequence length T", ylabel="fraction solved (95 % CI)")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(f"adding problem: runs with final MSE < {SOLVED}", fontsize=9)
@@ -254,8 +262,8 @@ def main(argv=None) -> Path:
         f"; verdict: {_study.throughput(decided.verdict, c)}. Scaled to a 2-core CPU: the papers "
         "train for 10^4–10^6 steps."
     )
-    files = plot(study, summaries, decided)
     longer = probe(study, config, decided, summaries, seeds)
+    files = plot(study, summaries, decided, longer)
     sections = [
         setup,
         f"## Learning rate per arm (seeds 0–{seeds[0] - 1})\n\n"
