@@ -195,7 +195,9 @@ def overall(ahead: dict[str, str | None]) -> str:
         f"{by_cell['LSTM'] or 'no task'}, no difference on {by_cell[None] or 'no task'}. "
         + (
             "Each is ahead somewhere, as Chung et al. (2014) found: neither cell is better "
-            "in general at matched size and budget."
+            "in general at matched size and budget. What could change a task's verdict: a "
+            "larger budget where a cell stays at its baseline (the GRU on copy), other sizes, "
+            "stacked layers."
             if split
             else "Chung et al. (2014) found each ahead on some tasks; here one cell leads "
             "wherever there is a difference."

@@ -199,11 +199,19 @@ def verdict(summaries: dict, num_steps: int, batch_size: int, longer) -> str:
                 )
             )
         elif cell != "elman" and s["k"] < s["n"] / 2:
+            longer_solved = [
+                t for (c, t), (p, _) in probed.items() if c == cell and t > seq_len and p["k"] > 0
+            ]
             lines.append(
                 f"- {cell} at T={seq_len} solved {s['k']}/{s['n']}: within {num_steps} steps of "
-                f"batch {batch_size} it has not (mostly) left the plateau. What would change it: "
-                "a longer budget (the papers train for 10^4–10^6 steps); this says nothing "
-                "against its memory, which the solved runs show."
+                f"batch {batch_size} it has not (mostly) left the plateau. "
+                + (
+                    f"Given the longer budget it solves the longer T={max(longer_solved)}, so "
+                    "this too is the budget, not its memory."
+                    if longer_solved
+                    else "What would change it: a longer budget (the papers train for "
+                    "10^4–10^6 steps); this says nothing against its memory."
+                )
             )
     return "\n".join(lines)
 

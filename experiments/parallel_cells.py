@@ -250,6 +250,11 @@ def verdict(timings, seq_lens) -> str:
             "that 2 cores cannot run in parallel. The papers' speedups are GPU numbers; no GPU "
             "run here."
         )
+    lines.append(
+        "- What could change these verdicts: stacked layers (the minGRU paper's setting) for "
+        "the digits gap of minGRU and minLSTM, a longer budget or the LRU's own "
+        "initialisation ranges for its adding plateau, and a GPU for the speed comparison."
+    )
     return "\n".join(lines)
 
 
