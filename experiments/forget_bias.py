@@ -146,7 +146,7 @@ def verdict_at(result, seq_len: int, one: list[dict], zero: list[dict], never: i
         agree = "as Jozefowicz et al. (2015) report" if good else "against the paper"
         lines.append(
             f"- T={seq_len} verdict: forget bias 1 trains {'better' if good else 'worse'} than "
-            f"0, {agree}; the interval of the {name} excludes no difference."
+            f"0, {agree} (the {name}: its interval excludes 0 and its test is below 0.05)."
         )
     else:
         needed = _runs_to_detect(rate.effect, sum(solved(zero)) / len(zero))
