@@ -156,8 +156,12 @@ def _spawn(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 def _wait(*procs: subprocess.Popen, timeout: float = 300):
     logs = [p.communicate(timeout=timeout)[0] for p in procs]
-    for proc, log in zip(procs, logs, strict=True):
-        assert proc.returncode == 0, log[-4000:]
+    failed = [
+        f"process {i} (exit {p.returncode}):\n{log[-3000:]}"
+        for i, (p, log) in enumerate(zip(procs, logs, strict=True))
+        if p.returncode != 0
+    ]
+    assert not failed, "\n".join(failed)  # every failing process: the first may only time out
 
 
 def _load(path: Path) -> dict:

@@ -308,3 +308,18 @@ def test_config_engine_reaches_the_network():
     scan = lowered(model__engine__impl="scan").as_text(debug_info=True)
     assert "recurrent_jax.scan" in scan and "recurrent_jax.fused" not in scan
     assert f"recurrent_jax.{auto_backend_for_plain_cells()}" in plain.as_text(debug_info=True)
+
+
+def test_processes_probing_one_workdir_do_not_trip_each_other(tmp_path):
+    # Every process of a multi-process sweep checks that the shared workdir is
+    # writable at the same moment; a shared probe file let one delete
+    # another's. Threads here stand in for the processes.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recurrent_jax.train.loop import make_workdir
+
+    workdir = tmp_path / "shared"
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: make_workdir(workdir), range(400)))
+    assert results == [workdir] * 400
+    assert list(workdir.iterdir()) == []  # no probe left behind

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -71,9 +72,9 @@ def make_workdir(workdir) -> Path:
         raise ConfigError(f"--workdir: expected a directory, got the file {str(workdir)!r}")
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".recurrent_jax_write_test"
-        probe.touch()
-        probe.unlink()
+        # A file of its own: processes of one job probe the same directory.
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".recurrent_jax_write_test"):
+            pass
     except OSError as error:
         reason = error.strerror or str(error)
         raise ConfigError(f"--workdir: cannot write to {str(workdir)!r}: {reason}") from None
