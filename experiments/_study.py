@@ -149,6 +149,12 @@ class Decided(NamedTuple):
     chosen: dict[tuple, float]
 
 
+def arms_by_path(paths: Sequence[str], arms: Sequence[tuple]) -> dict[str, list]:
+    """Arms as tuples of values (``[("lstm", 100), ("gru", 400)]``) -> the
+    ``{path: one value per arm}`` that ``select_then_decide`` zips."""
+    return {path: [arm[i] for arm in arms] for i, path in enumerate(paths)}
+
+
 def select_then_decide(
     study: Study,
     config,
@@ -263,12 +269,6 @@ def group(rows: list[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
     for row in rows:
         groups[tuple(row[k] for k in keys)].append(row)
     return dict(groups)
-
-
-def medians_by_rate(runs: list[dict], column: str) -> dict[float, float]:
-    """Median of ``column`` over seeds, per learning rate."""
-    by_rate = group(runs, ["learning_rate"])
-    return {lr: median(r[column] for r in rs) for (lr,), rs in by_rate.items()}
 
 
 def median(values: Iterable[float]) -> float:

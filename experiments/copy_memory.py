@@ -164,7 +164,7 @@ def main(argv=None) -> Path:
     study = _study.parse_args(NAME, __doc__, argv)
     config = get_config(study.smoke)
     arms, rates, seeds = plan(study.smoke)
-    values = {"model.cell": [c for c, _ in arms], "data.delay": [t for _, t in arms]}
+    values = _study.arms_by_path(PATHS, arms)
     decided = _study.select_then_decide(study, config, values, rates, pick, seeds)
     rows = [
         arm_row(arm, runs, decided.chosen[arm], config.data.length)
