@@ -89,6 +89,39 @@ def check_carry(name, carry, expected):
             raise TypeError(f"{name}: expected floating leaves, got {describe(got)}")
 
 
+def check_params(cell, params, input_size: int) -> None:
+    """``params`` must have the names and leaf shapes of
+    ``cell.init(key, input_size)`` (found by ``jax.eval_shape``: nothing is
+    drawn). A cell whose ``init`` cannot be traced abstractly is not checked
+    here; its own step then meets the params."""
+    try:
+        expected = jax.eval_shape(lambda key: cell.init(key, input_size), jax.random.PRNGKey(0))
+    except jax.errors.JAXTypeError:
+        return
+    want = _shapes_by_path(expected)
+    got = _shapes_by_path(params)
+    built = f"the {cell.name} cell's params for {input_size} input features"
+    if set(got) != set(want):
+        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+        raise ValueError(
+            f"params: expected {built}, {sorted(want)}; got {sorted(got)} "
+            f"(missing {missing}, unexpected {extra})"
+        )
+    for path, shape in want.items():
+        if got[path] != shape:
+            raise ValueError(
+                f"params{path}: expected shape {shape} ({built}), got {got[path]}; "
+                "were the params built for another cell, size or input size?"
+            )
+
+
+def _shapes_by_path(tree) -> dict:
+    """``{"['w_hh']": shape}`` for every leaf (non-arrays: their repr)."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    shape = lambda leaf: tuple(leaf.shape) if hasattr(leaf, "shape") else repr(leaf)  # noqa: E731
+    return {jax.tree_util.keystr(path): shape(leaf) for path, leaf in leaves}
+
+
 def check_rate(name, rate):
     """A dropout-like rate in [0, 1) when concrete (traced rates pass)."""
     if is_concrete(rate) and not (0.0 <= float(rate) < 1.0):

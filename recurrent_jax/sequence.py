@@ -107,6 +107,7 @@ def unroll(
         )
     spatial = cell.spatial_dims
     _checks.check_inputs(xs, _input_size(params), time_major, spatial)
+    _checks.check_params(cell, params, xs.shape[-1])
     time_axis = -2 - spatial  # (B..., T, *spatial, D)
     if not time_major:
         xs = jnp.moveaxis(xs, time_axis, 0)

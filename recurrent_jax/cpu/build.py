@@ -4,6 +4,11 @@ The shared library lands in ``$RECURRENT_JAX_CACHE`` (default
 ``~/.cache/recurrent_jax``), named by a hash of the source, the compiler
 flags, jaxlib's version and the processor (it is built with
 ``-march=native``), so a changed source or machine builds anew.
+
+``RECURRENT_JAX_SANITIZE=1`` builds a copy under AddressSanitizer and
+UBSan instead (any finding aborts the process); the process must then load
+the sanitizer's runtime first, ``LD_PRELOAD=$(c++ -print-file-name=libasan.so)``
+(``tests/test_cpu_sanitized.py`` runs the backend's tests so).
 """
 
 from __future__ import annotations
@@ -25,8 +30,19 @@ SOURCE = Path(__file__).with_name("rnn.cc")
 # -ffast-math lets the gate loops call glibc's vector expf / tanhf; it is
 # given to the compile step only, so that the link does not add crtfastmath,
 # which would flush subnormals to zero for the whole process on load.
-COMPILE = ["-O3", "-march=native", "-ffast-math", "-std=c++17", "-fPIC", "-w", "-c"]
+# -D_GLIBCXX_ASSERTIONS bounds-checks the standard containers, at little cost.
+COMPILE = [
+    "-O3",
+    "-march=native",
+    "-ffast-math",
+    "-std=c++17",
+    "-fPIC",
+    "-w",
+    "-D_GLIBCXX_ASSERTIONS",
+    "-c",
+]
 LINK = ["-shared", "-pthread"]
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 TARGETS = {
     "recurrent_jax_lstm_forward": "RjLstmForward",
     "recurrent_jax_lstm_backward": "RjLstmBackward",
@@ -42,6 +58,14 @@ def unavailable() -> str | None:
     return _load()
 
 
+def library_path() -> Path | None:
+    """The shared library registered in this process (None when unavailable)."""
+    return None if _load() is not None else _LOADED[0]
+
+
+_LOADED: list[Path] = []
+
+
 @functools.cache
 def _load() -> str | None:
     if os.environ.get("RECURRENT_JAX_NO_CPU_EXTENSION"):
@@ -50,20 +74,29 @@ def _load() -> str | None:
     if compiler is None:
         return "no C++ compiler (c++, g++ or $CXX) to build the CPU extension"
     try:
-        library = ctypes.CDLL(str(_build(compiler)))
+        path = _build(compiler)
+        library = ctypes.CDLL(str(path))
     except (OSError, subprocess.CalledProcessError) as error:
         return f"the CPU extension did not build: {_tail(error)}"
     for name, symbol in TARGETS.items():
         capsule = jax.ffi.pycapsule(getattr(library, symbol))
         jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+    _LOADED.append(path)
     return None
+
+
+def _flags() -> tuple[list[str], list[str]]:
+    """(compile, link) flags: the sanitizers' too with ``RECURRENT_JAX_SANITIZE``."""
+    extra = SANITIZE if os.environ.get("RECURRENT_JAX_SANITIZE") else []
+    return [*COMPILE, *extra], [*LINK, *extra]
 
 
 def _build(compiler: str) -> Path:
     text = SOURCE.read_bytes()
+    compile_flags, link_flags = _flags()
     key = hashlib.sha256(
         text
-        + " ".join(COMPILE + LINK).encode()
+        + " ".join(compile_flags + link_flags).encode()
         + jaxlib.__version__.encode()
         + _processor().encode()
     ).hexdigest()[:16]
@@ -76,8 +109,8 @@ def _build(compiler: str) -> Path:
         obj, partial = Path(tmp) / "rnn.o", Path(tmp) / target.name
         include = f"-I{jax.ffi.include_dir()}"
         for command in (
-            [compiler, *COMPILE, include, str(SOURCE), "-o", str(obj)],
-            [compiler, *LINK, str(obj), "-o", str(partial)],
+            [compiler, *compile_flags, include, str(SOURCE), "-o", str(obj)],
+            [compiler, *link_flags, str(obj), "-o", str(partial)],
         ):
             subprocess.run(command, check=True, capture_output=True, text=True)
         os.replace(partial, target)  # atomic: concurrent builds leave one whole file

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -84,13 +85,101 @@ void over_rows(int64_t B, double flops, F fn) {
   for (auto& thread : pool) thread.join();
 }
 
-// Under jax.vmap (vmap_method="broadcast_all") every operand gains leading
-// run axes: run n's slice of a buffer is its n-th of `runs` equal parts.
-inline float* at(ffi::Buffer<ffi::F32>& buffer, int64_t n, int64_t runs) {
-  return buffer.typed_data() + n * (static_cast<int64_t>(buffer.element_count()) / runs);
+// --- buffers -----------------------------------------------------------------
+// Every handler checks the dtype, rank and every dimension of every buffer
+// it reads or writes before touching any of them, and returns an
+// InvalidArgument error naming the buffer otherwise: the sizes come from
+// the Python side, which is never trusted with memory safety.
+//
+// Under jax.vmap (vmap_method="broadcast_all") every operand gains the same
+// leading run axes; run n's slice of a buffer is its n-th of `runs` parts.
+
+using Dimensions = ffi::AnyBuffer::Dimensions;
+
+std::string dtype_name(ffi::DataType dtype) {
+  switch (dtype) {
+    case ffi::DataType::F32:
+      return "f32";
+    case ffi::DataType::F64:
+      return "f64";
+    case ffi::DataType::F16:
+      return "f16";
+    case ffi::DataType::BF16:
+      return "bf16";
+    case ffi::DataType::S32:
+      return "s32";
+    case ffi::DataType::S64:
+      return "s64";
+    case ffi::DataType::PRED:
+      return "pred";
+    default:
+      return "dtype #" + std::to_string(static_cast<int>(dtype));
+  }
 }
-inline float* at(ffi::ResultBuffer<ffi::F32>& buffer, int64_t n, int64_t runs) {
-  return buffer->typed_data() + n * (static_cast<int64_t>(buffer->element_count()) / runs);
+
+std::string shape_string(Dimensions dims) {
+  std::string out = "[";
+  for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
+  return out + "]";
+}
+
+// One buffer and the shape it must have after the run axes.
+struct Operand {
+  const char* name;
+  const ffi::AnyBuffer& buffer;
+  std::vector<int64_t> trailing;
+};
+
+// The run axes shared by every operand and the sizes of one call.
+struct Sizes {
+  std::vector<int64_t> run_dims;
+  int64_t runs = 1, T = 0, B = 0, H = 0;
+};
+
+// Reads the sizes of a call into `s` from `lead`, its last three axes
+// (T, B, gates * H); an error naming it when it is not f32 of rank >= 3
+// with a gate axis divisible by `gates`.
+ffi::Error sizes_of(const char* call, const char* name, const ffi::AnyBuffer& lead, int64_t gates,
+                    const char* layout, Sizes& s) {
+  const Dimensions d = lead.dimensions();
+  const bool ok =
+      lead.element_type() == ffi::DataType::F32 && d.size() >= 3 && d[d.size() - 1] % gates == 0;
+  if (!ok) {
+    return ffi::Error::InvalidArgument(std::string(call) + ": " + name + ": expected f32 " +
+                                       layout + " with the last axis a " + "multiple of " +
+                                       std::to_string(gates) + ", got " +
+                                       dtype_name(lead.element_type()) + shape_string(d));
+  }
+  s.run_dims.assign(d.begin(), d.end() - 3);
+  for (int64_t r : s.run_dims) s.runs *= r;
+  s.T = d[d.size() - 3];
+  s.B = d[d.size() - 2];
+  s.H = d[d.size() - 1] / gates;
+  return ffi::Error::Success();
+}
+
+// Success, or an InvalidArgument error naming the first operand that is not
+// f32 of shape (*run_dims, *trailing).
+ffi::Error check(const char* call, const Sizes& s, std::initializer_list<Operand> operands) {
+  for (const Operand& op : operands) {
+    std::vector<int64_t> want(s.run_dims);
+    want.insert(want.end(), op.trailing.begin(), op.trailing.end());
+    const Dimensions got = op.buffer.dimensions();
+    const bool same_shape = std::equal(got.begin(), got.end(), want.begin(), want.end());
+    if (op.buffer.element_type() != ffi::DataType::F32 || !same_shape) {
+      return ffi::Error::InvalidArgument(std::string(call) + ": " + op.name + ": expected f32" +
+                                         shape_string(Dimensions(want.data(), want.size())) +
+                                         ", got " + dtype_name(op.buffer.element_type()) +
+                                         shape_string(got));
+    }
+  }
+  return ffi::Error::Success();
+}
+
+// Run n's part of a checked buffer.
+inline float* at(const ffi::AnyBuffer& buffer, int64_t n, int64_t runs) {
+  return static_cast<float*>(buffer.untyped_data()) +
+         n * (static_cast<int64_t>(buffer.element_count()) / runs);
 }
 
 // Runs fn(n, b0, b1) for every run n and row slice: runs spread over the
@@ -110,18 +199,6 @@ void over_runs(int64_t runs, int64_t B, double flops, F fn) {
   for (int64_t first = 1; first < n; ++first) pool.emplace_back(worker, first);
   worker(0);
   for (auto& thread : pool) thread.join();
-}
-
-// (runs, T, B, G) of an operand whose last three axes are (T, B, G).
-struct Dims {
-  int64_t runs, T, B, G;
-};
-inline Dims dims_of(ffi::Buffer<ffi::F32>& buffer) {
-  const auto d = buffer.dimensions();
-  const size_t r = d.size();
-  int64_t runs = 1;
-  for (size_t i = 0; i + 3 < r; ++i) runs *= d[i];
-  return {runs, d[r - 3], d[r - 2], d[r - 1]};
 }
 
 std::vector<float> transpose(const float* w, int64_t rows, int64_t cols) {
@@ -174,84 +251,132 @@ void lstm_rows(const float* xp, const float* valid, const float* w, const float*
   std::copy(c.begin(), c.end(), c_last + b0 * H);
 }
 
-ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
-                       ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> h0,
-                       ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> ys,
-                       ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> c_last,
-                       ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> h_prev,
-                       ffi::ResultBuffer<ffi::F32> c_prev) {
-  const auto [N, T, B, G] = dims_of(xp);
-  over_runs(N, B, 2.0 * T * B * G * G / 4, [&](int64_t n, int64_t b0, int64_t b1) {
-    lstm_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(h0, n, N), at(c0, n, N),
-              at(ys, n, N), at(h_last, n, N), at(c_last, n, N), at(gates, n, N),
-              at(h_prev, n, N), at(c_prev, n, N), T, B, G / 4, b0, b1);
-  });
-  return ffi::Error::Success();
-}
-
-ffi::Error LstmInfer(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
-                     ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
-                     ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
-                     ffi::ResultBuffer<ffi::F32> c_last) {
-  const auto [N, T, B, G] = dims_of(xp);
-  over_runs(N, B, 2.0 * T * B * G * G / 4, [&](int64_t n, int64_t b0, int64_t b1) {
-    lstm_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(h0, n, N), at(c0, n, N),
-              at(ys, n, N), at(h_last, n, N), at(c_last, n, N), nullptr, nullptr, nullptr, T,
-              B, G / 4, b0, b1);
-  });
-  return ffi::Error::Success();
-}
-
-ffi::Error LstmBackward(ffi::Buffer<ffi::F32> valid, ffi::Buffer<ffi::F32> w,
-                        ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> c_prev,
-                        ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last,
-                        ffi::Buffer<ffi::F32> d_c_last, ffi::ResultBuffer<ffi::F32> d_pre,
-                        ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_c0) {
-  const auto [N, T, B, G] = dims_of(gates);
-  const int64_t H = G / 4;
-  over_runs(N, B, 2.0 * T * B * H * G, [&](int64_t n, int64_t b0, int64_t b1) {
-    const std::vector<float> w_t = transpose(at(w, n, N), H, G);  // (G, H)
-    const int64_t rows = b1 - b0;
-    std::vector<float> dh(at(d_h_last, n, N) + b0 * H, at(d_h_last, n, N) + b1 * H);
-    std::vector<float> dc(at(d_c_last, n, N) + b0 * H, at(d_c_last, n, N) + b1 * H);
-    std::vector<float> dh_next(rows * H), cn(H), tc(H);
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const int64_t row0 = t * B + b0;
-      float* dp = at(d_pre, n, N) + row0 * G;
-      for (int64_t b = 0; b < rows; ++b) {
-        float* __restrict__ dpb = dp + b * G;
-        if (!(at(valid, n, N)[row0 + b] > 0.5f)) {
-          std::fill(dpb, dpb + G, 0.0f);
-          continue;
-        }
-        const float* __restrict__ g = at(gates, n, N) + (row0 + b) * G;
-        const float* __restrict__ cp = at(c_prev, n, N) + (row0 + b) * H;
-        const float* __restrict__ dy = at(d_ys, n, N) + (row0 + b) * H;
-        float* __restrict__ dhb = dh.data() + b * H;
-        float* __restrict__ dcb = dc.data() + b * H;
-        for (int64_t u = 0; u < H; ++u) cn[u] = g[H + u] * cp[u] + g[u] * g[2 * H + u];
-        tanh_into(cn.data(), tc.data(), H);
-        for (int64_t u = 0; u < H; ++u) {
-          const float i = g[u], f = g[H + u], gg = g[2 * H + u], o = g[3 * H + u];
-          const float dhu = dhb[u] + dy[u];
-          const float dcu = dcb[u] + dhu * o * (1.0f - tc[u] * tc[u]);
-          dpb[u] = dcu * gg * i * (1.0f - i);
-          dpb[H + u] = dcu * cp[u] * f * (1.0f - f);
-          dpb[2 * H + u] = dcu * i * (1.0f - gg * gg);
-          dpb[3 * H + u] = dhu * tc[u] * o * (1.0f - o);
-          dcb[u] = dcu * f;
-        }
+// One run's rows b0..b1 backwards through all T steps: the cotangents of
+// the pre-activations (d_pre) and of the initial carry.
+void lstm_rows_backward(const float* valid, const float* w, const float* gates, const float* c_prev,
+                        const float* d_ys, const float* d_h_last, const float* d_c_last,
+                        float* d_pre, float* d_h0, float* d_c0, int64_t T, int64_t B, int64_t H,
+                        int64_t b0, int64_t b1) {
+  const int64_t G = 4 * H;
+  const std::vector<float> w_t = transpose(w, H, G);  // (G, H)
+  const int64_t rows = b1 - b0;
+  std::vector<float> dh(d_h_last + b0 * H, d_h_last + b1 * H);
+  std::vector<float> dc(d_c_last + b0 * H, d_c_last + b1 * H);
+  std::vector<float> dh_next(rows * H), cn(H), tc(H);
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const int64_t row0 = t * B + b0;
+    float* dp = d_pre + row0 * G;
+    for (int64_t b = 0; b < rows; ++b) {
+      float* __restrict__ dpb = dp + b * G;
+      if (!(valid[row0 + b] > 0.5f)) {
+        std::fill(dpb, dpb + G, 0.0f);
+        continue;
       }
-      // dh_{t-1} = dpre W_hh^T where the step was valid; the carry's own
-      // cotangent passes through padded steps.
-      std::fill(dh_next.begin(), dh_next.end(), 0.0f);
-      gemm_acc(dp, w_t.data(), dh_next.data(), rows, G, H);
-      for (int64_t b = 0; b < rows; ++b)
-        if (at(valid, n, N)[row0 + b] > 0.5f)
-          std::copy(dh_next.begin() + b * H, dh_next.begin() + (b + 1) * H, dh.begin() + b * H);
+      const float* __restrict__ g = gates + (row0 + b) * G;
+      const float* __restrict__ cp = c_prev + (row0 + b) * H;
+      const float* __restrict__ dy = d_ys + (row0 + b) * H;
+      float* __restrict__ dhb = dh.data() + b * H;
+      float* __restrict__ dcb = dc.data() + b * H;
+      for (int64_t u = 0; u < H; ++u) cn[u] = g[H + u] * cp[u] + g[u] * g[2 * H + u];
+      tanh_into(cn.data(), tc.data(), H);
+      for (int64_t u = 0; u < H; ++u) {
+        const float i = g[u], f = g[H + u], gg = g[2 * H + u], o = g[3 * H + u];
+        const float dhu = dhb[u] + dy[u];
+        const float dcu = dcb[u] + dhu * o * (1.0f - tc[u] * tc[u]);
+        dpb[u] = dcu * gg * i * (1.0f - i);
+        dpb[H + u] = dcu * cp[u] * f * (1.0f - f);
+        dpb[2 * H + u] = dcu * i * (1.0f - gg * gg);
+        dpb[3 * H + u] = dhu * tc[u] * o * (1.0f - o);
+        dcb[u] = dcu * f;
+      }
     }
-    std::copy(dh.begin(), dh.end(), at(d_h0, n, N) + b0 * H);
-    std::copy(dc.begin(), dc.end(), at(d_c0, n, N) + b0 * H);
+    // dh_{t-1} = dpre W_hh^T where the step was valid; the carry's own
+    // cotangent passes through padded steps.
+    std::fill(dh_next.begin(), dh_next.end(), 0.0f);
+    gemm_acc(dp, w_t.data(), dh_next.data(), rows, G, H);
+    for (int64_t b = 0; b < rows; ++b)
+      if (valid[row0 + b] > 0.5f)
+        std::copy(dh_next.begin() + b * H, dh_next.begin() + (b + 1) * H, dh.begin() + b * H);
+  }
+  std::copy(dh.begin(), dh.end(), d_h0 + b0 * H);
+  std::copy(dc.begin(), dc.end(), d_c0 + b0 * H);
+}
+
+using Arg = ffi::AnyBuffer;
+using Ret = ffi::Result<ffi::AnyBuffer>;
+
+// Returns from the handler when `expr` (an ffi::Error) failed.
+#define RJ_CHECK(expr)                       \
+  do {                                       \
+    ffi::Error rj_error = (expr);            \
+    if (rj_error.failure()) return rj_error; \
+  } while (0)
+
+ffi::Error LstmForward(Arg xp, Arg valid, Arg w, Arg h0, Arg c0, Ret ys, Ret h_last, Ret c_last,
+                       Ret gates, Ret h_prev, Ret c_prev) {
+  constexpr const char* call = "recurrent_jax_lstm_forward";
+  Sizes s;
+  RJ_CHECK(sizes_of(call, "xp", xp, 4, "(..., T, B, 4H)", s));
+  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 4 * H;
+  RJ_CHECK(check(call, s,
+                 {{"valid", valid, {T, B}},
+                  {"w_hh", w, {H, G}},
+                  {"h0", h0, {B, H}},
+                  {"c0", c0, {B, H}},
+                  {"ys", *ys, {T, B, H}},
+                  {"h_last", *h_last, {B, H}},
+                  {"c_last", *c_last, {B, H}},
+                  {"gates", *gates, {T, B, G}},
+                  {"h_prev", *h_prev, {T, B, H}},
+                  {"c_prev", *c_prev, {T, B, H}}}));
+  over_runs(N, B, 2.0 * T * B * G * H, [&](int64_t n, int64_t b0, int64_t b1) {
+    lstm_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(h0, n, N), at(c0, n, N), at(*ys, n, N),
+              at(*h_last, n, N), at(*c_last, n, N), at(*gates, n, N), at(*h_prev, n, N),
+              at(*c_prev, n, N), T, B, H, b0, b1);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmInfer(Arg xp, Arg valid, Arg w, Arg h0, Arg c0, Ret ys, Ret h_last, Ret c_last) {
+  constexpr const char* call = "recurrent_jax_lstm_infer";
+  Sizes s;
+  RJ_CHECK(sizes_of(call, "xp", xp, 4, "(..., T, B, 4H)", s));
+  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 4 * H;
+  RJ_CHECK(check(call, s,
+                 {{"valid", valid, {T, B}},
+                  {"w_hh", w, {H, G}},
+                  {"h0", h0, {B, H}},
+                  {"c0", c0, {B, H}},
+                  {"ys", *ys, {T, B, H}},
+                  {"h_last", *h_last, {B, H}},
+                  {"c_last", *c_last, {B, H}}}));
+  over_runs(N, B, 2.0 * T * B * G * H, [&](int64_t n, int64_t b0, int64_t b1) {
+    lstm_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(h0, n, N), at(c0, n, N), at(*ys, n, N),
+              at(*h_last, n, N), at(*c_last, n, N), nullptr, nullptr, nullptr, T, B, H, b0, b1);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmBackward(Arg valid, Arg w, Arg gates, Arg c_prev, Arg d_ys, Arg d_h_last,
+                        Arg d_c_last, Ret d_pre, Ret d_h0, Ret d_c0) {
+  constexpr const char* call = "recurrent_jax_lstm_backward";
+  Sizes s;
+  RJ_CHECK(sizes_of(call, "gates", gates, 4, "(..., T, B, 4H)", s));
+  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 4 * H;
+  RJ_CHECK(check(call, s,
+                 {{"valid", valid, {T, B}},
+                  {"w_hh", w, {H, G}},
+                  {"c_prev", c_prev, {T, B, H}},
+                  {"d_ys", d_ys, {T, B, H}},
+                  {"d_h_last", d_h_last, {B, H}},
+                  {"d_c_last", d_c_last, {B, H}},
+                  {"d_pre", *d_pre, {T, B, G}},
+                  {"d_h0", *d_h0, {B, H}},
+                  {"d_c0", *d_c0, {B, H}}}));
+  over_runs(N, B, 2.0 * T * B * H * G, [&](int64_t n, int64_t b0, int64_t b1) {
+    lstm_rows_backward(at(valid, n, N), at(w, n, N), at(gates, n, N), at(c_prev, n, N),
+                       at(d_ys, n, N), at(d_h_last, n, N), at(d_c_last, n, N), at(*d_pre, n, N),
+                       at(*d_h0, n, N), at(*d_c0, n, N), T, B, H, b0, b1);
   });
   return ffi::Error::Success();
 }
@@ -260,9 +385,9 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> valid, ffi::Buffer<ffi::F32> w,
 
 // One run's rows b0..b1 through all T steps; the residuals (gates, hn,
 // h_prev) are null in an inference call, as in lstm_rows.
-void gru_rows(const float* xp, const float* valid, const float* w, const float* bn,
-              const float* h0, float* ys, float* h_last, float* gates, float* hn,
-              float* h_prev, int64_t T, int64_t B, int64_t H, int64_t b0, int64_t b1) {
+void gru_rows(const float* xp, const float* valid, const float* w, const float* bn, const float* h0,
+              float* ys, float* h_last, float* gates, float* hn, float* h_prev, int64_t T,
+              int64_t B, int64_t H, int64_t b0, int64_t b1) {
   const int64_t G = 3 * H, rows = b1 - b0;
   std::vector<float> h(h0 + b0 * H, h0 + b1 * H);
   std::vector<float> hh(rows * G), sum(2 * H), scratch(gates ? 0 : G), hn_scratch(hn ? 0 : H);
@@ -298,87 +423,126 @@ void gru_rows(const float* xp, const float* valid, const float* w, const float* 
   std::copy(h.begin(), h.end(), h_last + b0 * H);
 }
 
-ffi::Error GruForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
-                      ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b_hn,
-                      ffi::Buffer<ffi::F32> h0, ffi::ResultBuffer<ffi::F32> ys,
-                      ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> gates,
-                      ffi::ResultBuffer<ffi::F32> hn, ffi::ResultBuffer<ffi::F32> h_prev) {
-  const auto [N, T, B, G] = dims_of(xp);
-  over_runs(N, B, 2.0 * T * B * G * G / 3, [&](int64_t n, int64_t b0, int64_t b1) {
-    gru_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(b_hn, n, N), at(h0, n, N),
-             at(ys, n, N), at(h_last, n, N), at(gates, n, N), at(hn, n, N), at(h_prev, n, N),
-             T, B, G / 3, b0, b1);
-  });
-  return ffi::Error::Success();
-}
-
-ffi::Error GruInfer(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> valid,
-                    ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b_hn, ffi::Buffer<ffi::F32> h0,
-                    ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last) {
-  const auto [N, T, B, G] = dims_of(xp);
-  over_runs(N, B, 2.0 * T * B * G * G / 3, [&](int64_t n, int64_t b0, int64_t b1) {
-    gru_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(b_hn, n, N), at(h0, n, N),
-             at(ys, n, N), at(h_last, n, N), nullptr, nullptr, nullptr, T, B, G / 3, b0, b1);
-  });
-  return ffi::Error::Success();
-}
-
-ffi::Error GruBackward(ffi::Buffer<ffi::F32> valid, ffi::Buffer<ffi::F32> w,
-                       ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> hn,
-                       ffi::Buffer<ffi::F32> h_prev, ffi::Buffer<ffi::F32> d_ys,
-                       ffi::Buffer<ffi::F32> d_h_last, ffi::ResultBuffer<ffi::F32> d_xp,
-                       ffi::ResultBuffer<ffi::F32> d_hh, ffi::ResultBuffer<ffi::F32> d_h0) {
-  const auto [N, T, B, G] = dims_of(gates);
-  const int64_t H = G / 3;
-  over_runs(N, B, 2.0 * T * B * H * G, [&](int64_t n, int64_t b0, int64_t b1) {
-    const std::vector<float> w_t = transpose(at(w, n, N), H, G);
-    const int64_t rows = b1 - b0;
-    std::vector<float> dh(at(d_h_last, n, N) + b0 * H, at(d_h_last, n, N) + b1 * H);
-    std::vector<float> dh_next(rows * H);
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const int64_t row0 = t * B + b0;
-      float* dx = at(d_xp, n, N) + row0 * G;
-      float* dq = at(d_hh, n, N) + row0 * G;
-      for (int64_t b = 0; b < rows; ++b) {
-        float *__restrict__ dxb = dx + b * G, *__restrict__ dqb = dq + b * G;
-        if (!(at(valid, n, N)[row0 + b] > 0.5f)) {
-          std::fill(dxb, dxb + G, 0.0f);
-          std::fill(dqb, dqb + G, 0.0f);
-          continue;
-        }
-        const float* __restrict__ g = at(gates, n, N) + (row0 + b) * G;
-        const float* __restrict__ hnb = at(hn, n, N) + (row0 + b) * H;
-        const float* __restrict__ hp = at(h_prev, n, N) + (row0 + b) * H;
-        const float* __restrict__ dy = at(d_ys, n, N) + (row0 + b) * H;
-        float* __restrict__ dhb = dh.data() + b * H;
-        for (int64_t u = 0; u < H; ++u) {
-          const float r = g[u], z = g[H + u], n = g[2 * H + u];
-          const float dhu = dhb[u] + dy[u];
-          const float dn = dhu * (1.0f - z) * (1.0f - n * n);
-          const float dz = dhu * (hp[u] - n) * z * (1.0f - z);
-          const float dr = dn * hnb[u] * r * (1.0f - r);
-          dxb[u] = dqb[u] = dr;
-          dxb[H + u] = dqb[H + u] = dz;
-          dxb[2 * H + u] = dn;
-          dqb[2 * H + u] = dn * r;
-          dhb[u] = dhu * z;  // the direct path; W_hh's is added below
-        }
+// One run's rows b0..b1 backwards through all T steps: the cotangents of
+// the projected inputs (d_xp), of h W_hh + b_hh (d_hh) and of the initial
+// carry.
+void gru_rows_backward(const float* valid, const float* w, const float* gates, const float* hn,
+                       const float* h_prev, const float* d_ys, const float* d_h_last, float* d_xp,
+                       float* d_hh, float* d_h0, int64_t T, int64_t B, int64_t H, int64_t b0,
+                       int64_t b1) {
+  const int64_t G = 3 * H;
+  const std::vector<float> w_t = transpose(w, H, G);
+  const int64_t rows = b1 - b0;
+  std::vector<float> dh(d_h_last + b0 * H, d_h_last + b1 * H);
+  std::vector<float> dh_next(rows * H);
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const int64_t row0 = t * B + b0;
+    float* dx = d_xp + row0 * G;
+    float* dq = d_hh + row0 * G;
+    for (int64_t b = 0; b < rows; ++b) {
+      float* __restrict__ dxb = dx + b * G, * __restrict__ dqb = dq + b * G;
+      if (!(valid[row0 + b] > 0.5f)) {
+        std::fill(dxb, dxb + G, 0.0f);
+        std::fill(dqb, dqb + G, 0.0f);
+        continue;
       }
-      std::fill(dh_next.begin(), dh_next.end(), 0.0f);
-      gemm_acc(dq, w_t.data(), dh_next.data(), rows, G, H);
-      for (int64_t b = 0; b < rows; ++b)
-        if (at(valid, n, N)[row0 + b] > 0.5f)
-          for (int64_t u = 0; u < H; ++u) dh[b * H + u] += dh_next[b * H + u];
+      const float* __restrict__ g = gates + (row0 + b) * G;
+      const float* __restrict__ hnb = hn + (row0 + b) * H;
+      const float* __restrict__ hp = h_prev + (row0 + b) * H;
+      const float* __restrict__ dy = d_ys + (row0 + b) * H;
+      float* __restrict__ dhb = dh.data() + b * H;
+      for (int64_t u = 0; u < H; ++u) {
+        const float r = g[u], z = g[H + u], n = g[2 * H + u];
+        const float dhu = dhb[u] + dy[u];
+        const float dn = dhu * (1.0f - z) * (1.0f - n * n);
+        const float dz = dhu * (hp[u] - n) * z * (1.0f - z);
+        const float dr = dn * hnb[u] * r * (1.0f - r);
+        dxb[u] = dqb[u] = dr;
+        dxb[H + u] = dqb[H + u] = dz;
+        dxb[2 * H + u] = dn;
+        dqb[2 * H + u] = dn * r;
+        dhb[u] = dhu * z;  // the direct path; W_hh's is added below
+      }
     }
-    std::copy(dh.begin(), dh.end(), at(d_h0, n, N) + b0 * H);
+    std::fill(dh_next.begin(), dh_next.end(), 0.0f);
+    gemm_acc(dq, w_t.data(), dh_next.data(), rows, G, H);
+    for (int64_t b = 0; b < rows; ++b)
+      if (valid[row0 + b] > 0.5f)
+        for (int64_t u = 0; u < H; ++u) dh[b * H + u] += dh_next[b * H + u];
+  }
+  std::copy(dh.begin(), dh.end(), d_h0 + b0 * H);
+}
+
+ffi::Error GruForward(Arg xp, Arg valid, Arg w, Arg b_hn, Arg h0, Ret ys, Ret h_last, Ret gates,
+                      Ret hn, Ret h_prev) {
+  constexpr const char* call = "recurrent_jax_gru_forward";
+  Sizes s;
+  RJ_CHECK(sizes_of(call, "xp", xp, 3, "(..., T, B, 3H)", s));
+  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 3 * H;
+  RJ_CHECK(check(call, s,
+                 {{"valid", valid, {T, B}},
+                  {"w_hh", w, {H, G}},
+                  {"b_hn", b_hn, {H}},
+                  {"h0", h0, {B, H}},
+                  {"ys", *ys, {T, B, H}},
+                  {"h_last", *h_last, {B, H}},
+                  {"gates", *gates, {T, B, G}},
+                  {"hn", *hn, {T, B, H}},
+                  {"h_prev", *h_prev, {T, B, H}}}));
+  over_runs(N, B, 2.0 * T * B * G * H, [&](int64_t n, int64_t b0, int64_t b1) {
+    gru_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(b_hn, n, N), at(h0, n, N),
+             at(*ys, n, N), at(*h_last, n, N), at(*gates, n, N), at(*hn, n, N), at(*h_prev, n, N),
+             T, B, H, b0, b1);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error GruInfer(Arg xp, Arg valid, Arg w, Arg b_hn, Arg h0, Ret ys, Ret h_last) {
+  constexpr const char* call = "recurrent_jax_gru_infer";
+  Sizes s;
+  RJ_CHECK(sizes_of(call, "xp", xp, 3, "(..., T, B, 3H)", s));
+  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 3 * H;
+  RJ_CHECK(check(call, s,
+                 {{"valid", valid, {T, B}},
+                  {"w_hh", w, {H, G}},
+                  {"b_hn", b_hn, {H}},
+                  {"h0", h0, {B, H}},
+                  {"ys", *ys, {T, B, H}},
+                  {"h_last", *h_last, {B, H}}}));
+  over_runs(N, B, 2.0 * T * B * G * H, [&](int64_t n, int64_t b0, int64_t b1) {
+    gru_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(b_hn, n, N), at(h0, n, N),
+             at(*ys, n, N), at(*h_last, n, N), nullptr, nullptr, nullptr, T, B, H, b0, b1);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error GruBackward(Arg valid, Arg w, Arg gates, Arg hn, Arg h_prev, Arg d_ys, Arg d_h_last,
+                       Ret d_xp, Ret d_hh, Ret d_h0) {
+  constexpr const char* call = "recurrent_jax_gru_backward";
+  Sizes s;
+  RJ_CHECK(sizes_of(call, "gates", gates, 3, "(..., T, B, 3H)", s));
+  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 3 * H;
+  RJ_CHECK(check(call, s,
+                 {{"valid", valid, {T, B}},
+                  {"w_hh", w, {H, G}},
+                  {"hn", hn, {T, B, H}},
+                  {"h_prev", h_prev, {T, B, H}},
+                  {"d_ys", d_ys, {T, B, H}},
+                  {"d_h_last", d_h_last, {B, H}},
+                  {"d_xp", *d_xp, {T, B, G}},
+                  {"d_hh", *d_hh, {T, B, G}},
+                  {"d_h0", *d_h0, {B, H}}}));
+  over_runs(N, B, 2.0 * T * B * H * G, [&](int64_t n, int64_t b0, int64_t b1) {
+    gru_rows_backward(at(valid, n, N), at(w, n, N), at(gates, n, N), at(hn, n, N), at(h_prev, n, N),
+                      at(d_ys, n, N), at(d_h_last, n, N), at(*d_xp, n, N), at(*d_hh, n, N),
+                      at(*d_h0, n, N), T, B, H, b0, b1);
   });
   return ffi::Error::Success();
 }
 
 }  // namespace
 
-#define RJ_BUF ffi::Buffer<ffi::F32>
-#define RJ_RET ffi::Ret<ffi::Buffer<ffi::F32>>
+#define RJ_BUF ffi::AnyBuffer
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RjLstmForward, LstmForward,
                               ffi::Ffi::Bind()
@@ -387,12 +551,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjLstmForward, LstmForward,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>());
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RjLstmBackward, LstmBackward,
                               ffi::Ffi::Bind()
@@ -403,9 +567,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjLstmBackward, LstmBackward,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>());
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruForward, GruForward,
                               ffi::Ffi::Bind()
@@ -414,11 +578,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruForward, GruForward,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>());
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruBackward, GruBackward,
                               ffi::Ffi::Bind()
@@ -429,9 +593,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruBackward, GruBackward,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>());
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RjLstmInfer, LstmInfer,
                               ffi::Ffi::Bind()
@@ -440,9 +604,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjLstmInfer, LstmInfer,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>());
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruInfer, GruInfer,
                               ffi::Ffi::Bind()
@@ -451,5 +615,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruInfer, GruInfer,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
-                                  .Ret<RJ_BUF>()
-                                  .Ret<RJ_BUF>());
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
