@@ -282,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"recurrent-jax: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print("recurrent-jax: interrupted (the checkpoints saved so far are kept)", file=sys.stderr)
+        return 130
     except OSError as e:  # the file system: a one-line error naming the path
         where = f"{e.filename}: " if e.filename else ""
         print(f"recurrent-jax: error: {where}{e.strerror or e}", file=sys.stderr)

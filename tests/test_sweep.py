@@ -4,6 +4,7 @@ run, one compile per grid point, chunking, resume, and the command end to end.""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import chex
@@ -403,6 +404,26 @@ def test_resume_equals_uninterrupted(uninterrupted, tmp_path, how):
     got, want = _latest_state(tmp_path), _latest_state(full_dir)
     for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_sweep_resumes(
+    uninterrupted, tmp_path
+):
+    plan, full_dir, _, _ = uninterrupted
+    copy = tmp_path / "sweep"
+    shutil.copytree(full_dir, copy)
+    points = copy / "checkpoints" / "point-0"
+    latest = max(int(p.name) for p in points.iterdir())
+    for path in (points / str(latest)).rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    summary = run_sweep(plan, copy, progress=False)
+    assert summary["status"] == "completed"
+    assert summary["points"][0]["resumed_from"] < latest
+    moved = list((copy / "checkpoints" / "point-0.corrupt").iterdir())
+    assert [p.name.split("-")[0] for p in moved] == [str(latest)]
+    for name in ("metrics.jsonl", "runs.csv", "runs.md"):
+        assert (copy / name).read_text() == (full_dir / name).read_text(), name
 
 
 def _latest_state(workdir: Path):

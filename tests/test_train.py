@@ -168,18 +168,74 @@ def test_workdir_with_other_config_is_refused(uninterrupted):
         train_and_evaluate(other, full_dir, progress=False)
 
 
-def test_corrupt_checkpoint_is_a_clear_error(uninterrupted, tmp_path):
+def test_a_damaged_only_checkpoint_is_a_clear_error(uninterrupted, tmp_path):
     full_dir, config = uninterrupted
     copy = tmp_path / "run"
     shutil.copytree(full_dir, copy)
-    latest = copy / "checkpoints" / "30"
-    for path in (latest / "default").rglob("*"):
-        if path.is_file():
-            path.write_bytes(b"garbage")
+    for step_dir in (copy / "checkpoints").iterdir():  # every checkpoint: nothing to fall back on
+        for path in (step_dir / "default").rglob("*"):
+            if path.is_file() and path.parent.name == "d":
+                path.write_bytes(b"garbage")
     before = sorted(p.name for p in (copy / "checkpoints").iterdir())
     with pytest.raises(CheckpointError, match=r"could not be restored.*Nothing was deleted"):
         train_and_evaluate(config, copy, progress=False)
     assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == before
+    assert not (copy / "checkpoints.corrupt").exists()
+
+
+@pytest.fixture(scope="module")
+def three_checkpoints(tmp_path_factory):
+    """A finished run with checkpoints at steps 10, 20 and 30."""
+    workdir = tmp_path_factory.mktemp("three")
+    config = experiment(training__eval_every=10, training__keep_checkpoints=3)
+    train_and_evaluate(config, workdir, progress=False)
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["10", "20", "30"]
+    return workdir, config
+
+
+def _truncate(files):
+    for path in files:
+        if path.is_file() and path.stat().st_size > 4:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("part", ["arrays", "metadata"])
+def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_run_resumes(
+    three_checkpoints, tmp_path, part
+):
+    full_dir, config = three_checkpoints
+    copy = tmp_path / "run"
+    shutil.copytree(full_dir, copy)
+    # As after a crash mid-run: the latest checkpoint damaged, the records
+    # past the one before it to be written again.
+    latest = copy / "checkpoints" / "30"
+    if part == "arrays":
+        _truncate(p for p in latest.rglob("*") if p.parent.name == "d")
+    else:
+        _truncate([latest / "metrics" / "metrics", latest / "_CHECKPOINT_METADATA"])
+    records = (copy / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (copy / "metrics.jsonl").write_text("".join(records[:-1]) + records[-1][:7])  # cut mid-line
+    notices = []
+    summary = train_and_evaluate(config, copy, progress=False, log=notices.append)
+    assert summary["status"] == "completed" and summary["resumed_from"] == 20
+    assert len(notices) == 1 and notices[0].startswith("checkpoint 30 could not be")
+    moved = list((copy / "checkpoints.corrupt").iterdir())
+    assert [p.name.split("-")[0] for p in moved] == ["30"] and str(moved[0]) in notices[0]
+    assert (copy / "metrics.jsonl").read_text() == (full_dir / "metrics.jsonl").read_text()
+    got, want = _checkpoint_state(copy, config), _checkpoint_state(full_dir, config)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_a_run_stopped_before_its_first_checkpoint_writes_each_record_once(
+    three_checkpoints, tmp_path
+):
+    full_dir, config = three_checkpoints
+    copy = tmp_path / "run"
+    shutil.copytree(full_dir, copy)
+    shutil.rmtree(copy / "checkpoints")  # killed before any checkpoint was saved
+    train_and_evaluate(config, copy, progress=False)
+    assert (copy / "metrics.jsonl").read_text() == (full_dir / "metrics.jsonl").read_text()
 
 
 def test_incompatible_checkpoint_is_a_clear_error(uninterrupted):
@@ -316,7 +372,7 @@ def test_processes_probing_one_workdir_do_not_trip_each_other(tmp_path):
     # another's. Threads here stand in for the processes.
     from concurrent.futures import ThreadPoolExecutor
 
-    from recurrent_jax.train.loop import make_workdir
+    from recurrent_jax.train.rundir import make_workdir
 
     workdir = tmp_path / "shared"
     with ThreadPoolExecutor(8) as pool:

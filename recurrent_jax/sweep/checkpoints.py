@@ -11,13 +11,14 @@ initialised state), keeping the last ``keep``.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recurrent_jax.train.checkpoint import CheckpointError
+from recurrent_jax.train.checkpoint import CheckpointError, move_aside
 
 
 def save_tree(path: Path, tree) -> None:
@@ -38,7 +39,7 @@ def load_tree(path: Path, like):
     try:
         with np.load(path) as f:
             leaves = [f[f"arr_{i}"] for i in range(len(f.files))]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"checkpoint {path} could not be read ({e})") from e
     got = [(a.shape, a.dtype) for a in leaves]
     want = [(tuple(a.shape), np.dtype(a.dtype)) for a in wanted]
@@ -75,6 +76,9 @@ class ProcessCheckpointer:
 
     def restore(self, step: int, like):
         return load_tree(self.directory / f"{step}.npz", like)
+
+    def move_aside(self, step: int) -> Path:
+        return move_aside(self.directory / f"{step}.npz", self.directory)
 
     def close(self) -> None:
         pass

@@ -37,10 +37,9 @@ from recurrent_jax.sweep.runner import (
     stack_keys,
 )
 from recurrent_jax.sweep.spec import GridPoint, SweepPlan
-from recurrent_jax.train import host_loop
-from recurrent_jax.train.checkpoint import Checkpointer
+from recurrent_jax.train import host_loop, rundir
+from recurrent_jax.train.checkpoint import Checkpointer, restore_newest
 from recurrent_jax.train.config import from_config_dict, rename_keys, to_dict
-from recurrent_jax.train.loop import make_workdir, save_or_match
 from recurrent_jax.train.metrics import METRICS_FILE, has_eval, read_metrics
 
 SWEEP_FILE = "sweep.json"
@@ -50,14 +49,14 @@ def prepare_sweep_dir(plan: SweepPlan, workdir: Path) -> Path:
     """Creates ``workdir`` with ``sweep.json`` (the base config and sweep
     section: re-launchable with ``--config=<workdir>/sweep.json``); an
     existing sweep there must be the same one (then it is resumed)."""
-    workdir = make_workdir(workdir)
+    workdir = rundir.make_workdir(workdir)
     saved = {**to_dict(plan.base), "sweep": plan.section}
     path = workdir / SWEEP_FILE
     if jax.process_count() > 1:  # process 0 writes it; the others check it
         if jax.process_index() == 0 and not path.exists():
             path.write_text(json.dumps(saved, indent=2) + "\n")
         dist.barrier("recurrent_jax sweep: sweep.json written")
-    save_or_match(path, saved, _read_sweep_file, "sweep")
+    rundir.save_or_match(path, saved, _read_sweep_file, "sweep")
     return workdir
 
 
@@ -88,10 +87,13 @@ def run_sweep(
     point's runs (``distributed.process_runs``) and writes its own files;
     process 0 merges them (``recurrent_jax.sweep.processes``).
     """
-    workdir = prepare_sweep_dir(plan, workdir)
     log = log or (print if progress else lambda line: None)
     start, status, points = time.perf_counter(), host_loop.COMPLETED, []
-    with host_loop.stop_requests(should_stop) as stop_requested:
+    with (
+        rundir.locked(workdir, log=host_loop.notice) as workdir,
+        host_loop.stop_requests(should_stop) as stop_requested,
+    ):
+        prepare_sweep_dir(plan, workdir)
         for point in plan.points:
             run = _PointRun(plan, point, workdir, mesh, log)
             status = run.loop(progress, stop_requested)
@@ -99,10 +101,10 @@ def run_sweep(
             if status != host_loop.COMPLETED:
                 break
             run.save_best()
-    seconds = time.perf_counter() - start
-    if jax.process_count() == 1:
-        return report.write_report(plan, workdir, status, points, seconds)
-    return processes.merge_outputs(plan, workdir, status, points, seconds)
+        seconds = time.perf_counter() - start
+        if jax.process_count() == 1:
+            return report.write_report(plan, workdir, status, points, seconds)
+        return processes.merge_outputs(plan, workdir, status, points, seconds)
 
 
 class _PointRun:
@@ -140,18 +142,29 @@ class _PointRun:
                 keep=keep,
                 primary_metric=task.primary_metric,
                 higher_is_better=task.higher_is_better,
+                log=host_loop.notice,
             )
-        latest = self.checkpoints.latest_step()
+        try:
+            self.restore()
+        except BaseException:
+            self.checkpoints.close()
+            raise
+
+    def restore(self) -> None:
+        """The stacked state of the newest intact checkpoint (saved without
+        the padding: resumable on any number of devices), else a fresh one."""
+        fresh = jax.eval_shape(self.stages.init, self.hparams, self.keys)
+        latest, restored = restore_newest(self.checkpoints, self.unpadded(fresh), host_loop.notice)
         if latest is None:
             self.state = self.stages.init(self.hparams, self.keys)
-        else:  # saved without the padding: resumable on any number of devices
-            like = jax.eval_shape(self.stages.init, self.hparams, self.keys)
-            restored = self.checkpoints.restore(latest, self.unpadded(like))
+        else:
             self.state = restored._replace(
                 train=self.place(restored.train), best=self.place(restored.best)
             )
-            truncate_metrics(self.metrics_path, set(self.run_ids), latest)
-            self.start_step = latest
+        self.start_step = latest or 0
+        # Records past it (or of a point stopped before its first checkpoint)
+        # are written again, once, by the steps to come.
+        truncate_metrics(self.metrics_path, set(self.run_ids), self.start_step)
 
     def place(self, tree):
         """Pads the run axis to the mesh and splits it over ``runs``."""
@@ -196,6 +209,8 @@ class _PointRun:
             line += f" (process {jax.process_index()}: run ids {ids})"
         if not self.runs:
             return line
+        if self.start_step:
+            line += f", resumed from step {self.start_step}"
         if self.mesh is not None:
             runs, data = self.mesh.shape[dist.RUNS], self.mesh.shape[dist.DATA]
             line += (
@@ -267,6 +282,7 @@ class _PointRun:
     def info(self) -> dict:
         info = {
             "point": self.point.index,
+            "resumed_from": self.start_step or None,
             "grid": self.point.grid,
             "runs": len(self.run_ids),
             "runs_per_call": self.runs_per_call,

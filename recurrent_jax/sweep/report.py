@@ -143,6 +143,12 @@ def write_tables(rows: list[dict], workdir: Path, best_id: int | None) -> None:
     (workdir / TABLE_MD).write_text("\n".join(lines) + "\n")
 
 
+def short(value) -> str:
+    """A swept value as labels and summaries show it: floats to 4
+    significant digits (``0.004642``, not ``0.00464158883361``)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
@@ -192,10 +198,11 @@ def plot_metric_vs_values(plan, rows, metric, workdir: Path) -> list[Path]:
                 ]
                 mean.append(np.mean(ys) if ys else np.nan)
                 std.append(np.std(ys) if ys else np.nan)
-            label = ", ".join(f"{n}={c}" for n, c in zip(others, combo, strict=True)) or None
+            label = ", ".join(f"{n}={short(c)}" for n, c in zip(others, combo, strict=True))
+            label = label or None
             ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=label)
         if not _is_numeric(values):
-            ax.set_xticks(xs, [str(v) for v in values])
+            ax.set_xticks(xs, [short(v) for v in values])
         elif _log_scale(values):
             ax.set_xscale("log")
         ax.set_xlabel(name)
@@ -243,7 +250,7 @@ def plot_curves_by_value(plan, records, metric, workdir: Path) -> list[Path]:
             ):
                 ax.set_yscale("log")
         handles = [
-            plt.Line2D([], [], color=color(v), label=f"{name}={v}")
+            plt.Line2D([], [], color=color(v), label=f"{name}={short(v)}")
             for v in (values if len(values) <= 8 else [values[0], values[-1]])
         ]
         axes[1].legend(handles=handles, fontsize=7)
@@ -274,8 +281,8 @@ def plot_heatmaps(plan, rows, metric, workdir: Path) -> list[Path]:
                 ax.text(
                     i, j, f"{v:.3g}", ha="center", va="center", fontsize=8, color="kw"[not bright]
                 )
-        ax.set_xticks(range(len(xs)), [f"{v:.3g}" if isinstance(v, float) else v for v in xs])
-        ax.set_yticks(range(len(ys)), [f"{v:.3g}" if isinstance(v, float) else v for v in ys])
+        ax.set_xticks(range(len(xs)), [short(v) for v in xs])
+        ax.set_yticks(range(len(ys)), [short(v) for v in ys])
         ax.set_xlabel(a)
         ax.set_ylabel(b)
         fig.colorbar(image, ax=ax, label=f"{metric} (mean over seeds)")
@@ -350,13 +357,14 @@ def format_summary(summary: dict) -> str:
         if "mesh" in p:
             mesh = " x ".join(f"{n}={k}" for n, k in p["mesh"].items())
             where += f", sharded over {p['state_devices']} devices (mesh {mesh})"
+        resumed = f" (resumed from step {p['resumed_from']})" if p.get("resumed_from") else ""
         lines.append(
             f"  point {p['point']}{where}: {p['runs']} runs, {p['runs_per_call']} per call, "
-            f"step {p['step']}, {p['seconds']:.1f}s"
+            f"step {p['step']}{resumed}, {p['seconds']:.1f}s"
         )
     best = summary["best"]
     if best:
-        swept = ", ".join(f"{n}={best[n]}" for n in summary["swept"])
+        swept = ", ".join(f"{n}={short(best[n])}" for n in summary["swept"])
         lines.append(
             f"  best: run {best['run_id']} ({swept}, seed {best['seed']}): "
             f"{metric} {best[f'best_{metric}']:.5g} at step {best['best_step']}"

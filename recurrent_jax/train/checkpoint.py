@@ -3,11 +3,21 @@
 The best checkpoint is the one with the best eval ``primary_metric``; it is
 preserved beside the last ``keep`` ones. A checkpoint that cannot be read
 raises ``CheckpointError`` and nothing is deleted or overwritten.
+``restore_newest`` resumes from the newest checkpoint that restores: newer
+ones that fail to (truncated or garbled files after a crash) are moved
+aside into ``<checkpoints>.corrupt/``, never deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import json
+import logging
 import math
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -30,9 +40,13 @@ class Checkpointer:
         primary_metric: str,
         higher_is_better: bool,
         process_local: bool = False,
+        log: Callable[[str], None] = print,
     ):
         """``process_local``: with several processes, this process alone
-        writes ``directory`` (its own arrays, no barriers with the others)."""
+        writes ``directory`` (its own arrays, no barriers with the others).
+        A checkpoint whose metadata files cannot be read (which orbax reads
+        for every step on opening the directory) is moved aside first, with
+        one line to ``log``."""
         try:
             import orbax.checkpoint as ocp
         except ImportError as e:
@@ -40,6 +54,7 @@ class Checkpointer:
                 "checkpoints need orbax-checkpoint: pip install 'recurrent-jax[experiments]'"
             ) from e
         self._ocp = ocp
+        _quiet_orbax_shutdown()
         self.directory = Path(directory).absolute()
         self.primary_metric, self.higher_is_better = primary_metric, higher_is_better
         managers = ocp.checkpoint_managers
@@ -68,6 +83,9 @@ class Checkpointer:
             options.multiprocessing_options = ocp.options.MultiprocessingOptions(
                 primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"process-{me}"
             )
+        for step, reason in damaged_metadata(self.directory).items():
+            moved = move_aside(self.directory / str(step), self.directory)
+            log(f"checkpoint {step} could not be read ({reason}); moved to {moved}")
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, state, eval_metrics: dict | None = None) -> None:
@@ -81,7 +99,8 @@ class Checkpointer:
         if self._host:
             state = jax.device_get(state)
         try:
-            self.manager.save(step, args=self._ocp.args.StandardSave(state), metrics=metrics)
+            with _quiet_without_metrics(metrics):
+                self.manager.save(step, args=self._ocp.args.StandardSave(state), metrics=metrics)
         except OSError as error:  # disk full, permissions: the earlier steps stay
             reason = error.strerror or str(error)
             raise CheckpointError(
@@ -91,6 +110,15 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def move_aside(self, step: int) -> Path:
+        """Moves checkpoint ``step`` out of the directory (see ``move_aside``)."""
+        moved = move_aside(self.directory / str(step), self.directory)
+        self.manager.reload()
+        return moved
 
     def best_step(self) -> int | None:
         """The step with the best eval metric (None if none has metrics)."""
@@ -125,6 +153,107 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def restore_newest(checkpoints, like, log: Callable[[str], None]) -> tuple[int | None, object]:
+    """``(step, state)`` of the newest checkpoint of ``checkpoints`` (a
+    ``Checkpointer`` or ``sweep.checkpoints.ProcessCheckpointer``) that
+    restores, or ``(None, like)`` when there is none.
+
+    The checkpoints newer than the one restored failed to restore into the
+    same ``like`` where an older one did, so their files are damaged: each
+    is moved aside with one line to ``log``. When none restores, nothing is
+    moved and the newest's ``CheckpointError`` is raised (a damaged single
+    checkpoint and a model that no longer matches look alike)."""
+    failed = []
+    for step in reversed(checkpoints.steps()):
+        try:
+            state = checkpoints.restore(step, like)
+        except CheckpointError as error:
+            failed.append((step, error))
+            continue
+        for bad, error in failed:
+            moved = checkpoints.move_aside(bad)
+            log(f"checkpoint {bad} could not be restored ({_reason(error)}); moved to {moved}")
+        return step, state
+    if failed:
+        raise failed[0][1]
+    return None, like
+
+
+# Orbax runs each restore on an asyncio loop that it closes as soon as one
+# read fails; the reads still in flight then report "Event loop is closed"
+# (and, after shutdown, "cannot schedule new futures") through
+# sys.unraisablehook, as stray tracebacks. Those, and only those, are dropped.
+_ORBAX_SHUTDOWN_NOISE = ("Event loop is closed", "cannot schedule new futures after shutdown")
+
+
+def _quiet_orbax_shutdown() -> None:
+    previous = sys.unraisablehook
+    if getattr(previous, "recurrent_jax", False):
+        return
+
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) in _ORBAX_SHUTDOWN_NOISE:
+            return
+        previous(unraisable)
+
+    hook.recurrent_jax = True
+    sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def _quiet_without_metrics(metrics):
+    """Orbax warns when a manager that tracks the best checkpoint saves one
+    without metrics: an interrupt's save, which is meant to have none."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    if metrics is None:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# The JSON files of a step that orbax reads when it opens the directory or
+# restores; its arrays are binary (checked by restoring).
+_METADATA_FILES = ("_CHECKPOINT_METADATA", "metrics/metrics", "default/_METADATA")
+
+
+def damaged_metadata(directory: Path) -> dict[int, str]:
+    """Step -> why, for the checkpoints in ``directory`` whose metadata
+    files are not valid JSON (cut short by a crash, or overwritten)."""
+    damaged = {}
+    steps = [p for p in Path(directory).glob("*") if p.is_dir() and p.name.isdigit()]
+    for step_dir in steps:
+        for name in _METADATA_FILES:
+            path = step_dir / name
+            try:
+                if path.exists():
+                    json.loads(path.read_bytes())
+            except (OSError, ValueError) as error:
+                damaged[int(step_dir.name)] = f"{name}: {type(error).__name__}"
+                break
+    return dict(sorted(damaged.items()))
+
+
+def move_aside(path: Path, directory: Path) -> Path:
+    """Moves ``path`` into ``<directory>.corrupt/`` under its name and the
+    time (never deleting it); returns where it went."""
+    target_dir = directory.with_name(directory.name + ".corrupt")
+    target_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    target = target_dir / f"{path.name}-{stamp}"
+    shutil.move(str(path), str(target))
+    return target
+
+
+def _reason(error: CheckpointError) -> str:
+    cause = error.__cause__
+    text = f"{type(cause).__name__}: {cause}" if cause is not None else str(error)
+    return text.splitlines()[0][:160] if text else type(error).__name__
 
 
 def _check_like(restored, like, path) -> None:

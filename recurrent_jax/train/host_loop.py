@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -60,6 +61,8 @@ def drive(
 
 
 def _advance(runs: Runs, t, bar: Progress, stop_requested) -> str:
+    if runs.step < t.num_steps and stop_requested(runs.step):
+        return INTERRUPTED  # before the first call: nothing new to save
     if runs.step % t.eval_every == 0 and not runs.evaluated(runs.step):
         runs.evaluate()  # step 0, or an evaluation cut short by an interrupt
     while runs.step < t.num_steps:
@@ -79,16 +82,35 @@ def _advance(runs: Runs, t, bar: Progress, stop_requested) -> str:
 
 
 @contextlib.contextmanager
-def stop_requests(should_stop: Callable[[int], bool] | None) -> Iterator[Callable[[int], bool]]:
-    """Yields ``stop_requested(step)``: true after a SIGTERM (caught while
-    inside) or when ``should_stop(step)`` is; the previous handler comes back
+def stop_requests(
+    should_stop: Callable[[int], bool] | None, log: Callable[[str], None] | None = None
+) -> Iterator[Callable[[int], bool]]:
+    """Yields ``stop_requested(step)``: true after a SIGTERM or a first
+    Ctrl-C (SIGINT) caught while inside, or when ``should_stop(step)`` is.
+
+    A stop is taken between compiled calls, where the state is whole, so an
+    interrupt never lands inside a checkpoint write; a second Ctrl-C
+    raises ``KeyboardInterrupt`` at once. The previous handlers come back
     on exit. Outside the main thread signals are left alone."""
-    received = []
-    previous = _install(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    received, log = [], log or notice
+
+    def on_interrupt(signum, frame):
+        received.append(signum)
+        log("interrupted: stopping after the current call (Ctrl-C again to stop at once)")
+        _install(signal.SIGINT, signal.default_int_handler)
+
+    previous_term = _install(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    previous_int = _install(signal.SIGINT, on_interrupt)
     try:
         yield lambda step: bool(received) or bool(should_stop and should_stop(step))
     finally:
-        _install(signal.SIGTERM, previous)
+        _install(signal.SIGTERM, previous_term)
+        _install(signal.SIGINT, previous_int)
+
+
+def notice(line: str) -> None:
+    """A one-line notice to the user, on stderr (beside the progress bar)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _install(signum, handler):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -20,13 +19,12 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from recurrent_jax.data.options import ConfigError
-from recurrent_jax.train import core, host_loop
-from recurrent_jax.train.checkpoint import Checkpointer
+from recurrent_jax.train import core, host_loop, rundir
+from recurrent_jax.train.checkpoint import Checkpointer, restore_newest
 from recurrent_jax.train.config import ExperimentConfig, from_config_dict, to_dict
 from recurrent_jax.train.metrics import MetricsWriter, has_eval, read_metrics
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = rundir.CONFIG_FILE
 
 
 class TrainingDiverged(FloatingPointError):
@@ -64,47 +62,14 @@ def _compile_static(config: ExperimentConfig) -> Compiled:
     )
 
 
-def make_workdir(workdir) -> Path:
-    """Creates the run or sweep directory ``workdir`` (and its parents); a
-    path that is a file or cannot be created is a ConfigError naming it."""
-    workdir = Path(workdir)
-    if workdir.exists() and not workdir.is_dir():
-        raise ConfigError(f"--workdir: expected a directory, got the file {str(workdir)!r}")
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        # A file of its own: processes of one job probe the same directory.
-        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".recurrent_jax_write_test"):
-            pass
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise ConfigError(f"--workdir: cannot write to {str(workdir)!r}: {reason}") from None
-    return workdir
-
-
 def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
     """Creates ``workdir`` and saves the resolved config; an existing run
     there must have the same config (then it is resumed)."""
-    workdir = make_workdir(workdir)
+    workdir = rundir.make_workdir(workdir)
     resolved = to_dict(config)
     read = lambda saved: to_dict(from_config_dict(saved))  # as this version reads it  # noqa: E731
-    save_or_match(workdir / CONFIG_FILE, resolved, read, "run")
+    rundir.save_or_match(workdir / CONFIG_FILE, resolved, read, "run")
     return workdir
-
-
-def save_or_match(path: Path, resolved: dict, read: Callable[[dict], dict], what: str) -> None:
-    """Writes ``resolved`` to the JSON file ``path``, or, when the file is
-    there, checks that ``read(its contents)`` equals ``read(resolved)`` (a
-    ValueError naming the keys that differ: then it is another ``what``)."""
-    if not path.exists():
-        path.write_text(json.dumps(resolved, indent=2) + "\n")
-        return
-    saved, wanted = read(json.loads(path.read_text())), read(json.loads(json.dumps(resolved)))
-    if saved != wanted:
-        diff = sorted(_diff(saved, wanted))
-        raise ValueError(
-            f"{path.parent} holds a different {what} (differs at {diff}); pass a fresh "
-            f"--workdir, or omit --config to resume the saved {what}"
-        )
 
 
 def load_run_config(workdir: Path) -> ExperimentConfig:
@@ -120,35 +85,41 @@ def train_and_evaluate(
     *,
     progress: bool = True,
     should_stop: Callable[[int], bool] | None = None,
+    log: Callable[[str], None] = host_loop.notice,
 ) -> dict:
-    """Trains (resuming from the latest checkpoint in ``workdir``), evaluates
-    and writes the run directory. Returns the summary.
+    """Trains (resuming from the newest intact checkpoint in ``workdir``),
+    evaluates and writes the run directory. Returns the summary.
 
-    ``should_stop(step)`` is checked after every call (as SIGTERM is): when
-    true the state is saved and the run ends with status "interrupted".
+    ``should_stop(step)`` is checked after every call (as SIGTERM and a
+    first Ctrl-C are): when true the state is saved and the run ends with
+    status "interrupted". ``workdir`` is locked while the run writes it
+    (``rundir.locked``). ``log`` gets the one-line notices (a lock taken
+    over, a damaged checkpoint moved aside, an interrupt); default stderr.
     Raises ``TrainingDiverged`` on NaN/Inf, after saving the summary.
     """
-    workdir = prepare_workdir(config, workdir)
-    stages = compile_stages(config)
-    hparams = core.default_hparams(config)
-    key = jax.random.key(config.training.seed)
-    checkpoints = Checkpointer(
-        workdir / "checkpoints",
-        keep=config.training.keep_checkpoints,
-        primary_metric=stages.task.primary_metric,
-        higher_is_better=stages.task.higher_is_better,
-    )
-    writer = MetricsWriter(workdir)
-    run = _Run(config, stages, hparams, key, checkpoints, writer, workdir)
-    try:
-        with host_loop.stop_requests(should_stop) as stop_requested:
+    with (
+        rundir.locked(workdir, log=log) as workdir,
+        host_loop.stop_requests(should_stop, log) as stop_requested,
+    ):
+        prepare_workdir(config, workdir)
+        stages = compile_stages(config)
+        checkpoints = Checkpointer(
+            workdir / "checkpoints",
+            keep=config.training.keep_checkpoints,
+            primary_metric=stages.task.primary_metric,
+            higher_is_better=stages.task.higher_is_better,
+            log=log,
+        )
+        writer = MetricsWriter(workdir)
+        try:
+            run = _Run(config, stages, checkpoints, writer, workdir, log)
             status, run.seconds = host_loop.drive(
                 run, config.training, show_progress=progress, stop_requested=stop_requested
             )
-    finally:
-        writer.close()
-    summary = run.finish(status)
-    checkpoints.close()
+            summary = run.finish(status)
+        finally:
+            writer.close()
+            checkpoints.close()
     if status == host_loop.DIVERGED:
         raise TrainingDiverged(summary["message"])
     return summary
@@ -157,18 +128,20 @@ def train_and_evaluate(
 class _Run:
     """The mutable host-side state of one run (the device state is ``self.state``)."""
 
-    def __init__(self, config, stages, hparams, key, checkpoints, writer, workdir):
-        self.config, self.stages, self.hparams, self.key = config, stages, hparams, key
+    def __init__(self, config, stages, checkpoints, writer, workdir, log):
+        self.config, self.stages = config, stages
+        self.hparams = core.default_hparams(config)
+        self.key = jax.random.key(config.training.seed)
         self.checkpoints, self.writer, self.workdir = checkpoints, writer, workdir
         self.model = core.make_model(config, stages.task)  # its host-side hooks
-        self.state, self.eval_data = stages.init(hparams, key)
+        self.state, self.eval_data = stages.init(self.hparams, self.key)
         self.eval_outputs = None
-        self.start_step, self.message, self.seconds = 0, "", 0.0
-        latest = checkpoints.latest_step()
-        if latest is not None:
-            self.state = checkpoints.restore(latest, self.state)
-            writer.truncate_after(latest)
-            self.start_step = latest
+        self.message, self.seconds = "", 0.0
+        latest, self.state = restore_newest(checkpoints, self.state, log)
+        self.start_step = latest or 0
+        # Records past the restored step (or of a run stopped before its
+        # first checkpoint) are written again, once, by the steps to come.
+        writer.truncate_after(self.start_step)
 
     @property
     def step(self) -> int:
@@ -236,16 +209,6 @@ class _Run:
         from recurrent_jax.train.summary import write_summary
 
         return write_summary(self, status)
-
-
-def _diff(a, b, prefix=""):
-    keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else None
-    if keys is None:
-        return [prefix] if a != b else []
-    out = []
-    for k in keys:
-        out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
-    return out
 
 
 __all__ = ["TrainingDiverged", "load_run_config", "read_metrics", "train_and_evaluate"]

@@ -3,6 +3,7 @@ when tensorboardX is installed, TensorBoard event files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -33,16 +34,23 @@ class MetricsWriter:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The records of a ``metrics.jsonl`` file ([] when absent)."""
+    """The records of a ``metrics.jsonl`` file ([] when absent). A last
+    line cut short (a process killed while appending) is left out; a
+    resumed run rewrites the file without it (``truncate_after``)."""
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines[:-1]]
+    with contextlib.suppress(json.JSONDecodeError):
+        records += [json.loads(line) for line in lines[-1:]]
+    return records
 
 
 def has_eval(path: Path, step: int, run_ids: set | None = None) -> bool:

@@ -1,0 +1,102 @@
+"""One writer per run directory: a live holder's lock refuses a second run
+with one line naming it; a dead holder's lock is taken over with a notice;
+a directory holding another run is a one-line config error."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("ml_collections")
+
+from recurrent_jax import cli  # noqa: E402
+from recurrent_jax.train import config_files, from_config_dict, rundir, to_dict  # noqa: E402
+
+HOLD = textwrap.dedent(
+    """
+    import sys
+    from recurrent_jax.train import rundir
+    with rundir.locked(sys.argv[1]):
+        print("held", flush=True)
+        sys.stdin.readline()  # hold until told, or until killed
+    """
+)
+
+
+def holder(workdir):
+    """A process holding ``workdir``'s lock (once it printed "held")."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(workdir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_a_live_holder_refuses_a_second_writer(tmp_path):
+    process = holder(tmp_path)
+    try:
+        with pytest.raises(rundir.WorkdirInUse) as error, rundir.locked(tmp_path):
+            pass
+        message = str(error.value)
+        assert f"in use by process {process.pid} on host {socket.gethostname()}" in message
+        assert "\n" not in message
+    finally:
+        process.communicate("")
+    assert process.returncode == 0
+
+
+def test_a_released_lock_is_free_and_silent(tmp_path):
+    process = holder(tmp_path)
+    process.communicate("")  # released on leaving the with-block
+    notices = []
+    with rundir.locked(tmp_path, log=notices.append):
+        record = json.loads((tmp_path / rundir.LOCK_FILE).read_text())
+        assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+    assert notices == []
+    assert (tmp_path / rundir.LOCK_FILE).read_text() == ""
+
+
+def test_a_dead_holders_lock_is_taken_over_with_a_notice(tmp_path):
+    process = holder(tmp_path)
+    process.kill()  # no clean exit: its record stays in the lock file
+    process.wait()
+    assert str(process.pid) in (tmp_path / rundir.LOCK_FILE).read_text()
+    notices = []
+    with rundir.locked(tmp_path, log=notices.append):
+        pass
+    assert len(notices) == 1
+    assert f"taking over the lock left by process {process.pid}" in notices[0]
+
+
+def test_the_cli_refuses_a_held_workdir_in_one_line(tmp_path, capsys):
+    process = holder(tmp_path)
+    try:
+        code = cli.main(["train", "--config=adding:smoke", f"--workdir={tmp_path}"])
+    finally:
+        process.communicate("")
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("recurrent-jax: error: --workdir:") and "\n" not in err
+    assert f"in use by process {process.pid}" in err
+    assert not (tmp_path / "config.json").exists()  # nothing written under another's lock
+
+
+def test_a_workdir_of_another_run_is_a_one_line_error(tmp_path, capsys):
+    other = config_files.apply_overrides(
+        config_files.load_config("adding:smoke"), [("model.hidden_size", "5")]
+    )
+    (tmp_path / "config.json").write_text(json.dumps(to_dict(from_config_dict(other))))
+    code = cli.main(["train", "--config=adding:smoke", f"--workdir={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("recurrent-jax: error: --workdir:") and "holds a different run" in err
+    assert "model.hidden_size" in err and "\n" not in err
