@@ -406,9 +406,7 @@ def test_resume_equals_uninterrupted(uninterrupted, tmp_path, how):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
 
 
-def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_sweep_resumes(
-    uninterrupted, tmp_path
-):
+def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_sweep_resumes(uninterrupted, tmp_path):
     plan, full_dir, _, _ = uninterrupted
     copy = tmp_path / "sweep"
     shutil.copytree(full_dir, copy)
