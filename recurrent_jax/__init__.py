@@ -18,6 +18,7 @@ __all__ = [
     "bidirectional",
     "bucket_by_length",
     "cells",
+    "data",
     "initializers",
     "interop",
     "layer",
@@ -33,9 +34,10 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-# The front doors, seq2seq and interop load on first use, so that code using
-# the cells and layers alone never imports flax (equinox is an extra).
-_LAZY = ("nn", "nnx", "eqx", "seq2seq", "interop")
+# The front doors, seq2seq, interop and the tasks load on first use, so that
+# code using the cells and layers alone never imports flax (equinox is an
+# extra).
+_LAZY = ("nn", "nnx", "eqx", "seq2seq", "interop", "data")
 
 
 def __getattr__(name):

@@ -1,6 +1,16 @@
-"""Input checks that fail at trace time with the argument, expected and given."""
+"""Argument checks: every one fails at construction or trace time with one
+message format, ``<argument>: expected <what>, got <given>``.
+
+The library's entry points (cells, the engine, layers, packing, the front
+doors, seq2seq, interop) call these; configs name their keys the same way
+(``config.model.hidden_size: expected ...``, ``recurrent_jax.train.config``).
+"""
 
 from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +18,108 @@ import numpy as np
 
 
 def describe(x) -> str:
-    return f"{x.dtype}{list(x.shape)}" if hasattr(x, "shape") else repr(x)
+    """A value as messages show it: arrays by dtype and shape, else its repr."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"{x.dtype}{list(x.shape)}"
+    return repr(x)
+
+
+def fail(name: str, expected: str, given) -> None:
+    raise ValueError(f"{name}: expected {expected}, got {describe(given)}")
+
+
+def fail_type(name: str, expected: str, given) -> None:
+    raise TypeError(f"{name}: expected {expected}, got {describe(given)}")
+
+
+def is_int(value) -> bool:
+    """A Python or NumPy integer (not a bool)."""
+    if isinstance(value, bool | np.bool_):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return not hasattr(value, "shape") or value.shape == ()
+
+
+def check_positive_int(name: str, value) -> int:
+    if not is_int(value) or value <= 0:
+        fail(name, "a positive int", value)
+    return int(value)
+
+
+def check_non_negative_int(name: str, value) -> int:
+    if not is_int(value) or value < 0:
+        fail(name, "an int >= 0", value)
+    return int(value)
+
+
+def check_choice(name: str, value, choices) -> Any:
+    try:
+        known = value in choices and not isinstance(value, bool)
+    except (TypeError, ValueError):  # unhashable, or an array
+        known = False
+    if not known:
+        fail(name, f"one of {sorted(map(str, choices))}", value)
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        fail_type(name, "a bool", value)
+    return bool(value)
+
+
+def check_number(name: str, value):
+    """A real scalar: a Python or NumPy number or a 0-d array (traced
+    values pass: a swept hyperparameter)."""
+    if isinstance(value, bool | str) or not (
+        isinstance(value, int | float | np.number)
+        or (
+            hasattr(value, "shape")
+            and value.shape == ()
+            and jnp.issubdtype(value.dtype, jnp.number)
+        )
+    ):
+        fail_type(name, "a real number", value)
+    return value
+
+
+def check_key(name: str, key):
+    """A PRNG key: typed (``jax.random.key``) or raw uint32
+    (``jax.random.PRNGKey``); traced keys pass."""
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    raw = dtype == jnp.uint32 and getattr(key, "ndim", 0) >= 1
+    if not (typed or raw):
+        fail_type(name, "a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed))", key)
+    return key
+
+
+def check_batch_shape(name: str, shape) -> tuple[int, ...]:
+    """A tuple of non-negative ints (a carry's batch axes)."""
+    if not isinstance(shape, Sequence) or not all(is_int(d) and d >= 0 for d in shape):
+        fail_type(name, "a tuple of ints >= 0, e.g. (32,)", shape)
+    return tuple(int(d) for d in shape)
+
+
+def check_cell(name: str, cell, *, layer_ok: bool = False):
+    """An ``rj.Cell`` (or, with ``layer_ok``, an ``rj.Layer``)."""
+    from recurrent_jax.cells.base import Cell
+    from recurrent_jax.layers import Layer
+
+    if isinstance(cell, Cell) or (layer_ok and isinstance(cell, Layer)):
+        return cell
+    what = "an rj.Cell (e.g. rj.cells.lstm(128))" + (" or an rj.Layer" if layer_ok else "")
+    fail_type(name, what, cell)
+
+
+def check_unknown(name: str, given: Mapping, known) -> None:
+    """Keyword options must be among ``known``."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TypeError(f"{name}: unknown option(s) {unknown}; expected some of {sorted(known)}")
 
 
 def is_concrete(x) -> bool:
@@ -124,8 +235,9 @@ def _shapes_by_path(tree) -> dict:
 
 def check_rate(name, rate):
     """A dropout-like rate in [0, 1) when concrete (traced rates pass)."""
+    check_number(name, rate)
     if is_concrete(rate) and not (0.0 <= float(rate) < 1.0):
-        raise ValueError(f"{name}: expected a rate in [0, 1), got {rate!r}")
+        fail(name, "a rate in [0, 1)", rate)
     return rate
 
 

@@ -62,7 +62,7 @@ def default_workdir(name: str, spec: str | None) -> Path:
 
 
 def cmd_eval(args, overrides) -> int:
-    from recurrent_jax.train.evaluate import evaluate_run
+    from recurrent_jax.train.eval_run import evaluate_run
 
     report = evaluate_run(Path(args.workdir), args.step)
     print(json.dumps(report, indent=2))

@@ -136,8 +136,18 @@ def set_options(options: Mapping, table: Mapping) -> dict:
     return {k: v for k, v in options.items() if k in table and not is_default(v, table[k])}
 
 
+def check_output(options: Mapping) -> None:
+    """The ``OUTPUT`` options: bools (``deterministic`` also None)."""
+    for name in ("return_sequences", "return_carry"):
+        _checks.check_bool(name, options[name])
+    if options.get("deterministic") is not None:  # Equinox has none: inference
+        _checks.check_bool("deterministic", options["deterministic"])
+
+
 def rnn_layer(cell, reverse: bool, options: Mapping) -> layers.Layer:
     """``RNN``'s layer: ``cell`` in one direction with the ``LAYER`` options."""
+    check_output(options)
+    _checks.check_cell("cell", cell, layer_ok=True)
     if isinstance(cell, layers.Layer):
         set_here = sorted(set_options(options, LAYER))
         if reverse or set_here:
@@ -151,6 +161,7 @@ def rnn_layer(cell, reverse: bool, options: Mapping) -> layers.Layer:
 def bidirectional_layer(forward, backward, merge_mode, options: Mapping) -> layers.Layer:
     """``Bidirectional``'s layer: two cells with the ``LAYER`` options each,
     or two Layers, which carry their own (then setting them is an error)."""
+    check_output(options)
     given = set_options(options, LAYER)
     time_major = given.pop("time_major", False)
     return layers.bidirectional(
@@ -161,9 +172,16 @@ def bidirectional_layer(forward, backward, merge_mode, options: Mapping) -> laye
 def stacked_layer(family: str, hidden_size: int, options: Mapping) -> layers.Layer:
     """``SimpleRNN``/``LSTM``/``GRU``'s layer: ``num_layers`` cells of
     ``hidden_size``, each optionally bidirectional, as PyTorch's modules."""
-    num_layers = options["num_layers"]
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers: expected a positive int, got {num_layers!r}")
+    check_output(options)
+    num_layers = _checks.check_positive_int("num_layers", options["num_layers"])
+    bidirectional = _checks.check_bool("bidirectional", options["bidirectional"])
+    merge_mode = options["merge_mode"]
+    if not callable(merge_mode):
+        _checks.check_choice("merge_mode", merge_mode, layers.MERGE_MODES)
+    if not bidirectional and merge_mode != STACK["merge_mode"]:
+        _checks.fail(
+            "merge_mode", "the default 'concat' (it applies with bidirectional=True)", merge_mode
+        )
     spec = FAMILIES[family]
     cell_options = {k: options[k] for k in (*CELL, *spec.options)}
     cell = spec.make_cell(hidden_size, **cell_options)
@@ -175,8 +193,8 @@ def stacked_layer(family: str, hidden_size: int, options: Mapping) -> layers.Lay
         time_major=options["time_major"],
         engine=options["engine"],
     )
-    if options["bidirectional"]:
-        one = layers.bidirectional(cell, merge_mode=options["merge_mode"], **per_layer)
+    if bidirectional:
+        one = layers.bidirectional(cell, merge_mode=merge_mode, **per_layer)
     else:
         one = layers.layer(cell, **per_layer)
     return layers.stack(

@@ -8,7 +8,7 @@ A ``Layer`` is, like a ``Cell``, a NamedTuple of pure functions:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import jax
@@ -74,8 +74,13 @@ def layer(
 
     Params: the cell's, plus ``initial_carry`` when learned.
     """
-    cell = with_defaults(cell)
+    cell = with_defaults(_checks.check_cell("cell", cell))
     engine = engine_lib.resolve(engine, **engine_options)
+    for name, value in dict(reverse=reverse, learn_initial_carry=learn_initial_carry).items():
+        _checks.check_bool(name, value)
+    for name, rate in dict(dropout=dropout, recurrent_dropout=recurrent_dropout).items():
+        _checks.check_rate(name, rate)
+    _checks.check_rate("zoneout", zoneout)
     time_axis = 0 if time_major else -2 - cell.spatial_dims
 
     def init(key, input_size):
@@ -149,11 +154,12 @@ def bidirectional(
     Params: ``{"forward": ..., "backward": ...}``.
     Carry: ``(forward_carry, backward_carry)``.
     """
-    if not (callable(merge_mode) or merge_mode in MERGE_MODES):
-        raise ValueError(
-            f"merge_mode: expected one of {list(MERGE_MODES)} or a callable, got {merge_mode!r}"
-        )
-    backward = forward if backward is None else backward
+    if not callable(merge_mode):
+        _checks.check_choice("merge_mode", merge_mode, MERGE_MODES)
+    _checks.check_cell("forward", forward, layer_ok=True)
+    backward = (
+        forward if backward is None else _checks.check_cell("backward", backward, layer_ok=True)
+    )
     if isinstance(forward, Layer) and isinstance(backward, Layer):
         given = sorted(layer_options) + (["time_major"] if time_major else [])
         if given:
@@ -171,7 +177,9 @@ def bidirectional(
 
     def apply(params, xs, *, initial_carry=None, key=None, **options):
         carries = (None, None) if initial_carry is None else initial_carry
-        keys = (None, None) if key is None else tuple(jax.random.split(key))
+        keys = (
+            (None, None) if key is None else tuple(jax.random.split(_checks.check_key("key", key)))
+        )
         c_f, y_f = fwd.apply(
             params["forward"], xs, initial_carry=carries[0], key=keys[0], **options
         )
@@ -229,6 +237,12 @@ def stack(
     Params: ``{"layer_0": ..., "layer_1": ...}``. Carry: a tuple, one per
     layer. ``initial_carry`` likewise a tuple (or None).
     """
+    if not isinstance(layers, Sequence) or isinstance(layers, Cell | Layer | str):
+        _checks.fail_type("layers", "a list of cells or layers, bottom first", layers)
+    for i, entry in enumerate(layers):
+        _checks.check_cell(f"layers[{i}]", entry, layer_ok=True)
+    _checks.check_rate("dropout", dropout)
+    _checks.check_bool("residual", residual)
     if (engine is not None or engine_options) and all(isinstance(x, Layer) for x in layers):
         raise ValueError(
             "engine: applies to the Cells given to stack; every entry of layers is a "
@@ -252,6 +266,7 @@ def stack(
         return params
 
     def apply(params, xs, *, initial_carry=None, key=None, deterministic=False, **options):
+        _check_stack_params(params, names)
         if residual and len(layers) > 1 and not options.get("return_sequences", True):
             raise ValueError(
                 "return_sequences: False gives one output per sequence from the last layer, "
@@ -267,7 +282,7 @@ def stack(
         keys = (
             [None] * (2 * len(layers))
             if key is None
-            else list(jax.random.split(key, 2 * len(layers)))
+            else list(jax.random.split(_checks.check_key("key", key), 2 * len(layers)))
         )
         carries, last = [], len(layers) - 1
         for i, (name, lyr) in enumerate(zip(names, layers, strict=True)):
@@ -286,6 +301,12 @@ def stack(
         return tuple(carries), xs
 
     return Layer(init, apply, layers[-1].output_size)
+
+
+def _check_stack_params(params, names) -> None:
+    got = sorted(params) if isinstance(params, Mapping) else None
+    if got != sorted(names):
+        _checks.fail("params", f"a dict with one entry per layer, {names}", got or params)
 
 
 def _residual(ys, xs, index):

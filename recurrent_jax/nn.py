@@ -89,10 +89,18 @@ class RNN(_options_base("_RNNOptions", *_RNN_TABLES)):
     cell: Cell | layers.Layer
     reverse: bool = False
 
+    def __post_init__(self):
+        super().__post_init__()
+        self.layer()  # every option checked at construction, as in rj.nnx and rj.eqx
+
+    def layer(self) -> layers.Layer:
+        """The pure ``rj.Layer`` these attributes describe."""
+        return doors.rnn_layer(self.cell, self.reverse, _options(self, _RNN_TABLES))
+
     @nn.compact
     def __call__(self, xs, *, seq_lengths=None, mask=None, initial_carry=None, deterministic=None):
         options = _options(self, _RNN_TABLES)
-        layer = doors.rnn_layer(self.cell, self.reverse, options)
+        layer = self.layer()
         data = dict(seq_lengths=seq_lengths, mask=mask, initial_carry=initial_carry)
         return _run(self, layer, options, xs, deterministic, **data)
 
@@ -115,10 +123,19 @@ class Bidirectional(_options_base("_BiOptions", *_RNN_TABLES)):
     backward: Cell | None = None
     merge_mode: str | None | Callable = "concat"
 
+    def __post_init__(self):
+        super().__post_init__()
+        self.layer()  # every option checked at construction
+
+    def layer(self) -> layers.Layer:
+        """The pure ``rj.Layer`` these attributes describe."""
+        options = _options(self, _RNN_TABLES)
+        return doors.bidirectional_layer(self.forward, self.backward, self.merge_mode, options)
+
     @nn.compact
     def __call__(self, xs, *, seq_lengths=None, mask=None, initial_carry=None, deterministic=None):
         options = _options(self, _RNN_TABLES)
-        layer = doors.bidirectional_layer(self.forward, self.backward, self.merge_mode, options)
+        layer = self.layer()
         data = dict(seq_lengths=seq_lengths, mask=mask, initial_carry=initial_carry)
         return _run(self, layer, options, xs, deterministic, **data)
 
@@ -127,14 +144,23 @@ def _stacked(family: str) -> type:
     """The linen module of a ``doors.FAMILIES`` entry."""
     tables = (doors.stacked_options(family),)
 
+    def __post_init__(self):
+        nn.Module.__post_init__(self)
+        self.layer()  # every option checked at construction
+
+    def layer(self) -> layers.Layer:
+        """The pure ``rj.Layer`` these attributes describe."""
+        return doors.stacked_layer(family, self.hidden_size, _options(self, tables))
+
     def __call__(self, xs, *, seq_lengths=None, mask=None, initial_carry=None, deterministic=None):
         options = _options(self, tables)
-        layer = doors.stacked_layer(family, self.hidden_size, options)
         data = dict(seq_lengths=seq_lengths, mask=mask, initial_carry=initial_carry)
-        return _run(self, layer, options, xs, deterministic, **data)
+        return _run(self, self.layer(), options, xs, deterministic, **data)
 
     namespace = {
         "__annotations__": {"hidden_size": int},
+        "__post_init__": __post_init__,
+        "layer": layer,
         "__call__": nn.compact(__call__),
         "__doc__": doors.FAMILIES[family].summary + _STACKED_DOC,
         "__module__": __name__,
@@ -169,3 +195,6 @@ _STACKED_DOC = """
 SimpleRNN = _stacked("SimpleRNN")
 LSTM = _stacked("LSTM")
 GRU = _stacked("GRU")
+
+
+__all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Seq2Seq", "SimpleRNN"]

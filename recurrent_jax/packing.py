@@ -133,8 +133,8 @@ def pack(
             raise ValueError(f"sequences: expected (N, T, F) or a list, got shape {padded.shape}")
         num, steps, features = padded.shape
         lengths = np.full(num, steps, np.int32) if seq_lengths is None else np.asarray(seq_lengths)
-        if lengths.shape != (num,) or (lengths > steps).any():
-            raise ValueError(f"seq_lengths: expected (N,)={num} values in [0, {steps}]")
+        lengths = _checks.check_seq_lengths(lengths, (num,), steps, of="sequences")
+        lengths = np.asarray(lengths)
         arrays, dtype = [padded[n, : lengths[n]] for n in range(num)], padded.dtype
     rows, starts, num_rows, row_length = layout(lengths, row_length)
     if isinstance(row_multiple, bool) or not isinstance(row_multiple, int) or row_multiple < 1:
@@ -156,6 +156,8 @@ def pack(
 def unpack(packed: Packed, max_length: int | None = None) -> jax.Array:
     """(N, T, F) per-sequence data, zeros past each length; T is
     ``max_length`` (default: the packed row length)."""
+    if not isinstance(packed, Packed):
+        _checks.fail_type("packed", "an rj.Packed (from rj.pack)", packed)
     num_steps = packed.data.shape[-2] if max_length is None else max_length
     if _checks.is_concrete(packed.lengths) and packed.lengths.size:
         longest = int(packed.lengths.max())
@@ -220,11 +222,15 @@ def bucket_by_length(lengths, batch_size: int, *, seed: int | None = None) -> li
     members'. ``seed`` (an int) shuffles the order of the batches with a
     NumPy generator seeded by it; None keeps them shortest first. The last
     batch may be smaller."""
-    lengths = np.asarray(lengths)
-    if lengths.ndim != 1:
-        raise ValueError(f"lengths: expected a 1-d array, got shape {lengths.shape}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    try:
+        lengths = np.asarray(lengths)
+    except ValueError:  # ragged: sequences rather than their lengths
+        _checks.fail("lengths", "ints, one per sequence", type(lengths).__name__)
+    if lengths.ndim != 1 or not (lengths.size == 0 or np.issubdtype(lengths.dtype, np.integer)):
+        _checks.fail("lengths", "a 1-d array of ints, one per sequence", lengths)
+    _checks.check_positive_int("batch_size", batch_size)
+    if seed is not None and not _checks.is_int(seed):
+        _checks.fail_type("seed", "None or an int", seed)
     order = np.argsort(lengths, kind="stable")
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if seed is not None:

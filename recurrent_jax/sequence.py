@@ -89,7 +89,18 @@ def unroll(
       after the last valid step (the initial carry for length 0).
     """
     engine = engine_lib.resolve(engine, **engine_options)
-    cell = with_defaults(cell)
+    cell = with_defaults(_checks.check_cell("cell", cell))
+    flags = dict(
+        reverse=reverse,
+        keep_order=keep_order,
+        time_major=time_major,
+        return_carries=return_carries,
+        deterministic=deterministic,
+    )
+    for name, value in flags.items():
+        _checks.check_bool(name, value)
+    if key is not None:
+        _checks.check_key("key", key)
     if isinstance(xs, packing.Packed):
         boundaries = dict(seq_lengths=seq_lengths, mask=mask, resets=resets)
         _check_packed_options(boundaries | dict(reset_carry=reset_carry), time_major, keep_order)
@@ -240,8 +251,14 @@ def _packed_input_dropout(packed, rate, key, deterministic):
 
 
 def _input_size(params):
-    w = params.get("w_ih") if isinstance(params, dict) else None
-    return None if w is None or not hasattr(w, "shape") else w.shape[0]
+    """D the params were built for: rows of ``w_ih``, or the input channels
+    of a convolutional cell's kernel ``k_ih`` (*kernel, C, G); else None."""
+    if not isinstance(params, dict):
+        return None
+    w = params.get("w_ih", params.get("k_ih"))
+    if w is None or not hasattr(w, "shape") or w.ndim < 2:
+        return None
+    return w.shape[0] if "w_ih" in params else w.shape[-2]
 
 
 def _time_major_mask(name, m, batch_shape, num_steps, time_major):

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,40 @@ def test_public_names_have_docstrings(module_name):
         if value.__module__.startswith("recurrent_jax") and not inspect.getdoc(value)
     ]
     assert not missing, f"{module_name}: public names without a docstring: {missing}"
+
+
+# The packages whose ``__all__`` is the public surface the reference shows.
+REFERENCED_PACKAGES = [
+    "recurrent_jax",
+    "recurrent_jax.cells",
+    "recurrent_jax.nn",
+    "recurrent_jax.nnx",
+    "recurrent_jax.eqx",
+    "recurrent_jax.seq2seq",
+    "recurrent_jax.interop",
+    "recurrent_jax.data",
+    "recurrent_jax.train",
+    "recurrent_jax.sweep",
+]
+
+
+@pytest.fixture(scope="module")
+def built_reference(tmp_path_factory):
+    """Every identifier of the built site's API reference (mkdocstrings'
+    inventory, ``objects.inv``)."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("equinox")
+    site = tmp_path_factory.mktemp("site")
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(site)]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=DOCS.parent, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    header_and_body = (site / "objects.inv").read_bytes().split(b"\n", 4)
+    body = zlib.decompress(header_and_body[4]).decode()
+    return {line.split(" ")[0] for line in body.splitlines() if line.strip()}
+
+
+@pytest.mark.parametrize("package", REFERENCED_PACKAGES)
+def test_every_exported_name_is_in_the_built_reference(package, built_reference):
+    names = importlib.import_module(package).__all__
+    missing = [name for name in names if f"{package}.{name}" not in built_reference]
+    assert not missing, f"{package}: in __all__ but not in the API reference: {missing}"

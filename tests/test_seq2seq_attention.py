@@ -84,7 +84,7 @@ def test_attention_equals_numpy(kind, options, rng):
     params = random_params(mech.init, rng, Q, memory_size)
     q = rng.standard_normal((B, Q)).astype(np.float32)
     h = rng.standard_normal((B, S, memory_size)).astype(np.float32)
-    mask = s2s.lengths_mask(jnp.asarray(LENGTHS), S)
+    mask = rj.length_mask(jnp.asarray(LENGTHS), S)
 
     @jax.jit
     def run(params, q, h, mask):
@@ -140,7 +140,7 @@ def make_decoder(rng, *, num_layers=2, kind="general", layer_size=5, feeding=Tru
 
 def initial_state(dec, params, rng):
     values = jnp.asarray(rng.standard_normal((B, S, M)), jnp.float32)
-    mask = s2s.lengths_mask(jnp.asarray(LENGTHS), S)
+    mask = rj.length_mask(jnp.asarray(LENGTHS), S)
     carries = tuple(jnp.asarray(0.5 * rng.standard_normal((B, Q)), jnp.float32) for _ in dec.cells)
     return dec.initial_state(params, values, mask, carries)
 

@@ -374,6 +374,17 @@ def test_run_i_equals_the_solo_run(uninterrupted, tmp_path):
     assert len({r["mse"] for r in finals}) == 4
 
 
+def test_summaries_and_legends_show_values_in_a_short_form(uninterrupted):
+    from recurrent_jax.sweep.report import format_summary, short
+
+    _, _, summary, _ = uninterrupted
+    long = float(np.geomspace(1e-3, 1e-1, 4)[1])  # 0.00464158883361...
+    best = dict(summary["best"], learning_rate=long)
+    text = format_summary(dict(summary, best=best))
+    assert "learning_rate=0.004642" in text and repr(long) not in text
+    assert [short(v) for v in (long, 3, "lstm", 1e-5)] == ["0.004642", "3", "lstm", "1e-05"]
+
+
 def test_best_run_is_a_run_directory(uninterrupted, capsys):
     plan, workdir, summary, _ = uninterrupted
     best = summary["best"]

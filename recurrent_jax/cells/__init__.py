@@ -1,17 +1,16 @@
 """Recurrent cells: constructors returning ``Cell`` values of pure functions."""
 
+from recurrent_jax.cells._elman import elman
+from recurrent_jax.cells._gru import gru
+from recurrent_jax.cells._lru import lru
+from recurrent_jax.cells._lstm import lstm
+from recurrent_jax.cells._mgu import mgu
+from recurrent_jax.cells._mingru import mingru, minlstm
+from recurrent_jax.cells._rglru import rglru
 from recurrent_jax.cells.base import Cell, CellOptions, LSTMCarry, with_defaults
 from recurrent_jax.cells.conv import conv_gru, conv_lstm
-from recurrent_jax.cells.elman import elman
-from recurrent_jax.cells.gru import gru
-from recurrent_jax.cells.lru import lru
-from recurrent_jax.cells.lstm import lstm
-from recurrent_jax.cells.mgu import mgu
-from recurrent_jax.cells.mingru import mingru, minlstm
-from recurrent_jax.cells.rglru import rglru
 from recurrent_jax.cells.xlstm import MLSTMCarry, SLSTMCarry, mlstm, mlstm_parallel, slstm
 
-# The families that configs and the seq2seq builder name: ``name(hidden_size, **options)``.
 REGISTRY = {
     "elman": elman,
     "lstm": lstm,
@@ -22,10 +21,11 @@ REGISTRY = {
     "lru": lru,
     "rglru": rglru,
 }
+"""The families configs and the seq2seq builder name: ``name(hidden_size, **options)``."""
 
 
-# Convolutional families: ``name(features, kernel_size, spatial_dims=S, **options)``.
 CONV_REGISTRY = {"conv_lstm": conv_lstm, "conv_gru": conv_gru}
+"""Convolutional families: ``name(features, kernel_size, spatial_dims=S, **options)``."""
 
 
 def linear_in_carry(name: str) -> bool:

@@ -15,7 +15,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import initializers
+from recurrent_jax import _checks, initializers
+from recurrent_jax._checks import (
+    check_choice,
+    check_positive_int,
+)
 
 Array = jax.Array
 Params = Any
@@ -115,6 +119,7 @@ def _missing_initial_carry(batch_shape, dtype=CARRY_DTYPE):
 
 def zeros_carry(hidden_size: int) -> Callable[..., Array]:
     def initial_carry(batch_shape, dtype=CARRY_DTYPE):
+        batch_shape = _checks.check_batch_shape("batch_shape", batch_shape)
         return jnp.zeros((*batch_shape, hidden_size), dtype)
 
     return initial_carry
@@ -155,16 +160,10 @@ def matmul(x: Array, w: Array, dtype) -> Array:
     return jnp.matmul(compute(x, dtype), compute(w, dtype), preferred_element_type=CARRY_DTYPE)
 
 
-def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
-
-
-def check_choice(name: str, value, choices) -> Any:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {sorted(map(str, choices))}, got {value!r}")
-    return value
+def check_init_args(key, input_size) -> int:
+    """Every built-in ``init(key, input_size)`` starts here."""
+    _checks.check_key("key", key)
+    return check_positive_int("input_size", input_size)
 
 
 BIAS_MODES = ("double", "single", "none")
@@ -303,6 +302,12 @@ class CellOptions(NamedTuple):
 
 
 def make_options(**kwargs) -> CellOptions:
+    """The ``CellOptions`` of a cell constructor's ``**options``; an unknown
+    keyword is an error listing the known ones."""
+    _checks.check_unknown("options", kwargs, CellOptions._fields)
     opts = CellOptions(**kwargs)
     check_choice("bias", opts.bias, BIAS_MODES)
+    for name in ("kernel_init", "recurrent_init", "bias_init"):
+        if not callable(getattr(opts, name)):
+            _checks.fail_type(name, "an initialiser, init(key, shape, dtype)", getattr(opts, name))
     return opts

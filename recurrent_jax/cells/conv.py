@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from recurrent_jax import _checks
 from recurrent_jax.cells import base
 
 
@@ -53,8 +54,9 @@ def conv_lstm(
     layout, biases (4F) per ``bias``. Carry: ``LSTMCarry(h, c)``, each
     (B..., *spatial, F); ``y_t = h'``.
     """
-    F = base.check_positive_int("features", features)
+    F = _checks.check_positive_int("features", features)
     kernel = _kernel_shape(kernel_size, spatial_dims)
+    _checks.check_number("forget_bias", forget_bias)
     opts = base.make_options(**options)
 
     def init(key, input_size):
@@ -75,7 +77,7 @@ def conv_lstm(
         return base.LSTMCarry(h, c), h
 
     def initial_carry(shape, dtype=base.CARRY_DTYPE):  # shape: (*batch, *spatial)
-        zeros = jnp.zeros((*shape, F), dtype)
+        zeros = jnp.zeros((*_checks.check_batch_shape("batch_shape", shape), F), dtype)
         return base.LSTMCarry(zeros, zeros)
 
     return base.Cell(
@@ -106,7 +108,7 @@ def conv_gru(
     Args and params as ``conv_lstm`` with 3F gate channels. Carry: h
     (B..., *spatial, F); ``y_t = h'``.
     """
-    F = base.check_positive_int("features", features)
+    F = _checks.check_positive_int("features", features)
     kernel = _kernel_shape(kernel_size, spatial_dims)
     opts = base.make_options(**options)
 
@@ -134,7 +136,7 @@ def conv_gru(
     return base.Cell(
         init=init,
         step=lambda params, carry, xp_t: update(params, carry, xp_t, carry),
-        initial_carry=lambda shape, dtype=base.CARRY_DTYPE: jnp.zeros((*shape, F), dtype),
+        initial_carry=base.zeros_carry(F),  # over (*batch, *spatial)
         project=project,
         update=update,
         hidden_size=F,
@@ -154,7 +156,7 @@ def _kernel_shape(kernel_size, spatial_dims) -> tuple[int, ...]:
                 f"kernel_size: an int ({kernel_size}) needs spatial_dims; or give one size "
                 "per spatial axis, e.g. (3, 3)"
             )
-        base.check_positive_int("spatial_dims", spatial_dims)
+        _checks.check_positive_int("spatial_dims", spatial_dims)
         kernel_size = (kernel_size,) * spatial_dims
     kernel = tuple(kernel_size)
     if not kernel or not all(isinstance(k, int) and k >= 1 and k % 2 == 1 for k in kernel):
@@ -168,7 +170,7 @@ def _kernel_shape(kernel_size, spatial_dims) -> tuple[int, ...]:
 
 
 def _init(key, input_size, features, kernel, num_gates, opts, offsets):
-    base.check_positive_int("input_size", input_size)
+    base.check_init_args(key, input_size)
     k_ih, k_hh, k_b = jax.random.split(key, 3)
     gates = num_gates * features
     dt = opts.param_dtype

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from recurrent_jax import _checks
 from recurrent_jax.cells import base
 
 Array = jax.Array
@@ -45,12 +46,12 @@ class SLSTMCarry(NamedTuple):
 
 
 def _log_forget(kind):
-    base.check_choice("forget_gate", kind, ("sigmoid", "exp"))
+    _checks.check_choice("forget_gate", kind, ("sigmoid", "exp"))
     return jax.nn.log_sigmoid if kind == "sigmoid" else (lambda f: f)
 
 
 def _heads(H, num_heads):
-    base.check_positive_int("num_heads", num_heads)
+    _checks.check_positive_int("num_heads", num_heads)
     if H % num_heads:
         raise ValueError(f"num_heads: must divide hidden_size {H}, got {num_heads}")
     return num_heads, H // num_heads
@@ -75,7 +76,7 @@ def mlstm(
     per ``bias``. Carry: ``MLSTMCarry``; ``y_t = h_t`` (B..., H). There is no
     recurrent kernel, so ``recurrent_dropout`` does not apply.
     """
-    H = base.check_positive_int("hidden_size", hidden_size)
+    H = _checks.check_positive_int("hidden_size", hidden_size)
     NH, DH = _heads(H, num_heads)
     log_f = _log_forget(forget_gate)
     opts = base.make_options(**options)
@@ -83,12 +84,13 @@ def mlstm(
     G = 4 * H + 2 * NH
 
     def init(key, input_size):
-        base.check_positive_int("input_size", input_size)
+        base.check_init_args(key, input_size)
         k_w, k_b = jax.random.split(key)
         w_ih = base.draw(opts.kernel_init, k_w, (input_size, G), opts.param_dtype)
         return {"w_ih": w_ih} | base.init_biases(k_b, G, opts)
 
     def initial_carry(batch_shape, dtype=base.CARRY_DTYPE):
+        batch_shape = _checks.check_batch_shape("batch_shape", batch_shape)
         zeros = lambda n: jnp.zeros((*batch_shape, n), dtype)  # noqa: E731
         return MLSTMCarry(zeros(NH * DH * DH), zeros(NH * DH), zeros(NH))
 
@@ -211,14 +213,14 @@ def slstm(
     its DH units to its DH units of each gate), biases (4H,) per ``bias``.
     Carry: ``SLSTMCarry(h, c, n, m)``; ``y_t = h_t``.
     """
-    H = base.check_positive_int("hidden_size", hidden_size)
+    H = _checks.check_positive_int("hidden_size", hidden_size)
     NH, DH = _heads(H, num_heads)
     log_f = _log_forget(forget_gate)
     opts = base.make_options(**options)
     dt = opts.dtype
 
     def init(key, input_size):
-        base.check_positive_int("input_size", input_size)
+        base.check_init_args(key, input_size)
         k_w, k_r, k_b = jax.random.split(key, 3)
         w_ih = base.draw(opts.kernel_init, k_w, (input_size, 4 * H), opts.param_dtype)
         blocks = [
@@ -229,6 +231,7 @@ def slstm(
         return {"w_ih": w_ih, "w_hh": w_hh} | base.init_biases(k_b, 4 * H, opts)
 
     def initial_carry(batch_shape, dtype=base.CARRY_DTYPE):
+        batch_shape = _checks.check_batch_shape("batch_shape", batch_shape)
         zeros = jnp.zeros((*batch_shape, H), dtype)
         return SLSTMCarry(zeros, zeros, zeros, zeros)
 

@@ -104,6 +104,8 @@ def losses_and_metrics(task: TaskSpec, outputs: jax.Array, batch: Batch) -> dict
     classification). Returns ``{"loss", "mse"}`` or ``{"loss", "accuracy"}``
     (plus ``bits_per_char``).
     """
+    if not isinstance(task, TaskSpec):
+        raise TypeError(f"task: expected a TaskSpec (Task.build's result), got {task!r}")
     if task.kind == REGRESSION:
         per_output = jnp.mean(jnp.square(outputs - batch.targets), axis=-1)
         loss = weighted_mean(per_output, batch.weights)

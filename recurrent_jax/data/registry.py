@@ -20,14 +20,17 @@ _TASKS: dict[str, Task] = {
 
 
 def task_names() -> list[str]:
+    """The registered tasks' names, sorted."""
     return sorted(_TASKS)
 
 
 def get_task(name: str) -> Task:
+    """The registered ``Task`` called ``name``."""
     if name not in _TASKS:
-        raise KeyError(f"unknown task {name!r}; valid tasks: {task_names()}")
+        raise ValueError(f"name: expected a task of {task_names()}, got {name!r}")
     return _TASKS[name]
 
 
 def tasks() -> list[Task]:
+    """Every registered ``Task``, by name."""
     return [_TASKS[n] for n in task_names()]

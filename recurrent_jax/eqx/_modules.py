@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import equinox as eqx
 
-from recurrent_jax import doors, layers
+from recurrent_jax import _checks, doors, layers
 from recurrent_jax.cells.base import Cell
 
 
@@ -62,7 +62,7 @@ class _Recurrent(eqx.Module):
 def _init(module: _Recurrent, input_size: int, key) -> dict:
     if key is None:
         raise ValueError("key: a PRNG key is required to initialise the params, got None")
-    return module.layer().init(key, input_size)
+    return module.layer().init(_checks.check_key("key", key), input_size)
 
 
 class RNN(_Recurrent):
@@ -78,7 +78,7 @@ class RNN(_Recurrent):
     cell: Cell = eqx.field(static=True)
     reverse: bool = eqx.field(static=True)
 
-    def __init__(self, cell, input_size, *, reverse=False, key, inference=False, **options):
+    def __init__(self, cell, input_size, *, reverse=False, key=None, inference=False, **options):
         self.cell, self.reverse, self.inference = cell, reverse, inference
         self.options = _door_options("RNN", options, doors.LAYER, doors.OUTPUT)
         self.params = _init(self, input_size, key)
@@ -107,7 +107,7 @@ class Bidirectional(_Recurrent):
         backward=None,
         *,
         merge_mode="concat",
-        key,
+        key=None,
         inference=False,
         **options,
     ):
@@ -125,7 +125,7 @@ class _Stacked(_Recurrent):
     hidden_size: int = eqx.field(static=True)
     family = ""
 
-    def __init__(self, input_size, hidden_size, *, key, inference=False, **options):
+    def __init__(self, input_size, hidden_size, *, key=None, inference=False, **options):
         self.hidden_size, self.inference = hidden_size, inference
         self.options = _door_options(self.family, options, doors.stacked_options(self.family))
         self.params = _init(self, input_size, key)

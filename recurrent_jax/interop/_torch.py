@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from recurrent_jax import _checks
 from recurrent_jax.cells.base import LSTMCarry
 from recurrent_jax.interop import _api, _common, _layout, _tables
 from recurrent_jax.interop._common import Spec
@@ -259,6 +260,10 @@ def from_torch_state(module, h_0, c_0=None):
     """PyTorch's ``h_0`` (D·L, *batch, H) [and ``c_0``] -> the ``initial_carry``
     tuple of an rj.nn stack. ``module``: the torch module or the rj.nn module
     (anything with ``num_layers`` and ``bidirectional``)."""
+    if not (hasattr(module, "num_layers") and hasattr(module, "bidirectional")):
+        _checks.fail_type(
+            "module", "a torch RNN module or an rj.nn stack (num_layers, bidirectional)", module
+        )
     num_layers, num_dirs = module.num_layers, 2 if module.bidirectional else 1
     h = jnp.asarray(_common.numpy(h_0))
     c = None if c_0 is None else jnp.asarray(_common.numpy(c_0))

@@ -14,7 +14,6 @@ from recurrent_jax.seq2seq.attention import (
     concat,
     dot,
     general,
-    lengths_mask,
     make_attention,
     masked_softmax,
 )
@@ -58,7 +57,6 @@ __all__ = [
     "greedy_decode",
     "inverse_sigmoid_decay",
     "layer_pairs",
-    "lengths_mask",
     "linear_decay",
     "make_attention",
     "make_bridge",

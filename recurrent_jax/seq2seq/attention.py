@@ -32,8 +32,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax.cells.base import CARRY_DTYPE, check_choice, check_positive_int
-from recurrent_jax.sequence import length_mask
+from recurrent_jax import _checks
+from recurrent_jax.cells.base import CARRY_DTYPE
 
 KINDS = ("additive", "dot", "general", "concat")
 _glorot = jax.nn.initializers.glorot_uniform()
@@ -79,7 +79,7 @@ def make_attention(
       normalize: weight normalisation of "additive" (params ``g``, ``b``).
       scale: a learned scalar ``g`` times the Luong scores.
     """
-    check_choice("attention", kind, KINDS)
+    _checks.check_choice("attention", kind, KINDS)
     if kind == "additive":
         if scale:
             raise ValueError("scale: applies to the Luong kinds, not 'additive'; got True")
@@ -94,7 +94,7 @@ def make_attention(
 def _units(kind, units):
     if units is None:
         raise ValueError(f"attention_size: {kind!r} attention needs a positive int, got None")
-    return check_positive_int("attention_size", units)
+    return _checks.check_positive_int("attention_size", units)
 
 
 def _vector(key, size):
@@ -127,7 +127,7 @@ def additive(units: int, *, normalize: bool = False) -> Attention:
     Params: ``w_query`` (Q, U), ``w_memory`` (M, U), ``v`` (U,) [, ``g``
     scalar, ``b`` (U,)].
     """
-    check_positive_int("attention_size", units)
+    _checks.check_positive_int("attention_size", units)
 
     def extra(u):
         if not normalize:
@@ -193,7 +193,7 @@ def concat(units: int, *, scale: bool = False) -> Attention:
     """Luong concat: ``score = v · tanh(W_a [q; h_s])`` with W_a split as
     ``[w_query; w_memory]``. Params: ``w_query`` (Q, U), ``w_memory``
     (M, U), ``v`` (U,) [, ``g``]."""
-    check_positive_int("attention_size", units)
+    _checks.check_positive_int("attention_size", units)
 
     def score(params, query, keys):
         return jnp.tanh(keys + (query @ params["w_query"])[:, None, :]) @ params["v"]
@@ -226,6 +226,3 @@ def attend(mechanism: Attention, params, query: jax.Array, memory: Memory):
     weights = masked_softmax(mechanism.score(params, query, memory.keys), memory.mask)
     context = jnp.einsum("bs,bsm->bm", weights, memory.values.astype(CARRY_DTYPE))
     return context, weights
-
-
-lengths_mask = length_mask  # bool (B, S): True at steps < lengths

@@ -11,8 +11,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from recurrent_jax import _checks
 from recurrent_jax._checks import describe, is_concrete
-from recurrent_jax.cells.base import check_positive_int
 from recurrent_jax.seq2seq.decoding import (
     Array,
     StepFn,
@@ -46,7 +46,7 @@ class BeamDecoded(NamedTuple):
 
 def tile_beams(tree, beam_size: int):
     """Repeats every leaf (B, ...) to (B·K, ...): row b·K + k is row b."""
-    check_positive_int("beam_size", beam_size)
+    _checks.check_positive_int("beam_size", beam_size)
     return jax.tree_util.tree_map(lambda x: jnp.repeat(x, beam_size, axis=0), tree)
 
 
@@ -149,8 +149,8 @@ def beam_search(
       (B, R), lengths (B, R), aux (B, R, L, ...) or None; without the R
       axis when ``num_return`` is None.
     """
-    check_positive_int("beam_size", beam_size)
-    check_positive_int("max_len", max_len)
+    _checks.check_positive_int("beam_size", beam_size)
+    _checks.check_positive_int("max_len", max_len)
     spec = _probe(step_fn, init_state)
     bos_id, eos_id, pad_id = _check_ids(spec, bos_id, eos_id, pad_id)
     if num_return is not None and (

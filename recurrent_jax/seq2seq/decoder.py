@@ -27,7 +27,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax.cells.base import CARRY_DTYPE, Cell, check_positive_int, with_defaults
+from recurrent_jax import _checks
+from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
 from recurrent_jax.seq2seq.attention import Attention, Memory, attend, make_memory
 
 _glorot = jax.nn.initializers.glorot_uniform()
@@ -88,7 +89,7 @@ def attention_decoder(
     if not cells:
         raise ValueError("cells: expected at least one decoder cell, got none")
     if attention_layer_size is not None:
-        check_positive_int("attention_layer_size", attention_layer_size)
+        _checks.check_positive_int("attention_layer_size", attention_layer_size)
     top = cells[-1].hidden_size
     feeding = input_feeding and mechanism is not None
 

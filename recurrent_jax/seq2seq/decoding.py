@@ -45,8 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recurrent_jax import _checks
 from recurrent_jax._checks import describe, is_concrete
-from recurrent_jax.cells.base import check_positive_int
 
 Array = jax.Array
 StepFn = Callable[..., tuple]
@@ -180,7 +180,7 @@ def greedy_decode(
       ``Decoded`` with sequences (B, L), scores log P(Y|X) (B,), lengths
       (B,) and aux (B, L, ...) or None.
     """
-    check_positive_int("max_len", max_len)
+    _checks.check_positive_int("max_len", max_len)
     spec = _probe(step_fn, init_state)
     ids = _check_ids(spec, bos_id, eos_id, pad_id)
     return _decode(step_fn, init_state, spec, _argmax, None, max_len, *ids)
@@ -213,7 +213,7 @@ def sample_decode(
       step_fn, init_state, bos_id, eos_id, max_len, pad_id: as
         ``greedy_decode``.
     """
-    check_positive_int("max_len", max_len)
+    _checks.check_positive_int("max_len", max_len)
     if is_concrete(temperature) and not float(temperature) > 0.0:
         raise ValueError(f"temperature: expected a value > 0, got {temperature!r}")
     spec = _probe(step_fn, init_state)

@@ -20,8 +20,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import layers
-from recurrent_jax.cells.base import CARRY_DTYPE, Cell, check_choice, with_defaults
+from recurrent_jax import _checks, layers
+from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
 
 BRIDGES = ("copy", "linear", "zeros")
 _glorot = jax.nn.initializers.glorot_uniform()
@@ -90,7 +90,7 @@ def make_bridge(mode: str, decoder_cells: Sequence[Cell], *, bidirectional_encod
       layers that receive an encoder layer.
     - "zeros": the decoder cells' initial carries. No params.
     """
-    check_choice("bridge", mode, BRIDGES)
+    _checks.check_choice("bridge", mode, BRIDGES)
     cells = [with_defaults(c) for c in decoder_cells]
     templates = [jax.eval_shape(lambda c=c: c.initial_carry((), CARRY_DTYPE)) for c in cells]
 

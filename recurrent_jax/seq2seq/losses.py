@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import optax
 
 from recurrent_jax import _checks
-from recurrent_jax.cells.base import check_choice
 from recurrent_jax.sequence import length_mask
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -58,7 +57,7 @@ def sequence_cross_entropy(
       reduction: "mean" over valid tokens (0 when there are none), "sum", or
         "none" for the per-token losses (B, T), zero at invalid tokens.
     """
-    check_choice("reduction", reduction, REDUCTIONS)
+    _checks.check_choice("reduction", reduction, REDUCTIONS)
     valid = token_mask(targets, lengths, mask)
     _check_logits(logits, targets)
     if _checks.is_concrete(label_smoothing) and not 0.0 <= float(label_smoothing) < 1.0:

@@ -23,13 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrent_jax import _checks, cells
-from recurrent_jax.cells.base import check_choice, check_positive_int
 from recurrent_jax.engine import Engine
 from recurrent_jax.layers import Layer
 from recurrent_jax.seq2seq import beam, decoding, training
-from recurrent_jax.seq2seq.attention import lengths_mask, make_attention
+from recurrent_jax.seq2seq.attention import make_attention
 from recurrent_jax.seq2seq.decoder import AttentionDecoder, attention_decoder
 from recurrent_jax.seq2seq.encoder import Bridge, make_bridge, make_encoder
+from recurrent_jax.sequence import length_mask
 
 # the cells the decoder steps token by token
 CELLS = {name: cells.REGISTRY[name] for name in ("elman", "lstm", "gru", "mgu")}
@@ -85,9 +85,9 @@ def seq2seq(
 ) -> Seq2SeqModel:
     """Assembles an encoder (an ``rj.Layer`` whose carries ``bridge``
     reads), an attention decoder, and embeddings and a readout."""
-    v_src = check_positive_int("src_vocab_size", src_vocab_size)
-    v_tgt = check_positive_int("tgt_vocab_size", tgt_vocab_size)
-    emb = check_positive_int("embedding_size", embedding_size)
+    v_src = _checks.check_positive_int("src_vocab_size", src_vocab_size)
+    v_tgt = _checks.check_positive_int("tgt_vocab_size", tgt_vocab_size)
+    emb = _checks.check_positive_int("embedding_size", embedding_size)
     memory_size = encoder_layer.output_size
 
     def init(key):
@@ -115,7 +115,7 @@ def seq2seq(
 
     def initial_decoder_state(params, src, src_lengths):
         encoded = encode(params, src, src_lengths)
-        mask = lengths_mask(jnp.asarray(src_lengths), src.shape[1])
+        mask = length_mask(jnp.asarray(src_lengths), src.shape[1])
         carries = bridge.apply(params["bridge"], encoded.carries)
         return decoder.initial_state(params["decoder"], encoded.outputs, mask, carries)
 
@@ -195,8 +195,23 @@ def make_seq2seq(
     ``cell_options`` go to every encoder and decoder cell's constructor
     (e.g. ``{"forget_bias": 2.0}`` for LSTMs).
     """
-    make_cell = CELLS[check_choice("cell", cell, CELLS)]
+    make_cell = CELLS[_checks.check_choice("cell", cell, CELLS)]
     options = dict(cell_options or {})
+    for name, flag in dict(
+        bidirectional_encoder=bidirectional_encoder,
+        attention_normalize=attention_normalize,
+        attention_scale=attention_scale,
+        input_feeding=input_feeding,
+        output_attention=output_attention,
+    ).items():
+        _checks.check_bool(name, flag)
+    for name, size in dict(
+        encoder_hidden_size=encoder_hidden_size,
+        attention_size=attention_size,
+        attention_layer_size=attention_layer_size,
+    ).items():
+        if size is not None:
+            _checks.check_positive_int(name, size)
     num_decoder = _layers("decoder_layers", decoder_layers, num_layers)
     dec_cells = [make_cell(hidden_size, **options) for _ in range(num_decoder)]
     enc_cell = make_cell(encoder_hidden_size or hidden_size, **options)
@@ -229,10 +244,7 @@ def make_seq2seq(
 
 
 def _layers(name, value, default):
-    value = default if value is None else value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
+    return _checks.check_positive_int(name, default if value is None else value)
 
 
 def _check_ids(name, ids, vocab_size, *, ndim):
@@ -316,7 +328,7 @@ def decode(
     ``options`` also take ``pad_id``. Returns their ``Decoded`` /
     ``BeamDecoded``; ``aux`` holds the attention weights (…, L, S).
     """
-    check_choice("method", method, DECODE_METHODS)
+    _checks.check_choice("method", method, DECODE_METHODS)
     state = model.initial_decoder_state(params, src, src_lengths)
     step_fn = functools.partial(model.decode_step, params)
     ids = dict(bos_id=bos_id, eos_id=eos_id, max_len=max_len)

@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax import _checks
-from recurrent_jax.cells.base import check_choice
 
 FEEDBACKS = ("sample", "argmax")
 SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
@@ -106,7 +105,7 @@ def _batch_major(tree):
 
 def check_sampling_arguments(sampling_probability, key, feedback):
     """Checks the arguments of ``scheduled_sampling``; returns p as fp32."""
-    check_choice("feedback", feedback, FEEDBACKS)
+    _checks.check_choice("feedback", feedback, FEEDBACKS)
     p = sampling_probability
     if _checks.is_concrete(p) and not 0.0 <= float(p) <= 1.0:
         raise ValueError(f"sampling_probability: expected a value in [0, 1], got {p!r}")
@@ -139,7 +138,7 @@ def sampling_schedule(kind: str, **options) -> Callable:
     ``kind`` "linear" (options ``k``, ``c``, ``epsilon``), "exponential"
     (``k``), "inverse_sigmoid" (``k``) or "constant" (``p``). ``step`` may be
     traced."""
-    check_choice("schedule", kind, SCHEDULES)
+    _checks.check_choice("schedule", kind, SCHEDULES)
     if kind == "constant":
         p = options.get("p", 0.0)
         return lambda step: jnp.full(jnp.shape(step), p, jnp.float32)

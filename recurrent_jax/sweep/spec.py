@@ -43,6 +43,8 @@ def default_section() -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Run:
+    """One run of a sweep: its id, grid point, seed, swept values and whole config."""
+
     run_id: int
     point: int  # index of its grid point
     seed: int
@@ -52,6 +54,8 @@ class Run:
 
 @dataclasses.dataclass(frozen=True)
 class GridPoint:
+    """Runs that share one compiled program (the same static values)."""
+
     index: int
     grid: dict  # grid path -> value
     config: ExperimentConfig  # compiled for all its runs (see ``parse_sweep``)
@@ -60,6 +64,8 @@ class GridPoint:
 
 @dataclasses.dataclass(frozen=True)
 class SweepPlan:
+    """A parsed sweep section: its axes, seeds, grid points and runs."""
+
     base: ExperimentConfig
     section: dict  # the sweep section as given (saved with the sweep)
     vmap: tuple[str, ...]  # traced hyperparameters, ``HParams`` field names

@@ -294,6 +294,9 @@ class TrainingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
+    """A whole experiment: its ``name`` and the typed ``model``, ``data``,
+    ``optimizer`` and ``training`` sections (``from_config_dict``)."""
+
     name: str
     model: ModelConfig
     data: DataConfig

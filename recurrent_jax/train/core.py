@@ -26,6 +26,8 @@ from recurrent_jax.train.hparams import HParams, default_hparams  # noqa: F401
 
 
 class TrainState(NamedTuple):
+    """One run's training state: updates done, params and optimizer state."""
+
     step: jax.Array  # int32 scalar: updates done
     params: dict
     opt_state: optax.OptState

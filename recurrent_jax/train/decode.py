@@ -21,7 +21,7 @@ from recurrent_jax.seq2seq.model import DECODE_METHODS
 from recurrent_jax.train import core
 from recurrent_jax.train import seq2seq_model as seq2seq_stages
 from recurrent_jax.train.checkpoint import Checkpointer
-from recurrent_jax.train.evaluate import _choose_step
+from recurrent_jax.train.eval_run import _choose_step
 from recurrent_jax.train.loop import compile_stages, load_run_config
 from recurrent_jax.train.seq2seq_outputs import format_samples
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from recurrent_jax import _checks
 from recurrent_jax.cells import base
 
 
@@ -41,14 +42,14 @@ def rglru(
     Carry: h (B..., H); ``y_t = h_t``. No recurrent kernel, so
     ``recurrent_dropout`` has no effect.
     """
-    H = base.check_positive_int("hidden_size", hidden_size)
+    H = _checks.check_positive_int("hidden_size", hidden_size)
     if not 0.0 < min_rad < max_rad < 1.0:
         raise ValueError(f"min_rad, max_rad: expected 0 < min < max < 1, got {min_rad}, {max_rad}")
     opts = base.make_options(**options)
     dt = opts.dtype
 
     def init(key, input_size):
-        base.check_positive_int("input_size", input_size)
+        base.check_init_args(key, input_size)
         k_w, k_b, k_a = jax.random.split(key, 3)
         w_ih = base.draw(opts.kernel_init, k_w, (input_size, 3 * H), opts.param_dtype)
         biases = base.init_biases(k_b, 3 * H, opts)

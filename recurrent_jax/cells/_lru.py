@@ -11,6 +11,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from recurrent_jax import _checks
 from recurrent_jax.cells import base
 
 
@@ -46,15 +47,15 @@ def lru(
     when D == H, else a (D, H) matrix. Carry: (B..., 2N) ``[Re h, Im h]``
     (fp32, real, as every carry); ``y_t`` (B..., H).
     """
-    H = base.check_positive_int("hidden_size", hidden_size)
-    N = H if state_size is None else base.check_positive_int("state_size", state_size)
+    H = _checks.check_positive_int("hidden_size", hidden_size)
+    N = H if state_size is None else _checks.check_positive_int("state_size", state_size)
     if not 0.0 <= r_min < r_max <= 1.0:
         raise ValueError(f"r_min, r_max: expected 0 <= r_min < r_max <= 1, got {r_min}, {r_max}")
     opts = base.make_options(**options)
     dt, pdt = opts.dtype, opts.param_dtype
 
     def init(key, input_size):
-        D = base.check_positive_int("input_size", input_size)
+        D = base.check_init_args(key, input_size)
         k_u1, k_u2, k_b, k_c, k_d = jax.random.split(key, 5)
         u1, u2 = jax.random.uniform(k_u1, (N,)), jax.random.uniform(k_u2, (N,))
         nu_log = jnp.log(-0.5 * jnp.log(u1 * (r_max**2 - r_min**2) + r_min**2))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from recurrent_jax import _checks
 from recurrent_jax.cells import base
 
 
@@ -50,8 +51,13 @@ def lstm(
     4H/n) with heads — biases per ``bias``, plus the option params above.
     Carry: ``LSTMCarry(h, c)`` with h (B..., K) and c (B..., H); ``y_t = h'``.
     """
-    H = base.check_positive_int("hidden_size", hidden_size)
+    H = _checks.check_positive_int("hidden_size", hidden_size)
     heads = base.check_heads(num_heads, H)
+    if proj_size is not None and not (_checks.check_positive_int("proj_size", proj_size) < H):
+        _checks.fail("proj_size", f"None or an int in [1, hidden_size={H}) (as PyTorch)", proj_size)
+    _checks.check_bool("peephole", peephole)
+    _checks.check_bool("layer_norm", layer_norm)
+    _checks.check_number("forget_bias", forget_bias)
     if heads is not None and proj_size is not None:
         raise ValueError("num_heads: cannot be combined with proj_size (h has P != H units)")
     plain = (
@@ -60,12 +66,12 @@ def lstm(
         and activation is jnp.tanh
         and recurrent_activation is jax.nn.sigmoid
     )
-    P = H if proj_size is None else base.check_positive_int("proj_size", proj_size)
+    P = H if proj_size is None else _checks.check_positive_int("proj_size", proj_size)
     opts = base.make_options(**options)
     dt = opts.dtype
 
     def init(key, input_size):
-        base.check_positive_int("input_size", input_size)
+        base.check_init_args(key, input_size)
         k_w, k_b, k_r = jax.random.split(key, 3)
         offsets = jnp.zeros(4 * H).at[H : 2 * H].set(forget_bias)
         params = base.init_weights(k_w, input_size, P, H, 4, opts, heads)
@@ -81,6 +87,7 @@ def lstm(
         return params
 
     def initial_carry(batch_shape, dtype=base.CARRY_DTYPE):
+        batch_shape = _checks.check_batch_shape("batch_shape", batch_shape)
         return base.LSTMCarry(
             jnp.zeros((*batch_shape, P), dtype), jnp.zeros((*batch_shape, H), dtype)
         )

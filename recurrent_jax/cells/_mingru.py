@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import parallel
+from recurrent_jax import _checks, parallel
 from recurrent_jax.cells import base
 
 
@@ -48,7 +48,8 @@ def mingru(hidden_size: int, *, log_space: bool = False, **options) -> base.Cell
     ``y_t = h_t``. There is no recurrent kernel, so ``recurrent_dropout``
     has no effect.
     """
-    H = base.check_positive_int("hidden_size", hidden_size)
+    H = _checks.check_positive_int("hidden_size", hidden_size)
+    _checks.check_bool("log_space", log_space)
     opts = base.make_options(**options)
 
     def gates(xp):
@@ -85,7 +86,8 @@ def minlstm(hidden_size: int, *, log_space: bool = False, **options) -> base.Cel
 
     Args, params and carry as ``mingru`` with ``w_ih`` (D, 3H).
     """
-    H = base.check_positive_int("hidden_size", hidden_size)
+    H = _checks.check_positive_int("hidden_size", hidden_size)
+    _checks.check_bool("log_space", log_space)
     opts = base.make_options(**options)
 
     def log_gates(xp):
@@ -112,7 +114,7 @@ def _linear_cell(H, num_gates, opts, linear, update, name):
     dt = opts.dtype
 
     def init(key, input_size):
-        base.check_positive_int("input_size", input_size)
+        base.check_init_args(key, input_size)
         k_w, k_b = jax.random.split(key)
         w_ih = base.draw(opts.kernel_init, k_w, (input_size, num_gates * H), opts.param_dtype)
         return {"w_ih": w_ih} | base.init_biases(k_b, num_gates * H, opts)

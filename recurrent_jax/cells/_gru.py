@@ -7,6 +7,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from recurrent_jax import _checks
 from recurrent_jax.cells import base
 
 
@@ -43,8 +44,9 @@ def gru(
     biases per ``bias`` (with ``bias="single"`` there is no ``b_hn`` term).
     Carry: h (B..., H); y_t = h'.
     """
-    H = base.check_positive_int("hidden_size", hidden_size)
+    H = _checks.check_positive_int("hidden_size", hidden_size)
     heads = base.check_heads(num_heads, H)
+    _checks.check_bool("reset_after", reset_after)
     if heads is not None and not reset_after:
         raise ValueError("num_heads: needs reset_after=True (the reset gate after W_hh)")
     opts = base.make_options(**options)
@@ -54,7 +56,7 @@ def gru(
     plain = reset_after and act is jnp.tanh and sig is jax.nn.sigmoid
 
     def init(key, input_size):
-        base.check_positive_int("input_size", input_size)
+        base.check_init_args(key, input_size)
         k_w, k_b = jax.random.split(key)
         params = base.init_weights(k_w, input_size, H, H, 3, opts, heads)
         return params | base.init_biases(k_b, 3 * H, opts)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from recurrent_jax import _checks
 from recurrent_jax.cells import base
 
 
@@ -33,12 +34,12 @@ def mgu(
     bias term is additive, so "double" and "single" compute the same
     function). Carry: h (B..., H); y_t = h'.
     """
-    H = base.check_positive_int("hidden_size", hidden_size)
+    H = _checks.check_positive_int("hidden_size", hidden_size)
     opts = base.make_options(**options)
     dt = opts.dtype
 
     def init(key, input_size):
-        base.check_positive_int("input_size", input_size)
+        base.check_init_args(key, input_size)
         k_w, k_b = jax.random.split(key)
         params = base.init_weights(k_w, input_size, H, H, 2, opts)
         return params | base.init_biases(k_b, 2 * H, opts)

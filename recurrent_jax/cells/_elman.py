@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from recurrent_jax import _checks
 from recurrent_jax.cells import base
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
@@ -26,15 +27,15 @@ def elman(
     biases per ``bias``.
     Carry: h (B..., H); ``y_t = h'``.
     """
-    H = base.check_positive_int("hidden_size", hidden_size)
+    H = _checks.check_positive_int("hidden_size", hidden_size)
     if not callable(activation):
-        activation = ACTIVATIONS[base.check_choice("activation", activation, ACTIVATIONS)]
+        activation = ACTIVATIONS[_checks.check_choice("activation", activation, ACTIVATIONS)]
     heads = base.check_heads(num_heads, H)
     opts = base.make_options(**options)
     dt = opts.dtype
 
     def init(key, input_size):
-        base.check_positive_int("input_size", input_size)
+        base.check_init_args(key, input_size)
         k_w, k_b = jax.random.split(key)
         params = base.init_weights(k_w, input_size, H, H, 1, opts, heads)
         return params | base.init_biases(k_b, H, opts)
