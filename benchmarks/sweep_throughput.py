@@ -41,8 +41,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax.sweep import runner
-from recurrent_jax.train import config_files, core, from_config_dict
+from recurrent_jax.train import config_files, core, from_config_dict, runs
 
 GPU_RUNS = [1, 8, 64, 256, 1024, 4096, 16384]
 SMOKE_RUNS = [1, 2]
@@ -101,17 +100,17 @@ def median_s(chunk, state, repeats: int) -> tuple[float, object]:
     return statistics.median(times), state
 
 
-def time_sequential(config, task, runs: int, repeats: int, per_step: bool = False) -> float:
+def time_sequential(config, setup, count: int, repeats: int, per_step: bool = False) -> float:
     """Seconds per run-chunk of single runs trained one after the other: one
     dispatch a chunk, or with ``per_step`` one a training step."""
     options = core.compiler_options(config)
-    init = jax.jit(functools.partial(core.init_state, config, task), compiler_options=options)
-    hparams, keys = sweep_inputs(config, runs)
-    run = [jax.tree_util.tree_map(lambda a, i=i: a[i], (hparams, keys)) for i in range(runs)]
+    init = jax.jit(functools.partial(core.init_state, setup), compiler_options=options)
+    hparams, keys = sweep_inputs(config, count)
+    run = [jax.tree_util.tree_map(lambda a, i=i: a[i], (hparams, keys)) for i in range(count)]
     states = [init(h, k) for h, k in run]
     if per_step:
         one = jax.jit(
-            functools.partial(core.train_step, config, task),
+            functools.partial(core.train_step, setup),
             donate_argnums=2,
             compiler_options=options,
         )
@@ -124,38 +123,34 @@ def time_sequential(config, task, runs: int, repeats: int, per_step: bool = Fals
             return s
     else:
         whole = jax.jit(
-            functools.partial(core.run_steps, config, task),
-            donate_argnums=1,
+            functools.partial(core.run_steps, setup),
+            donate_argnums=2,
             compiler_options=options,
         )
-        advance = lambda h, s, k: whole(h, s, k)[0]
+        advance = lambda h, s, k: whole(h, k, s)[0]
 
     def chunk(states):
         return [advance(h, s, k) for (h, k), s in zip(run, states, strict=True)]
 
     seconds, _ = median_s(chunk, states, repeats)
-    return seconds / runs
+    return seconds / count
 
 
 def time_vmapped(
-    config, task, n_runs: int, repeats: int, runs_per_call: int
+    config, setup, n_runs: int, repeats: int, runs_per_call: int
 ) -> tuple[float, float]:
     """(seconds per chunk of all N runs, compile seconds), ``runs_per_call``
     runs per vmapped call."""
     hparams, keys = sweep_inputs(config, n_runs)
     options = core.compiler_options(config)
-    init = jax.jit(
-        jax.vmap(functools.partial(core.init_state, config, task)), compiler_options=options
-    )
-    chunk_fn = runner.over_runs(
-        functools.partial(core.run_steps, config, task), runs_per_call, n_runs
-    )
-    step = jax.jit(chunk_fn, donate_argnums=1, compiler_options=options)
+    init = jax.jit(jax.vmap(functools.partial(core.init_state, setup)), compiler_options=options)
+    chunk_fn = runs.over_runs(functools.partial(core.run_steps, setup), runs_per_call, n_runs)
+    step = jax.jit(chunk_fn, donate_argnums=2, compiler_options=options)
     state = init(hparams, keys)
     start = time.perf_counter()
-    compiled = step.lower(hparams, state, keys).compile()
+    compiled = step.lower(hparams, keys, state).compile()
     compile_s = time.perf_counter() - start
-    seconds, _ = median_s(lambda s: compiled(hparams, s, keys)[0], state, repeats)
+    seconds, _ = median_s(lambda s: compiled(hparams, keys, s)[0], state, repeats)
     return seconds, compile_s
 
 
@@ -169,9 +164,9 @@ def run(
 ) -> list[Result]:
     """Rows for each N; ``runs_per_call`` runs per vmapped call (None: all);
     ``per_step``: the one-run baseline dispatches every step."""
-    task = core.build_task(config)
+    setup = core.make_setup(config)
     steps = config.training.steps_per_call
-    per_run_s = time_sequential(config, task, sequential_runs, repeats, per_step)
+    per_run_s = time_sequential(config, setup, sequential_runs, repeats, per_step)
     sequential = steps / per_run_s
     how = "one dispatch a step" if per_step else "one dispatch"
     print(
@@ -181,7 +176,7 @@ def run(
     for n_runs in run_counts:
         chunk = min(n_runs, runs_per_call or n_runs)
         try:
-            seconds, compile_s = time_vmapped(config, task, n_runs, repeats, chunk)
+            seconds, compile_s = time_vmapped(config, setup, n_runs, repeats, chunk)
         except Exception as error:  # noqa: BLE001 - only out-of-memory is expected
             if not is_out_of_memory(error):
                 raise

@@ -26,7 +26,7 @@ def get_config(arg=None):
         kind="seq2seq",
         cell="lstm",
         hidden_size=128,
-        bidirectional=True,
+        bidirectional_encoder=True,
         bridge="linear",
         embedding_size=32,
         attention="additive",
@@ -38,7 +38,9 @@ def get_config(arg=None):
     config.training.update(num_steps=12000, steps_per_call=250, eval_every=2000)
     if arg == "smoke":
         config.data.update(batch_size=16, eval_size=32)
-        config.model.update(hidden_size=16, embedding_size=8, attention_layer_size=16, beam_size=0)
+        config.model.update(
+            hidden_size=16, embedding_size=8, attention_layer_size=16, beam_size=None
+        )
         shrink_to_smoke(config, 20)
     config.lock()
     return config

@@ -1,5 +1,5 @@
 """64 runs of the adding problem as one compiled program: a learning-rate
-sweep over 16 values × 4 seeds with ``recurrent_jax.sweep.run_point``.
+sweep over 16 values × 4 seeds with ``recurrent_jax.train.runs.compile_runs``.
 
     python examples/sweep_64.py           # minutes on 2 cores
     python examples/sweep_64.py --smoke   # 8 runs of the smoke config, seconds
@@ -10,8 +10,8 @@ import argparse
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax.sweep import run_point
 from recurrent_jax.train import config_files, core, from_config_dict
+from recurrent_jax.train.runs import compile_runs
 
 
 def main(argv=None):
@@ -26,7 +26,7 @@ def main(argv=None):
     hparams = jax.tree.map(lambda a: jnp.full((n,), a), base)
     hparams = hparams._replace(learning_rate=(base.learning_rate * scale).astype(jnp.float32))
     keys = jax.random.split(jax.random.key(0), n)
-    _, metrics = run_point(config, hparams, keys)
+    _, metrics = compile_runs(config, n).train(hparams, keys)
     loss = metrics["eval"]["loss"].reshape(rates, seeds)
     for lr, row in zip(hparams.learning_rate[::seeds], loss, strict=True):
         mean, std = float(row.mean()), float(row.std())

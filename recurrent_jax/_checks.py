@@ -55,6 +55,25 @@ def check_non_negative_int(name: str, value) -> int:
     return int(value)
 
 
+def check_positive(name: str, value):
+    """A number > 0 (an int or a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        fail(name, "a positive number", value)
+    return value
+
+
+def check_non_negative(name: str, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        fail(name, "a non-negative number", value)
+    return value
+
+
+def check_at_least(name: str, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= minimum:
+        fail(name, f"at least {minimum}", value)
+    return value
+
+
 def check_choice(name: str, value, choices) -> Any:
     try:
         known = value in choices and not isinstance(value, bool)
@@ -115,11 +134,12 @@ def check_cell(name: str, cell, *, layer_ok: bool = False):
     fail_type(name, what, cell)
 
 
-def check_unknown(name: str, given: Mapping, known) -> None:
-    """Keyword options must be among ``known``."""
+def check_unknown(name: str, given: Mapping, known, *, what: str = "option") -> None:
+    """Keyword options (or a config section's keys, ``what="key"``) must be
+    among ``known``: a TypeError naming the unknown ones and the known."""
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise TypeError(f"{name}: unknown option(s) {unknown}; expected some of {sorted(known)}")
+        raise TypeError(f"{name}: unknown {what}(s) {unknown}; expected some of {sorted(known)}")
 
 
 def is_concrete(x) -> bool:

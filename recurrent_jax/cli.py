@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from recurrent_jax import __version__
-from recurrent_jax.data.options import ConfigError
+from recurrent_jax.train.config import ConfigError
 from recurrent_jax.train.config_files import (
     DEFAULT_CONFIG,
     apply_overrides,
@@ -41,7 +41,7 @@ from recurrent_jax.train.config_files import (
 def cmd_train(args, overrides) -> int:
     from recurrent_jax.train.config import from_config_dict
     from recurrent_jax.train.loop import train_and_evaluate
-    from recurrent_jax.train.summary import format_summary
+    from recurrent_jax.train.summary import format_run_summary
 
     if args.config is None and args.workdir and (Path(args.workdir) / "config.json").exists():
         config = load_config(str(Path(args.workdir) / "config.json"))
@@ -51,7 +51,7 @@ def cmd_train(args, overrides) -> int:
     workdir = Path(args.workdir or default_workdir(experiment.name, args.config))
     print(f"workdir: {workdir}  (resume: recurrent-jax train --workdir={workdir})", flush=True)
     summary = train_and_evaluate(experiment, workdir, progress=not args.no_progress)
-    print(format_summary(summary))
+    print(format_run_summary(summary))
     return 0 if summary["status"] == "completed" else 130
 
 
@@ -107,7 +107,7 @@ def cmd_sweep(args, overrides) -> int:
     if args.distributed or any(name in os.environ for name in DISTRIBUTED_ENV):
         index, count = dist.initialize()  # before any other JAX work
         print(f"process {index} of {count}", flush=True)
-    from recurrent_jax.sweep import enable_compilation_cache, format_summary, parse_sweep
+    from recurrent_jax.sweep import enable_compilation_cache, format_sweep_summary, parse_sweep
     from recurrent_jax.sweep.loop import SWEEP_FILE, run_sweep
     from recurrent_jax.sweep.spec import apply_sweep_overrides
 
@@ -132,7 +132,7 @@ def cmd_sweep(args, overrides) -> int:
     print(f"workdir: {workdir}  (resume: recurrent-jax sweep --workdir={workdir})", flush=True)
     mesh = sweep_mesh(args.mesh_runs, args.mesh_data)
     summary = run_sweep(plan, workdir, progress=not args.no_progress, mesh=mesh, log=print)
-    print(format_summary(summary))
+    print(format_sweep_summary(summary))
     return 0 if summary["status"] == "completed" else 130
 
 
@@ -226,10 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     sweep.add_argument(
         "--sweep.runs_per_call",
-        "--sweep.chunk_size",
         dest="runs_per_call",
         type=int,
-        help="runs per vmapped call (0: auto); --sweep.chunk_size is its old name",
+        help="runs per vmapped call (0: auto)",
     )
     sweep.add_argument(
         "--mesh.runs",

@@ -13,7 +13,9 @@ A sweep's runs form one flat run axis (leading axis ``N`` of the stacked
 
 ``N`` is padded up to a multiple of the ``runs`` size by repeating the last
 run (the copies are trained and thrown away) and the padding is stripped
-from the outputs.
+from the outputs. ``recurrent_jax.train.runs.compile_runs(config, N,
+mesh=mesh)`` is the program of such runs; this module has the mesh, the
+padding and the processes.
 
 Several hosts: call ``initialize()`` (``jax.distributed.initialize``) first
 in every process. Either each process trains its own slice of the runs
@@ -29,7 +31,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import jax
@@ -37,8 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-
-from recurrent_jax.train.core import build_task, compiler_options, make_train
 
 RUNS = "runs"
 DATA = "data"
@@ -87,11 +87,6 @@ def pad_runs(tree, n_padded: int):
     return jax.tree_util.tree_map(pad, tree)
 
 
-def strip_padding(tree, n_runs: int):
-    """The first ``n_runs`` runs of every leaf."""
-    return jax.tree_util.tree_map(lambda a: a if a.shape[0] == n_runs else a[:n_runs], tree)
-
-
 def shard_runs(tree, mesh: Mesh):
     """Places every leaf (leading axis: runs, a multiple of the ``runs`` size)
     with ``NamedSharding(mesh, P("runs"))``; replicated over ``data``. With
@@ -111,13 +106,6 @@ def _global_array(value, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
-def _n_runs(hparams, keys) -> int:
-    sizes = {a.shape[0] for a in jax.tree_util.tree_leaves((hparams, keys))}
-    if len(sizes) != 1:
-        raise ValueError(f"hparams, keys: expected one leading run axis, got sizes {sorted(sizes)}")
-    return sizes.pop()
-
-
 # --- data parallelism ------------------------------------------------------------
 
 
@@ -125,9 +113,9 @@ def data_parallel_task(task, mesh: Mesh, batch_size: int):
     """``task`` whose training batches (and evaluation set, when it divides)
     are split over the mesh's ``data`` axis along the batch dimension.
 
-    Pass it to ``make_train`` or to the stages of ``recurrent_jax.train.core``;
-    under ``jax.vmap(..., spmd_axis_name="runs")`` the constraint becomes
-    ``P("runs", "data")``, so the run axis stays split too."""
+    ``train.runs.compile_runs`` does, given a mesh; under ``jax.vmap(...,
+    spmd_axis_name="runs")`` the constraint becomes ``P("runs", "data")``,
+    so the run axis stays split too."""
     size = mesh.shape[DATA]
     if size == 1:
         return task
@@ -145,58 +133,6 @@ def data_parallel_task(task, mesh: Mesh, batch_size: int):
     sample = lambda key, n: constrain(task.sample_train(key, n))
     eval_set = lambda key, n: constrain(task.eval_set(key, n))
     return task._replace(sample_train=sample, eval_set=eval_set)
-
-
-def make_data_parallel_train(config, mesh: Mesh, task=None) -> Callable:
-    """One run, its batch split over ``data``: the jitted
-    ``train(hparams, key) -> (state, metrics)`` of ``make_train`` with the
-    params replicated and the gradients all-reduced by XLA. Equal to the
-    unsharded run up to the order of the batch reductions."""
-    task = build_task(config) if task is None else task
-    task = data_parallel_task(task, mesh, config.data.batch_size)
-    replicated = NamedSharding(mesh, P())
-    return jax.jit(
-        make_train(config, task),
-        in_shardings=replicated,
-        out_shardings=replicated,
-        compiler_options=compiler_options(config),
-    )
-
-
-# --- sharded sweeps ---------------------------------------------------------------
-
-
-def make_sharded_train(config, mesh: Mesh, task=None) -> Callable:
-    """``sweep(hparams, keys) -> (states, metrics)``: ``jit(vmap(train))``
-    over a flat run axis sharded over ``runs`` (and each run's batch over
-    ``data``).
-
-    ``hparams``: ``HParams`` of (N,) arrays; ``keys``: (N,) keys (typed or
-    raw (N, 2)). ``N`` is padded to ``padded_runs(N, mesh)``. With one
-    process the outputs are stripped back to N runs; with several, where no
-    process holds every run, they keep the padding: read this process's runs
-    with ``addressable_runs(outputs, N)``.
-    """
-    task = build_task(config) if task is None else task
-    task = data_parallel_task(task, mesh, config.data.batch_size)
-    by_run = NamedSharding(mesh, P(RUNS))
-    sweep = jax.jit(
-        jax.vmap(make_train(config, task), spmd_axis_name=RUNS),
-        in_shardings=by_run,
-        out_shardings=by_run,
-        compiler_options=compiler_options(config),
-    )
-
-    def run(hparams, keys):
-        n_runs = _n_runs(hparams, keys)
-        inputs = shard_runs(pad_runs((hparams, keys), padded_runs(n_runs, mesh)), mesh)
-        outputs = sweep(*inputs)
-        if all(a.is_fully_addressable for a in jax.tree_util.tree_leaves(outputs)):
-            return strip_padding(outputs, n_runs)
-        return outputs
-
-    run.jitted = sweep
-    return run
 
 
 def addressable_runs(tree, n_runs: int) -> tuple[list[int], object]:

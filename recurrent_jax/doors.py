@@ -22,9 +22,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
-from recurrent_jax import _checks, cells, initializers, layers, packing
+from recurrent_jax import _checks, cells, layers, packing
 from recurrent_jax.engine import Engine
 
 OUTPUT = {
@@ -49,15 +48,7 @@ STACK = {
     "input_dropout": 0.0,  # variational input dropout inside every layer (Keras)
     "residual": False,  # residual connections from the second layer up
 }
-CELL = {
-    "bias": "double",  # "double" (b_ih, b_hh), "single" (b) or "none"
-    "kernel_init": jax.nn.initializers.glorot_uniform(),
-    "recurrent_init": initializers.orthogonal(),
-    "bias_init": jax.nn.initializers.zeros,
-    "param_dtype": jnp.float32,
-    "dtype": None,  # matmul compute dtype (None: the params')
-}
-RATES = ("dropout", "input_dropout", "recurrent_dropout", "zoneout")
+CELL = cells.CellOptions()._asdict()  # bias, initialisers, param_dtype, dtype
 
 
 class Family(NamedTuple):
@@ -96,18 +87,38 @@ FAMILIES = {
 }
 
 
+STACKED_OPTIONS_DOC = """
+    Options (keyword-only; ``recurrent_jax.doors``, the same in every door):
+      num_layers: layers stacked (params ``layer_0``, ``layer_1``, ...).
+      bidirectional, merge_mode: each layer runs both directions, merged
+        ("concat" gives 2H features to the next layer, as PyTorch).
+      dropout: dropout on every layer's outputs but the last (PyTorch).
+      input_dropout, recurrent_dropout: per-sequence variational masks inside
+        every layer (Keras's ``dropout`` and ``recurrent_dropout``).
+      zoneout: zoneout rate of every layer's carry.
+      residual: residual connections from the second layer up.
+      learn_initial_carry: a learned initial carry per layer and direction.
+      time_major, engine: layout, and how the loop runs (``rj.Engine``).
+      bias, kernel_init, recurrent_init, bias_init, param_dtype, dtype: cell
+        options (``rj.cells.CellOptions``); the family's own as the summary says.
+      return_sequences, return_carry, deterministic: what a call returns, and
+        evaluation mode (``doors.OUTPUT``).
+
+    Params ``{"layer_0": ..., ...}``, the pure core's (``rj.layers.cell_stack``).
+    The carry returned with ``return_carry`` is a tuple, one per layer; a
+    bidirectional layer's is ``(forward, backward)``.
+    """
+
+
+def stacked_doc(family: str, signature: str) -> str:
+    """The docstring of a door's ``family`` module: its summary, how the
+    door builds it (``signature``) and the options every door shares."""
+    return f"{FAMILIES[family].summary}\n\n    {signature}\n{STACKED_OPTIONS_DOC}"
+
+
 def stacked_options(family: str) -> dict:
     """Every option of a ``SimpleRNN``/``LSTM``/``GRU`` with its default."""
     return {**STACK, **CELL, **FAMILIES[family].options, **OUTPUT}
-
-
-def check_options(where: str, given: Mapping, allowed: Mapping) -> None:
-    """An unknown option is an error naming it and listing the known ones."""
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown option(s) {unknown}; expected some of {sorted(allowed)}"
-        )
 
 
 def check_same_params(expected, given) -> None:
@@ -170,39 +181,13 @@ def bidirectional_layer(forward, backward, merge_mode, options: Mapping) -> laye
 
 
 def stacked_layer(family: str, hidden_size: int, options: Mapping) -> layers.Layer:
-    """``SimpleRNN``/``LSTM``/``GRU``'s layer: ``num_layers`` cells of
-    ``hidden_size``, each optionally bidirectional, as PyTorch's modules."""
+    """``SimpleRNN``/``LSTM``/``GRU``'s layer: ``layers.cell_stack`` of the
+    family's cell of ``hidden_size``, as PyTorch's modules."""
     check_output(options)
-    num_layers = _checks.check_positive_int("num_layers", options["num_layers"])
-    bidirectional = _checks.check_bool("bidirectional", options["bidirectional"])
-    merge_mode = options["merge_mode"]
-    if not callable(merge_mode):
-        _checks.check_choice("merge_mode", merge_mode, layers.MERGE_MODES)
-    if not bidirectional and merge_mode != STACK["merge_mode"]:
-        _checks.fail(
-            "merge_mode", "the default 'concat' (it applies with bidirectional=True)", merge_mode
-        )
     spec = FAMILIES[family]
-    cell_options = {k: options[k] for k in (*CELL, *spec.options)}
-    cell = spec.make_cell(hidden_size, **cell_options)
-    per_layer = dict(
-        learn_initial_carry=options["learn_initial_carry"],
-        dropout=options["input_dropout"],
-        recurrent_dropout=options["recurrent_dropout"],
-        zoneout=options["zoneout"],
-        time_major=options["time_major"],
-        engine=options["engine"],
-    )
-    if bidirectional:
-        one = layers.bidirectional(cell, merge_mode=merge_mode, **per_layer)
-    else:
-        one = layers.layer(cell, **per_layer)
-    return layers.stack(
-        [one] * num_layers,
-        dropout=options["dropout"],
-        residual=options["residual"],
-        time_major=options["time_major"],
-    )
+    cell = spec.make_cell(hidden_size, **{k: options[k] for k in (*CELL, *spec.options)})
+    stack_options = {k: options[k] for k in STACK}
+    return layers.cell_stack(cell, **stack_options)
 
 
 # --- calls --------------------------------------------------------------------
@@ -214,7 +199,7 @@ def resolve_deterministic(module_value, call_value, options: Mapping) -> bool:
     deterministic = module_value if call_value is None else call_value
     if deterministic is not None:
         return bool(deterministic)
-    rates = [options[name] for name in RATES if name in options]
+    rates = [options[name] for name in layers.RATES if name in options]
     if all(isinstance(r, int | float) and r == 0 for r in rates):
         return True
     raise ValueError(
@@ -230,7 +215,7 @@ def needs_key(options: Mapping, deterministic: bool, cells=()) -> bool:
         return False
     if any(isinstance(cell, layers.Layer) for cell in cells):
         return True
-    return not all(_checks.is_zero(options[name]) for name in RATES if name in options)
+    return not all(_checks.is_zero(options[name]) for name in layers.RATES if name in options)
 
 
 def num_features(xs) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from recurrent_jax import backends
+from recurrent_jax import _checks, backends
 
 IMPLS = ("auto", *backends.NAMES)
 
@@ -78,7 +78,7 @@ class Engine:
 
     def replace(self, **changes) -> Engine:
         """A copy with ``changes``; an unknown field is an error naming it."""
-        check_options(changes)
+        _checks.check_unknown("engine options", changes, FIELDS)
         return dataclasses.replace(self, **changes)
 
 
@@ -91,16 +91,6 @@ def resolve(engine: Engine | None, **options) -> Engine:
         raise ValueError(f"engine: expected an rj.Engine or None, got {engine!r}")
     engine = Engine() if engine is None else engine
     return engine.replace(**options) if options else engine
-
-
-def check_options(options) -> None:
-    """Keyword engine options must be fields of ``Engine``."""
-    unknown = sorted(set(options) - set(FIELDS))
-    if unknown:
-        raise ValueError(
-            f"engine options: unknown {unknown}; expected some of {list(FIELDS)} "
-            "(or engine=rj.Engine(...))"
-        )
 
 
 def _is_positive_int(value) -> bool:

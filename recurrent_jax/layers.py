@@ -22,6 +22,7 @@ from recurrent_jax.sequence import dropout_mask, unroll, valid_steps
 
 INITIAL_CARRY = "initial_carry"
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+RATES = ("dropout", "input_dropout", "recurrent_dropout", "zoneout")  # cell_stack's regularisers
 
 
 class Layer(NamedTuple):
@@ -195,6 +196,9 @@ def bidirectional(
     return Layer(init, apply, output_size)
 
 
+_pair = bidirectional  # ``cell_stack``'s argument of that name shadows it there
+
+
 def merge(merge_mode, y_fwd, y_bwd):
     """Combines the two directions' outputs (see ``bidirectional``); of
     ``Packed`` outputs, their data."""
@@ -301,6 +305,64 @@ def stack(
         return tuple(carries), xs
 
     return Layer(init, apply, layers[-1].output_size)
+
+
+def cell_stack(
+    cell: Cell,
+    num_layers: int = 1,
+    *,
+    bidirectional: bool = False,
+    merge_mode: str | None | Callable = "concat",
+    dropout=0.0,
+    input_dropout=0.0,
+    recurrent_dropout=0.0,
+    zoneout=0.0,
+    residual: bool = False,
+    learn_initial_carry: bool = False,
+    time_major: bool = False,
+    engine: engine_lib.Engine | None = None,
+) -> Layer:
+    """``num_layers`` copies of ``cell`` (own params each), each optionally
+    bidirectional: the stack of PyTorch's ``nn.LSTM(num_layers=,
+    bidirectional=, dropout=)`` and of Keras's stacked recurrent layers.
+    The front doors' ``SimpleRNN``/``LSTM``/``GRU`` and the configs' ``rnn``
+    model are this stack.
+
+    Args:
+      cell: the cell of every layer (layer 0 reads D features, the others
+        the previous layer's outputs).
+      bidirectional, merge_mode: each layer runs both directions, merged
+        ("concat" gives 2H features to the next layer).
+      dropout: standard dropout on every layer's outputs but the last
+        (PyTorch's ``dropout``).
+      input_dropout: variational dropout of every layer's inputs, one mask
+        per sequence (Keras's ``dropout`` on each stacked layer).
+      recurrent_dropout, zoneout: per-sequence regularisers of every layer.
+      residual: residual connections from the second layer up.
+      learn_initial_carry, time_major, engine: as ``layer``.
+
+    Params: ``{"layer_0": ..., ...}``; each bidirectional layer's
+    ``{"forward": ..., "backward": ...}``.
+    """
+    _checks.check_positive_int("num_layers", num_layers)
+    _checks.check_bool("bidirectional", bidirectional)
+    per_layer = dict(
+        learn_initial_carry=learn_initial_carry,
+        dropout=input_dropout,
+        recurrent_dropout=recurrent_dropout,
+        zoneout=zoneout,
+        time_major=time_major,
+        engine=engine,
+    )
+    if bidirectional:
+        one = _pair(cell, merge_mode=merge_mode, **per_layer)
+    elif merge_mode != "concat":
+        _checks.fail(
+            "merge_mode", "the default 'concat' (it applies with bidirectional=True)", merge_mode
+        )
+    else:
+        one = layer(cell, **per_layer)
+    return stack([one] * num_layers, dropout=dropout, residual=residual, time_major=time_major)
 
 
 def _check_stack_params(params, names) -> None:

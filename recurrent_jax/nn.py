@@ -162,35 +162,14 @@ def _stacked(family: str) -> type:
         "__post_init__": __post_init__,
         "layer": layer,
         "__call__": nn.compact(__call__),
-        "__doc__": doors.FAMILIES[family].summary + _STACKED_DOC,
+        "__doc__": doors.stacked_doc(
+            family, f"``{family}(hidden_size, **options)``; call as ``RNN``."
+        ),
         "__module__": __name__,
         "__qualname__": family,
     }
     return type(family, (_options_base(f"_{family}Options", *tables),), namespace)
 
-
-_STACKED_DOC = """
-
-    Attributes:
-      hidden_size: H.
-      num_layers: layers stacked (params ``layer_0``, ``layer_1``, ...).
-      bidirectional, merge_mode: each layer runs both directions, merged
-        ("concat" gives 2H features to the next layer, as PyTorch).
-      dropout: dropout on every layer's outputs but the last (PyTorch).
-      input_dropout, recurrent_dropout: per-sequence variational masks inside
-        every layer (Keras's ``dropout`` and ``recurrent_dropout``).
-      zoneout: zoneout rate of every layer's carry.
-      residual: residual connections from the second layer up.
-      learn_initial_carry: a learned initial carry per layer and direction.
-      time_major, engine: layout, and how the loop runs (``rj.Engine``).
-      bias, kernel_init, recurrent_init, bias_init, param_dtype, dtype: cell
-        options (``rj.cells.CellOptions``).
-      return_sequences, return_carry, deterministic: as ``RNN``.
-
-    All but ``hidden_size`` are keyword-only (``recurrent_jax.doors``). Call
-    as ``RNN``. The carry returned with ``return_carry`` is a tuple, one per
-    layer; a bidirectional layer's is ``(forward, backward)``.
-    """
 
 SimpleRNN = _stacked("SimpleRNN")
 LSTM = _stacked("LSTM")

@@ -44,7 +44,6 @@ import jax.numpy as jnp
 from recurrent_jax import _step
 from recurrent_jax.cells.base import CARRY_DTYPE, Cell
 
-IMPLS = ("associative", "chunked")
 DEFAULT_CHUNK_LENGTH = 256
 # T from which impl="auto" prefers the associative scan for linear cells
 # (None: never). CPU, measured with benchmarks/parallel_speed.py --crossover
@@ -69,14 +68,6 @@ def prefers_associative(cell: Cell, num_steps: int) -> bool:
     """Whether ``impl="auto"`` runs ``cell`` with the associative scan."""
     threshold = CROSSOVER_T.get(jax.default_backend(), CROSSOVER_T["gpu"])
     return cell.linear is not None and threshold is not None and num_steps >= threshold
-
-
-def check_impl(impl: str, cell: Cell) -> None:
-    if cell.linear is None:
-        raise ValueError(
-            f"impl: {impl!r} needs a cell linear in its carry (`Cell.linear`); the "
-            f"{cell.name} cell is not: use impl='deer' for nonlinear cells"
-        )
 
 
 def linear_scan(cell: Cell, params, carry0, inputs: _step.StepInputs, options, chunk_length=None):

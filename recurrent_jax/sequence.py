@@ -129,15 +129,15 @@ def unroll(
     keys = _regulariser_keys(key, deterministic, dropout, recurrent_dropout, zoneout)
 
     carry0 = _initial_carry(cell, initial_carry, carry_shape)
-    xs = _input_dropout(xs, dropout, keys[0], deterministic)
+    xs = _input_dropout(xs, dropout, keys[0])
     step_inputs = StepInputs(
         xp=xs,  # projected by the backend, per segment with ``remat``
         valid=valid,
-        keep=_zoneout_masks(carry0, num_steps, zoneout, keys[2], deterministic),
+        keep=_zoneout_masks(carry0, num_steps, zoneout, keys[2]),
         reset=resets,
     )
     options = StepOptions(
-        recurrent_mask=_recurrent_mask(cell, carry0, recurrent_dropout, keys[1], deterministic),
+        recurrent_mask=_recurrent_mask(cell, carry0, recurrent_dropout, keys[1]),
         zoneout=None if _checks.is_zero(zoneout) or not deterministic else zoneout,
         reset_carry=_reset_carry(cell, resets, reset_carry, carry0, carry_shape),
     )
@@ -357,20 +357,20 @@ def dropout_mask(key, rate, shape):
     return jnp.where(keep, 1.0 / (1.0 - rate), 0.0).astype(CARRY_DTYPE)
 
 
-def _input_dropout(xs, rate, key, deterministic):
+def _input_dropout(xs, rate, key):
     if key is None:
         return xs
     shape = (1, *xs.shape[1:])  # one mask per sequence, shared over time
     return xs * dropout_mask(key, rate, shape).astype(xs.dtype)
 
 
-def _recurrent_mask(cell, carry0, rate, key, deterministic):
+def _recurrent_mask(cell, carry0, rate, key):
     if key is None:
         return None
     return dropout_mask(key, rate, cell.read(carry0).shape)
 
 
-def _zoneout_masks(carry0, num_steps, rate, key, deterministic):
+def _zoneout_masks(carry0, num_steps, rate, key):
     if key is None:
         return None
     leaves, treedef = jax.tree_util.tree_flatten(carry0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 
@@ -17,7 +15,7 @@ def truncated_unroll(
     params,
     xs,
     *,
-    truncation_length: int | None = None,
+    truncation_length: int,
     initial_carry=None,
     seq_lengths=None,
     mask=None,
@@ -36,15 +34,14 @@ def truncated_unroll(
 
     Args:
       xs: (B..., T, D), batch-major.
-      truncation_length: steps per window, k in TBPTT(k). (Its old name
-        ``chunk_length`` is still read, with a DeprecationWarning.)
+      truncation_length: steps per window, k in TBPTT(k).
       initial_carry, seq_lengths, mask, resets, key, **unroll_options: as
         ``rj.unroll`` (``reverse`` and ``time_major`` are not supported).
 
     Returns:
       ``(final_carry, ys)`` as ``rj.unroll``.
     """
-    length = _truncation_length(truncation_length, unroll_options.pop("chunk_length", None))
+    length = _checks.check_positive_int("truncation_length", truncation_length)
     if cell.spatial_dims:  # its windows would cut a spatial axis, not time
         raise ValueError(
             f"cell: truncated_unroll needs a cell without spatial axes, got {cell.name} "
@@ -94,22 +91,6 @@ def truncated_unroll(
     final, ys = jax.lax.scan(body, initial_carry, windows)
     ys = jnp.moveaxis(ys, 0, -3).reshape(*batch, padded, ys.shape[-1])
     return final, ys[..., :num_steps, :]
-
-
-def _truncation_length(truncation_length, chunk_length) -> int:
-    if chunk_length is not None:
-        if truncation_length is not None:
-            raise ValueError("truncation_length: given twice (also as its old name chunk_length)")
-        warnings.warn(
-            "truncated_unroll(chunk_length=) is now truncation_length=",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        truncation_length = chunk_length
-    value = truncation_length
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"truncation_length: expected a positive int, got {value!r}")
-    return value
 
 
 def _windows(a, padded, length, feature_axis=False):

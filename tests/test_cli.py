@@ -71,7 +71,7 @@ def test_bad_override_exits_2_with_the_key(capsys):
     code = cli.main(["train", "--config=adding:smoke", "--config.model.cell=lsmt"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "config.model.cell: expected one of ['elman', 'lstm', 'gru', 'mgu', " in err
+    assert "config.model.cell: expected one of ['conv_gru', 'conv_lstm', 'elman', 'gru', " in err
     assert "got 'lsmt'" in err
 
 

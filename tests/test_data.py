@@ -245,5 +245,5 @@ def test_moving_digits_frames_follow_a_bouncing_path():
     batch = task.sample_train(jax.random.key(1), 4)
     assert batch.xs.shape == (4, 6, 12, 12, 1) and task.spatial_shape == (12, 12)
     np.testing.assert_array_equal(batch.xs[:, 1:], batch.targets[:, :-1])  # next frames
-    with pytest.raises(ValueError, match="data.canvas"):
+    with pytest.raises(ValueError, match="canvas: expected an int > 8"):
         md.MovingDigitsOptions(canvas=8)

@@ -74,28 +74,28 @@ def child_devices(out: Path):
     jax = _setup(4)
     from recurrent_jax import distributed as dist
     from recurrent_jax.train import core, make_train
+    from recurrent_jax.train.runs import compile_runs
 
     config, hparams, keys = _experiment()
     options = core.compiler_options(config)
     reference = jax.jit(jax.vmap(make_train(config)), compiler_options=options)(hparams, keys)
     np.savez(out / "reference.npz", **_flat(reference))
 
-    mesh = dist.make_mesh()
-    sweep = dist.make_sharded_train(config, mesh)
-    np.savez(out / "runs.npz", **_flat(sweep(hparams, keys)))
-    padded = dist.shard_runs(dist.pad_runs((hparams, keys), 8), mesh)
-    leaf = sweep.jitted(*padded)[0].params["readout"]["w"]
+    sweep = compile_runs(config, N_RUNS, mesh=dist.make_mesh())
+    np.savez(out / "runs.npz", **_flat(sweep.train(hparams, keys)))
+    leaf = sweep.whole_runs(*sweep.place((hparams, keys)))[0].params["readout"]["w"]
     shards = sorted((s.device.id, s.index[0].start) for s in leaf.addressable_shards)
     info = {"spec": list(leaf.sharding.spec), "shards": shards, "shape": leaf.shape}
 
-    grid = dist.make_mesh(runs=2, data=2)
-    inputs = dist.shard_runs(dist.pad_runs((hparams, keys), 8), grid)
-    compiled = dist.make_sharded_train(config, grid).jitted.lower(*inputs).compile()
-    np.savez(out / "grid.npz", **_flat(dist.strip_padding(compiled(*inputs), N_RUNS)))
+    grid = compile_runs(config, N_RUNS, mesh=dist.make_mesh(runs=2, data=2))
+    inputs = grid.place((hparams, keys))
+    compiled = grid.whole_runs.lower(*inputs).compile()
+    np.savez(out / "grid.npz", **_flat(grid.unpad(compiled(*inputs))))
     info["grid_all_reduce"] = "all-reduce" in compiled.as_text()
 
-    data = dist.make_mesh(runs=1, data=4)
-    single = dist.make_data_parallel_train(config, data)(*_take((hparams, keys), DP_RUN))
+    data = compile_runs(config, 1, mesh=dist.make_mesh(runs=1, data=4))
+    one_run = _take((hparams, keys), slice(DP_RUN, DP_RUN + 1))
+    single = _take(data.train(*one_run), 0)
     np.savez(out / "data.npz", **_flat(single))
     (out / "info.json").write_text(json.dumps(info))
 
@@ -105,6 +105,7 @@ def child_worker(process_id: int, port: int, out: Path, modes: str):
     comma-separated "local", "global", "data"."""
     jax = _setup(2)
     from recurrent_jax import distributed as dist
+    from recurrent_jax.train.runs import compile_runs
 
     index, count = dist.initialize(f"localhost:{port}", 2, process_id)
     assert (index, count) == (process_id, 2) and len(jax.devices()) == 4
@@ -113,8 +114,9 @@ def child_worker(process_id: int, port: int, out: Path, modes: str):
 
     if "local" in modes:  # own runs on own devices, own rows; process 0 merges
         ids = list(dist.process_runs(N_RUNS))
-        local = dist.make_sharded_train(config, dist.make_mesh(devices=jax.local_devices()))
-        _, metrics = local(*_take((hparams, keys), np.asarray(ids)))
+        local_mesh = dist.make_mesh(devices=jax.local_devices())
+        local = compile_runs(config, len(ids), mesh=local_mesh)
+        _, metrics = local.train(*_take((hparams, keys), np.asarray(ids)))
         losses = np.asarray(metrics["eval"]["loss"])
         rows = [{"run_id": i, "loss": float(loss)} for i, loss in zip(ids, losses, strict=True)]
         dist.write_run_table(dist.process_path(out / "runs.jsonl"), rows)
@@ -124,14 +126,15 @@ def child_worker(process_id: int, port: int, out: Path, modes: str):
             dist.merge_run_tables(sorted(out.glob("runs.process-*.jsonl")), out / "runs.jsonl")
 
     if "global" in modes:  # one program over the global mesh; keep the runs held here
-        outputs = dist.make_sharded_train(config, dist.make_mesh())(hparams, keys)
+        outputs = compile_runs(config, N_RUNS, mesh=dist.make_mesh()).train(hparams, keys)
         ids, mine = dist.addressable_runs(outputs[1], N_RUNS)
         np.savez(out / f"global-{index}.npz", ids=ids, **_flat(mine))
 
     if "data" in modes:  # one run, its batch split over the devices of both processes
-        mesh = dist.make_mesh(runs=1, data=4)
-        _, single = dist.make_data_parallel_train(config, mesh)(*_take((hparams, keys), DP_RUN))
-        single = jax.tree_util.tree_map(lambda a: np.asarray(a.addressable_data(0)), single)
+        data = compile_runs(config, 1, mesh=dist.make_mesh(runs=1, data=4))
+        one_run = _take((hparams, keys), slice(DP_RUN, DP_RUN + 1))
+        _, single = data.whole_runs(*data.place(one_run))
+        single = jax.tree_util.tree_map(lambda a: np.asarray(a.addressable_data(0))[0], single)
         np.savez(out / f"data-{index}.npz", **_flat(single))
     dist.barrier("done")
 
@@ -279,7 +282,7 @@ def test_process_runs_partition_the_run_axis(n_runs, count):
     assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
 
 
-def test_pad_and_strip_runs_keep_typed_keys():
+def test_pad_runs_keeps_typed_keys():
     import jax
     import jax.numpy as jnp
 
@@ -289,8 +292,7 @@ def test_pad_and_strip_runs_keep_typed_keys():
     padded = dist.pad_runs(tree, 4)
     assert padded[0].tolist() == [0.0, 1.0, 2.0, 2.0]
     assert jnp.array_equal(jax.random.key_data(padded[1][3]), jax.random.key_data(tree[1][2]))
-    stripped = dist.strip_padding(padded, 3)
-    assert stripped[0].tolist() == [0.0, 1.0, 2.0] and stripped[1].shape == (3,)
+    assert padded[1].shape == (4,)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])

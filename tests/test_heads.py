@@ -118,7 +118,7 @@ def test_num_heads_reaches_every_front_door_and_configs():
     config_files.apply_overrides(raw, [("model.num_heads", "2")])
     config = from_config_dict(raw)
     state = core.init_state(
-        config, core.build_task(config), core.default_hparams(config), jax.random.key(3)
+        core.make_setup(config), core.default_hparams(config), jax.random.key(3)
     )
     assert state.params["rnn"]["layer_0"]["w_hh"].shape == (2, 4, 16)
     config_files.apply_overrides(raw, [("model.num_heads", "3")])

@@ -73,7 +73,10 @@ def test_first_fit_decreasing_fills_rows():
     [
         (lambda s: rj.pack(s, row_length=3), r"row_length: expected at least the longest"),
         (lambda s: rj.pack(s, [1, 2]), r"seq_lengths: a list of sequences has its own"),
-        (lambda s: rj.pack(np.zeros((2, 4, D)), [1, 5]), r"seq_lengths: expected values in \[0, 4\]"),
+        (
+            lambda s: rj.pack(np.zeros((2, 4, D)), [1, 5]),
+            r"seq_lengths: expected values in \[0, 4\]",
+        ),
         (lambda s: rj.pack(np.zeros((4, D))), r"sequences: expected \(N, T, F\)"),
         (lambda s: rj.pack([np.zeros((2, 3)), np.zeros((2, 4))]), r"same number of features"),
         (lambda s: packing.layout([2, -1]), r"seq_lengths: expected lengths >= 0"),

@@ -24,7 +24,8 @@ from recurrent_jax.train import (
 )
 from recurrent_jax.train import seq2seq_model as stages  # noqa: E402
 from recurrent_jax.train.config import ConfigError, from_config_dict  # noqa: E402
-from recurrent_jax.train.decode import restore_run  # noqa: E402
+from recurrent_jax.train.eval_run import restore_run  # noqa: E402
+from recurrent_jax.train.models import make_model  # noqa: E402
 from recurrent_jax.train.seq2seq_outputs import format_samples  # noqa: E402
 
 
@@ -59,8 +60,10 @@ def test_decode_with_beam_equals_beam_search_on_restored_params(run_dir, capsys)
     out = capsys.readouterr().out
     report = json.loads(out[out.index("\n{") + 1 :])
     assert report["method"] == "beam" and 0.0 <= report["exact_match"] <= 1.0
-    config, params, batch, _ = restore_run(run_dir)
-    model = stages.make_model(config.model)
+    run = restore_run(run_dir)
+    config, params = run.config, run.state.train.params
+    batch = jax.device_get(run.program.eval_batch(run.key))
+    model = stages.network(config.model, run.program.setup.task.input_size)
     state = model.initial_decoder_state(params, batch.src, batch.src_lengths)
     step_fn = functools.partial(model.decode_step, params)
     ids = dict(bos_id=s2s_data.BOS_ID, eos_id=s2s_data.EOS_ID, pad_id=s2s_data.PAD_ID)
@@ -119,7 +122,7 @@ def test_schedule_constant_checked_for_its_schedule():
 
 def test_unknown_key_and_mismatched_task(capsys):
     assert cli.main(["train", "--config=seq2seq_addition:smoke", "--config.model.atention=dot"])
-    assert "config.model.atention" in capsys.readouterr().err
+    assert "config.model: unknown key(s) ['atention']" in capsys.readouterr().err
     rnn = config_files.load_config("adding:smoke").to_dict()
     s2s = config_files.load_config("seq2seq_addition:smoke").to_dict()
     with pytest.raises(ConfigError, match="config.model.kind: expected 'rnn'"):
@@ -148,6 +151,7 @@ def test_scheduled_sampling_under_jit_and_vmap_of_hparams():
     config = from_config_dict(_config(sampling_prob=0.5))
     forced = from_config_dict(_config(sampling_prob=0.0))
     task = core.build_task(config)
+    sampled, teacher = make_model(config.model, task), make_model(forced.model, task)
     hparams = core.default_hparams(config)
     probs = jnp.array([0.0, 0.5, 1.0], jnp.float32)
     stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (3,)), hparams)
@@ -156,10 +160,10 @@ def test_scheduled_sampling_under_jit_and_vmap_of_hparams():
     @functools.partial(jax.jit, compiler_options=FAST)
     def losses(stacked, key):
         k_init, k_data, k_loss = jax.random.split(key, 3)
-        params = stages.init_params(config.model, hparams, k_init)
+        params = sampled.init(hparams, k_init)
         batch = task.sample_train(k_data, 8)
-        loss = lambda c, h: core.loss_fn(c, task, h, params, batch, k_loss, jnp.int32(0))
-        return jax.vmap(functools.partial(loss, config))(stacked), loss(forced, hparams)[0]
+        loss = lambda model, h: model.loss(h, params, batch, k_loss, jnp.int32(0))
+        return jax.vmap(functools.partial(loss, sampled))(stacked), loss(teacher, hparams)[0]
 
     (got, metrics), want = losses(stacked, jax.random.key(0))
     np.testing.assert_array_equal(metrics["sampling_prob"], probs)

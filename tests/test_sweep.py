@@ -17,18 +17,13 @@ pytest.importorskip("ml_collections")
 pytest.importorskip("orbax.checkpoint")
 
 from recurrent_jax import cli  # noqa: E402
-from recurrent_jax.data.options import ConfigError  # noqa: E402
 from recurrent_jax.sweep import (  # noqa: E402
     CompileCounter,
     enable_compilation_cache,
     parse_axis,
     parse_sweep,
-    run_point,
     run_sweep,
-    stack_hparams,
-    stack_keys,
 )
-from recurrent_jax.sweep.runner import choose_runs_per_call, estimate_run_bytes  # noqa: E402
 from recurrent_jax.sweep.spec import apply_sweep_overrides  # noqa: E402
 from recurrent_jax.train import (  # noqa: E402
     config_files,
@@ -36,9 +31,19 @@ from recurrent_jax.train import (  # noqa: E402
     rnn_model,
 )
 from recurrent_jax.train.checkpoint import Checkpointer  # noqa: E402
-from recurrent_jax.train.config import from_config_dict  # noqa: E402
+from recurrent_jax.train.config import (
+    ConfigError,  # noqa: E402
+    from_config_dict,  # noqa: E402
+)
 from recurrent_jax.train.loop import train_and_evaluate  # noqa: E402
 from recurrent_jax.train.metrics import read_metrics  # noqa: E402
+from recurrent_jax.train.runs import (  # noqa: E402
+    choose_runs_per_call,
+    compile_runs,
+    estimate_run_bytes,
+    stack_hparams,
+    stack_keys,
+)
 
 
 def sweep_config(sweep: dict, spec="adding:smoke", **overrides) -> dict:
@@ -220,7 +225,7 @@ def test_sgd_momentum_vmapped_equals_solo_runs():
     np.testing.assert_array_equal(hparams.momentum, np.float32([0.0, 0.9]))
     assert core.default_hparams(plan.base).momentum is None  # compiled in unless swept
     keys = stack_keys([r.seed for r in point.runs])
-    states, _ = run_point(point.config, hparams, keys)
+    states, _ = compile_runs(point.config, len(point.runs)).train(hparams, keys)
     finals = []
     for i, run in enumerate(point.runs):
         want, _ = jax.jit(core.make_train(run.config))(core.default_hparams(run.config), keys[i])
@@ -247,13 +252,15 @@ def test_forget_bias_shifts_only_the_lstm_forget_gate():
     task = core.build_task(config)
     key = jax.random.key(0)
     base = core.default_hparams(config)
-    same = core.init_state(config, task, base, key).params
+    same = core.init_state(core.make_setup(config, task), base, key).params
     # the oracle: the LSTM constructor's own default forget bias (a Python 1.0)
     library_default = base._replace(forget_bias=1.0)
-    plain = rnn_model.init_params(config.model, task, core.run_keys(key).init, library_default)
+    plain = rnn_model.init(config.model, task, library_default, core.run_keys(key).init)
     for a, b in zip(jax.tree_util.tree_leaves(same), jax.tree_util.tree_leaves(plain), strict=True):
         np.testing.assert_array_equal(a, b)  # the default: bit-identical
-    shifted = core.init_state(config, task, base._replace(forget_bias=jnp.float32(3.0)), key)
+    shifted = core.init_state(
+        core.make_setup(config, task), base._replace(forget_bias=jnp.float32(3.0)), key
+    )
     hidden = config.model.hidden_size
     delta = shifted.params["rnn"]["layer_0"]["b_ih"] - plain["rnn"]["layer_0"]["b_ih"]
     np.testing.assert_allclose(delta[hidden : 2 * hidden], 2.0, rtol=1e-6)
@@ -267,8 +274,10 @@ def test_forget_bias_reaches_a_seq2seq_models_encoder_and_decoder():
     config = from_config_dict(config_files.load_config("seq2seq_addition:smoke"))
     task, key = core.build_task(config), jax.random.key(0)
     base = core.default_hparams(config)
-    plain = core.init_state(config, task, base, key).params
-    shifted = core.init_state(config, task, base._replace(forget_bias=jnp.float32(-1.0)), key)
+    plain = core.init_state(core.make_setup(config, task), base, key).params
+    shifted = core.init_state(
+        core.make_setup(config, task), base._replace(forget_bias=jnp.float32(-1.0)), key
+    )
     hidden = config.model.hidden_size
     changed = []
     for (path, a), b in zip(
@@ -292,7 +301,7 @@ def test_forget_bias_reaches_a_seq2seq_models_encoder_and_decoder():
     "overrides, message",
     [
         ({"model.cell": "gru", "model.forget_bias": 0.0}, "config.model.forget_bias: expected"),
-        ({"model.sampling_prob": 0.5}, "config.model.sampling_prob: unknown key"),
+        ({"model.sampling_prob": 0.5}, r"config.model: unknown key\(s\) \['sampling_prob'\]"),
     ],
 )
 def test_a_hyperparameter_of_another_model_is_an_error(overrides, message):
@@ -343,7 +352,7 @@ def uninterrupted(tmp_path_factory):
 def test_sweep_compiles_each_stage_once(uninterrupted):
     plan, _, summary, compiles = uninterrupted
     assert summary["status"] == "completed" and summary["num_runs"] == 4
-    for stage in ("sweep_init", "sweep_steps", "sweep_eval"):
+    for stage in ("runs_init", "runs_steps", "runs_evaluate"):
         assert compiles.count(stage) == 1, compiles.names
 
 
@@ -358,7 +367,10 @@ def _by_step(records, run_id=None):
 
 
 def test_run_i_equals_the_solo_run(uninterrupted, tmp_path):
-    """Host loop against host loop: every metric of every step and eval."""
+    """The sweep contract: run i of a vmapped grid point writes the records
+    of the solo run of its config, every metric of every step and eval to
+    fp32 tolerance. Both go through the one ``RunLoop``: what differs is the
+    vmap over runs alone."""
     plan, workdir, _, _ = uninterrupted
     records = read_metrics(workdir)
     for run in (plan.runs[1], plan.runs[2]):  # different learning rates and seeds
@@ -375,12 +387,12 @@ def test_run_i_equals_the_solo_run(uninterrupted, tmp_path):
 
 
 def test_summaries_and_legends_show_values_in_a_short_form(uninterrupted):
-    from recurrent_jax.sweep.report import format_summary, short
+    from recurrent_jax.sweep.report import format_sweep_summary, short
 
     _, _, summary, _ = uninterrupted
     long = float(np.geomspace(1e-3, 1e-1, 4)[1])  # 0.00464158883361...
     best = dict(summary["best"], learning_rate=long)
-    text = format_summary(dict(summary, best=best))
+    text = format_sweep_summary(dict(summary, best=best))
     assert "learning_rate=0.004642" in text and repr(long) not in text
     assert [short(v) for v in (long, 3, "lstm", 1e-5)] == ["0.004642", "3", "lstm", "1e-05"]
 
@@ -453,8 +465,8 @@ def test_a_workdir_holding_another_sweep_is_refused(uninterrupted):
 
 
 @pytest.mark.slow
-def test_run_point_equals_solo_train_with_chunks_and_new_hparams():
-    """``run_point`` (vmap, and lax.map over chunks of 3) against
+def test_whole_runs_equal_solo_train_with_chunks_and_new_hparams():
+    """``Program.train`` of N runs (vmap, and lax.map over chunks of 3) against
     ``make_train`` alone, sweeping hyperparameters added for sweeps."""
     plan = plan_of(
         {"vmap": {"forget_bias": [0.0, 2.0], "b1": [0.8, 0.9], "zoneout": [0.0, 0.2]}},
@@ -463,8 +475,9 @@ def test_run_point_equals_solo_train_with_chunks_and_new_hparams():
     point = plan.points[0]
     hparams = stack_hparams([r.config for r in point.runs], plan.vmap)
     keys = stack_keys([r.seed + r.run_id for r in point.runs])
-    states, metrics = run_point(point.config, hparams, keys)
-    chunked, _ = run_point(point.config, hparams, keys, runs_per_call=3)
+    n = len(point.runs)
+    states, metrics = compile_runs(point.config, n).train(hparams, keys)
+    chunked, _ = compile_runs(point.config, n, runs_per_call=3).train(hparams, keys)
     # two runs differing in every swept value (each solo config compiles anew)
     for i, run in ((0, point.runs[0]), (7, point.runs[7])):
         train = jax.jit(core.make_train(run.config))
@@ -514,9 +527,10 @@ def test_sweep_command_end_to_end(tmp_path, capsys):
         assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG", name
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["counts"]["completed"] == 8
-    # --workdir alone finds it complete; a runs-per-call override (by its old
-    # flag here) is not a new sweep
-    assert cli.main(["sweep", f"--workdir={workdir}", "--no-progress", "--sweep.chunk_size=8"]) == 0
+    # --workdir alone finds it complete; a runs-per-call override is not a new sweep
+    assert (
+        cli.main(["sweep", f"--workdir={workdir}", "--no-progress", "--sweep.runs_per_call=8"]) == 0
+    )
     assert len(read_metrics(workdir)) == len(records)
 
 

@@ -24,10 +24,11 @@ from recurrent_jax.train import (  # noqa: E402
     from_config_dict,
     make_train,
 )
-from recurrent_jax.train.checkpoint import Checkpointer, CheckpointError  # noqa: E402
-from recurrent_jax.train.loop import TrainingDiverged, compile_stages, train_and_evaluate  # noqa: E402
+from recurrent_jax.train.checkpoint import CheckpointError, checkpointer  # noqa: E402
+from recurrent_jax.train.loop import TrainingDiverged, train_and_evaluate  # noqa: E402
 from recurrent_jax.train.metrics import read_metrics  # noqa: E402
-from recurrent_jax.train.summary import format_summary  # noqa: E402
+from recurrent_jax.train.runs import compile_runs  # noqa: E402
+from recurrent_jax.train.summary import format_run_summary  # noqa: E402
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py"))
 NEEDS = {"digits": "sklearn", "japanese_vowels": "aeon", "airline": "aeon"}
@@ -86,15 +87,9 @@ def test_smoke_config_trains_end_to_end(name, tmp_path):
 
 
 def _checkpoint_state(workdir: Path, config):
-    stages = compile_stages(config)
-    like, _ = stages.init(core.default_hparams(config), jax.random.key(0))
-    task = stages.task
-    ckpt = Checkpointer(
-        workdir / "checkpoints",
-        keep=5,
-        primary_metric=task.primary_metric,
-        higher_is_better=task.higher_is_better,
-    )
+    program = compile_runs(config)
+    like = jax.eval_shape(program.init, core.default_hparams(config), jax.random.key(0))
+    ckpt = checkpointer(workdir / "checkpoints", program.setup.task, 5)
     state = ckpt.restore(ckpt.latest_step(), like)
     ckpt.close()
     return state
@@ -143,9 +138,9 @@ def test_resume_is_bit_identical(uninterrupted, tmp_path, how):
     # The summaries label each reported evaluation with its step.
     last_eval = 20 if stopped_at == 20 else 0  # evaluations every 20 steps
     want = f"latest eval mse: {first['final_eval']['mse']:.5g} (step {last_eval})"
-    assert want in format_summary(first)
-    assert "resumed" not in format_summary(first)
-    text = format_summary(second)
+    assert want in format_run_summary(first)
+    assert "resumed" not in format_run_summary(first)
+    text = format_run_summary(second)
     assert f"resumed from step {stopped_at}" in text and "final eval mse:" in text
     assert "(step 30)" in text
 
@@ -240,13 +235,11 @@ def test_a_run_stopped_before_its_first_checkpoint_writes_each_record_once(
 
 def test_incompatible_checkpoint_is_a_clear_error(uninterrupted):
     full_dir, config = uninterrupted
-    like, _ = compile_stages(config).init(core.default_hparams(config), jax.random.key(0))
-    like = like._replace(
-        params=jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape + (2,)), like.params)
-    )
-    ckpt = Checkpointer(
-        full_dir / "checkpoints", keep=5, primary_metric="mse", higher_is_better=False
-    )
+    program = compile_runs(config)
+    like = jax.eval_shape(program.init, core.default_hparams(config), jax.random.key(0))
+    wider = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape + (2,)), like.train.params)
+    like = like._replace(train=like.train._replace(params=wider))
+    ckpt = checkpointer(full_dir / "checkpoints", program.setup.task, 5)
     with pytest.raises(CheckpointError):
         ckpt.restore(ckpt.latest_step(), like)
 
@@ -267,15 +260,16 @@ def test_static_config_ignores_traced_and_host_values():
 
 
 def _solo_run(config, hparams, key):
-    """A run through the host loop's compiled stages."""
-    stages = compile_stages(config)
-    state, batch = stages.init(hparams, key)
+    """A run through the host loop's compiled stages (one run, unvmapped)."""
+    program = compile_runs(config)
+    state = program.init(hparams, key)
     chunks = []
     for _ in range(config.training.num_steps // config.training.steps_per_call):
-        state, metrics = stages.run_steps(hparams, state, key)
+        state, metrics = program.run_steps(hparams, key, state)
         chunks.append(metrics)
     train = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *chunks)
-    return state.params, {"train": train, "eval": stages.evaluate(hparams, state.params, batch)[0]}
+    evals = program.evaluate(hparams, key, state, program.eval_batch(key))[0]
+    return state.train.params, {"train": train, "eval": evals}
 
 
 def test_vmap_over_learning_rates_equals_solo_runs():
@@ -303,17 +297,16 @@ def test_greedy_generation_equals_argmax_of_the_full_sequence(tmp_path):
     teacher-forced pass over the generated text."""
     from recurrent_jax.data.base import one_hot
     from recurrent_jax.train import generate
-    from recurrent_jax.train.hparams import Rates
     from recurrent_jax.train.rnn_model import make_network
 
     config = experiment("char_lm:smoke")
-    stages = compile_stages(config)
-    vocab = stages.task.output_size
+    setup = core.make_setup(config)
+    vocab = setup.task.output_size
     hparams = core.default_hparams(config)
-    params = core.init_state(config, stages.task, hparams, jax.random.PRNGKey(3)).params
+    params = core.init_state(setup, hparams, jax.random.PRNGKey(3)).params
     ids = generate.generate(config.model, params, 2, jax.random.PRNGKey(0), 12, vocab, 0.0)
     inputs = jnp.asarray([2, *np.asarray(ids)[:-1]])
-    network = make_network(config.model, Rates())
+    network = make_network(config.model)
     _, ys = network.apply(params["rnn"], one_hot(inputs, vocab)[None], deterministic=True)
     logits = ys[0] @ params["readout"]["w"] + params["readout"]["b"][None]
     np.testing.assert_array_equal(np.asarray(ids), np.argmax(np.asarray(logits), -1))
@@ -350,10 +343,10 @@ def test_config_engine_reaches_the_network():
         config = experiment(
             data__seq_len=1024, data__batch_size=4, model__hidden_size=32, **overrides
         )
-        task = core.build_task(config)
+        setup = core.make_setup(config)
         hparams = core.default_hparams(config)
-        state = core.init_state(config, task, hparams, jax.random.PRNGKey(0))
-        step = lambda s: core.train_step(config, task, hparams, jax.random.PRNGKey(1), s)
+        state = core.init_state(setup, hparams, jax.random.PRNGKey(0))
+        step = lambda s: core.train_step(setup, hparams, jax.random.PRNGKey(1), s)
         return jax.jit(step).lower(state)
 
     def temp_bytes(lowered):

@@ -90,20 +90,17 @@ def test_bad_truncation_length():
     cell = rj.cells.gru(H)
     params = cell.init(jax.random.PRNGKey(0), D)
     with pytest.raises(ValueError, match="truncation_length: expected a positive int, got None"):
-        rj.truncated_unroll(cell, params, jnp.zeros((B, T, D)))
+        rj.truncated_unroll(cell, params, jnp.zeros((B, T, D)), truncation_length=None)
     with pytest.raises(ValueError, match="truncation_length"):
         rj.truncated_unroll(cell, params, jnp.zeros((B, T, D)), truncation_length=0)
     with pytest.raises(ValueError, match="reverse"):
         rj.truncated_unroll(cell, params, jnp.zeros((B, T, D)), truncation_length=2, reverse=True)
 
 
-def test_the_old_name_chunk_length_still_works_and_warns():
+def test_truncation_length_is_required():
+    """``chunk_length`` is the engine's (the "chunked" backend's chunk), not
+    a window length: without ``truncation_length`` the call is an error."""
     cell = rj.cells.gru(H)
     params = cell.init(jax.random.PRNGKey(0), D)
-    xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, D))
-    want = rj.truncated_unroll(cell, params, xs, truncation_length=3)[1]
-    with pytest.warns(DeprecationWarning, match="truncation_length"):
-        got = rj.truncated_unroll(cell, params, xs, chunk_length=3)[1]
-    np.testing.assert_array_equal(got, want)
-    with pytest.raises(ValueError, match="given twice"):
-        rj.truncated_unroll(cell, params, xs, truncation_length=3, chunk_length=3)
+    with pytest.raises(TypeError, match="truncation_length"):
+        rj.truncated_unroll(cell, params, jnp.zeros((B, T, D)), chunk_length=3)

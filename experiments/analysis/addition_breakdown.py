@@ -16,16 +16,17 @@ import jax
 import numpy as np
 
 from recurrent_jax.data import seq2seq_tasks
-from recurrent_jax.train import seq2seq_model as seq2seq_stages
-from recurrent_jax.train.decode import restore_run
+from recurrent_jax.train import seq2seq_model
+from recurrent_jax.train.eval_run import restore_run
 
 
 def breakdown(workdir: str, size: int, seed: int, step: str = "best") -> tuple[str, float]:
     """(Markdown table, overall exact match) of ``size`` held-out sums."""
-    config, params, _, chosen = restore_run(workdir, step)
+    run = restore_run(workdir, step)
+    config, params, chosen = run.config, run.state.train.params, run.step
     digits = config.data.options.max_digits
     batch = seq2seq_tasks.addition(jax.random.key(seed), size, max_digits=digits, split="eval")
-    decoded = seq2seq_stages.decode(config.model, params, batch)
+    decoded = seq2seq_model.decode(config.model, run.program.setup.task, params, batch)
     right = exact_per_example(np.asarray(decoded.sequences), batch)
     sources = seq2seq_tasks.decode(batch.src, batch.src_lengths)
     predictions = seq2seq_tasks.decode(decoded.sequences)

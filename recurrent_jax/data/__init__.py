@@ -9,12 +9,10 @@ from recurrent_jax.data.base import (
     TaskSpec,
     losses_and_metrics,
 )
-from recurrent_jax.data.options import ConfigError
 from recurrent_jax.data.registry import get_task, task_names, tasks
 
 __all__ = [
     "Batch",
-    "ConfigError",
     "DataError",
     "MissingExtraError",
     "Task",

@@ -8,7 +8,7 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
-from recurrent_jax.data import options as opt
+from recurrent_jax import _checks
 from recurrent_jax.data.base import (
     CLASSIFICATION,
     LAST,
@@ -27,8 +27,8 @@ class DigitsOptions:
 
     def __post_init__(self):
         if not 0.0 < self.test_fraction < 1.0:
-            opt.fail("data.test_fraction", "a fraction in (0, 1)", self.test_fraction)
-        opt.check_non_negative("data.split_seed", self.split_seed)
+            _checks.fail("test_fraction", "a fraction in (0, 1)", self.test_fraction)
+        _checks.check_non_negative("split_seed", self.split_seed)
 
 
 @functools.cache

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recurrent_jax.data import options as opt
+from recurrent_jax import _checks
 from recurrent_jax.data.base import (
     REGRESSION,
     SEQUENCE,
@@ -36,9 +36,9 @@ class ForecastOptions:
     season: int = 12
 
     def __post_init__(self):
-        opt.check_positive("data.seq_len", self.seq_len)
-        opt.check_positive("data.test_steps", self.test_steps)
-        opt.check_positive("data.season", self.season)
+        _checks.check_positive("seq_len", self.seq_len)
+        _checks.check_positive("test_steps", self.test_steps)
+        _checks.check_positive("season", self.season)
 
 
 @functools.cache

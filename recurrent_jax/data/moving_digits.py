@@ -18,7 +18,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax.data import options as opt
+from recurrent_jax import _checks
 from recurrent_jax.data.base import REGRESSION, SEQUENCE, Batch, Task, TaskSpec
 from recurrent_jax.data.digits import load_digits_split
 
@@ -35,13 +35,13 @@ class MovingDigitsOptions:
 
     def __post_init__(self):
         if not isinstance(self.canvas, int) or self.canvas < DIGIT + 1:
-            opt.fail("data.canvas", f"an int > {DIGIT} (the digits' size)", self.canvas)
+            _checks.fail("canvas", f"an int > {DIGIT} (the digits' size)", self.canvas)
         if not isinstance(self.seq_len, int) or self.seq_len < 3:
-            opt.fail("data.seq_len", "an int >= 3", self.seq_len)
-        opt.check_positive("data.max_speed", self.max_speed)
+            _checks.fail("seq_len", "an int >= 3", self.seq_len)
+        _checks.check_positive("max_speed", self.max_speed)
         if not 0.0 < self.test_fraction < 1.0:
-            opt.fail("data.test_fraction", "a fraction in (0, 1)", self.test_fraction)
-        opt.check_non_negative("data.split_seed", self.split_seed)
+            _checks.fail("test_fraction", "a fraction in (0, 1)", self.test_fraction)
+        _checks.check_non_negative("split_seed", self.split_seed)
 
 
 def reflect(position, span: int):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from recurrent_jax.data import options as opt
+from recurrent_jax import _checks
 from recurrent_jax.data import seq2seq_tasks as s2s
 from recurrent_jax.data.base import SEQUENCE, Task, TaskSpec
 
@@ -42,7 +42,7 @@ class AdditionOptions:
     max_digits: int = 3
 
     def __post_init__(self):
-        opt.check_at_least("data.max_digits", self.max_digits, 2)
+        _checks.check_at_least("max_digits", self.max_digits, 2)
 
 
 def build_addition(options: AdditionOptions) -> TaskSpec:
@@ -61,8 +61,8 @@ class ReversalOptions:
     max_length: int = 10
 
     def __post_init__(self):
-        opt.check_positive("data.min_length", self.min_length)
-        opt.check_at_least("data.max_length", self.max_length, self.min_length)
+        _checks.check_positive("min_length", self.min_length)
+        _checks.check_at_least("max_length", self.max_length, self.min_length)
 
 
 def build_reversal(options: ReversalOptions) -> TaskSpec:
@@ -78,9 +78,9 @@ class DatesOptions:
 
     def __post_init__(self):
         if not 1000 <= self.first_year <= 9999:
-            opt.fail("data.first_year", "a 4-digit year", self.first_year)
+            _checks.fail("first_year", "a 4-digit year", self.first_year)
         if not self.first_year <= self.last_year <= 9999:
-            opt.fail("data.last_year", f"a 4-digit year >= {self.first_year}", self.last_year)
+            _checks.fail("last_year", f"a 4-digit year >= {self.first_year}", self.last_year)
 
 
 def build_dates(options: DatesOptions) -> TaskSpec:

@@ -8,7 +8,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax.data import options as opt
+from recurrent_jax import _checks
 from recurrent_jax.data.base import (
     CLASSIFICATION,
     LAST,
@@ -29,7 +29,7 @@ class AddingOptions:
     seq_len: int = 100
 
     def __post_init__(self):
-        opt.check_at_least("data.seq_len", self.seq_len, 2)
+        _checks.check_at_least("seq_len", self.seq_len, 2)
 
 
 def adding_batch(key: jax.Array, batch_size: int, seq_len: int) -> Batch:
@@ -77,9 +77,9 @@ class CopyOptions:
     delay: int = 20
 
     def __post_init__(self):
-        opt.check_at_least("data.num_symbols", self.num_symbols, 2)
-        opt.check_positive("data.length", self.length)
-        opt.check_non_negative("data.delay", self.delay)
+        _checks.check_at_least("num_symbols", self.num_symbols, 2)
+        _checks.check_positive("length", self.length)
+        _checks.check_non_negative("delay", self.delay)
 
 
 def copy_batch(key: jax.Array, batch_size: int, num_symbols: int, length: int, delay: int):
@@ -127,7 +127,7 @@ class ParityOptions:
     seq_len: int = 20
 
     def __post_init__(self):
-        opt.check_positive("data.seq_len", self.seq_len)
+        _checks.check_positive("seq_len", self.seq_len)
 
 
 def parity_batch(

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recurrent_jax.data import options as opt
+from recurrent_jax import _checks
 from recurrent_jax.data.base import (
     CLASSIFICATION,
     SEQUENCE,
@@ -38,9 +38,9 @@ class TextOptions:
     valid_fraction: float = 0.1
 
     def __post_init__(self):
-        opt.check_positive("data.seq_len", self.seq_len)
+        _checks.check_positive("seq_len", self.seq_len)
         if not 0.0 < self.valid_fraction < 1.0:
-            opt.fail("data.valid_fraction", "a fraction in (0, 1)", self.valid_fraction)
+            _checks.fail("valid_fraction", "a fraction in (0, 1)", self.valid_fraction)
 
 
 @functools.cache

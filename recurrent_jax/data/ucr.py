@@ -13,7 +13,7 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
-from recurrent_jax.data import options as opt
+from recurrent_jax import _checks
 from recurrent_jax.data.base import (
     CLASSIFICATION,
     LAST,
@@ -43,7 +43,7 @@ class UCROptions:
     dataset: str = "JapaneseVowels"
 
     def __post_init__(self):
-        opt.check_choice("data.dataset", self.dataset, BUNDLED)
+        _checks.check_choice("dataset", self.dataset, BUNDLED)
 
 
 def pad_series(series: list, name: str = "series") -> tuple[np.ndarray, np.ndarray]:

@@ -22,5 +22,6 @@ from recurrent_jax.eqx._modules import (
     SimpleRNN,
     load_params,
 )
+from recurrent_jax.eqx._seq2seq import Seq2Seq
 
-__all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "SimpleRNN", "load_params"]
+__all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Seq2Seq", "SimpleRNN", "load_params"]

@@ -21,7 +21,7 @@ def load_params(module: eqx.Module, params) -> eqx.Module:
 def _door_options(where: str, given: Mapping, *tables) -> tuple:
     """Sorted ``(name, value)`` pairs: hashable, so a static field."""
     defaults = {k: v for table in tables for k, v in table.items() if k != "deterministic"}
-    doors.check_options(where, given, defaults)
+    _checks.check_unknown(where, given, defaults)
     return tuple(sorted((defaults | dict(given)).items()))
 
 
@@ -134,29 +134,19 @@ class _Stacked(_Recurrent):
         return doors.stacked_layer(self.family, self.hidden_size, dict(self.options))
 
 
-_STACKED_DOC = """
-
-    ``{name}(input_size, hidden_size, *, key, inference=False, **options)``:
-    ``num_layers``, ``bidirectional``, ``merge_mode``, ``dropout`` (between
-    layers, as PyTorch), ``input_dropout``, ``recurrent_dropout``,
-    ``zoneout``, ``residual``, ``learn_initial_carry``, ``time_major``,
-    ``engine``, ``return_sequences``, ``return_carry``, the cell options
-    ``bias``, ``kernel_init``, ``recurrent_init``, ``bias_init``,
-    ``param_dtype``, ``dtype`` and the family's own (``doors.FAMILIES``).
-    Params ``{{"layer_0": ..., ...}}``, as ``rj.nn.{name}``.
-    """
+_SIGNATURE = "``{}(input_size, hidden_size, *, key, inference=False, **options)``; call as ``RNN``."
 
 
 class SimpleRNN(_Stacked):
     family = "SimpleRNN"
-    __doc__ = doors.FAMILIES[family].summary + _STACKED_DOC.format(name=family)
+    __doc__ = doors.stacked_doc(family, _SIGNATURE.format(family))
 
 
 class LSTM(_Stacked):
     family = "LSTM"
-    __doc__ = doors.FAMILIES[family].summary + _STACKED_DOC.format(name=family)
+    __doc__ = doors.stacked_doc(family, _SIGNATURE.format(family))
 
 
 class GRU(_Stacked):
     family = "GRU"
-    __doc__ = doors.FAMILIES[family].summary + _STACKED_DOC.format(name=family)
+    __doc__ = doors.stacked_doc(family, _SIGNATURE.format(family))

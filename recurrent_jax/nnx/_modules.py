@@ -7,11 +7,8 @@ from collections.abc import Mapping
 import jax
 from flax import nnx
 
-from recurrent_jax import doors, layers
+from recurrent_jax import _checks, doors, layers
 from recurrent_jax.cells.base import Cell
-
-# flax >= 0.12 asks for containers of Variables to be marked as data.
-_data = getattr(nnx, "data", lambda value: value)
 
 
 def _is_variable(leaf) -> bool:
@@ -21,18 +18,7 @@ def _is_variable(leaf) -> bool:
 def params(module: nnx.Module) -> dict:
     """The pure core's params of ``module`` (a dict of arrays), as
     ``layer.init`` or the linen module's ``variables["params"]`` hold them."""
-    return jax.tree_util.tree_map(_get, module.params, is_leaf=_is_variable)
-
-
-def _get(variable):
-    return variable.get_value() if hasattr(variable, "get_value") else variable.value
-
-
-def _set(variable, value):
-    if hasattr(variable, "set_value"):
-        variable.set_value(value)
-    else:  # flax < 0.12
-        variable.value = value
+    return jax.tree_util.tree_map(nnx.Variable.get_value, module.params, is_leaf=_is_variable)
 
 
 def load_params(module: nnx.Module, new_params) -> nnx.Module:
@@ -42,7 +28,7 @@ def load_params(module: nnx.Module, new_params) -> nnx.Module:
     doors.check_same_params(params(module), new_params)
     leaves = jax.tree_util.tree_leaves(module.params, is_leaf=_is_variable)
     for variable, value in zip(leaves, jax.tree_util.tree_leaves(new_params), strict=True):
-        _set(variable, value)
+        variable.set_value(value)
     return module
 
 
@@ -57,7 +43,7 @@ class _Recurrent(nnx.Module):
             setattr(self, name, value)
         self._option_names = tuple(options)
         core = self.layer().init(rngs.params(), in_features)
-        self.params = _data(jax.tree_util.tree_map(nnx.Param, core))
+        self.params = nnx.data(jax.tree_util.tree_map(nnx.Param, core))
         self.rngs = rngs["dropout"].fork()
 
     def options(self) -> dict:
@@ -110,7 +96,7 @@ def _draw_key(rngs, own):
 def _door_options(where: str, given: Mapping, *tables) -> dict:
     # NNX modules start in training mode, as nnx.Dropout; model.eval() ends it.
     defaults = {k: v for table in tables for k, v in table.items()} | {"deterministic": False}
-    doors.check_options(where, given, defaults)
+    _checks.check_unknown(where, given, defaults)
     return defaults | dict(given)
 
 
@@ -167,29 +153,19 @@ class _Stacked(_Recurrent):
         return doors.stacked_layer(self.family, self.hidden_size, self.options())
 
 
-_STACKED_DOC = """
-
-    ``{name}(in_features, hidden_size, *, rngs, **options)``: ``num_layers``,
-    ``bidirectional``, ``merge_mode``, ``dropout`` (between layers, as
-    PyTorch), ``input_dropout``, ``recurrent_dropout``, ``zoneout``,
-    ``residual``, ``learn_initial_carry``, ``time_major``, ``engine``,
-    ``return_sequences``, ``return_carry``, ``deterministic``, the cell
-    options ``bias``, ``kernel_init``, ``recurrent_init``, ``bias_init``,
-    ``param_dtype``, ``dtype`` and the family's own (``doors.FAMILIES``).
-    Params ``{{"layer_0": ..., ...}}``, as ``rj.nn.{name}``.
-    """
+_SIGNATURE = "``{}(in_features, hidden_size, *, rngs, **options)``; call as ``RNN``."
 
 
 class SimpleRNN(_Stacked):
     family = "SimpleRNN"
-    __doc__ = doors.FAMILIES[family].summary + _STACKED_DOC.format(name=family)
+    __doc__ = doors.stacked_doc(family, _SIGNATURE.format(family))
 
 
 class LSTM(_Stacked):
     family = "LSTM"
-    __doc__ = doors.FAMILIES[family].summary + _STACKED_DOC.format(name=family)
+    __doc__ = doors.stacked_doc(family, _SIGNATURE.format(family))
 
 
 class GRU(_Stacked):
     family = "GRU"
-    __doc__ = doors.FAMILIES[family].summary + _STACKED_DOC.format(name=family)
+    __doc__ = doors.stacked_doc(family, _SIGNATURE.format(family))

@@ -7,7 +7,8 @@ import inspect
 import jax
 from flax import nnx
 
-from recurrent_jax.nnx._modules import _data, _draw_key, params
+from recurrent_jax import _checks
+from recurrent_jax.nnx._modules import _draw_key, params
 from recurrent_jax.seq2seq import model as model_lib
 
 _OPTIONS = tuple(inspect.signature(model_lib.make_seq2seq).parameters)
@@ -25,16 +26,14 @@ class Seq2Seq(nnx.Module):
     """
 
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, *, rngs: nnx.Rngs, **options):
-        unknown = sorted(set(options) - set(_OPTIONS))
-        if unknown:
-            raise ValueError(f"Seq2Seq: unknown option(s) {unknown}; expected some of {_OPTIONS}")
+        _checks.check_unknown("Seq2Seq", options, _OPTIONS)
         self.settings = tuple(
             sorted(
                 dict(options, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size).items()
             )
         )
         core = self.core().init(rngs.params())
-        self.params = _data(jax.tree_util.tree_map(nnx.Param, core))
+        self.params = nnx.data(jax.tree_util.tree_map(nnx.Param, core))
         self.rngs = rngs["sampling"].fork()
 
     def core(self) -> model_lib.Seq2SeqModel:

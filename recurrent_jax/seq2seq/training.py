@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from recurrent_jax import _checks
 
 FEEDBACKS = ("sample", "argmax")
-SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
+SAMPLING_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
 
 
 class TrainingDecode(NamedTuple):
@@ -138,7 +138,7 @@ def sampling_schedule(kind: str, **options) -> Callable:
     ``kind`` "linear" (options ``k``, ``c``, ``epsilon``), "exponential"
     (``k``), "inverse_sigmoid" (``k``) or "constant" (``p``). ``step`` may be
     traced."""
-    _checks.check_choice("schedule", kind, SCHEDULES)
+    _checks.check_choice("schedule", kind, SAMPLING_SCHEDULES)
     if kind == "constant":
         p = options.get("p", 0.0)
         return lambda step: jnp.full(jnp.shape(step), p, jnp.float32)

@@ -44,16 +44,9 @@ Command line::
         [--distributed]   # several processes, each training its own runs (docs/scaling.md)
 """
 
+from recurrent_jax.sweep.compilation import CompileCounter, enable_compilation_cache
 from recurrent_jax.sweep.loop import run_sweep
-from recurrent_jax.sweep.report import format_summary
-from recurrent_jax.sweep.runner import (
-    CompileCounter,
-    enable_compilation_cache,
-    point_stages,
-    run_point,
-    stack_hparams,
-    stack_keys,
-)
+from recurrent_jax.sweep.report import format_sweep_summary
 from recurrent_jax.sweep.spec import GridPoint, Run, SweepPlan, parse_axis, parse_sweep
 
 __all__ = [
@@ -62,12 +55,8 @@ __all__ = [
     "Run",
     "SweepPlan",
     "enable_compilation_cache",
-    "format_summary",
+    "format_sweep_summary",
     "parse_axis",
     "parse_sweep",
-    "point_stages",
-    "run_point",
     "run_sweep",
-    "stack_hparams",
-    "stack_keys",
 ]

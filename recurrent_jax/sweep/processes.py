@@ -18,9 +18,9 @@ import jax
 
 from recurrent_jax import distributed as dist
 from recurrent_jax.sweep import report
-from recurrent_jax.sweep.checkpoints import load_tree
 from recurrent_jax.sweep.spec import GridPoint, SweepPlan
 from recurrent_jax.train import core
+from recurrent_jax.train.checkpoint import load_tree
 from recurrent_jax.train.metrics import METRICS_FILE, read_metrics
 
 
@@ -100,14 +100,11 @@ def merge_best_runs(plan: SweepPlan, workdir: Path, directories) -> None:
             shutil.move(candidates[winner], target)
             record = records[winner]
             run = next(r for r in plan.runs if r.run_id == record["run_id"])
-            task = core.build_task(run.config)
-            like = jax.eval_shape(
-                lambda: core.init_state(
-                    run.config, task, core.default_hparams(run.config), jax.random.key(0)
-                )
-            )
+            setup = core.make_setup(run.config)
+            hparams = core.default_hparams(run.config)
+            like = jax.eval_shape(lambda: core.init_state(setup, hparams, jax.random.key(0)))
             best = load_tree(target / report.CANDIDATE_FILE, like)
-            report.save_best(target, best, record["score"], task)
+            report.save_best(target, best, record["score"], setup.task)
             (target / report.CANDIDATE_FILE).unlink()
     for d in directories:
         shutil.rmtree(d, ignore_errors=True)

@@ -19,14 +19,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from recurrent_jax.sweep.checkpoints import save_tree
 from recurrent_jax.sweep.spec import SweepPlan
-from recurrent_jax.train.checkpoint import Checkpointer
+from recurrent_jax.train.checkpoint import checkpointer, save_tree
 from recurrent_jax.train.loop import prepare_workdir
 from recurrent_jax.train.metrics import METRICS_FILE, read_metrics
 from recurrent_jax.train.plots import _pyplot
+from recurrent_jax.train.runs import Best, RunsState
 
 TABLE_CSV, TABLE_MD, SUMMARY_FILE = "runs.csv", "runs.md", "summary.json"
 BEST_DIR, BEST_FILE, CANDIDATE_FILE = "best_run", "best.json", "state.npz"
@@ -35,13 +36,13 @@ BEST_DIR, BEST_FILE, CANDIDATE_FILE = "best_run", "best.json", "state.npz"
 # --- the best run ----------------------------------------------------------------
 
 
-def update_best_run(runs, state, task, directory: Path) -> None:
-    """Saves the best of a finished grid point's ``runs`` (``state``: their
-    stacked ``SweepState``, in the same order) to ``directory`` when it
+def update_best_run(runs, best: Best, task, directory: Path) -> None:
+    """Saves the best of a finished grid point's ``runs`` (``best``: their
+    stacked ``runs.Best``, in the same order) to ``directory`` when it
     beats the one saved there. With several processes each saves its
-    candidate as ``state.npz`` (see ``recurrent_jax.sweep.checkpoints``)
-    and process 0 keeps the best (``merge_best_runs``)."""
-    scores = np.asarray(jax.device_get(state.best.score), np.float64)
+    candidate as ``state.npz`` (see ``train.checkpoint.save_tree``) and
+    process 0 keeps the best (``merge_best_runs``)."""
+    scores = np.asarray(jax.device_get(best.score), np.float64)
     if not np.isfinite(scores).any():
         return
     i = int(np.nanargmax(np.where(np.isfinite(scores), scores, -np.inf)))
@@ -51,24 +52,21 @@ def update_best_run(runs, state, task, directory: Path) -> None:
         return
     shutil.rmtree(directory, ignore_errors=True)
     prepare_workdir(run.config, directory)
-    best = jax.tree_util.tree_map(lambda a: a[i], state.best.state)
+    state = jax.tree_util.tree_map(lambda a: a[i], best.state)
     if jax.process_count() > 1:
-        save_tree(directory / CANDIDATE_FILE, best)
+        save_tree(directory / CANDIDATE_FILE, state)
     else:
-        save_best(directory, best, float(scores[i]), task)
-    record = {"run_id": run.run_id, "score": float(scores[i]), "step": int(best.step)}
+        save_best(directory, state, float(scores[i]), task)
+    record = {"run_id": run.run_id, "score": float(scores[i]), "step": int(state.step)}
     (directory / BEST_FILE).write_text(json.dumps(record) + "\n")
 
 
-def save_best(directory: Path, best, score: float, task) -> None:
-    checkpoints = Checkpointer(
-        directory / "checkpoints",
-        keep=1,
-        primary_metric=task.primary_metric,
-        higher_is_better=task.higher_is_better,
-        process_local=True,
-    )
-    checkpoints.save(best, {task.primary_metric: score if task.higher_is_better else -score})
+def save_best(directory: Path, state, score: float, task) -> None:
+    """The best run's training ``state`` as a run directory's checkpoint:
+    the ``RunsState`` of one run, so ``recurrent-jax eval`` reloads it."""
+    one_run = RunsState(state.step, state, Best(state, jnp.asarray(score, jnp.float32)))
+    checkpoints = checkpointer(directory / "checkpoints", task, 1, process_local=True)
+    checkpoints.save(one_run, {task.primary_metric: score if task.higher_is_better else -score})
     checkpoints.close()
 
 
@@ -343,7 +341,7 @@ def write_report(
     return summary
 
 
-def format_summary(summary: dict) -> str:
+def format_sweep_summary(summary: dict) -> str:
     """The few lines a finished sweep prints: status, best run, where to look."""
     metric = summary["primary_metric"]
     lines = [
@@ -381,4 +379,4 @@ def _read_json(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-__all__ = ["format_summary", "table_rows", "update_best_run", "write_report"]
+__all__ = ["format_sweep_summary", "table_rows", "update_best_run", "write_report"]

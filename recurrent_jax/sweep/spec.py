@@ -17,14 +17,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from recurrent_jax.data.options import ConfigError
 from recurrent_jax.train import hparams
 from recurrent_jax.train.config import (
-    RENAMED_KEYS,
     SECTIONS,
+    ConfigError,
     ExperimentConfig,
     from_config_dict,
-    rename_keys,
     to_dict,
 )
 from recurrent_jax.train.config_files import parse_value
@@ -223,7 +221,7 @@ def parse_sweep(cfg) -> SweepPlan:
     vmapped ones, seeds innermost; a ``zip`` group counts as one axis), so
     run ids follow that order.
     """
-    raw = rename_keys(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg))
+    raw = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
     section = {**default_section(), **(raw.pop("sweep", None) or {})}
     base = from_config_dict(raw)
     base_dict = to_dict(base)
@@ -370,7 +368,7 @@ def apply_sweep_overrides(config: dict, overrides: list[tuple[str, str]]) -> dic
     and ``sweep.grid`` may be new."""
     config["sweep"] = {**default_section(), **(config.get("sweep") or {})}
     for dotted, text in overrides:
-        *parents, leaf = RENAMED_KEYS.get(dotted, dotted).split(".")
+        *parents, leaf = dotted.split(".")
         node = config
         for name in parents:
             node = node.setdefault(name, {})

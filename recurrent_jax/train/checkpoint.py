@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a ``TrainState``: keep the last N and the best.
+"""Checkpoints of a run directory: keep the last N and the best.
 
 The best checkpoint is the one with the best eval ``primary_metric``; it is
 preserved beside the last ``keep`` ones. A checkpoint that cannot be read
@@ -6,6 +6,13 @@ raises ``CheckpointError`` and nothing is deleted or overwritten.
 ``restore_newest`` resumes from the newest checkpoint that restores: newer
 ones that fail to (truncated or garbled files after a crash) are moved
 aside into ``<checkpoints>.corrupt/``, never deleted.
+
+With several processes orbax writes only global arrays (a host-local array
+is refused, and NumPy leaves are written by process 0 alone), while each
+process of a sweep holds its own runs: each then saves its stacked state as
+NumPy files of its own (``ProcessCheckpointer``: ``<directory>/<step>.npz``,
+the leaves in ``jax.tree_util`` order, restored into the structure of a
+freshly initialised state), keeping the last ``keep``.
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ import datetime
 import json
 import logging
 import math
+import os
 import shutil
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,6 +164,21 @@ class Checkpointer:
         self.manager.close()
 
 
+def checkpointer(
+    directory: Path, task, keep: int, *, log=print, process_local: bool = False
+) -> Checkpointer:
+    """The orbax checkpoints of a run directory, scored by ``task``'s
+    primary metric (see ``Checkpointer``)."""
+    return Checkpointer(
+        directory,
+        keep=keep,
+        primary_metric=task.primary_metric,
+        higher_is_better=task.higher_is_better,
+        process_local=process_local,
+        log=log,
+    )
+
+
 def restore_newest(checkpoints, like, log: Callable[[str], None]) -> tuple[int | None, object]:
     """``(step, state)`` of the newest checkpoint of ``checkpoints`` (a
     ``Checkpointer`` or ``sweep.checkpoints.ProcessCheckpointer``) that
@@ -271,3 +295,69 @@ def _describe(tree) -> str:
     return ", ".join(f"{jax.tree_util.keystr(p)}{list(s)}" for p, (s, _) in leaves[:4]) + (
         ", ..." if len(leaves) > 4 else ""
     )
+
+
+# --- one process's own checkpoints (a sweep in several processes) ---------------
+
+
+def save_tree(path: Path, tree) -> None:
+    """Writes the leaves of ``tree`` to ``path`` (``.npz``), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    leaves = [np.asarray(a) for a in jax.device_get(jax.tree_util.tree_leaves(tree))]
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as f:
+        np.savez(f, *leaves)
+    os.replace(partial, path)
+
+
+def load_tree(path: Path, like):
+    """The tree saved at ``path``, with the structure, shapes and dtypes of
+    ``like`` (arrays or ``jax.ShapeDtypeStruct``)."""
+    wanted, treedef = jax.tree_util.tree_flatten(like)
+    try:
+        with np.load(path) as f:
+            leaves = [f[f"arr_{i}"] for i in range(len(f.files))]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"checkpoint {path} could not be read ({e})") from e
+    got = [(a.shape, a.dtype) for a in leaves]
+    want = [(tuple(a.shape), np.dtype(a.dtype)) for a in wanted]
+    if got != want:
+        raise CheckpointError(
+            f"checkpoint {path} does not match this sweep's model: it holds {got[:3]}..., "
+            f"the config builds {want[:3]}... ({len(got)} and {len(want)} arrays)"
+        )
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in leaves])
+
+
+class ProcessCheckpointer:
+    """``Checkpointer``'s interface for one process's stacked sweep state."""
+
+    def __init__(self, directory: Path, *, keep: int):
+        self.directory, self.keep = Path(directory), keep
+
+    def steps(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.stem) for p in self.directory.glob("*.npz") if p.stem.isdigit())
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def save(self, state, eval_metrics: dict | None = None) -> None:
+        step = int(state.step)
+        if step in self.steps():
+            return
+        save_tree(self.directory / f"{step}.npz", state)
+        for old in self.steps()[: -self.keep]:
+            (self.directory / f"{old}.npz").unlink()
+
+    def restore(self, step: int, like):
+        return load_tree(self.directory / f"{step}.npz", like)
+
+    def move_aside(self, step: int) -> Path:
+        return move_aside(self.directory / f"{step}.npz", self.directory)
+
+    def close(self) -> None:
+        pass

@@ -9,28 +9,28 @@ what was expected and what was given.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from recurrent_jax import backends, cells
-from recurrent_jax.data.options import ConfigError, fail
-from recurrent_jax.data.options import check_choice as _check_choice
-from recurrent_jax.data.options import check_non_negative as _check_non_negative
-from recurrent_jax.data.options import check_positive as _check_positive
-from recurrent_jax.data.options import check_rate as _check_rate
+from recurrent_jax import _checks, backends, cells
 from recurrent_jax.engine import Engine
+from recurrent_jax.layers import RATES
 from recurrent_jax.seq2seq import model as seq2seq_model
+from recurrent_jax.seq2seq import training as seq2seq_training
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, of the wrong type or has an impossible value."""
+
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 HEADED_CELLS = ("lstm", "gru", "elman")  # the cells with ``num_heads``
-SCHEDULES = ("constant", "warmup_cosine")
-ATTENTIONS = ("additive", "dot", "general", "concat", "none")
-BRIDGES = ("copy", "linear", "zeros")
-FEEDBACKS = ("sample", "argmax")
-SAMPLING_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
+LR_SCHEDULES = ("constant", "warmup_cosine")
 
 
 # --- the sections -------------------------------------------------------------
@@ -55,22 +55,21 @@ class _RecurrentModel:
     cell: str = "lstm"
     hidden_size: int = 128
     num_layers: int = 1
-    bidirectional: bool = False
     engine: Engine = Engine()
     forget_bias: float = 1.0
 
     def __post_init__(self):
-        _check_choice("model.cell", self.cell, self.CELLS)
-        _check_positive("model.hidden_size", self.hidden_size)
-        _check_positive("model.num_layers", self.num_layers)
+        _checks.check_choice("cell", self.cell, self.CELLS)
+        _checks.check_positive("hidden_size", self.hidden_size)
+        _checks.check_positive("num_layers", self.num_layers)
         impl = self.engine.impl
         if impl in backends.PARALLEL_IN_TIME and not cells.linear_in_carry(self.cell):
-            fail(
-                "model.engine.impl", f"a backend other than {impl!r} for the {self.cell} cell", impl
+            _checks.fail(
+                "engine.impl", f"a backend other than {impl!r} for the {self.cell} cell", impl
             )
         if self.cell != "lstm" and self.forget_bias != 1.0:
-            fail(
-                "model.forget_bias",
+            _checks.fail(
+                "forget_bias",
                 f"the default 1.0 (it sets the forget gate of LSTMs; model.cell is {self.cell!r})",
                 self.forget_bias,
             )
@@ -78,22 +77,27 @@ class _RecurrentModel:
 
 @dataclasses.dataclass(frozen=True)
 class RNNModelConfig(_RecurrentModel):
-    """``model.kind="rnn"``: a recurrent stack of ``num_layers`` cells
-    (bidirectional when ``bidirectional``) and a linear readout.
+    """``model.kind="rnn"``: ``rj.layers.cell_stack`` of ``num_layers``
+    cells (bidirectional when ``bidirectional``) and a linear readout: the
+    stack of ``rj.nn.LSTM`` and the other front doors, the same options with
+    the same meanings.
 
-    ``dropout`` (between layers), ``input_dropout``, ``recurrent_dropout``
-    and ``zoneout`` are compiled in when non-zero here; their values (like
-    ``init_scale``, which multiplies every weight matrix at init) are the
-    defaults of the traced ``HParams``. The convolutional cells
-    ("conv_lstm", "conv_gru", for tasks of frames) take ``kernel_size`` (odd;
-    0 for the others) and ``hidden_size`` channels; the readout is then a
-    1×1 convolution. ``num_heads`` > 0 makes an LSTM, GRU or Elman cell's
-    W_hh block-diagonal (``rj.cells.lstm(num_heads=)``; 0: dense).
+    ``dropout`` (on every layer's outputs but the last, as PyTorch),
+    ``input_dropout`` (variational, on every layer's inputs, as Keras),
+    ``recurrent_dropout`` and ``zoneout`` are compiled in when non-zero
+    here; their values (like ``init_scale``, which multiplies every weight
+    matrix at init) are the defaults of the traced ``HParams``. The
+    convolutional cells ("conv_lstm", "conv_gru", for tasks of frames) take
+    ``kernel_size`` (odd; 0 for the others) and ``hidden_size`` channels;
+    the readout is then a 1×1 convolution. ``num_heads`` > 0 makes an LSTM,
+    GRU or Elman cell's W_hh block-diagonal (``rj.cells.lstm(num_heads=)``;
+    0: dense).
     """
 
     KIND: ClassVar[str] = "rnn"
     CELLS: ClassVar[tuple[str, ...]] = (*cells.REGISTRY, *cells.CONV_REGISTRY)
 
+    bidirectional: bool = False
     dropout: float = 0.0
     input_dropout: float = 0.0
     recurrent_dropout: float = 0.0
@@ -104,72 +108,75 @@ class RNNModelConfig(_RecurrentModel):
 
     def __post_init__(self):
         super().__post_init__()
-        _check_non_negative("model.num_heads", self.num_heads)
+        _checks.check_non_negative("num_heads", self.num_heads)
         if self.num_heads and self.cell not in HEADED_CELLS:
-            fail(
-                "model.num_heads",
+            _checks.fail(
+                "num_heads",
                 f"0 for the {self.cell} cell (heads: {HEADED_CELLS})",
                 self.num_heads,
             )
         if self.num_heads and self.hidden_size % self.num_heads:
-            fail(
-                "model.num_heads",
+            _checks.fail(
+                "num_heads",
                 f"a divisor of model.hidden_size={self.hidden_size}",
                 self.num_heads,
             )
         conv = self.cell in cells.CONV_REGISTRY
         if conv and (self.kernel_size < 1 or self.kernel_size % 2 == 0):
-            fail(
-                "model.kernel_size", f"an odd size >= 1 for the {self.cell} cell", self.kernel_size
+            _checks.fail(
+                "kernel_size", f"an odd size >= 1 for the {self.cell} cell", self.kernel_size
             )
         if not conv and self.kernel_size:
-            fail(
-                "model.kernel_size",
+            _checks.fail(
+                "kernel_size",
                 f"0 (it is for conv cells; model.cell is {self.cell!r})",
                 self.kernel_size,
             )
-        for name in ("dropout", "input_dropout", "recurrent_dropout", "zoneout"):
-            _check_rate(f"model.{name}", getattr(self, name))
+        for name in RATES:
+            _checks.check_rate(name, getattr(self, name))
         if not self.init_scale > 0:
-            fail("model.init_scale", "a positive float", self.init_scale)
+            _checks.fail("init_scale", "a positive float", self.init_scale)
 
 
 @dataclasses.dataclass(frozen=True)
 class Seq2SeqModelConfig(_RecurrentModel):
-    """``model.kind="seq2seq"``: an attention encoder–decoder
-    (``recurrent_jax.seq2seq.make_seq2seq``) for the seq2seq tasks.
+    """``model.kind="seq2seq"``: the attention encoder–decoder
+    ``recurrent_jax.seq2seq.make_seq2seq``, built from the fields of this
+    section that are its arguments, under the same names and meanings
+    (``network_options``; None where it takes None): the encoder has
+    ``num_layers`` cells of ``encoder_hidden_size`` (None: ``hidden_size``)
+    per direction, ``bidirectional_encoder``; the decoder
+    ``decoder_layers`` (None: ``num_layers``) cells of ``hidden_size``;
+    ``attention`` "additive", "dot", "general", "concat" or None, of
+    ``attention_size`` units (None: ``hidden_size``); an attention layer of
+    ``attention_layer_size`` (None: the logits read the context alone, TF
+    Addons' default; a size gives Luong's a_t = tanh([h_t; c_t] W_c), which
+    also reads the decoder state); ``forget_bias`` reaches every LSTM.
 
-    The encoder has ``num_layers`` cells of ``hidden_size`` (bidirectional
-    when ``bidirectional``), the decoder ``decoder_layers`` (0:
-    ``num_layers``); ``forget_bias`` reaches both. ``attention`` is
-    "additive", "dot", "general", "concat" or "none"; ``attention_size`` /
-    ``attention_layer_size`` 0 mean the defaults (``hidden_size`` / the
-    context itself). Without an attention layer the logits read only the
-    context c_t (TF Addons' default), which is the same at steps that attend
-    alike (a one-character source; the same digits before and after a
-    carry); a size (e.g. ``hidden_size``) gives Luong's a_t = tanh([h_t;
-    c_t] W_c), which also reads the decoder state.
-
-    ``sampling_prob``: the scheduled-sampling probability (0 is teacher
-    forcing; traced, see ``HParams``), scaled by 1 − ε_step of Bengio et
-    al.'s ``sampling_schedule`` ("constant": 1; "linear": ε =
+    Training and evaluation: ``label_smoothing``; ``sampling_prob``, the
+    scheduled-sampling probability (0 is teacher forcing; traced, see
+    ``HParams``), scaled by 1 − ε_step of Bengio et al.'s
+    ``sampling_schedule`` ("constant": 1; "linear": ε =
     max(``schedule_epsilon``, ``schedule_k`` − ``schedule_c``·step);
     "exponential": ``schedule_k``^step; "inverse_sigmoid": k / (k + exp(step
-    / k))). Evaluation decodes greedily and, with ``beam_size`` > 0, also
-    with beam search (``length_penalty`` α of the GNMT form).
+    / k))). Evaluation decodes greedily and, with a ``beam_size``, also with
+    beam search (``length_penalty`` α of the GNMT form).
     """
 
     KIND: ClassVar[str] = "seq2seq"
     CELLS: ClassVar[tuple[str, ...]] = tuple(seq2seq_model.CELLS)
 
-    embedding_size: int = 32
-    decoder_layers: int = 0
-    attention: str = "additive"
-    attention_size: int = 0
-    attention_layer_size: int = 0
+    encoder_hidden_size: int | None = None
+    decoder_layers: int | None = None
+    bidirectional_encoder: bool = False
+    attention: str | None = "additive"
+    attention_size: int | None = None
     attention_normalize: bool = False
     attention_scale: bool = False
+    attention_layer_size: int | None = None
     input_feeding: bool = True
+    output_attention: bool = True
+    embedding_size: int = 32
     bridge: str = "copy"
     label_smoothing: float = 0.0
     sampling_prob: float = 0.0
@@ -178,29 +185,34 @@ class Seq2SeqModelConfig(_RecurrentModel):
     schedule_k: float = 1.0
     schedule_c: float = 0.0
     schedule_epsilon: float = 0.0
-    beam_size: int = 0
+    beam_size: int | None = None
     length_penalty: float = 0.0
+
+    def network_options(self) -> dict:
+        """``make_seq2seq``'s keyword arguments that this section holds."""
+        names = inspect.signature(seq2seq_model.make_seq2seq).parameters
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in names}
 
     def __post_init__(self):
         super().__post_init__()
-        _check_positive("model.embedding_size", self.embedding_size)
-        for name in ("decoder_layers", "attention_size", "attention_layer_size", "beam_size"):
-            _check_non_negative(f"model.{name}", getattr(self, name))
-        _check_choice("model.attention", self.attention, ATTENTIONS)
-        _check_choice("model.bridge", self.bridge, BRIDGES)
-        _check_rate("model.label_smoothing", self.label_smoothing)
+        seq2seq_model.make_seq2seq(src_vocab_size=1, tgt_vocab_size=1, **self.network_options())
+        _checks.check_rate("label_smoothing", self.label_smoothing)
         if not 0.0 <= self.sampling_prob <= 1.0:
-            fail("model.sampling_prob", "a probability in [0, 1]", self.sampling_prob)
-        _check_choice("model.feedback", self.feedback, FEEDBACKS)
-        _check_choice("model.sampling_schedule", self.sampling_schedule, SAMPLING_SCHEDULES)
-        _check_non_negative("model.schedule_c", self.schedule_c)
-        _check_rate("model.schedule_epsilon", self.schedule_epsilon)
+            _checks.fail("sampling_prob", "a probability in [0, 1]", self.sampling_prob)
+        _checks.check_choice("feedback", self.feedback, seq2seq_training.FEEDBACKS)
+        _checks.check_choice(
+            "sampling_schedule", self.sampling_schedule, seq2seq_training.SAMPLING_SCHEDULES
+        )
+        _checks.check_non_negative("schedule_c", self.schedule_c)
+        _checks.check_rate("schedule_epsilon", self.schedule_epsilon)
         k, schedule = self.schedule_k, self.sampling_schedule
         if schedule == "exponential" and not 0.0 < k < 1.0:
-            fail("model.schedule_k", "a value in (0, 1) for the exponential schedule", k)
+            _checks.fail("schedule_k", "a value in (0, 1) for the exponential schedule", k)
         if schedule == "inverse_sigmoid" and not k >= 1.0:
-            fail("model.schedule_k", "a value >= 1 for the inverse_sigmoid schedule", k)
-        _check_non_negative("model.length_penalty", self.length_penalty)
+            _checks.fail("schedule_k", "a value >= 1 for the inverse_sigmoid schedule", k)
+        if self.beam_size is not None:
+            _checks.check_positive("beam_size", self.beam_size)
+        _checks.check_non_negative("length_penalty", self.length_penalty)
 
 
 # The tagged union of model configs: ``model.kind`` picks the class.
@@ -219,8 +231,8 @@ class DataConfig:
     options: Any = None
 
     def __post_init__(self):
-        _check_positive("data.batch_size", self.batch_size)
-        _check_positive("data.eval_size", self.eval_size)
+        _checks.check_positive("batch_size", self.batch_size)
+        _checks.check_positive("eval_size", self.eval_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,19 +254,19 @@ class OptimizerConfig:
     end_lr_fraction: float = 0.0
 
     def __post_init__(self):
-        _check_choice("optimizer.name", self.name, OPTIMIZERS)
-        _check_choice("optimizer.schedule", self.schedule, SCHEDULES)
+        _checks.check_choice("name", self.name, OPTIMIZERS)
+        _checks.check_choice("schedule", self.schedule, LR_SCHEDULES)
         if not self.learning_rate > 0:
-            fail("optimizer.learning_rate", "a positive float", self.learning_rate)
-        _check_non_negative("optimizer.weight_decay", self.weight_decay)
-        _check_non_negative("optimizer.clip_norm", self.clip_norm)
-        _check_non_negative("optimizer.warmup_steps", self.warmup_steps)
+            _checks.fail("learning_rate", "a positive float", self.learning_rate)
+        _checks.check_non_negative("weight_decay", self.weight_decay)
+        _checks.check_non_negative("clip_norm", self.clip_norm)
+        _checks.check_non_negative("warmup_steps", self.warmup_steps)
         if not self.eps > 0:
-            fail("optimizer.eps", "a positive float", self.eps)
+            _checks.fail("eps", "a positive float", self.eps)
         for name in ("momentum", "b1", "b2", "end_lr_fraction"):
-            _check_rate(f"optimizer.{name}", getattr(self, name))
+            _checks.check_rate(name, getattr(self, name))
         if self.name == "adam" and self.weight_decay:
-            fail("optimizer.weight_decay", "0 with adam (use name='adamw')", self.weight_decay)
+            _checks.fail("weight_decay", "0 with adam (use name='adamw')", self.weight_decay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,20 +285,20 @@ class TrainingConfig:
     fast_compile: bool = False
 
     def __post_init__(self):
-        _check_positive("training.num_steps", self.num_steps)
-        _check_positive("training.steps_per_call", self.steps_per_call)
-        _check_positive("training.eval_every", self.eval_every)
-        _check_positive("training.keep_checkpoints", self.keep_checkpoints)
-        _check_non_negative("training.seed", self.seed)
+        _checks.check_positive("num_steps", self.num_steps)
+        _checks.check_positive("steps_per_call", self.steps_per_call)
+        _checks.check_positive("eval_every", self.eval_every)
+        _checks.check_positive("keep_checkpoints", self.keep_checkpoints)
+        _checks.check_non_negative("seed", self.seed)
         if self.num_steps % self.steps_per_call:
-            fail(
-                "training.num_steps",
+            _checks.fail(
+                "num_steps",
                 f"a multiple of training.steps_per_call={self.steps_per_call}",
                 self.num_steps,
             )
         if self.eval_every % self.steps_per_call:
-            fail(
-                "training.eval_every",
+            _checks.fail(
+                "eval_every",
                 f"a multiple of training.steps_per_call={self.steps_per_call}",
                 self.eval_every,
             )
@@ -307,7 +319,7 @@ class ExperimentConfig:
         steps, warmup = self.training.num_steps, self.optimizer.warmup_steps
         if self.optimizer.schedule == "warmup_cosine" and warmup >= steps:
             expected = f"fewer than training.num_steps ({steps}) with schedule 'warmup_cosine'"
-            fail("optimizer.warmup_steps", expected, warmup)
+            _checks.fail("optimizer.warmup_steps", expected, warmup)
 
 
 SECTIONS = {
@@ -326,7 +338,8 @@ def base_config(task: str, name: str | None = None):
 
     from recurrent_jax.data import registry
 
-    _check_choice("data.task", task, registry.task_names())
+    with config_errors("config"):
+        _checks.check_choice("data.task", task, registry.task_names())
     options = dataclasses.asdict(registry.get_task(task).options())
     data = {"task": task, "batch_size": 64, "eval_size": 1024, **options}
     model = model_dict(MODEL_KINDS[model_kind(task)]())
@@ -385,11 +398,11 @@ def from_config_dict(cfg) -> ExperimentConfig:
     """
     from recurrent_jax.data import registry  # the task registry, imported lazily
 
-    raw = _migrate(_as_dict(cfg))
-    _check_keys("config", raw, ["name", "sweep", *SECTIONS])
+    raw = _as_dict(cfg)
+    check_keys("config", raw, ["name", "sweep", *SECTIONS])
     name = raw.get("name", "experiment")
     if not isinstance(name, str) or not name:
-        fail("config.name", "a non-empty str", name)
+        raise ConfigError(f"config.name: expected a non-empty str, got {name!r}")
     sections = {}
     for key, cls in SECTIONS.items():
         section = _as_dict(raw.get(key, {}), f"config.{key}")
@@ -399,14 +412,16 @@ def from_config_dict(cfg) -> ExperimentConfig:
             sections[key] = _build_model(section)
         else:
             sections[key] = build_dataclass(cls, section, f"config.{key}")
-    return ExperimentConfig(name=name, **sections)
+    with config_errors("config"):  # cross-section checks name section.field
+        return ExperimentConfig(name=name, **sections)
 
 
 def _build_model(section: dict) -> ModelConfig:
     """The model config of kind ``section["kind"]`` (default "rnn"); a key of
     another kind is an error naming it and the kinds that have it."""
     kind = section.pop("kind", RNNModelConfig.KIND)
-    _check_choice("model.kind", kind, MODEL_KINDS)
+    with config_errors("config"):
+        _checks.check_choice("model.kind", kind, MODEL_KINDS)
     cls = MODEL_KINDS[kind]
     own = {f.name for f in dataclasses.fields(cls)}
     for key in section:
@@ -423,11 +438,12 @@ def _build_model(section: dict) -> ModelConfig:
 
 def _build_data(section: dict, registry) -> DataConfig:
     task_name = section.get("task")
-    _check_choice("data.task", task_name, registry.task_names())
+    with config_errors("config"):
+        _checks.check_choice("data.task", task_name, registry.task_names())
     common = {f.name for f in dataclasses.fields(DataConfig)} - {"options"}
     options_cls = registry.get_task(task_name).options
     own = {f.name for f in dataclasses.fields(options_cls)}
-    _check_keys("config.data", section, sorted(common | own))
+    check_keys("config.data", section, sorted(common | own))
     options = build_dataclass(
         options_cls, {k: v for k, v in section.items() if k in own}, "config.data"
     )
@@ -441,7 +457,7 @@ def build_dataclass(cls, values: Mapping, where: str):
     """``cls(**values)`` after checking keys and types; a field whose type is
     a dataclass (``model.engine``) is built from its own mapping. Value
     errors from ``__post_init__`` name the full key path."""
-    _check_keys(where, values, [f.name for f in dataclasses.fields(cls) if f.name != "options"])
+    check_keys(where, values, [f.name for f in dataclasses.fields(cls) if f.name != "options"])
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for k, v in values.items():
@@ -449,73 +465,8 @@ def build_dataclass(cls, values: Mapping, where: str):
             kwargs[k] = build_dataclass(hints[k], _as_dict(v, f"{where}.{k}"), f"{where}.{k}")
         else:
             kwargs[k] = _coerce(f"{where}.{k}", v, hints[k])
-    try:
-        return cls(**kwargs)  # config sections raise ConfigError naming the key
-    except ConfigError:
-        raise
-    except ValueError as error:  # library values (rj.Engine) name the field only
-        raise ConfigError(f"{where}.{error}") from None
-
-
-# Every model key of the configs saved before model kinds had their own
-# fields (one flat model section).
-_FLAT_MODEL_KEYS = frozenset(
-    {f.name for c in MODEL_KINDS.values() for f in dataclasses.fields(c)} | {"kind"}
-)
-
-
-# Keys renamed since configs were first saved: old dotted path -> new.
-RENAMED_KEYS = {
-    "training.steps_per_chunk": "training.steps_per_call",
-    "sweep.chunk_size": "sweep.runs_per_call",
-}
-
-
-def rename_keys(raw: dict) -> dict:
-    """``raw`` with keys saved under an old name (``RENAMED_KEYS``) moved to
-    the new one; both at once is an error."""
-    raw = dict(raw)
-    for old, new in RENAMED_KEYS.items():
-        section, old_key = old.split(".")
-        new_key = new.split(".")[1]
-        part = raw.get(section)
-        if isinstance(part, Mapping) and old_key in part:
-            if new_key in part:
-                raise ConfigError(f"config.{old}: renamed to config.{new}; got both")
-            part = dict(part)
-            part[new_key] = part.pop(old_key)
-            raw[section] = part
-    return raw
-
-
-def _migrate(raw: dict) -> dict:
-    """Reads configs saved by earlier versions: renamed keys; their
-    ``model.impl`` is ``model.engine.impl``; a flat model section (every key
-    of every kind) keeps the keys of its own kind (the others held their
-    defaults)."""
-    raw = _migrate_flat_model(rename_keys(raw))
-    model = raw.get("model")
-    if isinstance(model, Mapping) and "impl" in model:
-        model = dict(model)
-        engine = dict(_as_dict(model.get("engine", {}), "config.model.engine"))
-        if "impl" in engine:
-            raise ConfigError(
-                "config.model.impl: moved to config.model.engine.impl; got both "
-                f"({model['impl']!r} and {engine['impl']!r})"
-            )
-        engine["impl"] = model.pop("impl")
-        raw = dict(raw, model=dict(model, engine=engine))
-    return raw
-
-
-def _migrate_flat_model(raw: dict) -> dict:
-    model = raw.get("model")
-    if not isinstance(model, Mapping) or not _FLAT_MODEL_KEYS - {"engine"} <= set(model):
-        return raw
-    kind = model["kind"]
-    own = {f.name for f in dataclasses.fields(MODEL_KINDS.get(kind, RNNModelConfig))}
-    kept = {k: v for k, v in model.items() if k in own or k in ("kind", "impl")}
-    return dict(raw, model=kept)
+    with config_errors(where):  # the section's checks name the field
+        return cls(**kwargs)
 
 
 def to_dict(config: ExperimentConfig) -> dict:
@@ -568,7 +519,19 @@ def _as_dict(cfg, where: str = "config") -> dict:
     raise ConfigError(f"{where}: expected a ConfigDict or mapping, got {type(cfg).__name__}")
 
 
-def _check_keys(where: str, values: Mapping, valid) -> None:
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+def check_keys(where: str, values: Mapping, valid) -> None:
+    """A section's keys must be among ``valid`` (``where``: its path)."""
+    with config_errors(""):
+        _checks.check_unknown(where, values, valid, what="key")
+
+
+@contextlib.contextmanager
+def config_errors(where: str):
+    """The library's argument errors inside become ``ConfigError`` named
+    under ``where`` (``config.model`` + ``hidden_size: expected ...``)."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{where}.{error}" if where else str(error)) from None

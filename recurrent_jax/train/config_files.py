@@ -21,8 +21,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from recurrent_jax.data.options import ConfigError
-from recurrent_jax.train.config import RENAMED_KEYS, rename_keys
+from recurrent_jax.train.config import ConfigError, check_keys
 
 DEFAULT_CONFIG = "adding"
 
@@ -51,7 +50,7 @@ def load_config(spec: str):
 
     path, arg = resolve_config_path(spec)
     if path.suffix == ".json":  # a saved config.json or sweep.json
-        config = ml_collections.ConfigDict(rename_keys(json.loads(path.read_text())))
+        config = ml_collections.ConfigDict(json.loads(path.read_text()))
     else:
         module_spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
         module = importlib.util.module_from_spec(module_spec)
@@ -74,10 +73,9 @@ def check_variant(path: Path, arg: str | None, variants) -> None:
 
 
 def apply_overrides(config, overrides: list[tuple[str, str]]):
-    """Sets ``config.a.b`` from strings, parsed by the type already there;
-    a renamed key (``config.RENAMED_KEYS``) is read under its new name."""
+    """Sets ``config.a.b`` from strings, parsed by the type already there."""
     for dotted, text in overrides:
-        *parents, leaf = RENAMED_KEYS.get(dotted, dotted).split(".")
+        *parents, leaf = dotted.split(".")
         node, where = config, "config"
         for name in parents:
             _check_key(node, name, where)
@@ -101,9 +99,9 @@ def _require(module: str, package: str):
 
 
 def _check_key(node, name, where):
-    if not hasattr(node, "keys") or name not in node:
-        valid = sorted(node.keys()) if hasattr(node, "keys") else []
-        raise ConfigError(f"{where}.{name}: unknown key; valid keys in {where}: {valid}")
+    if not hasattr(node, "keys"):
+        raise ConfigError(f"{where}: holds a value, not a section; got the key {name!r}")
+    check_keys(where, {name: None}, node.keys())
 
 
 def parse_value(key: str, text: str, current):

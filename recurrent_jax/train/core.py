@@ -1,16 +1,18 @@
-"""The pure training function: ``make_train(config) -> train(hparams, key)``.
+"""The pure training stages of one run.
 
-Every stage is a top-level pure function of the static config, the traced
-``HParams`` and explicit keys, so ``jax.jit(jax.vmap(train))`` runs many
-runs at once (PureJaxRL's ``make_train`` shape). The host loop
-(``recurrent_jax.train.loop``) calls the same ``init_state``,
-``run_steps`` and ``evaluate`` between its calls.
+``make_setup(config)`` builds what a run's stages close over once: the
+model, the optimizer and the task (a ``Setup``). Every stage is a top-level
+pure function of that setup, the traced ``HParams``, explicit keys and the
+state, so ``jax.jit(jax.vmap(...))`` runs many runs at once (PureJaxRL's
+``make_train`` shape); ``make_train(config) -> train(hparams, key)`` is a
+whole run. ``recurrent_jax.train.runs`` compiles the stages for N >= 1 runs
+and the host loop calls them between its calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -20,9 +22,10 @@ import optax
 from recurrent_jax.data import registry
 from recurrent_jax.data.base import Batch, TaskSpec
 from recurrent_jax.train import hparams as hparams_table
-from recurrent_jax.train import models
 from recurrent_jax.train.config import ExperimentConfig, OptimizerConfig
 from recurrent_jax.train.hparams import HParams, default_hparams  # noqa: F401
+from recurrent_jax.train.models import make_model
+from recurrent_jax.train.stages import Model
 
 
 class TrainState(NamedTuple):
@@ -37,6 +40,41 @@ class RunKeys(NamedTuple):
     init: jax.Array
     train: jax.Array  # per step: fold_in(train, step)
     eval: jax.Array  # the held-out set of synthetic tasks
+
+
+class Optimizer(NamedTuple):
+    """The config's optax chain with its traced hyperparameters as
+    arguments: ``transform(hparams)`` and ``learning_rate(hparams, step)``."""
+
+    transform: Callable[[HParams], optax.GradientTransformation]
+    learning_rate: Callable[[HParams, jax.Array], jax.Array]
+
+
+class Setup(NamedTuple):
+    """What the stages of a run close over, built once from the config."""
+
+    model: Model
+    optimizer: Optimizer
+    task: TaskSpec
+    batch_size: int
+    eval_size: int
+    steps_per_call: int
+    num_calls: int  # of steps_per_call steps in the whole run
+
+
+def make_setup(config: ExperimentConfig, task: TaskSpec | None = None) -> Setup:
+    """The setup of ``config`` (its task built unless given)."""
+    task = build_task(config) if task is None else task
+    t = config.training
+    return Setup(
+        make_model(config.model, task),
+        make_optimizer(config.optimizer, t.num_steps),
+        task,
+        config.data.batch_size,
+        config.data.eval_size,
+        t.steps_per_call,
+        t.num_steps // t.steps_per_call,
+    )
 
 
 def static_config(config: ExperimentConfig) -> ExperimentConfig:
@@ -57,39 +95,42 @@ def compiler_options(config: ExperimentConfig) -> dict | None:
 def build_task(config: ExperimentConfig) -> TaskSpec:
     """Builds the task and checks that the model can train on it."""
     task = registry.get_task(config.data.task).build(config.data.options)
-    models.make_model(config.model, task)
+    make_model(config.model, task)
     return task
-
-
-def make_model(config: ExperimentConfig, task: TaskSpec) -> models.Model:
-    return models.make_model(config.model, task)
 
 
 def run_keys(key: jax.Array) -> RunKeys:
     return RunKeys(*jax.random.split(key, 3))
 
 
-def learning_rate_fn(optimizer: OptimizerConfig, num_steps: int, peak):
-    """step -> learning rate: ``peak`` times a warmup / cosine shape."""
+# --- the optimizer ---------------------------------------------------------------
+
+
+def make_optimizer(optimizer: OptimizerConfig, num_steps: int) -> Optimizer:
+    """The ``Optimizer`` of the config's section: clipping, then Adam, AdamW
+    or SGD, at ``hparams.learning_rate`` times a warmup / cosine shape."""
+    shape = _schedule(optimizer, num_steps)
+    learning_rate = lambda hparams, step: hparams.learning_rate * shape(step)  # noqa: E731
+    return Optimizer(lambda hparams: _chain(optimizer, hparams, shape), learning_rate)
+
+
+def _schedule(optimizer: OptimizerConfig, num_steps: int):
     if optimizer.schedule == "warmup_cosine":
-        shape = optax.warmup_cosine_decay_schedule(
+        return optax.warmup_cosine_decay_schedule(
             0.0, 1.0, optimizer.warmup_steps, num_steps, optimizer.end_lr_fraction
         )
-    elif optimizer.warmup_steps:
-        shape = optax.join_schedules(
+    if optimizer.warmup_steps:
+        return optax.join_schedules(
             [optax.linear_schedule(0.0, 1.0, optimizer.warmup_steps), optax.constant_schedule(1.0)],
             [optimizer.warmup_steps],
         )
-    else:
-        shape = optax.constant_schedule(1.0)
-    return lambda step: peak * shape(step)
+    return optax.constant_schedule(1.0)
 
 
-def make_optimizer(config: ExperimentConfig, hparams: HParams) -> optax.GradientTransformation:
-    o = config.optimizer
-    lr = learning_rate_fn(o, config.training.num_steps, hparams.learning_rate)
+def _chain(o: OptimizerConfig, hparams: HParams, shape) -> optax.GradientTransformation:
+    lr = lambda step: hparams.learning_rate * shape(step)  # noqa: E731
     parts = [optax.clip_by_global_norm(hparams.clip_norm)] if o.clip_norm else []
-    pick = lambda traced, constant: constant if traced is None else traced
+    pick = lambda traced, constant: constant if traced is None else traced  # noqa: E731
     adam = dict(b1=pick(hparams.b1, o.b1), b2=pick(hparams.b2, o.b2), eps=pick(hparams.eps, o.eps))
     if o.name == "adam":
         parts.append(optax.adam(lr, **adam))
@@ -102,50 +143,48 @@ def make_optimizer(config: ExperimentConfig, hparams: HParams) -> optax.Gradient
     return optax.chain(*parts)
 
 
-def init_state(config: ExperimentConfig, task: TaskSpec, hparams: HParams, key) -> TrainState:
+# --- the stages -----------------------------------------------------------------
+
+
+def init_state(setup: Setup, hparams: HParams, key) -> TrainState:
     """Step 0: the model's params drawn from ``key`` and the optimizer state."""
-    params = make_model(config, task).init(hparams, run_keys(key).init)
-    opt_state = make_optimizer(config, hparams).init(params)
+    params = setup.model.init(hparams, run_keys(key).init)
+    opt_state = setup.optimizer.transform(hparams).init(params)
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state)
 
 
-def loss_fn(config, task, hparams, params, batch: Batch, key, step=None):
-    return make_model(config, task).loss(hparams, params, batch, key, step)
-
-
-def train_step(config, task, hparams, key, state: TrainState, _=None):
+def train_step(setup: Setup, hparams: HParams, key, state: TrainState, _=None):
     """One update on a fresh batch drawn from ``fold_in(key, step)``."""
     k_data, k_dropout = jax.random.split(jax.random.fold_in(key, state.step))
-    batch = task.sample_train(k_data, config.data.batch_size)
-    grad_fn = jax.grad(loss_fn, argnums=3, has_aux=True)
-    grads, metrics = grad_fn(config, task, hparams, state.params, batch, k_dropout, state.step)
-    optimizer = make_optimizer(config, hparams)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    batch = setup.task.sample_train(k_data, setup.batch_size)
+    grad_fn = jax.grad(setup.model.loss, argnums=1, has_aux=True)
+    grads, metrics = grad_fn(hparams, state.params, batch, k_dropout, state.step)
+    updates, opt_state = setup.optimizer.transform(hparams).update(
+        grads, state.opt_state, state.params
+    )
     params = optax.apply_updates(state.params, updates)
-    lr = learning_rate_fn(config.optimizer, config.training.num_steps, hparams.learning_rate)
-    metrics = metrics | {"grad_norm": optax.tree.norm(grads), "learning_rate": lr(state.step)}
+    lr = setup.optimizer.learning_rate(hparams, state.step)
+    metrics = metrics | {"grad_norm": optax.tree.norm(grads), "learning_rate": lr}
     return TrainState(state.step + 1, params, opt_state), metrics
 
 
-def run_steps(config, task, hparams, state: TrainState, key) -> tuple[TrainState, dict]:
-    """``training.steps_per_call`` updates under one ``lax.scan``; metrics
+def run_steps(setup: Setup, hparams: HParams, key, state: TrainState):
+    """``setup.steps_per_call`` updates under one ``lax.scan``; metrics
     are per step, shape (steps_per_call,)."""
-    step = functools.partial(train_step, config, task, hparams, run_keys(key).train)
-    return jax.lax.scan(step, state, None, length=config.training.steps_per_call)
+    step = lambda s, x: train_step(setup, hparams, run_keys(key).train, s, x)  # noqa: E731
+    return jax.lax.scan(step, state, None, length=setup.steps_per_call)
 
 
-def eval_batch(config: ExperimentConfig, task: TaskSpec, key) -> Batch:
-    return task.eval_set(run_keys(key).eval, config.data.eval_size)
+def eval_batch(setup: Setup, key) -> Batch:
+    """The held-out batch of the run with ``key``."""
+    return setup.task.eval_set(run_keys(key).eval, setup.eval_size)
 
 
-def evaluate(config, task, hparams, params, batch: Batch) -> dict:
-    """The task's metrics of deterministic outputs on ``batch``."""
-    return evaluate_with_outputs(config, task, hparams, params, batch)[0]
-
-
-def evaluate_with_outputs(config, task, hparams, params, batch: Batch) -> tuple[dict, object]:
-    """(metrics, outputs) of the model's evaluation on ``batch``."""
-    return make_model(config, task).evaluate(hparams, params, batch)
+def evaluate(setup: Setup, hparams: HParams, key, state: TrainState, batch=None):
+    """(metrics, outputs) of the model's deterministic outputs on the
+    held-out ``batch`` (default: ``eval_batch(setup, key)``, drawn here)."""
+    batch = eval_batch(setup, key) if batch is None else batch
+    return setup.model.evaluate(hparams, state.params, batch)
 
 
 def make_train(config: ExperimentConfig, task: TaskSpec | None = None):
@@ -153,17 +192,16 @@ def make_train(config: ExperimentConfig, task: TaskSpec | None = None):
 
     ``metrics["train"]``: per-step training metrics, (num_calls,
     steps_per_call) each; ``metrics["eval"]``: held-out metrics at the end.
-    Run it with ``jax.jit(train)`` or ``jax.jit(jax.vmap(train))`` (pass
-    ``compiler_options=compiler_options(config)`` to honour ``fast_compile``).
+    Run it with ``jax.jit(train)`` or ``jax.jit(jax.vmap(train))``
+    (``train.runs.compile_runs`` does, for N >= 1 runs and a mesh).
     """
-    task = build_task(config) if task is None else task
-    num_calls = config.training.num_steps // config.training.steps_per_call
+    setup = make_setup(config, task)
 
     def train(hparams: HParams, key: jax.Array):
-        state = init_state(config, task, hparams, key)
-        call = lambda s, _: run_steps(config, task, hparams, s, key)
-        state, train_metrics = jax.lax.scan(call, state, None, length=num_calls)
-        eval_metrics = evaluate(config, task, hparams, state.params, eval_batch(config, task, key))
+        state = init_state(setup, hparams, key)
+        call = lambda s, _: run_steps(setup, hparams, key, s)  # noqa: E731
+        state, train_metrics = jax.lax.scan(call, state, None, length=setup.num_calls)
+        eval_metrics, _ = evaluate(setup, hparams, key, state)
         return state, {"train": train_metrics, "eval": eval_metrics}
 
     return train

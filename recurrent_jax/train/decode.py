@@ -16,37 +16,11 @@ import jax
 import numpy as np
 
 from recurrent_jax.data import seq2seq_tasks as s2s_data
-from recurrent_jax.data.options import ConfigError
 from recurrent_jax.seq2seq.model import DECODE_METHODS
-from recurrent_jax.train import core
-from recurrent_jax.train import seq2seq_model as seq2seq_stages
-from recurrent_jax.train.checkpoint import Checkpointer
-from recurrent_jax.train.eval_run import _choose_step
-from recurrent_jax.train.loop import compile_stages, load_run_config
+from recurrent_jax.train import seq2seq_model
+from recurrent_jax.train.config import ConfigError
+from recurrent_jax.train.eval_run import restore_run
 from recurrent_jax.train.seq2seq_outputs import format_samples
-
-
-def restore_run(workdir: Path, step: str | int = "best"):
-    """``(config, params, eval batch, step)`` of a saved run's checkpoint
-    ``step`` ("best", "latest" or a number)."""
-    config = load_run_config(workdir)
-    if config.model.KIND != "seq2seq":
-        raise ConfigError(
-            f"config.model.kind: expected 'seq2seq' to decode {workdir}, got {config.model.KIND!r}"
-        )
-    stages = compile_stages(config)
-    task, hparams = stages.task, core.default_hparams(config)
-    checkpoints = Checkpointer(
-        Path(workdir) / "checkpoints",
-        keep=config.training.keep_checkpoints,
-        primary_metric=task.primary_metric,
-        higher_is_better=task.higher_is_better,
-    )
-    chosen = _choose_step(checkpoints, step)
-    like, batch = stages.init(hparams, jax.random.key(config.training.seed))
-    state = checkpoints.restore(chosen, like)
-    checkpoints.close()
-    return config, state.params, batch, chosen
 
 
 def source_batch(sources: list[str], max_len: int) -> s2s_data.Seq2SeqBatch:
@@ -76,22 +50,28 @@ def decode_run(
     if method not in DECODE_METHODS:
         raise ConfigError(f"--method: expected one of {list(DECODE_METHODS)}, got {method!r}")
     workdir = Path(workdir)
-    config, params, batch, chosen = restore_run(workdir, step)
+    run = restore_run(workdir, step)
+    config, task = run.config, run.program.setup.task
+    if config.model.KIND != "seq2seq":
+        raise ConfigError(
+            f"config.model.kind: expected 'seq2seq' to decode {workdir}, got {config.model.KIND!r}"
+        )
+    params, batch = run.state.train.params, jax.device_get(run.program.eval_batch(run.key))
     if sources:
         batch = source_batch(sources, batch.tgt_out.shape[1])
     if method == "beam":
         options.setdefault("beam_size", config.model.beam_size or 4)
     key = jax.random.key(seed) if method == "sample" else None
     decoded = jax.jit(
-        lambda p, b: seq2seq_stages.decode(config.model, p, b, method, key=key, **options)
+        lambda p, b: seq2seq_model.decode(config.model, task, p, b, method, key=key, **options)
     )(params, batch)
     sequences = np.asarray(decoded.sequences)
-    report = {"workdir": str(workdir), "step": chosen, "method": method, "options": options}
+    report = {"workdir": str(workdir), "step": run.step, "method": method, "options": options}
     if sources:
         lines = [f"{s} → {p}" for s, p in zip(sources, s2s_data.decode(sequences), strict=True)]
     else:
         lines = format_samples(batch.src, batch.src_lengths, sequences, batch.tgt_out)
-        report["exact_match"] = float(seq2seq_stages.exact_match(sequences, batch))
+        report["exact_match"] = float(seq2seq_model.exact_match(sequences, batch))
     (workdir / f"decoded_{method}.txt").write_text("\n".join(lines) + "\n")
     report["samples"] = lines[:num_samples]
     return report

@@ -1,48 +1,68 @@
-"""``recurrent-jax eval``: reload a run's checkpoint and report its metrics."""
+"""``recurrent-jax eval`` and ``decode``'s restore: a saved run's checkpoint
+back into its compiled program."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 
 from recurrent_jax.train import core
-from recurrent_jax.train.checkpoint import Checkpointer, CheckpointError
-from recurrent_jax.train.loop import compile_stages, load_run_config
+from recurrent_jax.train.checkpoint import CheckpointError, checkpointer
+from recurrent_jax.train.config import ExperimentConfig
+from recurrent_jax.train.loop import load_run_config
+from recurrent_jax.train.runs import Program, RunsState, compile_runs
+
+
+class SavedRun(NamedTuple):
+    """A run directory's checkpoint at ``step`` in its one-run program."""
+
+    config: ExperimentConfig
+    program: Program
+    hparams: core.HParams
+    key: jax.Array
+    step: int
+    state: RunsState
+
+
+def restore_run(workdir: Path, step: str | int = "best") -> SavedRun:
+    """The checkpoint ``step`` ("best", "latest" or a number) of the run in
+    ``workdir``."""
+    config = load_run_config(workdir)
+    program = compile_runs(config)
+    hparams, key = core.default_hparams(config), jax.random.key(config.training.seed)
+    keep = config.training.keep_checkpoints
+    checkpoints = checkpointer(Path(workdir) / "checkpoints", program.setup.task, keep)
+    try:
+        chosen = choose_step(checkpoints, step)
+        state = checkpoints.restore(chosen, jax.eval_shape(program.init, hparams, key))
+    finally:
+        checkpoints.close()
+    return SavedRun(config, program, hparams, key, chosen, state)
 
 
 def evaluate_run(workdir: Path, step: str | int = "best") -> dict:
     """Evaluates the checkpoint ``step`` ("best", "latest" or a number) of
     the run in ``workdir`` on its held-out data; writes ``eval.json``."""
     workdir = Path(workdir)
-    config = load_run_config(workdir)
-    stages = compile_stages(config)
-    task, hparams = stages.task, core.default_hparams(config)
-    key = jax.random.key(config.training.seed)
-    checkpoints = Checkpointer(
-        workdir / "checkpoints",
-        keep=config.training.keep_checkpoints,
-        primary_metric=task.primary_metric,
-        higher_is_better=task.higher_is_better,
-    )
-    chosen = _choose_step(checkpoints, step)
-    like, batch = stages.init(hparams, key)
-    state = checkpoints.restore(chosen, like)
-    metrics, _ = stages.evaluate(hparams, state.params, batch)
+    run = restore_run(workdir, step)
+    batch = run.program.eval_batch(run.key)
+    metrics, _, _ = run.program.evaluate(run.hparams, run.key, run.state, batch)
     report = {
         "workdir": str(workdir),
-        "step": chosen,
+        "step": run.step,
         "eval": {k: float(v) for k, v in jax.device_get(metrics).items()},
-        "baselines": task.baselines,
+        "baselines": run.program.setup.task.baselines,
     }
     (workdir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    checkpoints.close()
     return report
 
 
-def _choose_step(checkpoints: Checkpointer, step) -> int:
-    steps = list(checkpoints.manager.all_steps())
+def choose_step(checkpoints, step) -> int:
+    """The saved step that ``--step`` names: "best", "latest" or a number."""
+    steps = checkpoints.steps()
     if not steps:
         raise CheckpointError(f"{checkpoints.directory}: no checkpoints to evaluate")
     if step == "best":

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from recurrent_jax.layers import RATES
+
 FLAG = "flag"  # placeholder: 0.5 if the value is non-zero, else 0.0
 KEEP = "keep"  # placeholder: the value itself (compiled in)
 
@@ -61,13 +63,9 @@ BY_NAME = {row.name: row for row in TABLE}
 PATHS = {row.name: row.path for row in TABLE}  # field -> "section.field"
 
 
-class Rates(NamedTuple):
-    """Regulariser rates (floats or traced scalars); 0.0 is compiled out."""
-
-    dropout: float = 0.0
-    input_dropout: float = 0.0
-    recurrent_dropout: float = 0.0
-    zoneout: float = 0.0
+Rates = collections.namedtuple("Rates", RATES, defaults=(0.0,) * len(RATES))
+Rates.__doc__ = """The stack's regulariser rates (floats or traced scalars,
+``layers.RATES``); 0.0 is compiled out."""
 
 
 _Fields = collections.namedtuple(

@@ -1,28 +1,33 @@
-"""The host loop: ``train_and_evaluate(config, workdir)``.
+"""The host side of N >= 1 runs, and ``train_and_evaluate(config, workdir)``.
 
-Between jitted chunks of ``training.steps_per_call`` steps it writes
-metrics, evaluates, checkpoints, checks for NaN/Inf and advances the
-progress bar. A run directory holds ``config.json`` (re-launchable:
+``RunLoop`` holds the runs of one compiled ``runs.Program`` between its
+calls (``host_loop.drive`` advances it): it restores the newest intact
+checkpoint, appends each call's metrics to ``metrics.jsonl`` (one record
+per run and step; a sweep's carry its ``run_id``), evaluates, checkpoints
+and decides what divergence does: a solo run stops (``TrainingDiverged``),
+a sweep marks the run and goes on. A solo run is a sweep of one, unvmapped.
+
+A run directory holds ``config.json`` (re-launchable:
 ``recurrent-jax train --config=<workdir>/config.json``), ``metrics.jsonl``,
 ``checkpoints/``, PNG plots and ``summary.json``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from recurrent_jax.train import core, host_loop, rundir
-from recurrent_jax.train.checkpoint import Checkpointer, restore_newest
+from recurrent_jax.train.checkpoint import checkpointer, restore_newest
 from recurrent_jax.train.config import ExperimentConfig, from_config_dict, to_dict
-from recurrent_jax.train.metrics import MetricsWriter, has_eval, read_metrics
+from recurrent_jax.train.metrics import MetricsWriter, has_eval
+from recurrent_jax.train.runs import Program, compile_runs
+from recurrent_jax.train.stages import RunEnd
 
 CONFIG_FILE = rundir.CONFIG_FILE
 
@@ -31,35 +36,122 @@ class TrainingDiverged(FloatingPointError):
     """The loss or an eval metric became NaN or Inf."""
 
 
-class Compiled(NamedTuple):
-    """The jitted stages of one config (cached, so runs in one process reuse them)."""
+class RunLoop:
+    """N >= 1 runs of ``program`` on the host (``host_loop.Runs``).
 
-    task: object
-    init: Callable  # (hparams, key) -> (state, eval batch)
-    run_steps: Callable  # (hparams, state, key) -> (state, per-step metrics)
-    evaluate: Callable  # (hparams, params, batch) -> (metrics, outputs)
+    Attributes:
+      program, hparams, keys: the compiled stages and each run's inputs
+        (placed on the program's mesh).
+      run_ids: the runs' ids in records, or None for one run (records
+        without ``run_id``).
+      state: the ``runs.RunsState`` on device; ``start_step`` where it
+        started (restored or 0).
+      eval_batch, eval_outputs: one run's held-out batch and latest outputs
+        (host copies; None for several runs).
+      message: why the runs stopped, when they diverged.
+    """
+
+    def __init__(
+        self,
+        program: Program,
+        hparams,
+        keys,
+        *,
+        checkpoints,
+        writer: MetricsWriter,
+        run_ids: list[int] | None = None,
+        stop_on_divergence: bool = True,
+        write_eval: Callable | None = None,
+        log: Callable[[str], None] = host_loop.notice,
+    ):
+        self.program, self.run_ids = program, run_ids
+        self.hparams, self.keys = program.place(hparams), program.place(keys)
+        self.checkpoints, self.writer, self.write_eval = checkpoints, writer, write_eval
+        self.stop_on_divergence = stop_on_divergence
+        self.message, self.eval_outputs = "", None
+        solo = program.num_runs is None
+        self.eval_batch = jax.device_get(program.eval_batch(self.keys)) if solo else None
+        fresh = jax.eval_shape(program.init, self.hparams, self.keys)
+        latest, restored = restore_newest(checkpoints, self._unpadded(fresh), log)
+        if latest is None:
+            self.state = program.init(self.hparams, self.keys)
+        else:  # saved without the padding: resumable on any number of devices
+            place = program.place
+            self.state = restored._replace(train=place(restored.train), best=place(restored.best))
+        self.start_step = latest or 0
+        # Records past it (or of runs stopped before their first checkpoint)
+        # are written again, once, by the steps to come.
+        writer.truncate_after(self.start_step, run_ids)
+
+    @property
+    def step(self) -> int:
+        return int(self.state.step)
+
+    def evaluated(self, step: int) -> bool:
+        return has_eval(self.writer.path, step, self.run_ids)
+
+    def run_steps(self) -> dict | None:
+        new_state, metrics = self.program.run_steps(self.hparams, self.keys, self.state)
+        metrics = self.program.unpad(jax.device_get(metrics))
+        losses = np.asarray(metrics["loss"])
+        means = {k: np.mean(np.asarray(v, np.float64), axis=-1) for k, v in metrics.items()}
+        means["learning_rate"] = np.asarray(metrics["learning_rate"])[..., -1]
+        step = self.step + self.program.setup.steps_per_call
+        self.writer.write(step, "train", means, self.run_ids)
+        if self.stop_on_divergence and not np.isfinite(losses).all():
+            bad = int(np.flatnonzero(~np.isfinite(losses.reshape(-1, losses.shape[-1])).any(0))[0])
+            self.message = self._diverged_message(self.step + bad + 1, "the training loss")
+            return None  # the state stays at the last good call
+        self.state = new_state
+        finite = means["loss"][np.isfinite(means["loss"])]
+        return {"loss": float(np.median(finite)) if finite.size else math.nan}
+
+    def evaluate(self) -> dict | None:
+        metrics, outputs, self.state = self.program.evaluate(
+            self.hparams, self.keys, self.state, self.eval_batch
+        )
+        metrics = {k: np.asarray(v, np.float64) for k, v in self.program.unpad(metrics).items()}
+        self.writer.write(self.step, "eval", metrics, self.run_ids)
+        task = self.program.setup.task
+        name = task.primary_metric
+        values = metrics[name][np.isfinite(metrics[name])]
+        if self.stop_on_divergence and not all(np.isfinite(v).all() for v in metrics.values()):
+            self.message = self._diverged_message(self.step, "eval metrics")
+            return None
+        if self.eval_batch is not None:
+            self.eval_outputs = jax.device_get(outputs)
+            if self.write_eval is not None:
+                self.write_eval(self.step, self.eval_batch, self.eval_outputs)
+        best = float((np.max if task.higher_is_better else np.min)(values)) if values.size else None
+        if self.step > 0 and best is not None:  # scored by the best run
+            self.checkpoints.save(self._unpadded(self.state), {name: best})
+        if not values.size:
+            return {f"{name} (all runs diverged)": math.nan}
+        if self.run_ids is None:
+            return {k: float(v) for k, v in metrics.items()}
+        return {f"median {name}": float(np.median(values)), f"best {name}": best}
+
+    def save(self) -> None:
+        self.checkpoints.save(self._unpadded(self.state))
+
+    def _unpadded(self, state):
+        unpad = self.program.unpad
+        return state._replace(train=unpad(state.train), best=unpad(state.best))
+
+    def _diverged_message(self, step: int, what: str) -> str:
+        last = self.checkpoints.latest_step()
+        where = (
+            f"last good checkpoint: step {last} in {self.checkpoints.directory}"
+            if last is not None
+            else "no checkpoint was saved before it"
+        )
+        return (
+            f"training diverged: {what} became NaN/Inf at step {step}; {where}. "
+            "Try a lower optimizer.learning_rate or optimizer.clip_norm > 0."
+        )
 
 
-def _init(config, task, hparams, key):
-    return core.init_state(config, task, hparams, key), core.eval_batch(config, task, key)
-
-
-def compile_stages(config: ExperimentConfig) -> Compiled:
-    """The jitted stages; configs that differ only in traced or host-side
-    values (``core.static_config``) share them."""
-    return _compile_static(core.static_config(config))
-
-
-@functools.cache
-def _compile_static(config: ExperimentConfig) -> Compiled:
-    task = core.build_task(config)
-    jit = functools.partial(jax.jit, compiler_options=core.compiler_options(config))
-    return Compiled(
-        task,
-        jit(functools.partial(_init, config, task)),
-        jit(functools.partial(core.run_steps, config, task)),
-        jit(functools.partial(core.evaluate_with_outputs, config, task)),
-    )
+# --- one run -------------------------------------------------------------------------
 
 
 def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
@@ -97,26 +189,52 @@ def train_and_evaluate(
     over, a damaged checkpoint moved aside, an interrupt); default stderr.
     Raises ``TrainingDiverged`` on NaN/Inf, after saving the summary.
     """
+    from recurrent_jax.train.summary import write_summary
+
     with (
         rundir.locked(workdir, log=log) as workdir,
         host_loop.stop_requests(should_stop, log) as stop_requested,
     ):
         prepare_workdir(config, workdir)
-        stages = compile_stages(config)
-        checkpoints = Checkpointer(
-            workdir / "checkpoints",
-            keep=config.training.keep_checkpoints,
-            primary_metric=stages.task.primary_metric,
-            higher_is_better=stages.task.higher_is_better,
-            log=log,
-        )
-        writer = MetricsWriter(workdir)
+        program = compile_runs(config)
+        model = program.setup.model
+        keep = config.training.keep_checkpoints
+        checkpoints = checkpointer(workdir / "checkpoints", program.setup.task, keep, log=log)
+        writer = MetricsWriter.for_run(workdir)
         try:
-            run = _Run(config, stages, checkpoints, writer, workdir, log)
-            status, run.seconds = host_loop.drive(
+            run = RunLoop(
+                program,
+                core.default_hparams(config),
+                jax.random.key(config.training.seed),
+                checkpoints=checkpoints,
+                writer=writer,
+                write_eval=lambda step, batch, outputs: model.write_eval(
+                    workdir, step, batch, outputs
+                ),
+                log=log,
+            )
+            status, seconds = host_loop.drive(
                 run, config.training, show_progress=progress, stop_requested=stop_requested
             )
-            summary = run.finish(status)
+            end = RunEnd(
+                workdir,
+                config.name,
+                run.step,
+                jax.device_get(run.state.train.params),
+                run.eval_batch,
+                run.eval_outputs,
+                status == host_loop.DIVERGED,
+            )
+            summary = write_summary(
+                config,
+                program.setup,
+                end,
+                status=status,
+                message=run.message,
+                start_step=run.start_step,
+                seconds=seconds,
+                best_step=checkpoints.best_step(),
+            )
         finally:
             writer.close()
             checkpoints.close()
@@ -125,90 +243,4 @@ def train_and_evaluate(
     return summary
 
 
-class _Run:
-    """The mutable host-side state of one run (the device state is ``self.state``)."""
-
-    def __init__(self, config, stages, checkpoints, writer, workdir, log):
-        self.config, self.stages = config, stages
-        self.hparams = core.default_hparams(config)
-        self.key = jax.random.key(config.training.seed)
-        self.checkpoints, self.writer, self.workdir = checkpoints, writer, workdir
-        self.model = core.make_model(config, stages.task)  # its host-side hooks
-        self.state, self.eval_data = stages.init(self.hparams, self.key)
-        self.eval_outputs = None
-        self.message, self.seconds = "", 0.0
-        latest, self.state = restore_newest(checkpoints, self.state, log)
-        self.start_step = latest or 0
-        # Records past the restored step (or of a run stopped before its
-        # first checkpoint) are written again, once, by the steps to come.
-        writer.truncate_after(self.start_step)
-
-    @property
-    def step(self) -> int:
-        return int(self.state.step)
-
-    def evaluated(self, step: int) -> bool:
-        return has_eval(self.writer.path, step)
-
-    def run_steps(self) -> dict | None:
-        new_state, metrics = self.stages.run_steps(self.hparams, self.state, self.key)
-        metrics = jax.device_get(metrics)
-        if not self.call_finite(metrics):
-            return None
-        self.state = new_state
-        return self.log_train(metrics)
-
-    def save(self) -> None:
-        self.checkpoints.save(self.state)
-
-    def log_train(self, metrics: dict) -> dict:
-        means = {k: float(np.mean(v)) for k, v in metrics.items()}
-        means["learning_rate"] = float(metrics["learning_rate"][-1])
-        self.writer.write(self.step, "train", means)
-        return means
-
-    def evaluate(self) -> dict | None:
-        metrics, self.eval_outputs = self.stages.evaluate(
-            self.hparams, self.state.params, self.eval_data
-        )
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        self.writer.write(self.step, "eval", metrics)
-        if not all(math.isfinite(v) for v in metrics.values()):
-            self.message = self._diverged_message(self.step, "eval metrics")
-            return None
-        batch, outputs = jax.device_get((self.eval_data, self.eval_outputs))
-        self.model.write_eval(self.workdir, self.step, batch, outputs)
-        if self.step > 0:
-            self.checkpoints.save(self.state, metrics)
-        return metrics
-
-    def call_finite(self, metrics: dict) -> bool:
-        losses = np.asarray(metrics["loss"])
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size == 0:
-            return True
-        self.writer.write(
-            self.step + len(losses), "train", {k: np.mean(v) for k, v in metrics.items()}
-        )
-        self.message = self._diverged_message(self.step + int(bad[0]) + 1, "the training loss")
-        return False
-
-    def _diverged_message(self, step: int, what: str) -> str:
-        last = self.checkpoints.latest_step()
-        where = (
-            f"last good checkpoint: step {last} in {self.checkpoints.directory}"
-            if last is not None
-            else "no checkpoint was saved before it"
-        )
-        return (
-            f"training diverged: {what} became NaN/Inf at step {step}; {where}. "
-            "Try a lower optimizer.learning_rate or optimizer.clip_norm > 0."
-        )
-
-    def finish(self, status: str) -> dict:
-        from recurrent_jax.train.summary import write_summary
-
-        return write_summary(self, status)
-
-
-__all__ = ["TrainingDiverged", "load_run_config", "read_metrics", "train_and_evaluate"]
+__all__ = ["RunLoop", "TrainingDiverged", "load_run_config", "train_and_evaluate"]

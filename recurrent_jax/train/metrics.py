@@ -12,22 +12,44 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsWriter:
-    def __init__(self, workdir: Path, *, tensorboard: bool = True):
-        self.path = Path(workdir) / METRICS_FILE
-        self.tb = _tensorboard_writer(Path(workdir) / "tensorboard") if tensorboard else None
+    """Appends records to ``path`` (``metrics.jsonl``): one JSON object per
+    run, step and split, ``{"run_id": i, "step": s, "split": "train",
+    <metric>: value, ...}``, ``run_id`` left out for a solo run, NaN and Inf
+    as null. ``tensorboard``: a directory for TensorBoard event files of a
+    solo run (when tensorboardX is installed), or None."""
 
-    def truncate_after(self, step: int) -> None:
-        """Drops records past ``step`` (written after the checkpoint a resumed
-        run restarts from), so a resumed run's file equals an uninterrupted one."""
-        kept = [r for r in read_metrics(self.path) if r["step"] <= step]
+    def __init__(self, path: Path, *, tensorboard: Path | None = None):
+        self.path = Path(path)
+        self.tb = _tensorboard_writer(tensorboard) if tensorboard is not None else None
+
+    @classmethod
+    def for_run(cls, workdir: Path) -> MetricsWriter:
+        """A solo run's writer: ``<workdir>/metrics.jsonl`` and TensorBoard."""
+        return cls(Path(workdir) / METRICS_FILE, tensorboard=Path(workdir) / "tensorboard")
+
+    def truncate_after(self, step: int, run_ids=None) -> None:
+        """Drops the records (of ``run_ids``, default all) past ``step``,
+        written after the checkpoint a resumed run restarts from, so a
+        resumed run's file equals an uninterrupted one."""
+        if not self.path.exists():
+            return
+        mine = lambda r: run_ids is None or r.get("run_id") in run_ids  # noqa: E731
+        kept = [r for r in read_metrics(self.path) if not mine(r) or r["step"] <= step]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
-    def write(self, step: int, split: str, metrics: dict) -> None:
-        record = {"step": int(step), "split": split}
-        record |= {k: _number(v) for k, v in metrics.items()}
+    def write(self, step: int, split: str, metrics: dict, run_ids=None) -> None:
+        """One record per run: ``metrics`` values are (N,) arrays for the
+        ``run_ids``, or scalars for a solo run (``run_ids`` None)."""
+        runs = [None] if run_ids is None else list(run_ids)
+        lines = []
+        for i, run_id in enumerate(runs):
+            record = {} if run_id is None else {"run_id": run_id}
+            record |= {"step": int(step), "split": split}
+            record |= {k: _number(v if run_id is None else v[i]) for k, v in metrics.items()}
+            lines.append(json.dumps(record) + "\n")
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
+            f.writelines(lines)
+        if self.tb is not None and run_ids is None:
             for name, value in metrics.items():
                 self.tb.add_scalar(f"{split}/{name}", float(value), int(step))
 

@@ -1,5 +1,7 @@
-"""The RNN model family (``model.kind="rnn"``): a recurrent stack from the
-library and a linear readout, as pure ``init`` / ``apply`` functions.
+"""The RNN model family (``model.kind="rnn"``): ``layers.cell_stack`` (the
+stack of the front doors' ``LSTM``/``GRU``/``SimpleRNN``) and a linear
+readout, as the ``Model`` stages of ``train.stages`` (each function here
+takes ``(model, task, ...)`` and then the stage's own arguments).
 
 Regulariser rates, the init scale and the LSTM forget bias are traced
 values (``HParams``), so a sweep can vmap over them; whether a regulariser
@@ -14,23 +16,41 @@ import jax.numpy as jnp
 
 import recurrent_jax as rj
 from recurrent_jax.data.base import LAST, Batch, TaskSpec, losses_and_metrics
-from recurrent_jax.train.config import RNNModelConfig
-from recurrent_jax.train.hparams import HParams, Rates
+from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
+from recurrent_jax.train.config import ConfigError, RNNModelConfig
+from recurrent_jax.train.hparams import Rates
 
 
-def static_rates(model: RNNModelConfig, rates: Rates) -> Rates:
-    """Keeps the traced rate where the config enables a regulariser, and the
-    Python 0.0 (no mask computed) where it does not."""
-    return Rates(
-        *(r if getattr(model, n) else 0.0 for n, r in zip(Rates._fields, rates, strict=True))
-    )
+def check_task(model: RNNModelConfig, task: TaskSpec) -> None:
+    """The stack can train on ``task``: not a seq2seq one, convolutional
+    cells for frames only, one direction for causal tasks."""
+    if task.kind == SEQ2SEQ:
+        raise ConfigError(
+            f"config.model.kind: expected 'seq2seq' for a {task.kind} task, got {model.KIND!r}"
+        )
+    if (model.cell in rj.cells.CONV_REGISTRY) != bool(task.spatial_shape):
+        expected = (
+            "a convolutional cell (conv_lstm, conv_gru)"
+            if task.spatial_shape
+            else "a cell for feature vectors"
+        )
+        raise ConfigError(
+            f"config.model.cell: expected {expected} for a task with spatial shape "
+            f"{task.spatial_shape}, got {model.cell!r}"
+        )
+    if task.causal and model.bidirectional:
+        raise ConfigError(
+            "config.model.bidirectional: expected False for a causal task "
+            "(its outputs may only use the past), got True"
+        )
 
 
-def make_cell(model: RNNModelConfig, cell_options=None, spatial_dims: int = 0) -> rj.Cell:
-    """The config's cell; a convolutional one over ``spatial_dims`` axes."""
-    options = dict(cell_options or {})
-    if model.num_heads:
-        options["num_heads"] = model.num_heads
+def make_cell(model: RNNModelConfig, spatial_dims: int = 0, forget_bias=None) -> rj.Cell:
+    """The config's cell; a convolutional one over ``spatial_dims`` axes.
+    ``forget_bias`` (an LSTM's, traced at init) overrides the default."""
+    options = {"num_heads": model.num_heads} if model.num_heads else {}
+    if forget_bias is not None:
+        options["forget_bias"] = forget_bias
     if model.cell in rj.cells.CONV_REGISTRY:
         make = rj.cells.CONV_REGISTRY[model.cell]
         return make(model.hidden_size, model.kernel_size, spatial_dims=spatial_dims, **options)
@@ -38,38 +58,28 @@ def make_cell(model: RNNModelConfig, cell_options=None, spatial_dims: int = 0) -
 
 
 def make_network(
-    model: RNNModelConfig, rates: Rates, cell_options=None, spatial_dims: int = 0
+    model: RNNModelConfig, rates: Rates | None = None, spatial_dims: int = 0, forget_bias=None
 ) -> rj.Layer:
-    """The recurrent stack: ``num_layers`` cells, each optionally
-    bidirectional; ``cell_options`` go to the cell constructor."""
-    cell = make_cell(model, cell_options, spatial_dims)
-    layers = []
-    for i in range(model.num_layers):
-        options = dict(
-            dropout=rates.input_dropout if i == 0 else 0.0,
-            recurrent_dropout=rates.recurrent_dropout,
-            zoneout=rates.zoneout,
-            engine=model.engine,
-        )
-        if model.bidirectional:
-            layers.append(rj.bidirectional(cell, **options))
-        else:
-            layers.append(rj.layer(cell, **options))
-    return rj.stack(layers, dropout=rates.dropout)
+    """The recurrent stack (``layers.cell_stack``); a rate that the config
+    leaves at 0 is compiled out (the Python 0.0, not a traced value)."""
+    rates = Rates() if rates is None else rates
+    rates = Rates(*(r if getattr(model, n) else 0.0 for n, r in rates._asdict().items()))
+    return rj.layers.cell_stack(
+        make_cell(model, spatial_dims, forget_bias),
+        model.num_layers,
+        bidirectional=model.bidirectional,
+        engine=model.engine,
+        **rates._asdict(),
+    )
 
 
-def cell_options(model: RNNModelConfig, hparams: HParams) -> dict:
-    """The traced hyperparameters that the cell constructor owns."""
-    return {"forget_bias": hparams.forget_bias} if model.cell == "lstm" else {}
-
-
-def init_params(model: RNNModelConfig, task: TaskSpec, key: jax.Array, hparams: HParams) -> dict:
+def init(model: RNNModelConfig, task: TaskSpec, hparams, key: jax.Array) -> dict:
     """Params ``{"rnn": stack params, "readout": {"w": (F, C), "b": (C,)}}``;
     every weight matrix ``w*`` (and conv kernel ``k_*``) is multiplied by
-    ``hparams.init_scale``, the
-    LSTM forget-gate biases start at ``hparams.forget_bias``."""
-    spatial = len(task.spatial_shape)
-    network = make_network(model, Rates(), cell_options(model, hparams), spatial)
+    ``hparams.init_scale``, the LSTM forget-gate biases start at
+    ``hparams.forget_bias``."""
+    forget_bias = hparams.forget_bias if model.cell == "lstm" else None
+    network = make_network(model, spatial_dims=len(task.spatial_shape), forget_bias=forget_bias)
     k_rnn, k_out = jax.random.split(key)
     features = network.output_size
     params = {
@@ -91,14 +101,7 @@ def scale_weights(params: dict, scale) -> dict:
     return jax.tree_util.tree_map_with_path(scale_leaf, params)
 
 
-def length_mask(seq_lengths, num_steps: int):
-    """(B, T) bool valid-step mask, or None."""
-    if seq_lengths is None:
-        return None
-    return rj.length_mask(seq_lengths, num_steps)
-
-
-def apply_model(
+def apply(
     model: RNNModelConfig,
     task: TaskSpec,
     params: dict,
@@ -109,11 +112,13 @@ def apply_model(
     deterministic: bool,
 ) -> jax.Array:
     """Readout values: (B, C) for many-to-one tasks, (B, T, C) otherwise."""
-    network = make_network(model, static_rates(model, rates), spatial_dims=len(task.spatial_shape))
+    network = make_network(model, rates, spatial_dims=len(task.spatial_shape))
+    num_steps = batch.xs.shape[1]
+    mask = None if batch.seq_lengths is None else rj.length_mask(batch.seq_lengths, num_steps)
     _, ys = network.apply(
         params["rnn"],
         batch.xs,
-        mask=length_mask(batch.seq_lengths, batch.xs.shape[1]),
+        mask=mask,
         key=key,
         deterministic=deterministic,
         return_sequences=task.output_mode != LAST,
@@ -122,14 +127,25 @@ def apply_model(
     return ys @ params["readout"]["w"] + bias.reshape((1,) * (ys.ndim - 1) + bias.shape)
 
 
-def loss(model: RNNModelConfig, task: TaskSpec, hparams, params, batch: Batch, key, step=None):
+def loss(model: RNNModelConfig, task: TaskSpec, hparams, params, batch: Batch, key, step):
     """(loss, metrics) of one training batch, regularisers on."""
-    outputs = apply_model(model, task, params, batch, hparams.rates, key=key, deterministic=False)
+    outputs = apply(model, task, params, batch, hparams.rates, key=key, deterministic=False)
     metrics = losses_and_metrics(task, outputs, batch)
     return metrics["loss"], metrics
 
 
 def evaluate(model: RNNModelConfig, task: TaskSpec, hparams, params, batch: Batch):
     """(metrics, readout values) of deterministic outputs on ``batch``."""
-    outputs = apply_model(model, task, params, batch, hparams.rates, key=None, deterministic=True)
+    outputs = apply(model, task, params, batch, hparams.rates, key=None, deterministic=True)
     return losses_and_metrics(task, outputs, batch), outputs
+
+
+def write_eval(model, task, workdir, step, batch, outputs) -> None:
+    """Nothing per evaluation: the picture is drawn once, at the end."""
+
+
+def write_final(model, task, end) -> tuple[list[str], str | None]:
+    """The predictions plot and, for language models, sampled text."""
+    from recurrent_jax.train import rnn_outputs  # it samples through make_network
+
+    return rnn_outputs.write_final(model, task, end)

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from recurrent_jax.data.options import ConfigError
+from recurrent_jax.train.config import ConfigError
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"

@@ -1,60 +1,53 @@
 """The seq2seq model family (``model.kind="seq2seq"``): the attention
-encoder–decoder of ``recurrent_jax.seq2seq`` on the character seq2seq tasks.
+encoder–decoder of ``recurrent_jax.seq2seq`` on the character seq2seq
+tasks, as the ``Model`` stages of ``train.stages`` (each function here takes
+``(model, task, ...)`` and then the stage's own arguments).
 
-The stages of a ``Model`` (``train.models``): params from a key (the LSTM
-forget bias through the cell constructors), a loss of (hparams, params,
-batch, key, step), metrics and the greedy decode of a held-out batch.
-Scheduled sampling is compiled in only when
-the config's ``sampling_prob`` is non-zero; its probability is then the
-traced ``hparams.sampling_prob`` times the schedule of the step, so a sweep
-can vmap it.
+The network is ``seq2seq.make_seq2seq`` called with the config's fields of
+the same names (``Seq2SeqModelConfig.network_options``). Scheduled sampling
+is compiled in only when the config's ``sampling_prob`` is non-zero; its
+probability is then the traced ``hparams.sampling_prob`` times the
+schedule of the step, so a sweep can vmap it.
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
 
 from recurrent_jax import seq2seq as s2s
-from recurrent_jax.data.seq2seq_tasks import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, Seq2SeqBatch
+from recurrent_jax.data.base import TaskSpec
+from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
+from recurrent_jax.data.seq2seq_tasks import BOS_ID, EOS_ID, PAD_ID, Seq2SeqBatch
+from recurrent_jax.train import seq2seq_outputs
+from recurrent_jax.train.config import ConfigError
 from recurrent_jax.train.config import Seq2SeqModelConfig as ModelConfig
 
 
-@functools.cache
-def make_model(model: ModelConfig) -> s2s.Seq2SeqModel:
-    """The ``Seq2SeqModel`` of a config over the shared character vocabulary."""
-    return _make_model(model)
+def check_task(model: ModelConfig, task: TaskSpec) -> None:
+    if task.kind != SEQ2SEQ:
+        raise ConfigError(
+            f"config.model.kind: expected 'rnn' for a {task.kind} task, got {model.KIND!r}"
+        )
 
 
-def _make_model(model: ModelConfig, cell_options=None) -> s2s.Seq2SeqModel:
+def network(model: ModelConfig, vocab_size: int, forget_bias=None) -> s2s.Seq2SeqModel:
+    """The ``Seq2SeqModel`` of a config over a shared vocabulary of
+    ``vocab_size``; ``forget_bias`` (traced at init) reaches every LSTM."""
+    options = None if forget_bias is None else {"forget_bias": forget_bias}
     return s2s.make_seq2seq(
-        src_vocab_size=VOCAB_SIZE,
-        tgt_vocab_size=VOCAB_SIZE,
-        cell=model.cell,
-        hidden_size=model.hidden_size,
-        num_layers=model.num_layers,
-        decoder_layers=model.decoder_layers or None,
-        bidirectional_encoder=model.bidirectional,
-        attention=None if model.attention == "none" else model.attention,
-        attention_size=model.attention_size or None,
-        attention_normalize=model.attention_normalize,
-        attention_scale=model.attention_scale,
-        attention_layer_size=model.attention_layer_size or None,
-        input_feeding=model.input_feeding,
-        embedding_size=model.embedding_size,
-        bridge=model.bridge,
-        engine=model.engine,
-        cell_options=cell_options,
+        src_vocab_size=vocab_size,
+        tgt_vocab_size=vocab_size,
+        cell_options=options,
+        **model.network_options(),
     )
 
 
-def init_params(model: ModelConfig, hparams, key: jax.Array) -> dict:
+def init(model: ModelConfig, task: TaskSpec, hparams, key: jax.Array) -> dict:
     """The encoder–decoder's params; LSTMs' forget-gate biases start at
     ``hparams.forget_bias``."""
-    options = {"forget_bias": hparams.forget_bias} if model.cell == "lstm" else None
-    return _make_model(model, options).init(key)
+    forget_bias = hparams.forget_bias if model.cell == "lstm" else None
+    return network(model, task.input_size, forget_bias).init(key)
 
 
 def sampling_probability(model: ModelConfig, hparams, step):
@@ -81,10 +74,10 @@ def forced_metrics(model: ModelConfig, logits, batch: Seq2SeqBatch) -> dict:
     }
 
 
-def loss_fn(model: ModelConfig, hparams, params, batch: Seq2SeqBatch, key, step):
+def loss(model: ModelConfig, task: TaskSpec, hparams, params, batch: Seq2SeqBatch, key, step):
     """(loss, metrics) of one training batch; scheduled sampling when the
     config enables it, teacher forcing otherwise."""
-    net = make_model(model)
+    net = network(model, task.input_size)
     if model.sampling_prob:
         p = sampling_probability(model, hparams, step)
         out = net.apply(
@@ -103,11 +96,11 @@ def loss_fn(model: ModelConfig, hparams, params, batch: Seq2SeqBatch, key, step)
     return metrics["loss"], metrics
 
 
-def decode(model: ModelConfig, params, batch: Seq2SeqBatch, method: str = "greedy", **options):
+def decode(model: ModelConfig, task, params, batch: Seq2SeqBatch, method="greedy", **options):
     """``seq2seq.decode`` of ``batch.src`` with the task's ids; ``max_len``
     is the width of ``batch.tgt_out``."""
     return s2s.decode(
-        make_model(model),
+        network(model, task.input_size),
         params,
         batch.src,
         batch.src_lengths,
@@ -125,18 +118,19 @@ def exact_match(sequences, batch: Seq2SeqBatch):
     return s2s.sequence_accuracy(sequences, batch.tgt_out, lengths=batch.tgt_lengths)
 
 
-def evaluate(model: ModelConfig, params, batch: Seq2SeqBatch):
+def evaluate(model: ModelConfig, task: TaskSpec, hparams, params, batch: Seq2SeqBatch):
     """Held-out metrics and the greedy decode (``Decoded``, its ``aux`` the
     attention (B, L, S)): teacher-forced ``loss``, ``token_accuracy``,
     ``sequence_accuracy``; ``exact_match`` of greedy decoding; and
-    ``beam_exact_match`` when ``model.beam_size`` > 0."""
-    out = make_model(model).apply(params, batch.src, batch.src_lengths, batch.tgt_in)
+    ``beam_exact_match`` with a ``model.beam_size``."""
+    out = network(model, task.input_size).apply(params, batch.src, batch.src_lengths, batch.tgt_in)
     metrics = forced_metrics(model, out.logits, batch)
-    greedy = decode(model, params, batch)
+    greedy = decode(model, task, params, batch)
     metrics["exact_match"] = exact_match(greedy.sequences, batch)
     if model.beam_size:
         beam = decode(
             model,
+            task,
             params,
             batch,
             "beam",
@@ -145,3 +139,13 @@ def evaluate(model: ModelConfig, params, batch: Seq2SeqBatch):
         )
         metrics["beam_exact_match"] = exact_match(beam.sequences, batch)
     return metrics, greedy
+
+
+def write_eval(model, task, workdir, step, batch, outputs) -> None:
+    """The samples file and attention map of each evaluation."""
+    seq2seq_outputs.write_eval_outputs(workdir, step, batch, outputs)
+
+
+def write_final(model, task, end) -> tuple[list[str], str | None]:
+    """The latest evaluation's attention map and samples file."""
+    return seq2seq_outputs.write_final(end.workdir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,3 +42,12 @@ class Model(NamedTuple):
     evaluate: Callable
     write_eval: Callable
     write_final: Callable
+
+
+def bind(family, model_config, task) -> Model:
+    """The ``Model`` of a family module: each field is the family's function
+    of that name with ``(model_config, task)`` bound first, so the family
+    defines ``init(model_config, task, hparams, key)`` and so on."""
+    return Model(
+        *(functools.partial(getattr(family, name), model_config, task) for name in Model._fields)
+    )

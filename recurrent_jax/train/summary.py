@@ -14,58 +14,58 @@ from recurrent_jax.train.stages import RunEnd
 SUMMARY_FILE = "summary.json"
 
 
-def write_summary(run, status: str) -> dict:
-    """Writes plots and ``summary.json`` for a ``loop._Run``; returns the summary."""
-    config, task, workdir = run.config, run.stages.task, run.workdir
+def write_summary(
+    config,
+    setup,
+    end: RunEnd,
+    *,
+    status: str,
+    message: str,
+    start_step: int,
+    seconds: float,
+    best_step: int | None,
+) -> dict:
+    """Writes the plots and ``summary.json`` of a finished run (``end``,
+    its ``core.Setup``); returns the summary."""
+    task, workdir = setup.task, end.workdir
     records = read_metrics(workdir)
     evals = [r for r in records if r["split"] == "eval"]
-    best_step = run.checkpoints.best_step()
     best = next((r for r in evals if r["step"] == best_step), None)
-    steps_done = run.step - run.start_step
-    plots_written, samples = _outputs(run, records)
+    curves = plots.plot_learning_curves(
+        records, workdir / plots.CURVES_FILE, end.title, task.baselines, task.primary_metric
+    )
+    family_plots, samples = setup.model.write_final(end)
     summary = {
         "name": config.name,
         "task": config.data.task,
         "status": status,
-        "message": run.message,
-        "step": run.step,
+        "message": message,
+        "step": end.step,
         "num_steps": config.training.num_steps,
-        "resumed_from": run.start_step or None,
+        "resumed_from": start_step or None,
         "final_eval": _strip(evals[-1]) if evals else None,
         "best_step": best_step,
         "best_eval": _strip(best) if best else None,
         "primary_metric": task.primary_metric,
         "baselines": task.baselines,
-        "num_params": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(run.state.params))),
-        "seconds": round(run.seconds, 2),
-        "steps_per_second": round(steps_done / run.seconds, 2) if run.seconds else None,
+        "num_params": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(end.params))),
+        "seconds": round(seconds, 2),
+        "steps_per_second": round((end.step - start_step) / seconds, 2) if seconds else None,
         "device": str(jax.devices()[0].device_kind),
         "workdir": str(workdir),
-        "plots": plots_written,
+        "plots": [curves.name] * (curves is not None) + family_plots,
         "samples": samples,
     }
     (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _outputs(run, records) -> tuple[list[str], str | None]:
-    """The learning curves and the model family's final outputs."""
-    task, workdir, title = run.stages.task, run.workdir, run.config.name
-    curves = plots.plot_learning_curves(
-        records, workdir / plots.CURVES_FILE, title, task.baselines, task.primary_metric
-    )
-    batch, outputs = jax.device_get((run.eval_data, run.eval_outputs))
-    end = RunEnd(workdir, title, run.step, run.state.params, batch, outputs, run.message != "")
-    family_plots, samples = run.model.write_final(end)
-    return [curves.name] * (curves is not None) + family_plots, samples
-
-
 def _strip(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "split"}
 
 
-def format_summary(summary: dict) -> str:
-    """A few human-readable lines."""
+def format_run_summary(summary: dict) -> str:
+    """A few human-readable lines of a run's summary."""
     lines = [
         f"{summary['name']} ({summary['task']}): {summary['status']} at step "
         f"{summary['step']}/{summary['num_steps']}"

@@ -1,0 +1,305 @@
+"""One compiled unit for N >= 1 runs: ``compile_runs(config, num_runs)``.
+
+A ``Program`` holds the jitted stages of ``train.core`` for one config:
+``init``, ``run_steps`` (one call of ``training.steps_per_call`` steps),
+``evaluate`` (which also keeps each run's best state) and ``train`` (whole
+runs in one call). ``num_runs=None`` is one run, unvmapped (``recurrent-jax
+train``, ``eval``, ``decode``); ``num_runs=N`` stacks N runs on a leading
+axis (a sweep's grid point): ``jax.vmap``, or vmapped groups of
+``runs_per_call`` runs under ``lax.map`` when they do not fit in memory at
+once. With a ``mesh`` (``distributed.make_mesh``) the run axis is padded to
+a multiple of its ``runs`` size and split over it, and each run's batch
+over ``data``; ``Program.place`` pads and shards inputs, ``unpad`` strips
+the padding. Programs are cached: configs that share
+``core.static_config`` share one compile.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from recurrent_jax import distributed as dist
+from recurrent_jax.train import core
+from recurrent_jax.train.config import ExperimentConfig
+
+MEMORY_FRACTION = 0.5  # of free device memory the runs of one call may use
+
+
+class Best(NamedTuple):
+    """Per run: the state at its best eval so far and that eval's score
+    (the primary metric, negated when lower is better; -inf before any)."""
+
+    state: core.TrainState
+    score: jax.Array
+
+
+class RunsState(NamedTuple):
+    """The state of N >= 1 runs, as checkpointed: steps done by every run,
+    and each run's training state and best so far (leading axis N, none
+    for one unvmapped run)."""
+
+    step: jax.Array
+    train: core.TrainState
+    best: Best
+
+
+class Program(NamedTuple):
+    """The jitted stages of ``num_runs`` runs of one config.
+
+    Attributes:
+      setup: the ``core.Setup`` the stages close over.
+      num_runs: N, or None for one unvmapped run.
+      total: N padded to the mesh (1 for one run).
+      runs_per_call: runs vmapped at once (None: all of them).
+      mesh: the ``(runs, data)`` mesh, or None.
+      init: ``(hparams, keys) -> RunsState``.
+      run_steps: ``(hparams, keys, state) -> (state, metrics)``, metrics
+        (N, steps_per_call) each.
+      evaluate: ``(hparams, keys, state, batch=None) -> (metrics, outputs,
+        state)``; ``batch`` and ``outputs`` (held-out batch and model
+        outputs) for one run only, else None.
+      eval_batch: ``(keys) -> batch``, the held-out batch (one run).
+      whole_runs: ``(hparams, keys) -> (train states, metrics)``, whole runs
+        in one call (``core.make_train``), on inputs already placed
+        (``train`` places them).
+    """
+
+    setup: core.Setup
+    num_runs: int | None
+    total: int
+    runs_per_call: int | None
+    mesh: Mesh | None
+    init: Callable
+    run_steps: Callable
+    evaluate: Callable
+    eval_batch: Callable
+    whole_runs: Callable
+
+    def train(self, hparams, keys):
+        """``(train states, metrics)`` of whole runs in one call: the inputs
+        placed on the mesh, the outputs stripped of the padding (when this
+        process holds them all; with several processes
+        ``distributed.addressable_runs(outputs, N)`` reads its own)."""
+        outputs = self.whole_runs(*self.place((hparams, keys)))
+        if all(a.is_fully_addressable for a in jax.tree_util.tree_leaves(outputs)):
+            return self.unpad(outputs)
+        return outputs
+
+    def place(self, tree):
+        """Pads the run axis to the mesh and splits it over ``runs``."""
+        if self.mesh is None:
+            return tree
+        return dist.shard_runs(dist.pad_runs(tree, self.total), self.mesh)
+
+    def unpad(self, tree):
+        """``tree`` (or its ``jax.eval_shape``) without the padded runs."""
+        n = self.num_runs
+
+        def strip(a):
+            if n is None or a.shape[0] == n:
+                return a
+            if isinstance(a, jax.ShapeDtypeStruct):
+                return jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype)
+            return a[:n]
+
+        return jax.tree_util.tree_map(strip, tree)
+
+
+def compile_runs(
+    config: ExperimentConfig,
+    num_runs: int | None = None,
+    *,
+    runs_per_call: int | None = None,
+    mesh: Mesh | None = None,
+) -> Program:
+    """The ``Program`` of ``num_runs`` runs of ``config`` (see the module
+    docstring); ``runs_per_call`` None or >= ``num_runs`` vmaps all at once."""
+    if num_runs is None and (runs_per_call is not None or mesh is not None):
+        raise ValueError("num_runs: runs_per_call and mesh need a number of runs, got None")
+    return _compile(core.static_config(config), num_runs, runs_per_call, mesh)
+
+
+@functools.cache
+def _compile(config, num_runs, runs_per_call, mesh) -> Program:
+    task = core.build_task(config)
+    if mesh is not None:
+        task = dist.data_parallel_task(task, mesh, config.data.batch_size)
+    setup = core.make_setup(config, task)
+    total = 1 if num_runs is None else (dist.padded_runs(num_runs, mesh) if mesh else num_runs)
+    mapped = (
+        (lambda fn: fn)
+        if num_runs is None
+        else (lambda fn: over_runs(fn, runs_per_call, total, mesh))
+    )
+    init_runs = mapped(functools.partial(_init_run, setup))
+    step_runs = mapped(functools.partial(core.run_steps, setup))
+    eval_runs = mapped(functools.partial(_eval_run, setup))
+    whole_runs = mapped(functools.partial(whole_run, setup))
+
+    def runs_init(hparams, keys):
+        train, best = init_runs(hparams, keys)
+        return RunsState(jnp.zeros((), jnp.int32), train, best)
+
+    def runs_steps(hparams, keys, state: RunsState):
+        train, metrics = step_runs(hparams, keys, state.train)
+        return state._replace(step=state.step + setup.steps_per_call, train=train), metrics
+
+    def runs_evaluate(hparams, keys, state: RunsState, batch=None):
+        if batch is not None and num_runs is not None:
+            raise ValueError("batch: the held-out batch is given for one run only, got N runs")
+        args = (hparams, keys, state.train, state.best) + ((batch,) if batch is not None else ())
+        metrics, outputs, best = eval_runs(*args)
+        return metrics, (None if num_runs is not None else outputs), state._replace(best=best)
+
+    jit = functools.partial(jax.jit, compiler_options=core.compiler_options(config))
+    return Program(
+        setup,
+        num_runs,
+        total,
+        runs_per_call,
+        mesh,
+        jit(runs_init),
+        jit(runs_steps),
+        jit(runs_evaluate),
+        jit(functools.partial(core.eval_batch, setup)),
+        jit(whole_runs),
+    )
+
+
+# --- one run's stages ----------------------------------------------------------------
+
+
+def _init_run(setup: core.Setup, hparams, key) -> tuple[core.TrainState, Best]:
+    state = core.init_state(setup, hparams, key)
+    return state, Best(state, jnp.asarray(-jnp.inf, jnp.float32))
+
+
+def _eval_run(setup: core.Setup, hparams, key, state, best: Best, batch=None):
+    """The run's held-out metrics and outputs, and its best so far updated
+    (NaN is never better; step 0 is not scored)."""
+    metrics, outputs = core.evaluate(setup, hparams, key, state, batch)
+    value = metrics[setup.task.primary_metric]
+    score = (value if setup.task.higher_is_better else -value).astype(jnp.float32)
+    better = (state.step > 0) & (score > best.score)
+    best = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(better, new, old), Best(state, score), best
+    )
+    return metrics, outputs, best
+
+
+def whole_run(setup: core.Setup, hparams, key):
+    """A whole run in one call: ``core.make_train``'s ``train``."""
+    state = core.init_state(setup, hparams, key)
+    call = lambda s, _: core.run_steps(setup, hparams, key, s)  # noqa: E731
+    state, train_metrics = jax.lax.scan(call, state, None, length=setup.num_calls)
+    eval_metrics, _ = core.evaluate(setup, hparams, key, state)
+    return state, {"train": train_metrics, "eval": eval_metrics}
+
+
+# --- mapping over the run axis -------------------------------------------------------
+
+
+def over_runs(
+    fn: Callable, runs_per_call: int | None, total: int, mesh: Mesh | None = None
+) -> Callable:
+    """``fn`` mapped over the leading axis of all its arguments: ``vmap``,
+    or vmapped groups of ``runs_per_call`` runs under ``lax.map``.
+
+    With a ``mesh`` the run axis (``total``, a multiple of its ``runs`` size
+    ``D``) is split in ``D`` contiguous blocks, one a device; a group takes
+    ``runs_per_call // D`` runs of every block, so each device keeps working on
+    its own runs."""
+    if mesh is None:
+        if runs_per_call is None or runs_per_call >= total:
+            return jax.vmap(fn)
+        return lambda *args: jax.lax.map(lambda a: fn(*a), args, batch_size=runs_per_call)
+    vmapped = jax.vmap(fn, spmd_axis_name=dist.RUNS)
+    if runs_per_call is None or runs_per_call >= total:
+        return vmapped
+    shards = mesh.shape[dist.RUNS]
+    by_block, by_run = NamedSharding(mesh, P(None, dist.RUNS)), NamedSharding(mesh, P(dist.RUNS))
+
+    def split(a):  # (total, ...) -> (total / D, D, ...): row j holds run j of every block
+        a = jnp.swapaxes(a.reshape(shards, total // shards, *a.shape[1:]), 0, 1)
+        return jax.lax.with_sharding_constraint(a, by_block)
+
+    def merge(a):
+        a = jnp.swapaxes(a, 0, 1).reshape(total, *a.shape[2:])
+        return jax.lax.with_sharding_constraint(a, by_run)
+
+    def mapped(*args):
+        blocks = jax.tree_util.tree_map(split, args)
+        per_call = max(1, runs_per_call // shards)
+        out = jax.lax.map(lambda a: vmapped(*a), blocks, batch_size=per_call)
+        return jax.tree_util.tree_map(merge, out)
+
+    return mapped
+
+
+# --- inputs and memory -------------------------------------------------------------
+
+
+def stack_hparams(configs: list[ExperimentConfig], traced=()) -> core.HParams:
+    """``HParams`` of (N,) float32 arrays: run i's are
+    ``default_hparams(configs[i], traced)`` (fields that are None stay None)."""
+    each = [core.default_hparams(c, traced) for c in configs]
+    return core.HParams(
+        *(None if values[0] is None else jnp.stack(values) for values in zip(*each, strict=True))
+    )
+
+
+def stack_keys(seeds) -> jax.Array:
+    """(N,) typed keys, ``jax.random.key(seed)`` each (as a solo run's)."""
+    return jnp.stack([jax.random.key(int(s)) for s in seeds])
+
+
+def estimate_run_bytes(config: ExperimentConfig) -> int:
+    """Device bytes one run needs in a training step, from shapes alone
+    (``jax.eval_shape``, nothing compiled): its state three times (the
+    state, the best state and the updated state), its gradients, a batch
+    and the residuals the backward pass keeps."""
+    setup = core.make_setup(config)
+    hparams, key = core.default_hparams(config), jax.random.key(0)
+
+    def residuals(params):
+        batch = setup.task.sample_train(key, setup.batch_size)
+        loss = lambda p: setup.model.loss(hparams, p, batch, key, 0)[0]  # noqa: E731
+        return batch, jax.vjp(loss, params)[1]
+
+    state = jax.eval_shape(lambda: core.init_state(setup, hparams, key))
+    batch_and_residuals = jax.eval_shape(residuals, state.params)
+    return 3 * _bytes(state) + _bytes(state.params) + _bytes(batch_and_residuals)
+
+
+def _bytes(tree) -> int:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return int(sum(np.prod(a.shape) * np.dtype(a.dtype).itemsize for a in leaves))
+
+
+def free_device_bytes(device=None) -> int:
+    """Free memory of ``device``: ``memory_stats()`` where the backend has
+    it (GPU, TPU), else the host's available memory (CPU)."""
+    device = jax.local_devices()[0] if device is None else device
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def choose_runs_per_call(total: int, bytes_per_run: int, free_bytes: int) -> int:
+    """Runs per vmapped call: all of them if they fit in
+    ``MEMORY_FRACTION`` of ``free_bytes``, else as many as fit (at least 1)."""
+    fit = int(MEMORY_FRACTION * free_bytes) // max(bytes_per_run, 1)
+    return max(1, min(total, fit))
