@@ -1,15 +1,4 @@
-"""Flax linen modules: thin wrappers over cells, ``unroll`` and layers.
-
-A module's params are exactly the pure core's params (``layer.init``'s
-dict), so functional and module code share checkpoints::
-
-    model = rj.nn.LSTM(128, num_layers=2, bidirectional=True)
-    params = model.init(key, xs, seq_lengths=lengths)["params"]
-    ys = model.apply({"params": params}, xs, seq_lengths=lengths)
-
-Randomness: dropout, recurrent dropout and zoneout draw from the "dropout"
-RNG stream (``rngs={"dropout": key}``) when ``deterministic=False``.
-"""
+"""``rj.nn.RNN``, ``Bidirectional``, ``SimpleRNN``, ``LSTM``, ``GRU``."""
 
 from __future__ import annotations
 
@@ -22,7 +11,6 @@ import jax
 
 from recurrent_jax import doors, layers
 from recurrent_jax.cells.base import Cell
-from recurrent_jax.seq2seq.module import Seq2Seq as Seq2Seq
 
 
 def _register_params(module: nn.Module, init_fn, input_size: int):
@@ -174,6 +162,3 @@ def _stacked(family: str) -> type:
 SimpleRNN = _stacked("SimpleRNN")
 LSTM = _stacked("LSTM")
 GRU = _stacked("GRU")
-
-
-__all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Seq2Seq", "SimpleRNN"]
