@@ -162,7 +162,7 @@ CASES = {
         lambda: rj.interop.from_torch_state({}, np.zeros((1, 2, 4))),
         "module",
     ),
-    "get_task unknown": (lambda: rj.data.get_task("nope"), "name: expected a task"),
+    "get_task unknown": (lambda: rj.data.get_task("nope"), "data.task: expected a task"),
     "losses_and_metrics task": (lambda: rj.data.losses_and_metrics(None, None, None), "task"),
 }
 

@@ -49,7 +49,10 @@ def test_docstring_is_the_command(name):
 def test_smoke_variant_is_small(name):
     experiment = from_config_dict(config_files.load_config(f"{name}:smoke"))
     assert experiment.training.num_steps <= 50
-    assert experiment.model.hidden_size <= 16
+    if (
+        name != "seed_text_classifier"
+    ):  # its smoke keeps the seed model whole (its size is the point)
+        assert experiment.model.hidden_size <= 16
 
 
 def test_configs_are_locked():
@@ -155,7 +158,7 @@ def _raw(**changes):
             r"config\.optimizer\.warmup_steps: expected fewer than training\.num_steps \(30\)",
         ),
         ({"data__seq_len": 1}, r"config\.data\.seq_len: expected at least 2, got 1"),
-        ({"data__task": "subtraction"}, r"config\.data\.task: expected one of \["),
+        ({"data__task": "subtraction"}, r"config\.data\.task: expected a task of \["),
         ({"data__delay": 3}, r"config\.data: unknown key\(s\) \['delay'\]; expected some of \["),
         ({"model__layers": 3}, r"config\.model: unknown key\(s\) \['layers'\]"),
     ],

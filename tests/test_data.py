@@ -24,7 +24,7 @@ from recurrent_jax.data.base import Batch
 
 def test_registry_lists_the_tasks():
     assert {"adding", "copy", "parity", "digits", "ucr"} <= set(task_names())
-    with pytest.raises(ValueError, match="name: expected a task of"):
+    with pytest.raises(ValueError, match="data.task: expected a task of"):
         get_task("nope")
 
 

@@ -28,10 +28,13 @@ CONV_REGISTRY = {"conv_lstm": conv_lstm, "conv_gru": conv_gru}
 """Convolutional families: ``name(features, kernel_size, spatial_dims=S, **options)``."""
 
 
-def linear_in_carry(name: str) -> bool:
-    """Whether the ``REGISTRY`` family ``name`` has ``Cell.linear`` (runs
-    with the parallel-in-time backends)."""
-    return name in REGISTRY and REGISTRY[name](1).linear is not None
+def linear_in_carry(family) -> bool:
+    """Whether the cells of ``family`` have ``Cell.linear`` (run with the
+    parallel-in-time backends): a ``REGISTRY`` name, or a constructor
+    ``hidden_size -> Cell``."""
+    if isinstance(family, str):
+        return family in REGISTRY and REGISTRY[family](1).linear is not None
+    return family(1).linear is not None
 
 
 __all__ = [

@@ -9,7 +9,7 @@ from recurrent_jax.data.base import (
     TaskSpec,
     losses_and_metrics,
 )
-from recurrent_jax.data.registry import get_task, task_names, tasks
+from recurrent_jax.data.registry import get_task, register_task, task_names, tasks
 
 __all__ = [
     "Batch",
@@ -19,6 +19,7 @@ __all__ = [
     "TaskSpec",
     "get_task",
     "losses_and_metrics",
+    "register_task",
     "task_names",
     "tasks",
 ]

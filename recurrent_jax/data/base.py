@@ -31,7 +31,8 @@ class Batch(NamedTuple):
     """One batch of a task.
 
     Attributes:
-      xs: float32 (B, T, D) inputs ((B, T, *spatial, D) for frames).
+      xs: float32 (B, T, D) inputs ((B, T, *spatial, D) for frames), or
+        int32 (B, T) token ids in [0, ``TaskSpec.input_vocab``).
       targets: float32 (B, C) / (B, T, C) for regression; int32 class ids
         (B,) / (B, T) for classification.
       weights: float32 (B,) / (B, T) loss weights (1 where an output is
@@ -68,6 +69,8 @@ class TaskSpec(NamedTuple):
       spatial_shape: the spatial axes of each step's input and output, xs
         (B, T, *spatial_shape, D) (frames: a convolutional cell's task), or
         () for feature vectors.
+      input_vocab: V for token inputs, xs int32 (B, T) ids in [0, V) that a
+        model embeds (``model.embedding_size``); None for feature vectors.
     """
 
     input_size: int
@@ -84,6 +87,7 @@ class TaskSpec(NamedTuple):
     info: dict | None = None
     decode: Callable[[Any], str] | None = None
     spatial_shape: tuple = ()
+    input_vocab: int | None = None
 
 
 class Task(NamedTuple):

@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from recurrent_jax import distributed as dist
 from recurrent_jax.sweep import processes, report
 from recurrent_jax.sweep.spec import GridPoint, SweepPlan
-from recurrent_jax.train import host_loop, rundir, runs
+from recurrent_jax.train import core, host_loop, rundir, runs
 from recurrent_jax.train.checkpoint import ProcessCheckpointer, checkpointer
 from recurrent_jax.train.config import from_config_dict, to_dict
 from recurrent_jax.train.loop import RunLoop
@@ -78,6 +78,8 @@ def run_sweep(
     """
     log = log or (print if progress else lambda line: None)
     start, status, points = time.perf_counter(), host_loop.COMPLETED, []
+    for point in plan.points:  # the data is read and checked before the workdir is touched
+        core.build_task(point.config)
     with (
         rundir.locked(workdir, log=host_loop.notice) as workdir,
         host_loop.stop_requests(should_stop) as stop_requested,

@@ -17,7 +17,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from recurrent_jax import _checks, backends, cells
+from recurrent_jax import _checks, _imports, backends, cells
 from recurrent_jax.engine import Engine
 from recurrent_jax.layers import RATES
 from recurrent_jax.seq2seq import model as seq2seq_model
@@ -30,6 +30,7 @@ class ConfigError(ValueError):
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 HEADED_CELLS = ("lstm", "gru", "elman")  # the cells with ``num_heads``
+POOLINGS = ("last", "mean", "max")  # many-to-one readouts of the rnn model
 LR_SCHEDULES = ("constant", "warmup_cosine")
 
 
@@ -59,11 +60,13 @@ class _RecurrentModel:
     forget_bias: float = 1.0
 
     def __post_init__(self):
-        _checks.check_choice("cell", self.cell, self.CELLS)
+        if not (self.KIND == "rnn" and _imports.is_import_path(self.cell)):
+            _checks.check_choice("cell", self.cell, self.CELLS)
         _checks.check_positive("hidden_size", self.hidden_size)
         _checks.check_positive("num_layers", self.num_layers)
         impl = self.engine.impl
-        if impl in backends.PARALLEL_IN_TIME and not cells.linear_in_carry(self.cell):
+        family = self.cell_constructor() if _imports.is_import_path(self.cell) else self.cell
+        if impl in backends.PARALLEL_IN_TIME and not cells.linear_in_carry(family):
             _checks.fail(
                 "engine.impl", f"a backend other than {impl!r} for the {self.cell} cell", impl
             )
@@ -73,6 +76,16 @@ class _RecurrentModel:
                 f"the default 1.0 (it sets the forget gate of LSTMs; model.cell is {self.cell!r})",
                 self.forget_bias,
             )
+
+    def cell_constructor(self):
+        """The cell family's constructor: built in, or a researcher's own
+        named by import path (``"my_cells:my_cell"``)."""
+        if _imports.is_import_path(self.cell):
+            make = _imports.load_object(self.cell, what="cell")
+            if not callable(make):
+                _checks.fail("cell", "a constructor, hidden_size -> rj.Cell", make)
+            return make
+        return {**cells.REGISTRY, **cells.CONV_REGISTRY}[self.cell]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +104,16 @@ class RNNModelConfig(_RecurrentModel):
     ``kernel_size`` (odd; 0 for the others) and ``hidden_size`` channels;
     the readout is then a 1×1 convolution. ``num_heads`` > 0 makes an LSTM,
     GRU or Elman cell's W_hh block-diagonal (``rj.cells.lstm(num_heads=)``;
-    0: dense).
+    0: dense). ``bias`` is the cells' bias mode ("double" as PyTorch,
+    "single" as Keras, "none"). ``cell`` may also be a researcher's own, by
+    import path (``"my_cells:my_cell"``: a constructor with the signature of
+    ``rj.cells.lstm``, hidden size -> ``rj.Cell``).
+
+    Token inputs (a task of int ids, ``TaskSpec.input_vocab``) go through an
+    embedding of ``embedding_size`` features (params ``embedding`` (V, E)).
+    A many-to-one task reads the output after the last valid step
+    (``pooling="last"``), or pools the outputs of all valid steps ("mean",
+    "max").
     """
 
     KIND: ClassVar[str] = "rnn"
@@ -105,9 +127,18 @@ class RNNModelConfig(_RecurrentModel):
     init_scale: float = 1.0
     kernel_size: int = 0
     num_heads: int = 0
+    bias: str = "double"
+    embedding_size: int | None = None
+    pooling: str = "last"
 
     def __post_init__(self):
         super().__post_init__()
+        _checks.check_choice("bias", self.bias, cells.base.BIAS_MODES)
+        _checks.check_choice("pooling", self.pooling, POOLINGS)
+        if self.embedding_size is not None:
+            _checks.check_positive_int("embedding_size", self.embedding_size)
+        if _imports.is_import_path(self.cell):
+            self.cell_constructor()  # importable and callable, or an error naming the path
         _checks.check_non_negative("num_heads", self.num_heads)
         if self.num_heads and self.cell not in HEADED_CELLS:
             _checks.fail(
@@ -339,8 +370,7 @@ def base_config(task: str, name: str | None = None):
     from recurrent_jax.data import registry
 
     with config_errors("config"):
-        _checks.check_choice("data.task", task, registry.task_names())
-    options = dataclasses.asdict(registry.get_task(task).options())
+        options = dataclasses.asdict(registry.get_task(task).options())
     data = {"task": task, "batch_size": 64, "eval_size": 1024, **options}
     model = model_dict(MODEL_KINDS[model_kind(task)]())
     sections = {
@@ -439,9 +469,10 @@ def _build_model(section: dict) -> ModelConfig:
 def _build_data(section: dict, registry) -> DataConfig:
     task_name = section.get("task")
     with config_errors("config"):
-        _checks.check_choice("data.task", task_name, registry.task_names())
+        if not isinstance(task_name, str):
+            _checks.fail("data.task", "a task name or import path", task_name)
+        options_cls = registry.get_task(task_name).options
     common = {f.name for f in dataclasses.fields(DataConfig)} - {"options"}
-    options_cls = registry.get_task(task_name).options
     own = {f.name for f in dataclasses.fields(options_cls)}
     check_keys("config.data", section, sorted(common | own))
     options = build_dataclass(

@@ -21,6 +21,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from recurrent_jax import _imports
 from recurrent_jax.train.config import ConfigError, check_keys
 
 DEFAULT_CONFIG = "adding"
@@ -52,6 +53,7 @@ def load_config(spec: str):
     if path.suffix == ".json":  # a saved config.json or sweep.json
         config = ml_collections.ConfigDict(json.loads(path.read_text()))
     else:
+        _imports.add_search_path(path.parent)  # its own tasks and cells, by import path
         module_spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)

@@ -191,13 +191,13 @@ def train_and_evaluate(
     """
     from recurrent_jax.train.summary import write_summary
 
+    program = compile_runs(config)  # the data is read and checked before the workdir is touched
+    model = program.setup.model
     with (
         rundir.locked(workdir, log=log) as workdir,
         host_loop.stop_requests(should_stop, log) as stop_requested,
     ):
         prepare_workdir(config, workdir)
-        program = compile_runs(config)
-        model = program.setup.model
         keep = config.training.keep_checkpoints
         checkpoints = checkpointer(workdir / "checkpoints", program.setup.task, keep, log=log)
         writer = MetricsWriter.for_run(workdir)

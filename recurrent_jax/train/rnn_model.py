@@ -43,6 +43,21 @@ def check_task(model: RNNModelConfig, task: TaskSpec) -> None:
             "config.model.bidirectional: expected False for a causal task "
             "(its outputs may only use the past), got True"
         )
+    if task.input_vocab is not None and model.embedding_size is None:
+        raise ConfigError(
+            f"config.model.embedding_size: expected a size for the token ids of this task "
+            f"(a vocabulary of {task.input_vocab}), got None"
+        )
+    if task.input_vocab is None and model.embedding_size is not None:
+        raise ConfigError(
+            "config.model.embedding_size: expected None for a task of feature vectors "
+            f"(it embeds token ids), got {model.embedding_size}"
+        )
+    if task.output_mode != LAST and model.pooling != "last":
+        raise ConfigError(
+            f"config.model.pooling: expected 'last' for a task with an output at every step "
+            f"(it pools a many-to-one task's outputs), got {model.pooling!r}"
+        )
 
 
 def make_cell(model: RNNModelConfig, spatial_dims: int = 0, forget_bias=None) -> rj.Cell:
@@ -51,10 +66,12 @@ def make_cell(model: RNNModelConfig, spatial_dims: int = 0, forget_bias=None) ->
     options = {"num_heads": model.num_heads} if model.num_heads else {}
     if forget_bias is not None:
         options["forget_bias"] = forget_bias
+    if model.bias != "double":  # the cells' default: a cell of one's own need not take it
+        options["bias"] = model.bias
+    make = model.cell_constructor()
     if model.cell in rj.cells.CONV_REGISTRY:
-        make = rj.cells.CONV_REGISTRY[model.cell]
         return make(model.hidden_size, model.kernel_size, spatial_dims=spatial_dims, **options)
-    return rj.cells.REGISTRY[model.cell](model.hidden_size, **options)
+    return make(model.hidden_size, **options)
 
 
 def make_network(
@@ -74,21 +91,28 @@ def make_network(
 
 
 def init(model: RNNModelConfig, task: TaskSpec, hparams, key: jax.Array) -> dict:
-    """Params ``{"rnn": stack params, "readout": {"w": (F, C), "b": (C,)}}``;
-    every weight matrix ``w*`` (and conv kernel ``k_*``) is multiplied by
-    ``hparams.init_scale``, the LSTM forget-gate biases start at
-    ``hparams.forget_bias``."""
+    """Params ``{"rnn": stack params, "readout": {"w": (F, C), "b": (C,)}}``
+    and, for token inputs, ``"embedding"`` (V, E) drawn uniform in ±0.05
+    (Keras); every weight matrix ``w*`` (and conv kernel ``k_*``) is
+    multiplied by ``hparams.init_scale``, the LSTM forget-gate biases start
+    at ``hparams.forget_bias``."""
     forget_bias = hparams.forget_bias if model.cell == "lstm" else None
     network = make_network(model, spatial_dims=len(task.spatial_shape), forget_bias=forget_bias)
     k_rnn, k_out = jax.random.split(key)
     features = network.output_size
+    input_size = task.input_size if task.input_vocab is None else model.embedding_size
     params = {
-        "rnn": network.init(k_rnn, task.input_size),
+        "rnn": network.init(k_rnn, input_size),
         "readout": {
             "w": jax.random.normal(k_out, (features, task.output_size)) / jnp.sqrt(features),
             "b": jnp.zeros((task.output_size,)),
         },
     }
+    if task.input_vocab is not None:
+        shape = (task.input_vocab, model.embedding_size)
+        params["embedding"] = jax.random.uniform(
+            jax.random.fold_in(key, 2), shape, None, -0.05, 0.05
+        )
     return scale_weights(params, hparams.init_scale)
 
 
@@ -115,16 +139,32 @@ def apply(
     network = make_network(model, rates, spatial_dims=len(task.spatial_shape))
     num_steps = batch.xs.shape[1]
     mask = None if batch.seq_lengths is None else rj.length_mask(batch.seq_lengths, num_steps)
+    xs = batch.xs if task.input_vocab is None else params["embedding"][batch.xs]
+    pooled = task.output_mode == LAST and model.pooling != "last"
     _, ys = network.apply(
         params["rnn"],
-        batch.xs,
+        xs,
         mask=mask,
         key=key,
         deterministic=deterministic,
-        return_sequences=task.output_mode != LAST,
+        return_sequences=task.output_mode != LAST or pooled,
     )
+    if pooled:
+        ys = pool(ys, mask, model.pooling)
     bias = params["readout"]["b"]
     return ys @ params["readout"]["w"] + bias.reshape((1,) * (ys.ndim - 1) + bias.shape)
+
+
+def pool(ys, mask, how: str):
+    """(B, F) of ``ys`` (B, T, F) over the valid steps of ``mask`` (B, T) (or
+    all): their mean, or their maximum; zeros for a sequence of length 0."""
+    valid = jnp.ones(ys.shape[:2], bool) if mask is None else mask
+    valid = valid[..., None]
+    if how == "mean":
+        count = jnp.maximum(valid.sum(1), 1).astype(ys.dtype)
+        return jnp.where(valid, ys, 0.0).sum(1) / count
+    peak = jnp.where(valid, ys, -jnp.inf).max(1)
+    return jnp.where(valid.any(1), peak, 0.0)
 
 
 def loss(model: RNNModelConfig, task: TaskSpec, hparams, params, batch: Batch, key, step):

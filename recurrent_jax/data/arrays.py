@@ -1,0 +1,212 @@
+"""``data.task = "arrays"``: a researcher's own arrays, no code.
+
+``data.path`` is a ``.npz`` file (keys ``x``, ``y``, optional ``lengths``),
+a folder of ``x.npy`` and ``y.npy`` (and ``lengths.npy``), or a long
+CSV/Parquet table (``data.id_column``, ``time_column``, ``feature_columns``
+and ``target_column``). What the task is follows from ``y``: int class ids
+make a classification, floats a regression; ``y`` with a time axis is a
+target at every step, without one a target per sequence (read after the
+last valid step, or pooled: ``model.pooling``). Int ``x`` are token ids
+that the model embeds (``model.embedding_size``).
+
+The held-out split is ``data.eval_path``, else ``data.valid_fraction`` of
+the rows drawn with ``data.split_seed``. Float features are standardised
+with the training split's statistics (``data.normalize``). The data lives
+on the device; training batches are rows drawn by key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from recurrent_jax import _checks
+from recurrent_jax.data.base import (
+    CLASSIFICATION,
+    LAST,
+    REGRESSION,
+    SEQUENCE,
+    Batch,
+    DataError,
+    Task,
+    TaskSpec,
+    sample_rows,
+)
+from recurrent_jax.data.files import Arrays, TableColumns, read_arrays
+from recurrent_jax.sequence import length_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraysOptions:
+    """The ``data`` keys of the arrays task (see the module docstring)."""
+
+    path: str = ""
+    eval_path: str = ""  # empty: hold out valid_fraction of path's rows
+    valid_fraction: float = 0.2
+    split_seed: int = 0
+    normalize: bool = True
+    vocab_size: int | None = None  # token ids: None takes the largest id + 1
+    id_column: str = "id"
+    time_column: str = "time"
+    feature_columns: tuple = ()  # () : every column but id, time and target
+    target_column: str = "target"
+    target_per_step: bool = False
+
+    def __post_init__(self):
+        if not 0.0 < self.valid_fraction < 1.0:
+            _checks.fail("valid_fraction", "a fraction in (0, 1)", self.valid_fraction)
+        _checks.check_non_negative("split_seed", self.split_seed)
+        if self.vocab_size is not None:
+            _checks.check_positive_int("vocab_size", self.vocab_size)
+
+    def columns(self) -> TableColumns:
+        return TableColumns(
+            self.id_column,
+            self.time_column,
+            tuple(self.feature_columns),
+            self.target_column,
+            self.target_per_step,
+        )
+
+
+@functools.cache
+def load_splits(options: ArraysOptions) -> tuple[Arrays, Arrays]:
+    """(train, held-out) arrays: checked, split and normalised."""
+    data = read_arrays(options.path, options.columns())
+    if options.eval_path:
+        held_out = read_arrays(options.eval_path, options.columns(), key="data.eval_path")
+        train = data
+        _check_alike(options, train, held_out)
+    else:
+        train, held_out = _split(options, data)
+    _check_vocab(options, train, held_out)
+    if options.normalize and np.issubdtype(train.x.dtype, np.floating):
+        mean, std = _statistics(train)
+        train, held_out = (a._replace(x=(a.x - mean) / std) for a in (train, held_out))
+    return train, held_out
+
+
+def _split(options: ArraysOptions, data: Arrays) -> tuple[Arrays, Arrays]:
+    num = len(data.x)
+    held = int(round(num * options.valid_fraction))
+    if num < 2 or not 0 < held < num:
+        raise DataError(
+            f"config.data.valid_fraction: holding out {options.valid_fraction} of "
+            f"{num} rows leaves none on one side; give more rows or data.eval_path"
+        )
+    order = np.random.default_rng(options.split_seed).permutation(num)
+    take = lambda rows: Arrays(*(a[rows] for a in data))  # noqa: E731
+    return take(np.sort(order[held:])), take(np.sort(order[:held]))
+
+
+def _check_alike(options: ArraysOptions, train: Arrays, held_out: Arrays) -> None:
+    for name, a, b in (("x", train.x, held_out.x), ("y", train.y, held_out.y)):
+        same_kind = a.dtype == b.dtype and a.ndim == b.ndim
+        if not same_kind or a.shape[2:] != b.shape[2:]:
+            raise DataError(
+                f"{options.eval_path}: {name}: expected the kind and trailing shape of "
+                f"{options.path}'s {a.dtype}{list(a.shape)}, got {b.dtype}{list(b.shape)}"
+            )
+
+
+def _check_vocab(options: ArraysOptions, train: Arrays, held_out: Arrays) -> None:
+    if not np.issubdtype(train.x.dtype, np.integer) or options.vocab_size is None:
+        return
+    for file, arrays in ((options.path, train), (options.eval_path or options.path, held_out)):
+        if arrays.x.size and arrays.x.max() >= options.vocab_size:
+            raise DataError(
+                f"{file}: x: expected token ids < data.vocab_size={options.vocab_size}, "
+                f"got {int(arrays.x.max())}"
+            )
+
+
+def _statistics(train: Arrays) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std over the valid steps of the training split."""
+    valid = np.arange(train.x.shape[1])[None] < train.lengths[:, None]
+    values = train.x[valid]
+    std = values.std(0) if len(values) else np.ones(train.x.shape[-1], np.float32)
+    mean = values.mean(0) if len(values) else 0.0
+    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+# --- the task ----------------------------------------------------------------------
+
+
+def build_arrays(options: ArraysOptions) -> TaskSpec:
+    train, held_out = load_splits(options)
+    tokens = np.issubdtype(train.x.dtype, np.integer)
+    classes = np.issubdtype(train.y.dtype, np.integer)
+    per_step = train.y.ndim == (2 if classes else 3)
+    vocab = _vocab_size(options, train, held_out) if tokens else None
+    output_size = int(max(train.y.max(), held_out.y.max())) + 1 if classes else train.y.shape[-1]
+    device_train, device_eval = _batch(train, per_step), _batch(held_out, per_step)
+    return TaskSpec(
+        input_size=vocab if tokens else train.x.shape[-1],
+        output_size=output_size,
+        kind=CLASSIFICATION if classes else REGRESSION,
+        output_mode=SEQUENCE if per_step else LAST,
+        causal=False,
+        sample_train=lambda key, n: sample_rows(device_train, key, n),
+        eval_set=lambda key, n: device_eval,
+        baselines=_baselines(train, held_out, classes, per_step),
+        primary_metric="accuracy" if classes else "mse",
+        higher_is_better=classes,
+        info={"train_rows": len(train.x), "eval_rows": len(held_out.x), "steps": train.x.shape[1]},
+        input_vocab=vocab,
+    )
+
+
+def _vocab_size(options: ArraysOptions, train: Arrays, held_out: Arrays) -> int:
+    if options.vocab_size is not None:
+        return options.vocab_size
+    return int(max(train.x.max(initial=0), held_out.x.max(initial=0))) + 1
+
+
+def _batch(arrays: Arrays, per_step: bool) -> Batch:
+    """The split on the device: per-step targets weighted by the valid steps."""
+    lengths = jnp.asarray(arrays.lengths)
+    weights = length_mask(lengths, arrays.x.shape[1]).astype(jnp.float32) if per_step else None
+    return Batch(jnp.asarray(arrays.x), jnp.asarray(arrays.y), weights, lengths)
+
+
+def _baselines(train: Arrays, held_out: Arrays, classes: bool, per_step: bool) -> dict:
+    """Trivial predictors on the held-out split: the training split's most
+    frequent class, or its mean target."""
+    if per_step:
+        steps = np.arange(held_out.y.shape[1])[None] < held_out.lengths[:, None]
+        train_steps = np.arange(train.y.shape[1])[None] < train.lengths[:, None]
+        wanted, seen = held_out.y[steps], train.y[train_steps]
+    else:
+        wanted, seen = held_out.y, train.y
+    if classes:
+        majority = np.bincount(seen.reshape(-1)).argmax() if seen.size else 0
+        return {"accuracy (majority class)": float(np.mean(wanted == majority))}
+    mean = seen.reshape(-1, seen.shape[-1]).mean(0)
+    return {"mse (predict the training mean)": float(np.mean(np.square(wanted - mean)))}
+
+
+TASKS = [
+    Task(
+        "arrays",
+        "your own arrays: x (N, T, D) floats or (N, T) token ids, y classes or targets "
+        "(per sequence or per step), from a .npz, .npy files or a CSV/Parquet table",
+        "many-to-one or many-to-many aligned (from y)",
+        ArraysOptions,
+        build_arrays,
+    )
+]
+
+
+def save_arrays(path, x, y, lengths=None) -> Path:
+    """Writes ``x``, ``y`` (and ``lengths``) as the ``.npz`` file the
+    arrays task reads."""
+    path = Path(path)
+    arrays = {"x": np.asarray(x), "y": np.asarray(y)}
+    if lengths is not None:
+        arrays["lengths"] = np.asarray(lengths)
+    np.savez(path, **arrays)
+    return path
