@@ -41,6 +41,10 @@ CELLS = {
 }
 
 # A smaller set covering every family and option, for the engine matrices.
+# Configs whose data is downloaded: their smoke variants run on fixtures in
+# the same formats (tests/test_benchmark_configs.py), never on the network.
+DOWNLOADED_CONFIGS = {"sequential_mnist", "imdb", "ptb_word", "ptb_char", "wikitext2"}
+
 FAMILIES = ["elman-tanh", "lstm", "lstm-all", "gru", "gru-before", "mgu"]
 
 _KEY_SHAPE = jax.ShapeDtypeStruct((2,), jnp.uint32)

@@ -1,10 +1,18 @@
-"""Tasks and datasets: synthetic tasks generated on device from a key, and
-small real datasets that ship inside PyPI packages (no downloads)."""
+"""Tasks and datasets: synthetic tasks generated on device from a key, small
+real datasets that ship inside PyPI packages, your own arrays, tables and
+texts (``arrays``, ``text``, ``text_classes``, ``hf``), the benchmark
+corpora (MNIST, IMDB, Penn Treebank, WikiText-2, UEA/UCR), and tasks of
+your own by import path (``"my_tasks:make_task"``) or ``register_task``.
+
+A ``Task`` builds a ``TaskSpec``; the trainer draws ``Batch``es from it on
+the device (``sample_train``) or streams its host ``Rows`` through grain
+(``config.data.stream``, ``recurrent_jax.data.stream``)."""
 
 from recurrent_jax.data.base import (
     Batch,
     DataError,
     MissingExtraError,
+    Rows,
     Task,
     TaskSpec,
     losses_and_metrics,
@@ -15,6 +23,7 @@ __all__ = [
     "Batch",
     "DataError",
     "MissingExtraError",
+    "Rows",
     "Task",
     "TaskSpec",
     "get_task",

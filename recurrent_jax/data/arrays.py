@@ -12,7 +12,9 @@ that the model embeds (``model.embedding_size``).
 The held-out split is ``data.eval_path``, else ``data.valid_fraction`` of
 the rows drawn with ``data.split_seed``. Float features are standardised
 with the training split's statistics (``data.normalize``). The data lives
-on the device; training batches are rows drawn by key.
+on the device and training batches are rows drawn by key, or, with
+``data.stream``, the training rows stay on the host and are streamed
+(``recurrent_jax.data.stream``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dataclasses
 import functools
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -32,12 +35,12 @@ from recurrent_jax.data.base import (
     SEQUENCE,
     Batch,
     DataError,
+    Rows,
     Task,
     TaskSpec,
     sample_rows,
 )
 from recurrent_jax.data.files import Arrays, TableColumns, read_arrays
-from recurrent_jax.sequence import length_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,15 +94,24 @@ def load_splits(options: ArraysOptions) -> tuple[Arrays, Arrays]:
 
 
 def _split(options: ArraysOptions, data: Arrays) -> tuple[Arrays, Arrays]:
-    num = len(data.x)
-    held = int(round(num * options.valid_fraction))
+    return split_rows(data, options.valid_fraction, options.split_seed)
+
+
+def split_rows(data, fraction: float, seed: int):
+    """(train, held-out) of the rows of ``data`` (arrays with a leading row
+    axis): ``fraction`` of them held out, drawn with ``seed``."""
+    num = len(data[0])
+    held = int(round(num * fraction))
     if num < 2 or not 0 < held < num:
         raise DataError(
-            f"config.data.valid_fraction: holding out {options.valid_fraction} of "
-            f"{num} rows leaves none on one side; give more rows or data.eval_path"
+            f"config.data.valid_fraction: holding out {fraction} of {num} rows leaves "
+            "none on one side; give more rows or a held-out split"
         )
-    order = np.random.default_rng(options.split_seed).permutation(num)
-    take = lambda rows: Arrays(*(a[rows] for a in data))  # noqa: E731
+    order = np.random.default_rng(seed).permutation(num)
+    def take(rows):
+        parts = [a[rows] for a in data]
+        return data._make(parts) if hasattr(data, "_make") else tuple(parts)
+
     return take(np.sort(order[held:])), take(np.sort(order[:held]))
 
 
@@ -139,24 +151,38 @@ def _statistics(train: Arrays) -> tuple[np.ndarray, np.ndarray]:
 def build_arrays(options: ArraysOptions) -> TaskSpec:
     train, held_out = load_splits(options)
     tokens = np.issubdtype(train.x.dtype, np.integer)
+    return splits_spec(train, held_out, _vocab_size(options, train, held_out) if tokens else None)
+
+
+def splits_spec(train: Arrays, held_out: Arrays, vocab: int | None = None, **extra) -> TaskSpec:
+    """The task of checked training and held-out arrays (``vocab``: the
+    token vocabulary of int ``x``); ``extra`` fields of the ``TaskSpec``
+    (``info``, ``decode``) are added.
+
+    The training split stays on the host until a run draws from it on the
+    device (``sample_train``: uploaded once, when first traced); a streamed
+    run reads its ``train_rows`` instead and never uploads it whole."""
     classes = np.issubdtype(train.y.dtype, np.integer)
     per_step = train.y.ndim == (2 if classes else 3)
-    vocab = _vocab_size(options, train, held_out) if tokens else None
+    tokens = vocab is not None
     output_size = int(max(train.y.max(), held_out.y.max())) + 1 if classes else train.y.shape[-1]
-    device_train, device_eval = _batch(train, per_step), _batch(held_out, per_step)
+    take = functools.partial(host_rows, train, per_step)
+    device_train = functools.cache(lambda: _on_device(take(slice(None))))
+    device_eval = _on_device(host_rows(held_out, per_step, slice(None)))
     return TaskSpec(
         input_size=vocab if tokens else train.x.shape[-1],
         output_size=output_size,
         kind=CLASSIFICATION if classes else REGRESSION,
         output_mode=SEQUENCE if per_step else LAST,
         causal=False,
-        sample_train=lambda key, n: sample_rows(device_train, key, n),
+        sample_train=lambda key, n: sample_rows(device_train(), key, n),
         eval_set=lambda key, n: device_eval,
         baselines=_baselines(train, held_out, classes, per_step),
         primary_metric="accuracy" if classes else "mse",
         higher_is_better=classes,
-        info={"train_rows": len(train.x), "eval_rows": len(held_out.x), "steps": train.x.shape[1]},
         input_vocab=vocab,
+        train_rows=Rows(len(train.x), take),
+        **{"info": {"train_rows": len(train.x), "eval_rows": len(held_out.x)}} | extra,
     )
 
 
@@ -166,11 +192,18 @@ def _vocab_size(options: ArraysOptions, train: Arrays, held_out: Arrays) -> int:
     return int(max(train.x.max(initial=0), held_out.x.max(initial=0))) + 1
 
 
-def _batch(arrays: Arrays, per_step: bool) -> Batch:
-    """The split on the device: per-step targets weighted by the valid steps."""
-    lengths = jnp.asarray(arrays.lengths)
-    weights = length_mask(lengths, arrays.x.shape[1]).astype(jnp.float32) if per_step else None
-    return Batch(jnp.asarray(arrays.x), jnp.asarray(arrays.y), weights, lengths)
+def host_rows(arrays: Arrays, per_step: bool, rows) -> Batch:
+    """The ``rows`` (indices or a slice) of a split as a NumPy ``Batch``:
+    per-step targets weighted by the valid steps."""
+    x, y, lengths = arrays.x[rows], arrays.y[rows], arrays.lengths[rows]
+    valid = np.arange(x.shape[1])[None] < lengths[:, None]
+    weights = valid.astype(np.float32) if per_step else None
+    return Batch(x, y, weights, lengths)
+
+
+def _on_device(batch: Batch) -> Batch:
+    with jax.ensure_compile_time_eval():  # concrete arrays even when first called in a trace
+        return jax.tree_util.tree_map(jnp.asarray, batch)
 
 
 def _baselines(train: Arrays, held_out: Arrays, classes: bool, per_step: bool) -> dict:

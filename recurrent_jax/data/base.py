@@ -46,6 +46,22 @@ class Batch(NamedTuple):
     seq_lengths: jax.Array | None = None
 
 
+class Rows(NamedTuple):
+    """A task's training rows on the host, for the streamed path
+    (``config.data.stream``; ``recurrent_jax.data.stream``).
+
+    Attributes:
+      count: the number of rows N.
+      take: ``take(indices) -> Batch`` of NumPy arrays: the rows at
+        ``indices`` (int (K,) in [0, N)), each field with a leading axis of
+        K and the same trailing shape for every call (padded to the data's
+        length), as ``sample_train`` would give them.
+    """
+
+    count: int
+    take: Callable[[Any], Batch]
+
+
 class TaskSpec(NamedTuple):
     """A built task, as the trainer sees it.
 
@@ -56,13 +72,15 @@ class TaskSpec(NamedTuple):
       output_mode: "last" (many-to-one) or "sequence" (many-to-many).
       causal: outputs may use only the past (a bidirectional model would
         cheat: language modelling, forecasting, copy).
-      sample_train: ``sample_train(key, batch_size) -> Batch``, pure, jittable.
+      sample_train: ``sample_train(key, batch_size) -> Batch``, pure, jittable:
+        the default, in-memory path (the data on the device, rows drawn by key).
       eval_set: ``eval_set(key, size) -> Batch``, the held-out data (datasets
         ignore ``size`` and return their test split).
       baselines: name -> value of trivial predictors on the eval metric.
       primary_metric: the eval metric that picks the best checkpoint.
       higher_is_better: its direction.
       bits_per_symbol: also report loss / ln 2 as ``bits_per_char``.
+      perplexity: also report exp(loss) as ``perplexity`` (word models).
       info: free-form facts for the summary (sizes, split).
       decode: ``decode(ids) -> str`` for symbol tasks whose model can be
         sampled from (language modelling), else None.
@@ -71,6 +89,8 @@ class TaskSpec(NamedTuple):
         () for feature vectors.
       input_vocab: V for token inputs, xs int32 (B, T) ids in [0, V) that a
         model embeds (``model.embedding_size``); None for feature vectors.
+      train_rows: the training rows on the host (``Rows``), for tasks that
+        can be streamed (``config.data.stream``), else None.
     """
 
     input_size: int
@@ -84,10 +104,12 @@ class TaskSpec(NamedTuple):
     primary_metric: str
     higher_is_better: bool
     bits_per_symbol: bool = False
+    perplexity: bool = False
     info: dict | None = None
     decode: Callable[[Any], str] | None = None
     spatial_shape: tuple = ()
     input_vocab: int | None = None
+    train_rows: Rows | None = None
 
 
 class Task(NamedTuple):
@@ -106,7 +128,7 @@ def losses_and_metrics(task: TaskSpec, outputs: jax.Array, batch: Batch) -> dict
 
     ``outputs``: (B, C) or (B, T, C) readout values (logits for
     classification). Returns ``{"loss", "mse"}`` or ``{"loss", "accuracy"}``
-    (plus ``bits_per_char``).
+    (plus ``bits_per_char`` or ``perplexity``).
     """
     if not isinstance(task, TaskSpec):
         raise TypeError(f"task: expected a TaskSpec (Task.build's result), got {task!r}")
@@ -123,6 +145,8 @@ def losses_and_metrics(task: TaskSpec, outputs: jax.Array, batch: Batch) -> dict
     }
     if task.bits_per_symbol:
         metrics["bits_per_char"] = metrics["loss"] / math.log(2.0)
+    if task.perplexity:
+        metrics["perplexity"] = jnp.exp(metrics["loss"])
     return metrics
 
 

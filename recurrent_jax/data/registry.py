@@ -15,6 +15,7 @@ import inspect
 from recurrent_jax import _imports
 from recurrent_jax.data import (
     arrays,
+    corpora,
     digits,
     forecast,
     moving_digits,
@@ -38,6 +39,7 @@ _TASKS: dict[str, Task] = {
         *text.TASKS,
         *seq2seq_specs.TASKS,
         *arrays.TASKS,
+        *corpora.TASKS,
     ]
 }
 _BUILT_IN = frozenset(_TASKS)

@@ -1,9 +1,13 @@
-"""Character-level language modelling on a text file (bits per character).
+"""Language modelling on text files: by characters (bits per character)
+or by words (a vocabulary of the training text, ``data.tokens="words"``),
+or with a pretrained tokenizer (``data.tokens`` its hub name).
 
 The default text ships with the package: ``texts/founding.txt`` (public
 domain: the US Declaration of Independence, the Constitution's preamble,
-the Gettysburg Address and two Shakespeare sonnets). The last
-``valid_fraction`` of the characters is held out.
+the Gettysburg Address and two Shakespeare sonnets). The held-out text is
+``data.eval_path``, else the last ``valid_fraction`` of the text.
+Characters are one-hot inputs; words and pretrained tokens are ids that the
+model embeds (``model.embedding_size``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrent_jax import _checks
+from recurrent_jax.data import tokens
 from recurrent_jax.data.base import (
     CLASSIFICATION,
     SEQUENCE,
@@ -36,11 +41,16 @@ class TextOptions:
     path: str = ""  # empty: the shipped default text
     seq_len: int = 64
     valid_fraction: float = 0.1
+    eval_path: str = ""  # empty: the last valid_fraction of path
+    tokens: str = "chars"  # "chars", "words" or a pretrained tokenizer's name
+    max_vocab: int | None = None  # words: the most frequent, then <unk>
 
     def __post_init__(self):
         _checks.check_positive("seq_len", self.seq_len)
         if not 0.0 < self.valid_fraction < 1.0:
             _checks.fail("valid_fraction", "a fraction in (0, 1)", self.valid_fraction)
+        if self.max_vocab is not None:
+            _checks.check_at_least("max_vocab", self.max_vocab, 3)
 
 
 @functools.cache
@@ -71,25 +81,76 @@ def windows(ids: jax.Array, starts: jax.Array, seq_len: int, vocab_size: int) ->
     return Batch(one_hot(chunks[:, :-1], vocab_size), chunks[:, 1:])
 
 
+def token_windows(ids: jax.Array, starts: jax.Array, seq_len: int, vocab_size: int) -> Batch:
+    """xs: token ids [s, s+T) (the model embeds them), targets [s+1, s+T]."""
+    take = lambda s: jax.lax.dynamic_slice(ids, (s,), (seq_len + 1,))  # noqa: E731
+    chunks = jax.vmap(take)(starts)
+    return Batch(chunks[:, :-1], chunks[:, 1:])
+
+
 def unigram_bits(train: np.ndarray, valid: np.ndarray, vocab_size: int) -> float:
     counts = np.bincount(train, minlength=vocab_size) + 1.0
     probs = counts / counts.sum()
     return float(-np.mean(np.log2(probs[valid])))
 
 
+def read_text(path: str, key: str = "data.path") -> str:
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"config.{key}: no such text file {str(file)!r}")
+    text = file.read_text(encoding="utf-8")
+    if not text.strip():
+        raise DataError(f"config.{key}: the text file {str(file)!r} is empty")
+    return text
+
+
 def build_text(options: TextOptions) -> TaskSpec:
-    train, valid, vocab = load_text(options.path, options.seq_len, options.valid_fraction)
-    size, T = len(vocab), options.seq_len
+    if options.tokens == "chars" and not options.eval_path:
+        train, valid, vocab = load_text(options.path, options.seq_len, options.valid_fraction)
+        decode = lambda ids: "".join(vocab[int(i)] for i in ids)  # noqa: E731
+        return lm_spec(train, valid, len(vocab), decode, options.seq_len, one_hot=True)
+    text = read_text(options.path or str(DEFAULT_TEXT))
+    if options.eval_path:
+        train_text, valid_text = text, read_text(options.eval_path, "data.eval_path")
+    else:
+        cut = len(text) - int(len(text) * options.valid_fraction)
+        train_text, valid_text = text[:cut], text[cut:]
+    tokenizer = tokens.make_tokenizer(options.tokens, [train_text], options.max_vocab)
+    train, valid = tokenizer.encode(train_text), tokenizer.encode(valid_text)
+    one_hot = options.tokens == "chars"
+    return lm_spec(
+        train, valid, tokenizer.size, tokenizer.decode, options.seq_len, one_hot=one_hot
+    )
+
+
+def lm_spec(train, valid, size: int, decode, seq_len: int, *, one_hot: bool) -> TaskSpec:
+    """Next-token prediction over windows of ``seq_len`` ids of the
+    ``train`` and ``valid`` id streams: one-hot inputs, or ids the model
+    embeds. The primary metric is bits per character (one-hot
+    characters) or perplexity (tokens)."""
+    T = seq_len
+    if min(len(train), len(valid)) < T + 1:
+        raise DataError(
+            f"config.data.seq_len: expected at most {min(len(train), len(valid)) - 1} for "
+            f"{len(train)} training and {len(valid)} held-out tokens, got {T}"
+        )
     train_ids, valid_ids = jnp.asarray(train), jnp.asarray(valid)
+    window = windows if one_hot else token_windows
 
     def sample_train(key, batch_size):
         starts = jax.random.randint(key, (batch_size,), 0, len(train) - T)
-        return windows(train_ids, starts, T, size)
+        return window(train_ids, starts, T, size)
 
     def eval_set(key, num):
         count = min(num, (len(valid) - 1) // T)
-        return windows(valid_ids, jnp.arange(count) * T, T, size)
+        return window(valid_ids, jnp.arange(count) * T, T, size)
 
+    unigram = unigram_bits(train, valid, size)
+    baselines = (
+        {"bits_per_char (unigram)": unigram, "bits_per_char (uniform)": math.log2(size)}
+        if one_hot
+        else {"perplexity (unigram)": 2.0**unigram, "perplexity (uniform)": float(size)}
+    )
     return TaskSpec(
         input_size=size,
         output_size=size,
@@ -98,15 +159,14 @@ def build_text(options: TextOptions) -> TaskSpec:
         causal=True,
         sample_train=sample_train,
         eval_set=eval_set,
-        baselines={
-            "bits_per_char (unigram)": unigram_bits(train, valid, size),
-            "bits_per_char (uniform)": math.log2(size),
-        },
-        primary_metric="bits_per_char",
+        baselines=baselines,
+        primary_metric="bits_per_char" if one_hot else "perplexity",
         higher_is_better=False,
-        bits_per_symbol=True,
-        info={"vocab_size": size, "train_chars": len(train), "valid_chars": len(valid)},
-        decode=lambda ids: "".join(vocab[int(i)] for i in ids),
+        bits_per_symbol=one_hot,
+        perplexity=not one_hot,
+        info={"vocab_size": size, "train_tokens": len(train), "valid_tokens": len(valid)},
+        decode=decode,
+        input_vocab=None if one_hot else size,
     )
 
 

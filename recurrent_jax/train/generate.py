@@ -27,17 +27,19 @@ def generate(
 ):
     """``length`` symbol ids sampled after ``first_id``.
 
-    Each step feeds the previous symbol (one-hot) through the recurrent stack
+    Each step feeds the previous symbol (one-hot, or its embedding) through the recurrent stack
     with the carry of the step before, then draws from
     softmax(logits / temperature); ``temperature=0`` takes the argmax.
     """
     network = make_network(model, Rates())
     w, b = params["readout"]["w"], params["readout"]["b"]
-    carries, _ = network.apply(params["rnn"], jnp.zeros((1, 0, vocab_size)), deterministic=True)
+    embed = params.get("embedding")  # token inputs, else one-hot symbols
+    width = vocab_size if embed is None else embed.shape[-1]
+    carries, _ = network.apply(params["rnn"], jnp.zeros((1, 0, width)), deterministic=True)
 
     def step(state, step_key):
         carries, token = state
-        x = one_hot(token, vocab_size).reshape(1, 1, vocab_size)
+        x = (one_hot(token, vocab_size) if embed is None else embed[token]).reshape(1, 1, width)
         carries, ys = network.apply(params["rnn"], x, initial_carry=carries, deterministic=True)
         logits = ys[0, 0] @ w + b
         scaled = logits / jnp.maximum(temperature, 1e-6)

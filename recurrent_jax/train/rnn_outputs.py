@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import jax
 
-from recurrent_jax.data.base import TaskSpec
+from recurrent_jax.data.base import SEQUENCE, TaskSpec
 from recurrent_jax.train import generate, plots
 from recurrent_jax.train.config import RNNModelConfig
 from recurrent_jax.train.stages import RunEnd
@@ -51,7 +51,7 @@ def class_names(task: TaskSpec) -> list[str] | None:
 def write_samples(model: RNNModelConfig, task: TaskSpec, end: RunEnd, length: int = 240):
     """For tasks with a ``decode`` (language models): greedy and sampled
     continuations written to ``samples.txt``; returns the file name."""
-    if task.decode is None:
+    if task.decode is None or task.output_mode != SEQUENCE:
         return None
     first_id = int(end.eval_batch.targets[0, 0])
     lines = []
