@@ -103,7 +103,7 @@ def test_permuted_mnist_is_the_pixels_in_one_fixed_order(fixtures):
 
 
 def test_text_classification_from_class_folders(tmp_path):
-    for label, word in enumerate(["neg", "pos"]):
+    for word in ["neg", "pos"]:
         folder = tmp_path / "train" / word
         folder.mkdir(parents=True)
         for i in range(10):
@@ -119,7 +119,9 @@ def test_text_classification_from_class_folders(tmp_path):
     train = spec.sample_train(__import__("jax").random.key(0), 64)
     firsts = {}  # each text starts with its class's word: one first id per class
     for b in (batch, train):
-        for first, label in zip(np.asarray(b.xs)[:, 0].tolist(), np.asarray(b.targets).tolist()):
+        for first, label in zip(
+            np.asarray(b.xs)[:, 0].tolist(), np.asarray(b.targets).tolist(), strict=True
+        ):
             assert firsts.setdefault(label, first) == first
     assert sorted(firsts) == [0, 1] and firsts[0] != firsts[1]
 

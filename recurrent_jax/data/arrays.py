@@ -108,6 +108,7 @@ def split_rows(data, fraction: float, seed: int):
             "none on one side; give more rows or a held-out split"
         )
     order = np.random.default_rng(seed).permutation(num)
+
     def take(rows):
         parts = [a[rows] for a in data]
         return data._make(parts) if hasattr(data, "_make") else tuple(parts)

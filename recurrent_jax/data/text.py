@@ -118,9 +118,7 @@ def build_text(options: TextOptions) -> TaskSpec:
     tokenizer = tokens.make_tokenizer(options.tokens, [train_text], options.max_vocab)
     train, valid = tokenizer.encode(train_text), tokenizer.encode(valid_text)
     one_hot = options.tokens == "chars"
-    return lm_spec(
-        train, valid, tokenizer.size, tokenizer.decode, options.seq_len, one_hot=one_hot
-    )
+    return lm_spec(train, valid, tokenizer.size, tokenizer.decode, options.seq_len, one_hot=one_hot)
 
 
 def lm_spec(train, valid, size: int, decode, seq_len: int, *, one_hot: bool) -> TaskSpec:
