@@ -91,7 +91,12 @@ def shard_runs(tree, mesh: Mesh):
     """Places every leaf (leading axis: runs, a multiple of the ``runs`` size)
     with ``NamedSharding(mesh, P("runs"))``; replicated over ``data``. With
     several processes the value must be the same in each."""
-    sharding = NamedSharding(mesh, P(RUNS))
+    return place(tree, NamedSharding(mesh, P(RUNS)))
+
+
+def place(tree, sharding: NamedSharding):
+    """Every leaf of ``tree`` placed with ``sharding``; with several
+    processes the value must be the same in each."""
     if sharding.is_fully_addressable:
         return jax.device_put(tree, sharding)
     return jax.tree_util.tree_map(lambda a: _global_array(a, sharding), tree)

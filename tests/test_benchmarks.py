@@ -69,3 +69,11 @@ def test_heads_smoke():
     dense, *heads = results
     assert heads[0]["recurrent_params"] == dense["recurrent_params"]  # one head: the dense W_hh
     assert [r["recurrent_params"] for r in heads] == [4 * 32 * 32 // n for n in (1, 4, 16)]
+
+
+def test_stream_vs_memory_smoke(tmp_path):
+    pytest.importorskip("grain")
+    bench = load("stream_vs_memory")
+    results = bench.main(["--smoke", "--json", str(tmp_path / "s.json")])
+    assert set(results["ms_per_call"]) == {"memory", "stream"}
+    assert results["stream_over_memory"] > 0

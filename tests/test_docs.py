@@ -40,7 +40,11 @@ PUBLIC_MODULES = [
 
 # Smoke sizes for pages whose code trains at full size (same code otherwise).
 SMOKE = {"scaling.md": [('load_config("digits")', 'load_config("digits:smoke")'),
-                        ("n = 256", "n = 8")]}  # fmt: skip
+                        ("n = 256", "n = 8")],
+         "own-data.md": [("num_steps=300", "num_steps=20"), ("eval_every=100", "eval_every=20"),
+                         ("steps_per_call=50", "steps_per_call=10"),
+                         ("num_steps=100", "num_steps=20"),
+                         ("eval_every=50", "eval_every=10")]}  # fmt: skip
 RUNNER = """
 import sys
 namespace = {}
@@ -129,3 +133,13 @@ def test_every_exported_name_is_in_the_built_reference(package, built_reference)
     names = importlib.import_module(package).__all__
     missing = [name for name in names if f"{package}.{name}" not in built_reference]
     assert not missing, f"{package}: in __all__ but not in the API reference: {missing}"
+
+
+def test_guide_copies_of_example_files_match_them():
+    """A block that starts with ``# examples/...`` is that file, verbatim."""
+    for page in PAGES:
+        for block in FENCE.findall(page.read_text()):
+            first, _, rest = block.partition("\n")
+            if first.startswith("# examples/"):
+                path = DOCS.parent / first[2:]
+                assert rest == path.read_text(), f"{page.name}: {path} differs from its copy"

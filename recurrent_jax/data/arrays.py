@@ -23,8 +23,6 @@ import dataclasses
 import functools
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from recurrent_jax import _checks
@@ -38,6 +36,7 @@ from recurrent_jax.data.base import (
     Rows,
     Task,
     TaskSpec,
+    on_device,
     sample_rows,
 )
 from recurrent_jax.data.files import Arrays, TableColumns, read_arrays
@@ -168,8 +167,8 @@ def splits_spec(train: Arrays, held_out: Arrays, vocab: int | None = None, **ext
     tokens = vocab is not None
     output_size = int(max(train.y.max(), held_out.y.max())) + 1 if classes else train.y.shape[-1]
     take = functools.partial(host_rows, train, per_step)
-    device_train = functools.cache(lambda: _on_device(take(slice(None))))
-    device_eval = _on_device(host_rows(held_out, per_step, slice(None)))
+    device_train = functools.cache(lambda: on_device(take(slice(None))))
+    device_eval = on_device(host_rows(held_out, per_step, slice(None)))
     return TaskSpec(
         input_size=vocab if tokens else train.x.shape[-1],
         output_size=output_size,
@@ -200,11 +199,6 @@ def host_rows(arrays: Arrays, per_step: bool, rows) -> Batch:
     valid = np.arange(x.shape[1])[None] < lengths[:, None]
     weights = valid.astype(np.float32) if per_step else None
     return Batch(x, y, weights, lengths)
-
-
-def _on_device(batch: Batch) -> Batch:
-    with jax.ensure_compile_time_eval():  # concrete arrays even when first called in a trace
-        return jax.tree_util.tree_map(jnp.asarray, batch)
 
 
 def _baselines(train: Arrays, held_out: Arrays, classes: bool, per_step: bool) -> dict:

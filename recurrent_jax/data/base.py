@@ -156,6 +156,14 @@ def weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
     return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+def on_device(tree):
+    """``tree`` of host arrays as device arrays, concrete even when first
+    called inside a trace (a split uploaded the first time a run draws
+    from it, so a streamed run never uploads it)."""
+    with jax.ensure_compile_time_eval():
+        return jax.tree_util.tree_map(jnp.asarray, tree)
+
+
 def one_hot(ids: jax.Array, size: int) -> jax.Array:
     return jax.nn.one_hot(ids, size, dtype=jnp.float32)
 

@@ -28,8 +28,10 @@ from recurrent_jax.data.base import (
     SEQUENCE,
     Batch,
     DataError,
+    Rows,
     Task,
     TaskSpec,
+    on_device,
     one_hot,
 )
 
@@ -132,12 +134,18 @@ def lm_spec(train, valid, size: int, decode, seq_len: int, *, one_hot: bool) -> 
             f"config.data.seq_len: expected at most {min(len(train), len(valid)) - 1} for "
             f"{len(train)} training and {len(valid)} held-out tokens, got {T}"
         )
-    train_ids, valid_ids = jnp.asarray(train), jnp.asarray(valid)
+    train, valid_ids = np.asarray(train, np.int32), jnp.asarray(valid)
+    train_ids = functools.cache(lambda: on_device(train))  # uploaded when first drawn from
     window = windows if one_hot else token_windows
 
     def sample_train(key, batch_size):
         starts = jax.random.randint(key, (batch_size,), 0, len(train) - T)
-        return window(train_ids, starts, T, size)
+        return window(train_ids(), starts, T, size)
+
+    def take(starts):  # the streamed path: windows gathered on the host
+        chunks = train[np.asarray(starts)[:, None] + np.arange(T + 1)]
+        xs = np.eye(size, dtype=np.float32)[chunks[:, :-1]] if one_hot else chunks[:, :-1]
+        return Batch(xs, chunks[:, 1:])
 
     def eval_set(key, num):
         count = min(num, (len(valid) - 1) // T)
@@ -165,6 +173,7 @@ def lm_spec(train, valid, size: int, decode, seq_len: int, *, one_hot: bool) -> 
         info={"vocab_size": size, "train_tokens": len(train), "valid_tokens": len(valid)},
         decode=decode,
         input_vocab=None if one_hot else size,
+        train_rows=Rows(len(train) - T, take),
     )
 
 

@@ -27,7 +27,7 @@ from recurrent_jax.sweep.spec import GridPoint, SweepPlan
 from recurrent_jax.train import core, host_loop, rundir, runs
 from recurrent_jax.train.checkpoint import ProcessCheckpointer, checkpointer
 from recurrent_jax.train.config import from_config_dict, to_dict
-from recurrent_jax.train.loop import RunLoop
+from recurrent_jax.train.loop import RunLoop, open_stream
 from recurrent_jax.train.metrics import METRICS_FILE, MetricsWriter
 
 SWEEP_FILE = "sweep.json"
@@ -129,6 +129,7 @@ def _run_point(plan, point: GridPoint, workdir: Path, mesh, progress, stop_reque
             writer=writer,
             run_ids=[r.run_id for r in own],
             stop_on_divergence=False,
+            stream=open_stream(program, point.config),  # every run reads the same batches
         )
         log(_describe(plan, point, own, program, loop.start_step, bytes_per_run))
         status, seconds = host_loop.drive(

@@ -104,7 +104,8 @@ def merge_best_runs(plan: SweepPlan, workdir: Path, directories) -> None:
             hparams = core.default_hparams(run.config)
             like = jax.eval_shape(lambda: core.init_state(setup, hparams, jax.random.key(0)))
             best = load_tree(target / report.CANDIDATE_FILE, like)
-            report.save_best(target, best, record["score"], setup.task)
+            calls = report.streamed_calls(run.config, best)
+            report.save_best(target, best, record["score"], setup.task, calls)
             (target / report.CANDIDATE_FILE).unlink()
     for d in directories:
         shutil.rmtree(d, ignore_errors=True)

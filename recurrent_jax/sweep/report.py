@@ -56,18 +56,28 @@ def update_best_run(runs, best: Best, task, directory: Path) -> None:
     if jax.process_count() > 1:
         save_tree(directory / CANDIDATE_FILE, state)
     else:
-        save_best(directory, state, float(scores[i]), task)
+        save_best(directory, state, float(scores[i]), task, streamed_calls(run.config, state))
     record = {"run_id": run.run_id, "score": float(scores[i]), "step": int(state.step)}
     (directory / BEST_FILE).write_text(json.dumps(record) + "\n")
 
 
-def save_best(directory: Path, state, score: float, task) -> None:
+def save_best(directory: Path, state, score: float, task, calls_read=None) -> None:
     """The best run's training ``state`` as a run directory's checkpoint:
-    the ``RunsState`` of one run, so ``recurrent-jax eval`` reloads it."""
-    one_run = RunsState(state.step, state, Best(state, jnp.asarray(score, jnp.float32)))
+    the ``RunsState`` of one run, so ``recurrent-jax eval`` reloads it
+    (``calls_read``: a streamed run's stream position at that state)."""
+    best = Best(state, jnp.asarray(score, jnp.float32))
+    one_run = RunsState(state.step, state, best, calls_read)
     checkpoints = checkpointer(directory / "checkpoints", task, 1, process_local=True)
     checkpoints.save(one_run, {task.primary_metric: score if task.higher_is_better else -score})
     checkpoints.close()
+
+
+def streamed_calls(config, state):
+    """The calls a streamed run had read at ``state`` (one per call of
+    ``steps_per_call`` steps), or None for an in-memory run."""
+    if not config.data.stream:
+        return None
+    return jnp.asarray(state.step // config.training.steps_per_call, jnp.int32)
 
 
 # --- the table -------------------------------------------------------------------

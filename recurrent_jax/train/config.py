@@ -254,16 +254,29 @@ ModelConfig = RNNModelConfig | Seq2SeqModelConfig
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """The task, its batch sizes and its task-specific ``options`` (a frozen
-    dataclass owned by the task, see ``recurrent_jax.data``)."""
+    dataclass owned by the task, see ``recurrent_jax.data``).
+
+    ``stream``: the training rows stay on the host and are fed a call at a
+    time (``recurrent_jax.data.stream``: shuffled by ``shuffle_seed`` each
+    epoch, ``prefetch`` calls read ahead on background threads), for data
+    larger than device memory; the task must have ``TaskSpec.train_rows``.
+    Otherwise the data lives on the device and batches are drawn by key.
+    """
 
     task: str
     batch_size: int = 64
     eval_size: int = 1024
+    stream: bool = False
+    shuffle_seed: int = 0
+    prefetch: int = 2
     options: Any = None
 
     def __post_init__(self):
         _checks.check_positive("batch_size", self.batch_size)
         _checks.check_positive("eval_size", self.eval_size)
+        _checks.check_bool("stream", self.stream)
+        _checks.check_non_negative_int("shuffle_seed", self.shuffle_seed)
+        _checks.check_positive_int("prefetch", self.prefetch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,7 +384,8 @@ def base_config(task: str, name: str | None = None):
 
     with config_errors("config"):
         options = dataclasses.asdict(registry.get_task(task).options())
-    data = {"task": task, "batch_size": 64, "eval_size": 1024, **options}
+    common = {f.name: f.default for f in dataclasses.fields(DataConfig) if f.name != "options"}
+    data = {**common, "task": task, **options}
     model = model_dict(MODEL_KINDS[model_kind(task)]())
     sections = {
         k: dataclasses.asdict(c()) for k, c in SECTIONS.items() if k not in ("data", "model")

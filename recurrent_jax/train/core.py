@@ -22,7 +22,7 @@ import optax
 from recurrent_jax.data import registry
 from recurrent_jax.data.base import Batch, TaskSpec
 from recurrent_jax.train import hparams as hparams_table
-from recurrent_jax.train.config import ExperimentConfig, OptimizerConfig
+from recurrent_jax.train.config import ConfigError, ExperimentConfig, OptimizerConfig
 from recurrent_jax.train.hparams import HParams, default_hparams  # noqa: F401
 from recurrent_jax.train.models import make_model
 from recurrent_jax.train.stages import Model
@@ -60,6 +60,7 @@ class Setup(NamedTuple):
     eval_size: int
     steps_per_call: int
     num_calls: int  # of steps_per_call steps in the whole run
+    streamed: bool = False  # batches come from the host (config.data.stream)
 
 
 def make_setup(config: ExperimentConfig, task: TaskSpec | None = None) -> Setup:
@@ -74,6 +75,7 @@ def make_setup(config: ExperimentConfig, task: TaskSpec | None = None) -> Setup:
         config.data.eval_size,
         t.steps_per_call,
         t.num_steps // t.steps_per_call,
+        config.data.stream,
     )
 
 
@@ -83,7 +85,8 @@ def static_config(config: ExperimentConfig) -> ExperimentConfig:
     depend on, so configs that differ only there share one compile."""
     t = config.training
     training = dataclasses.replace(t, eval_every=t.steps_per_call, keep_checkpoints=1, seed=0)
-    config = dataclasses.replace(config, name="static", training=training)
+    data = dataclasses.replace(config.data, shuffle_seed=0, prefetch=2)  # the stream's host side
+    config = dataclasses.replace(config, name="static", training=training, data=data)
     return hparams_table.with_placeholders(config)
 
 
@@ -96,6 +99,11 @@ def build_task(config: ExperimentConfig) -> TaskSpec:
     """Builds the task and checks that the model can train on it."""
     task = registry.get_task(config.data.task).build(config.data.options)
     make_model(config.model, task)
+    if config.data.stream and task.train_rows is None:
+        raise ConfigError(
+            f"config.data.stream: task {config.data.task!r} has no rows on the host to stream "
+            "(TaskSpec.train_rows); expected False for it, got True"
+        )
     return task
 
 
@@ -153,10 +161,12 @@ def init_state(setup: Setup, hparams: HParams, key) -> TrainState:
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state)
 
 
-def train_step(setup: Setup, hparams: HParams, key, state: TrainState, _=None):
-    """One update on a fresh batch drawn from ``fold_in(key, step)``."""
+def train_step(setup: Setup, hparams: HParams, key, state: TrainState, batch=None):
+    """One update on ``batch``, or (the in-memory path) on a fresh batch
+    drawn from ``fold_in(key, step)``; dropout keys come from the same."""
     k_data, k_dropout = jax.random.split(jax.random.fold_in(key, state.step))
-    batch = setup.task.sample_train(k_data, setup.batch_size)
+    if batch is None:
+        batch = setup.task.sample_train(k_data, setup.batch_size)
     grad_fn = jax.grad(setup.model.loss, argnums=1, has_aux=True)
     grads, metrics = grad_fn(hparams, state.params, batch, k_dropout, state.step)
     updates, opt_state = setup.optimizer.transform(hparams).update(
@@ -168,11 +178,17 @@ def train_step(setup: Setup, hparams: HParams, key, state: TrainState, _=None):
     return TrainState(state.step + 1, params, opt_state), metrics
 
 
-def run_steps(setup: Setup, hparams: HParams, key, state: TrainState):
+def run_steps(setup: Setup, hparams: HParams, key, state: TrainState, batches=None):
     """``setup.steps_per_call`` updates under one ``lax.scan``; metrics
-    are per step, shape (steps_per_call,)."""
+    are per step, shape (steps_per_call,). ``batches``: the call's batches
+    from the host (a streamed run), fields (steps_per_call, batch, ...)."""
+    if setup.streamed and batches is None:
+        raise ConfigError(
+            "config.data.stream: a streamed run's steps take their batches from the host "
+            "(runs.Program.open_stream); whole runs on the device (make_train) need stream=False"
+        )
     step = lambda s, x: train_step(setup, hparams, run_keys(key).train, s, x)  # noqa: E731
-    return jax.lax.scan(step, state, None, length=setup.steps_per_call)
+    return jax.lax.scan(step, state, batches, length=setup.steps_per_call)
 
 
 def eval_batch(setup: Setup, key) -> Batch:
@@ -196,6 +212,11 @@ def make_train(config: ExperimentConfig, task: TaskSpec | None = None):
     (``train.runs.compile_runs`` does, for N >= 1 runs and a mesh).
     """
     setup = make_setup(config, task)
+    if setup.streamed:
+        raise ConfigError(
+            "config.data.stream: make_train runs whole runs on the device, with the data "
+            "there; expected False, got True (a streamed run is driven by the host loop)"
+        )
 
     def train(hparams: HParams, key: jax.Array):
         state = init_state(setup, hparams, key)

@@ -49,6 +49,8 @@ class RunLoop:
       eval_batch, eval_outputs: one run's held-out batch and latest outputs
         (host copies; None for several runs).
       message: why the runs stopped, when they diverged.
+      stream: a streamed run's ``data.stream.Stream`` (``Program.open_stream``),
+        sought to the restored state's calls; None on the in-memory path.
     """
 
     def __init__(
@@ -62,9 +64,16 @@ class RunLoop:
         run_ids: list[int] | None = None,
         stop_on_divergence: bool = True,
         write_eval: Callable | None = None,
+        stream=None,
         log: Callable[[str], None] = host_loop.notice,
     ):
-        self.program, self.run_ids = program, run_ids
+        if (stream is None) == program.setup.streamed:
+            raise ValueError(
+                "stream: a streamed program needs its Stream (Program.open_stream), "
+                f"and only it does; got {type(stream).__name__} for streamed="
+                f"{program.setup.streamed}"
+            )
+        self.program, self.run_ids, self.stream = program, run_ids, stream
         self.hparams, self.keys = program.place(hparams), program.place(keys)
         self.checkpoints, self.writer, self.write_eval = checkpoints, writer, write_eval
         self.stop_on_divergence = stop_on_divergence
@@ -79,6 +88,8 @@ class RunLoop:
             place = program.place
             self.state = restored._replace(train=place(restored.train), best=place(restored.best))
         self.start_step = latest or 0
+        if stream is not None:
+            stream.seek(self.state.data)
         # Records past it (or of runs stopped before their first checkpoint)
         # are written again, once, by the steps to come.
         writer.truncate_after(self.start_step, run_ids)
@@ -91,7 +102,8 @@ class RunLoop:
         return has_eval(self.writer.path, step, self.run_ids)
 
     def run_steps(self) -> dict | None:
-        new_state, metrics = self.program.run_steps(self.hparams, self.keys, self.state)
+        batches = None if self.stream is None else self.stream.next()
+        new_state, metrics = self.program.run_steps(self.hparams, self.keys, self.state, batches)
         metrics = self.program.unpad(jax.device_get(metrics))
         losses = np.asarray(metrics["loss"])
         means = {k: np.mean(np.asarray(v, np.float64), axis=-1) for k, v in metrics.items()}
@@ -101,7 +113,7 @@ class RunLoop:
         if self.stop_on_divergence and not np.isfinite(losses).all():
             bad = int(np.flatnonzero(~np.isfinite(losses.reshape(-1, losses.shape[-1])).any(0))[0])
             self.message = self._diverged_message(self.step + bad + 1, "the training loss")
-            return None  # the state stays at the last good call
+            return None  # the state (and the stream read back in it) stay at the last good call
         self.state = new_state
         finite = means["loss"][np.isfinite(means["loss"])]
         return {"loss": float(np.median(finite)) if finite.size else math.nan}
@@ -152,6 +164,11 @@ class RunLoop:
 
 
 # --- one run -------------------------------------------------------------------------
+
+
+def open_stream(program: Program, config: ExperimentConfig):
+    """The run's ``data.stream.Stream`` when ``config.data.stream``, else None."""
+    return program.open_stream(config.data) if program.setup.streamed else None
 
 
 def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
@@ -211,6 +228,7 @@ def train_and_evaluate(
                 write_eval=lambda step, batch, outputs: model.write_eval(
                     workdir, step, batch, outputs
                 ),
+                stream=open_stream(program, config),
                 log=log,
             )
             status, seconds = host_loop.drive(

@@ -28,8 +28,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from recurrent_jax import distributed as dist
+from recurrent_jax.data.stream import Stream
 from recurrent_jax.train import core
-from recurrent_jax.train.config import ExperimentConfig
+from recurrent_jax.train.config import DataConfig, ExperimentConfig
 
 MEMORY_FRACTION = 0.5  # of free device memory the runs of one call may use
 
@@ -44,12 +45,14 @@ class Best(NamedTuple):
 
 class RunsState(NamedTuple):
     """The state of N >= 1 runs, as checkpointed: steps done by every run,
-    and each run's training state and best so far (leading axis N, none
-    for one unvmapped run)."""
+    each run's training state and best so far (leading axis N, none for one
+    unvmapped run) and, for a streamed run, the calls read from its
+    ``data.stream.Stream`` (an int32 scalar; None otherwise)."""
 
     step: jax.Array
     train: core.TrainState
     best: Best
+    data: jax.Array | None = None
 
 
 class Program(NamedTuple):
@@ -62,8 +65,10 @@ class Program(NamedTuple):
       runs_per_call: runs vmapped at once (None: all of them).
       mesh: the ``(runs, data)`` mesh, or None.
       init: ``(hparams, keys) -> RunsState``.
-      run_steps: ``(hparams, keys, state) -> (state, metrics)``, metrics
-        (N, steps_per_call) each.
+      run_steps: ``(hparams, keys, state, batches=None) -> (state,
+        metrics)``, metrics (N, steps_per_call) each; ``batches``: a
+        streamed run's call of batches (``open_stream``), the same for
+        every run.
       evaluate: ``(hparams, keys, state, batch=None) -> (metrics, outputs,
         state)``; ``batch`` and ``outputs`` (held-out batch and model
         outputs) for one run only, else None.
@@ -93,6 +98,28 @@ class Program(NamedTuple):
         if all(a.is_fully_addressable for a in jax.tree_util.tree_leaves(outputs)):
             return self.unpad(outputs)
         return outputs
+
+    def open_stream(self, data: DataConfig, threads: int = 2) -> Stream:
+        """The host-fed batches of a streamed run (``data``: the run's
+        ``config.data``, whose ``shuffle_seed`` and ``prefetch`` it uses),
+        each call's batches put on the device split over the mesh's
+        ``data`` axis."""
+        setup = self.setup
+        if not setup.streamed:
+            raise ValueError("data.stream: this program's config is not streamed")
+        place = jax.device_put
+        if self.mesh is not None:  # (steps, batch, ...): the batch split over data
+            split = P(None, dist.DATA) if self.mesh.shape[dist.DATA] > 1 else P()
+            place = functools.partial(dist.place, sharding=NamedSharding(self.mesh, split))
+        return Stream(
+            setup.task.train_rows,
+            setup.batch_size,
+            setup.steps_per_call,
+            seed=data.shuffle_seed,
+            prefetch=data.prefetch,
+            threads=threads,
+            place=place,
+        )
 
     def place(self, tree):
         """Pads the run axis to the mesh and splits it over ``runs``."""
@@ -141,17 +168,21 @@ def _compile(config, num_runs, runs_per_call, mesh) -> Program:
         else (lambda fn: over_runs(fn, runs_per_call, total, mesh))
     )
     init_runs = mapped(functools.partial(_init_run, setup))
-    step_runs = mapped(functools.partial(core.run_steps, setup))
     eval_runs = mapped(functools.partial(_eval_run, setup))
     whole_runs = mapped(functools.partial(whole_run, setup))
 
     def runs_init(hparams, keys):
         train, best = init_runs(hparams, keys)
-        return RunsState(jnp.zeros((), jnp.int32), train, best)
+        calls_read = jnp.zeros((), jnp.int32) if setup.streamed else None
+        return RunsState(jnp.zeros((), jnp.int32), train, best, calls_read)
 
-    def runs_steps(hparams, keys, state: RunsState):
-        train, metrics = step_runs(hparams, keys, state.train)
-        return state._replace(step=state.step + setup.steps_per_call, train=train), metrics
+    def runs_steps(hparams, keys, state: RunsState, batches=None):
+        # The batches are closed over, not mapped: every run trains on them.
+        steps = lambda h, k, s: core.run_steps(setup, h, k, s, batches)  # noqa: E731
+        train, metrics = mapped(steps)(hparams, keys, state.train)
+        calls_read = None if batches is None else state.data + 1
+        state = state._replace(step=state.step + setup.steps_per_call, train=train, data=calls_read)
+        return state, metrics
 
     def runs_evaluate(hparams, keys, state: RunsState, batch=None):
         if batch is not None and num_runs is not None:
@@ -271,13 +302,21 @@ def estimate_run_bytes(config: ExperimentConfig) -> int:
     hparams, key = core.default_hparams(config), jax.random.key(0)
 
     def residuals(params):
-        batch = setup.task.sample_train(key, setup.batch_size)
+        batch = _train_batch(setup, key)
         loss = lambda p: setup.model.loss(hparams, p, batch, key, 0)[0]  # noqa: E731
         return batch, jax.vjp(loss, params)[1]
 
     state = jax.eval_shape(lambda: core.init_state(setup, hparams, key))
     batch_and_residuals = jax.eval_shape(residuals, state.params)
     return 3 * _bytes(state) + _bytes(state.params) + _bytes(batch_and_residuals)
+
+
+def _train_batch(setup: core.Setup, key):
+    """A training batch of the run's shape; a streamed run's from the host
+    (its rows are never uploaded whole)."""
+    if setup.streamed:
+        return setup.task.train_rows.take(np.zeros(setup.batch_size, np.int64))
+    return setup.task.sample_train(key, setup.batch_size)
 
 
 def _bytes(tree) -> int:
