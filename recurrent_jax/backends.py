@@ -201,13 +201,11 @@ def _pallas_blockers(call):
         reasons.append(f"the {call.cell.name} cell has no `pointwise` split")
     if jax.default_backend() == "tpu":
         reasons.append("the kernel lowers for CUDA GPUs (Triton) and CPUs (interpret mode)")
-    if jax.default_backend() == "gpu":
-        w_hh = call.params.get("w_hh") if isinstance(call.params, dict) else None
-        widths = () if w_hh is None else tuple(w_hh.shape)  # Triton blocks: powers of two
-        if any(w < 16 or w & (w - 1) for w in widths):
-            reasons.append(
-                f"on a GPU it needs W_hh widths that are powers of two >= 16, got {widths}"
-            )
+    w_hh = call.params.get("w_hh") if isinstance(call.params, dict) else None
+    if jax.default_backend() == "gpu" and w_hh is not None:
+        from recurrent_jax import pallas  # jax.experimental.pallas loads on first use
+
+        reasons += pallas.gpu_blockers(call.params, call.cell.compute_dtype or w_hh.dtype)
     reasons += _options_set(call, _KERNEL_UNSUPPORTED)
     return reasons + _no_hoist(call)
 

@@ -1,0 +1,237 @@
+"""Accelerator paths proven on a CPU host by cross-platform export: nothing
+runs, everything lowers.
+
+The library chooses backends by the host it traces on, so each export runs
+with ``jax.default_backend`` reporting the target (as on a GPU or TPU host);
+the export itself lowers for that platform only (``jax.export``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import pytest
+from _helpers import DOWNLOADED_CONFIGS
+
+import recurrent_jax as rj
+from recurrent_jax import pallas
+
+TRITON_CALL = "__gpu$xla.gpu.triton"
+ALLOW_TRITON = [jax.export.DisabledSafetyCheck.custom_call(TRITON_CALL)]
+PLATFORM = {"cuda": "gpu", "tpu": "tpu"}
+
+
+@contextlib.contextmanager
+def host(platform: str):
+    """Traces as on a host whose default backend is ``platform``'s."""
+    with mock.patch.object(jax, "default_backend", lambda: PLATFORM[platform]):
+        yield
+
+
+def export(fn, platform, *args, **kwargs):
+    """The text of ``fn`` lowered for ``platform`` (nothing executed)."""
+    with host(platform):
+        exported = jax.export.export(jax.jit(fn), platforms=[platform], **kwargs)(*args)
+    return exported.mlir_module()
+
+
+VARIANTS = {
+    "lstm": dict(),
+    "lstm-single-bias": dict(bias="single"),
+    "lstm-peephole": dict(peephole=True),
+    "lstm-layer-norm": dict(layer_norm=True),
+    "lstm-proj": dict(proj_size=32),
+    "elman": dict(),
+    "elman-relu": dict(activation="relu"),
+    "gru": dict(),
+}
+
+
+def kernel_case(name, hidden, steps, batch, dtype):
+    family = name.split("-")[0]
+    cell = getattr(rj.cells, family)(hidden, dtype=dtype, **VARIANTS[name])
+    params = cell.init(jax.random.key(0), 8)
+    xs = jnp.ones((batch, steps, 8))
+
+    def forward(p, x):
+        return rj.unroll(cell, p, x, impl="pallas")[1]
+
+    def gradient(p, x):
+        return jax.grad(lambda p, x: jnp.sum(forward(p, x) ** 2), argnums=(0, 1))(p, x)
+
+    return cell, params, xs, forward, gradient
+
+
+def assert_kernels(text, count):
+    """``count`` Triton kernel calls, no Mosaic GPU call, no interpret-mode loop."""
+    assert text.count(TRITON_CALL) == count
+    assert "mosaic" not in text.lower() and "stablehlo.while" not in text
+
+
+SHAPES = [
+    (name, hidden, dtype)
+    for name in ("lstm", "elman", "gru")
+    for hidden in (32, 64, 128, 256, 512)
+    for dtype in (jnp.float32, jnp.bfloat16)
+] + [(name, 64, jnp.float32) for name in VARIANTS if name not in ("lstm", "elman", "gru")]
+
+
+@pytest.mark.parametrize(
+    "name, hidden, dtype", SHAPES, ids=lambda v: getattr(v, "__name__", str(v))
+)
+def test_kernel_lowers_for_cuda_or_is_refused_with_a_reason(name, hidden, dtype):
+    cell, params, xs, forward, gradient = kernel_case(name, hidden, 64, 32, dtype)
+    reasons = pallas.gpu_blockers(params, dtype)
+    if reasons:
+        with pytest.raises(ValueError, match="impl: 'pallas' cannot be used here") as error:
+            export(forward, "cuda", params, xs, disabled_checks=ALLOW_TRITON)
+        assert all(reason in str(error.value) for reason in reasons)
+        return
+    assert_kernels(export(forward, "cuda", params, xs, disabled_checks=ALLOW_TRITON), 1)
+    assert_kernels(export(gradient, "cuda", params, xs, disabled_checks=ALLOW_TRITON), 2)
+
+
+def test_which_shapes_fit():
+    """The budget, worked by hand: W_hh (H, G) plus 16 rows of h and hh."""
+
+    def fits(name, h, dtype):
+        w_hh = jax.ShapeDtypeStruct((h, {"lstm": 4, "elman": 1, "gru": 3}[name] * h), dtype)
+        return not pallas.gpu_blockers({"w_ih": None, "w_hh": w_hh}, dtype)
+
+    assert fits("lstm", 64, jnp.float32)  # (64*256 + 16*320) * 4 = 86,016 bytes
+    assert not fits("lstm", 128, jnp.float32)  # 303,104
+    assert fits("lstm", 128, jnp.bfloat16)  # 151,552
+    assert not fits("lstm", 256, jnp.bfloat16)  # 544,768
+    assert fits("elman", 128, jnp.float32) and not fits("elman", 256, jnp.float32)
+    assert fits("elman", 256, jnp.bfloat16) and not fits("elman", 512, jnp.bfloat16)
+    assert not any(fits("gru", h, jnp.bfloat16) for h in (32, 64))  # 3H is no power of two
+
+
+@pytest.mark.parametrize("steps", [1, 100, 4096])
+@pytest.mark.parametrize("batch", [16, 40, 64], ids=["1 tile", "3 tiles", "4 tiles"])
+def test_kernel_lowers_at_any_length_and_batch(steps, batch):
+    _, params, xs, forward, gradient = kernel_case("lstm", 64, steps, batch, jnp.float32)
+    assert_kernels(export(forward, "cuda", params, xs, disabled_checks=ALLOW_TRITON), 1)
+    assert_kernels(export(gradient, "cuda", params, xs, disabled_checks=ALLOW_TRITON), 2)
+
+
+def test_kernel_lowers_under_vmap_over_runs():
+    """A sweep: each run its own weights, the run axis a grid axis of one kernel."""
+    _, params, xs, forward, gradient = kernel_case("lstm", 32, 50, 16, jnp.float32)
+    runs = jax.tree_util.tree_map(lambda a: jnp.stack([a] * 8), params)
+    for fn, count in ((forward, 1), (gradient, 2)):
+        text = export(
+            jax.vmap(fn, in_axes=(0, None)), "cuda", runs, xs, disabled_checks=ALLOW_TRITON
+        )
+        assert_kernels(text, count)
+
+
+def test_on_other_platforms_the_kernel_runs_interpreted():
+    """Lowered for CPU (or TPU) the same call is Pallas's interpret loop."""
+    _, params, xs, forward, _ = kernel_case("lstm", 32, 10, 16, jnp.float32)
+    for platform in ("cpu", "tpu"):
+        lowered = jax.jit(forward).trace(params, xs).lower(lowering_platforms=(platform,))
+        text = lowered.as_text()
+        assert TRITON_CALL not in text and "while" in text
+
+
+def test_unconcatenated_keeps_values_and_leaves_no_wide_concatenate():
+    """Oracle: the function itself; and its jaxpr holds no concatenate of > 2."""
+
+    def gates_vjp(x_parts, ct):
+        def f(parts):
+            i, f, g, o = jnp.split(jnp.tanh(jnp.concatenate(parts, -1)), 4, -1)
+            return jax.nn.sigmoid(i) * g + f * o
+
+        return jax.vjp(f, x_parts)[1](ct)[0]
+
+    parts = [jnp.full((4, 8), v) for v in (0.1, -0.2, 0.3, 0.5)]
+    ct = jnp.linspace(-1, 1, 32).reshape(4, 8)
+    want = gates_vjp(parts, ct)
+    got = pallas.unconcatenated(gates_vjp)(parts, ct)
+    for a, b in zip(got, want, strict=True):
+        assert jnp.array_equal(a, b)
+    wide = [
+        e
+        for e in jax.make_jaxpr(pallas.unconcatenated(gates_vjp))(parts, ct).jaxpr.eqns
+        if e.primitive.name == "concatenate"
+    ]
+    assert not wide
+
+
+# --- whole training functions -------------------------------------------------------------
+
+
+def _config_names():
+    configs = Path(__file__).parents[1] / "configs"
+    return sorted({p.stem for p in configs.glob("*.py")} - DOWNLOADED_CONFIGS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+@pytest.mark.parametrize("name", _config_names())
+def test_every_configs_training_function_exports(name, platform):
+    """``rj.train.make_train`` of each config's smoke variant lowers for the
+    accelerator with no CPU-only custom call (the C++ backend's FFI targets)."""
+    pytest.importorskip("ml_collections")
+    pytest.importorskip(
+        {"digits": "sklearn", "japanese_vowels": "aeon", "airline": "aeon"}.get(name, "jax")
+    )
+    from recurrent_jax.cpu.build import TARGETS
+    from recurrent_jax.train import config_files, core, from_config_dict
+
+    config = from_config_dict(config_files.load_config(f"{name}:smoke"))
+    with host(platform):
+        train = core.make_train(config)
+    text = export(train, platform, core.default_hparams(config), jax.random.key(0))
+    assert not [target for target in TARGETS if target in text]
+    assert "stablehlo.custom_call @recurrent_jax" not in text
+
+
+# --- every backend that claims a platform ------------------------------------------------
+
+
+CLAIMS = {  # cells each backend is for: a plain LSTM, and a cell linear in its carry
+    "lstm": lambda: rj.cells.lstm(32),
+    "mingru": lambda: rj.cells.mingru(32),
+}
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+@pytest.mark.parametrize("impl", list(rj.backends.TABLE))
+@pytest.mark.parametrize("cell_name", list(CLAIMS))
+def test_every_backend_that_takes_a_call_lowers_for_the_platform(impl, cell_name, platform):
+    """A backend either refuses the call on that platform's host (a reason)
+    or its forward and gradient lower there with no CPU-only custom call.
+
+    Two things only a host of the platform lowers, left out here: cuDNN's
+    custom call needs the CUDA jaxlib (``jaxlib.gpu_rnn``) to be traced at
+    all, and DEER's non-convergence warning is a host callback, which lowers
+    for the host's own platform only (patched out; the rest must lower)."""
+    from recurrent_jax.cpu.build import TARGETS
+
+    if impl == "cudnn" and platform == "cuda" and jax.default_backend() != "gpu":
+        pytest.skip("cuDNN's RNN call is traced by the CUDA jaxlib only")
+
+    cell = CLAIMS[cell_name]()
+    params, xs = cell.init(jax.random.key(0), 8), jnp.ones((16, 40, 8))
+
+    def loss(p, x):
+        return jnp.sum(rj.unroll(cell, p, x, impl=impl)[1] ** 2)
+
+    quiet = mock.patch.object(jax.debug, "callback", lambda *a, **k: None)
+    with quiet if impl == "deer" else contextlib.nullcontext():
+        try:
+            with host(platform):
+                jax.eval_shape(loss, params, xs)
+        except ValueError as error:
+            assert f"impl: {impl!r} cannot be used here" in str(error)
+            return
+        checks = ALLOW_TRITON + [jax.export.DisabledSafetyCheck.custom_call("cudnn_rnn")]
+        for fn in (loss, jax.grad(loss)):
+            text = export(fn, platform, params, xs, disabled_checks=checks)
+            assert not [target for target in TARGETS if target in text]
