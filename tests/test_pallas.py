@@ -14,11 +14,12 @@ import recurrent_jax as rj
 
 B, T, D = 3, 7, 3
 LENGTHS = np.array([7, 0, 3])
-VALUES = dict(
-    atol=1e-5, rtol=1e-5
-)  # fp32: the kernel and the scan round alike but order sums differently
-GRADS = dict(atol=2e-5, rtol=2e-5)
 ON_GPU = jax.default_backend() == "gpu"
+# fp32: the kernel and the scan round alike but order sums differently. On a
+# GPU both take fp32 dots at default precision as TF32 (10-bit mantissas),
+# each in its own blocking, so they agree to TF32's rounding only.
+VALUES = dict(atol=2e-3, rtol=2e-3) if ON_GPU else dict(atol=1e-5, rtol=1e-5)
+GRADS = dict(atol=5e-3, rtol=5e-3) if ON_GPU else dict(atol=2e-5, rtol=2e-5)
 HIDDEN = 16  # the smallest width Triton takes (the zoo's H = 4 is for interpret mode only)
 KERNEL_CELLS = {
     "lstm": lambda **o: rj.cells.lstm(HIDDEN, **o),
