@@ -53,4 +53,4 @@ def test_own_code_config_trains_from_the_command_line(tmp_path):
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "three_sines (my_tasks:make_task): completed at step 30/30" in out.stdout
+    assert "three_sines (sines:make_task): completed at step 30/30" in out.stdout

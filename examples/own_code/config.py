@@ -10,9 +10,9 @@ VARIANTS = ("smoke",)
 
 
 def get_config(arg=None):
-    config = base_config("my_tasks:make_task", name="three_sines")
+    config = base_config("sines:make_task", name="three_sines")
     config.data.update(seq_len=50, noise=0.5, batch_size=64, eval_size=512)
-    config.model.update(cell="my_cells:indrnn", hidden_size=32)
+    config.model.update(cell="indrnn:indrnn", hidden_size=32)
     config.training.update(num_steps=600, steps_per_call=50, eval_every=200)
     if arg == "smoke":
         config.data.update(seq_len=20)

@@ -1,5 +1,5 @@
 """A researcher's own cell: IndRNN (Li et al., 2018),
-h_t = relu(x_t W + u ⊙ h_{t-1} + b). ``config.model.cell = "my_cells:indrnn"``."""
+h_t = relu(x_t W + u ⊙ h_{t-1} + b). ``config.model.cell = "indrnn:indrnn"``."""
 
 import jax
 import jax.numpy as jnp

@@ -1,5 +1,5 @@
 """A researcher's own task: which of three sines (by frequency) is in a
-noisy series. ``config.data.task = "my_tasks:make_task"``."""
+noisy series. ``config.data.task = "sines:make_task"``."""
 
 import dataclasses
 
