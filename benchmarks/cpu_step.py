@@ -29,7 +29,7 @@ import recurrent_jax as rj
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _timing  # noqa: E402
 
-SHAPES = [(32, 128, 128, 128), (16, 64, 64, 64)]
+SHAPES = [(32, 128, 128, 128), (16, 64, 64, 64), (64, 256, 64, 256)]
 SMOKE_SHAPES = [(4, 6, 3, 8)]
 FLAX_CELLS = {"lstm": ("OptimizedLSTMCell", "LSTMCell"), "gru": ("GRUCell",)}
 

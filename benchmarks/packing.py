@@ -7,8 +7,10 @@ layout computes and the CPU time of a training step over all sequences.
 Layouts of the same sequences: ``padded`` (one batch padded to the longest,
 ``seq_lengths``), ``bucketed`` (``rj.bucket_by_length`` batches, each padded
 to its longest; one compile per batch shape) and ``packed`` (``rj.pack``
-rows of the longest length). With PyTorch installed, its LSTM on the padded
-batch and on a ``PackedSequence`` are timed too. One step = forward and
+rows of the longest length, ``impl="auto"``: on CPU the C++ backend, which
+restarts each sequence in place; ``impl="scan"`` beside it). With PyTorch
+installed, its LSTM on the padded batch and on a ``PackedSequence`` are
+timed too. One step = forward and
 backward of one LSTM layer, loss = mean of y² over the valid steps, every
 layout interleaved per round (one untimed call, three timed); the table gives
 medians and each layout's speedup over ``padded``.
@@ -49,11 +51,12 @@ def steps(lengths, features: int, hidden: int, bucket_size: int):
         _, ys = rj.unroll(cell, p, xs, seq_lengths=seq_lengths)
         return jnp.sum(ys**2) / total
 
-    def packed_loss(p, packed):
-        _, ys = rj.unroll(cell, p, packed)
+    def packed_loss(p, packed, impl="auto"):
+        _, ys = rj.unroll(cell, p, packed, impl=impl)
         return jnp.sum(ys.data**2) / total
 
     padded_grad, packed_grad = jax.jit(jax.grad(padded_loss)), jax.jit(jax.grad(packed_loss))
+    packed_scan_grad = jax.jit(jax.grad(lambda p, packed: packed_loss(p, packed, "scan")))
 
     def batch(indices):
         width = int(lengths[indices].max())
@@ -72,6 +75,10 @@ def steps(lengths, features: int, hidden: int, bucket_size: int):
             lambda: [padded_grad(params, *b) for b in buckets],
         ),
         "packed": (int(np.prod(packed.segment_ids.shape)), lambda: packed_grad(params, packed)),
+        "packed, impl=scan": (
+            int(np.prod(packed.segment_ids.shape)),
+            lambda: packed_scan_grad(params, packed),
+        ),
     }
     layouts |= torch_steps(seqs, lengths, features, hidden, whole)
     return {k: (slots, _blocking(fn)) for k, (slots, fn) in layouts.items()}

@@ -229,7 +229,7 @@ def _cpu_blockers(call):
     dtypes = {jnp.dtype(a.dtype) for a in jax.tree_util.tree_leaves(call.params)}
     if dtypes | {jnp.dtype(call.xs.dtype)} != {jnp.dtype(jnp.float32)}:
         reasons.append("it runs in float32 only")
-    reasons += _options_set(call, _KERNEL_UNSUPPORTED)
+    reasons += _options_set(call, ("recurrent_dropout", "zoneout"))
     if not reasons:  # build only when it would run
         missing = cpu.unavailable()
         reasons += [missing] if missing else []
@@ -237,8 +237,9 @@ def _cpu_blockers(call):
 
 
 def _cpu_run(call, carry0, inputs, options):
-    final, ys = cpu.cpu_scan(call.cell, call.params, carry0, _project(call, inputs))
-    return final, ys, None
+    keep = "return_carries" in call.uses
+    inputs = _project(call, inputs)
+    return cpu.cpu_scan(call.cell, call.params, carry0, inputs, options.reset_carry, keep)
 
 
 def _linear_blockers(call):

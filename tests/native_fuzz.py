@@ -142,9 +142,13 @@ def _ffi_operands(cell: str, target: str, sizes) -> dict:
                 ("w_hh", (hidden, g)),
                 ("h0", carry),
                 ("c0", carry),
+                ("reset_h", carry),
+                ("reset_c", carry),
                 ("ys", seq),
                 ("h_last", carry),
                 ("c_last", carry),
+                ("h_all", seq),
+                ("c_all", seq),
                 ("gates", gates),
                 ("h_prev", seq),
                 ("c_prev", seq),
@@ -155,9 +159,13 @@ def _ffi_operands(cell: str, target: str, sizes) -> dict:
                 ("w_hh", (hidden, g)),
                 ("h0", carry),
                 ("c0", carry),
+                ("reset_h", carry),
+                ("reset_c", carry),
                 ("ys", seq),
                 ("h_last", carry),
                 ("c_last", carry),
+                ("h_all", seq),
+                ("c_all", seq),
             ],
             "backward": [
                 ("valid", (steps, batch)),
@@ -167,9 +175,13 @@ def _ffi_operands(cell: str, target: str, sizes) -> dict:
                 ("d_ys", seq),
                 ("d_h_last", carry),
                 ("d_c_last", carry),
+                ("d_h_all", seq),
+                ("d_c_all", seq),
                 ("d_pre", gates),
                 ("d_h0", carry),
                 ("d_c0", carry),
+                ("d_reset_h", carry),
+                ("d_reset_c", carry),
             ],
         }
     else:
@@ -180,8 +192,10 @@ def _ffi_operands(cell: str, target: str, sizes) -> dict:
                 ("w_hh", (hidden, g)),
                 ("b_hn", (hidden,)),
                 ("h0", carry),
+                ("reset_h", carry),
                 ("ys", seq),
                 ("h_last", carry),
+                ("h_all", seq),
                 ("gates", gates),
                 ("hn", seq),
                 ("h_prev", seq),
@@ -192,8 +206,10 @@ def _ffi_operands(cell: str, target: str, sizes) -> dict:
                 ("w_hh", (hidden, g)),
                 ("b_hn", (hidden,)),
                 ("h0", carry),
+                ("reset_h", carry),
                 ("ys", seq),
                 ("h_last", carry),
+                ("h_all", seq),
             ],
             "backward": [
                 ("valid", (steps, batch)),
@@ -203,21 +219,23 @@ def _ffi_operands(cell: str, target: str, sizes) -> dict:
                 ("h_prev", seq),
                 ("d_ys", seq),
                 ("d_h_last", carry),
+                ("d_h_all", seq),
                 ("d_xp", gates),
                 ("d_hh", gates),
                 ("d_h0", carry),
+                ("d_reset_h", carry),
             ],
         }
     return dict(table[target])
 
 
 _NUM_ARGS = {
-    ("lstm", "forward"): 5,
-    ("lstm", "infer"): 5,
-    ("lstm", "backward"): 7,
-    ("gru", "forward"): 5,
-    ("gru", "infer"): 5,
-    ("gru", "backward"): 7,
+    ("lstm", "forward"): 7,
+    ("lstm", "infer"): 7,
+    ("lstm", "backward"): 9,
+    ("gru", "forward"): 6,
+    ("gru", "infer"): 6,
+    ("gru", "backward"): 8,
 }
 
 

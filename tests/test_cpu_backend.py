@@ -1,8 +1,9 @@
 """``impl="cpu"``, the C++ recurrences of the CPU extension, against the plain
 scan: values, final carries and gradients over padding (lengths 0 and 1),
-reverse, initial carries, several batch dims, row counts off the kernel's
-blocks and threads, and ``jax.vmap`` over runs with their own weights; and the
-library without the extension (no compiler, or switched off)."""
+reverse, initial carries, resets and packed rows, several batch dims, row
+counts off the kernel's blocks and threads, and ``jax.vmap`` over runs with
+their own weights; and the library without the extension (no compiler, or
+switched off)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,61 @@ def test_rows_over_threads_and_batch_dims(name, rng):
     assert_trees_close(grads, want_grads, **GRADS)
 
 
+@pytest.mark.parametrize("reset_carry", [False, True], ids=["from the initial carry", "given"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_resets_equal_the_scan(name, reverse, reset_carry, rng):
+    """Restarts on the native path: values, final and per-step carries and
+    gradients (of params, inputs, the initial and the reset carry, through
+    all three outputs), with resets on padded steps (ignored) and at step 0."""
+    cell, params = make(name, rng)
+    batch = (11,)  # a ragged edge past the 8-row blocks
+    xs = normal(rng, (*batch, T, D))
+    carry0, restart = random_carry(cell, rng, batch), random_carry(cell, rng, batch)
+    resets = rng.random((*batch, T)) < 0.3
+    resets[:, 0] = True
+    lengths = rng.integers(0, T + 1, batch)
+
+    def outputs(impl):
+        def f(p, x, c, r):
+            kw = dict(reset_carry=r) if reset_carry else {}
+            return rj.unroll(
+                cell, p, x, impl=impl, initial_carry=c, resets=resets, seq_lengths=lengths,
+                reverse=reverse, return_carries=True, **kw,
+            )  # fmt: skip
+
+        def loss(*args):
+            return sum(jnp.sum(jnp.sin(a)) for a in jax.tree_util.tree_leaves(f(*args)))
+
+        args = (params, xs, carry0, restart)
+        return jax.jit(f)(*args), jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(*args)
+
+    (values, grads), (want_values, want_grads) = outputs("cpu"), outputs("scan")
+    assert_trees_close(values, want_values, **VALUES)
+    assert_trees_close(grads, want_grads, **GRADS)
+    text = jax.jit(lambda p: rj.unroll(cell, p, xs, resets=resets)[1]).lower(params).as_text()
+    assert f"recurrent_jax_{name}_infer" in text  # auto takes the native path
+
+
+def test_packed_rows_run_natively_and_equal_the_scan(rng):
+    """rj.pack's rows (segment resets, per-sequence final carries) on impl="auto"."""
+    seqs = [normal(rng, (n, D)) for n in (5, 1, 7, 3, 6)]
+    packed = rj.pack(seqs, row_length=T)
+    cell, params = make("lstm", rng)
+
+    def loss(p, impl):
+        carries, ys = rj.unroll(cell, p, packed, impl=impl)
+        return jnp.sum(jnp.sin(ys.data)) + sum(
+            jnp.sum(c) for c in jax.tree_util.tree_leaves(carries)
+        )
+
+    text = jax.jit(lambda p: loss(p, "auto")).lower(params).as_text()
+    assert "recurrent_jax_lstm_infer" in text
+    got = jax.jit(jax.value_and_grad(lambda p: loss(p, "auto")))(params)
+    want = jax.jit(jax.value_and_grad(lambda p: loss(p, "scan")))(params)
+    assert_trees_close(got, want, **GRADS)
+
+
 def test_vmap_over_runs_with_their_own_weights(rng):
     cell, _ = make("lstm", rng)
     runs = [make("lstm", rng)[1] for _ in range(3)]
@@ -99,8 +155,8 @@ def test_auto_takes_it_for_plain_cells_only(rng):
     assert "recurrent_jax.cpu" not in lowered_text(cell, params, zoneout=0.1, deterministic=True)
     with pytest.raises(ValueError) as info:
         xs = normal(rng, (2, T, D))
-        rj.unroll(*make("lstm-proj", rng), xs, impl="cpu", resets=np.zeros((2, T), bool))
-    assert "not a plain fp32 LSTM" in str(info.value) and "`resets` is set" in str(info.value)
+        rj.unroll(*make("lstm-proj", rng), xs, impl="cpu", zoneout=0.1, deterministic=True)
+    assert "not a plain fp32 LSTM" in str(info.value) and "`zoneout` is set" in str(info.value)
 
 
 SCRIPT = textwrap.dedent(

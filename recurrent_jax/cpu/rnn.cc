@@ -5,9 +5,15 @@
 // and the weight gradients stay in XLA as single large GEMMs.
 //
 // Layouts (row-major, time-major): xp (T, B, G) projected inputs with their
-// biases, valid (T, B) 1/0, w (K, G) = W_hh, h0/c0 (B, H). G = 4H (LSTM,
-// gates i f g o) or 3H (GRU, r z n). A padded step (valid 0) keeps the carry
-// and outputs zeros, as the engine's _step.finish.
+// biases, valid (T, B), w (K, G) = W_hh, h0/c0 (B, H), reset_h/reset_c
+// (B, H). G = 4H (LSTM, gates i f g o) or 3H (GRU, r z n). valid is 0 on a
+// padded step, which keeps the carry and outputs zeros (the engine's
+// _step.finish), 1 on a valid step and 2 on a valid step that first
+// restarts the carry from reset_h/reset_c (packed rows: _step.restart);
+// the backward then sends the carry's cotangent there (d_reset_h/c).
+// h_all/c_all, the carry after every step, are (T, B, H) when kept (a
+// packed row's sequences end inside it) or (0, B, H); their cotangents
+// d_h_all/d_c_all likewise.
 
 #include <algorithm>
 #include <cmath>
@@ -201,6 +207,22 @@ void over_runs(int64_t runs, int64_t B, double flops, F fn) {
   for (auto& thread : pool) thread.join();
 }
 
+// Steps of a per-step carry buffer: T when kept, 0 when not; an error
+// then names the buffer with T expected.
+int64_t kept_steps(const ffi::AnyBuffer& buffer, int64_t T) {
+  const Dimensions d = buffer.dimensions();
+  return d.size() >= 3 && d[d.size() - 3] == 0 ? 0 : T;
+}
+
+// Run n's part of a per-step carry buffer, or null when it is not kept.
+inline float* kept_at(const ffi::AnyBuffer& buffer, int64_t n, int64_t runs) {
+  return buffer.element_count() ? at(buffer, n, runs) : nullptr;
+}
+
+void zero(const ffi::AnyBuffer& buffer) {
+  std::memset(buffer.untyped_data(), 0, buffer.element_count() * sizeof(float));
+}
+
 std::vector<float> transpose(const float* w, int64_t rows, int64_t cols) {
   std::vector<float> t(rows * cols);
   for (int64_t r = 0; r < rows; ++r)
@@ -212,11 +234,41 @@ std::vector<float> transpose(const float* w, int64_t rows, int64_t cols) {
 // Inside each fn(b0, b1) below, rows b0..b1 of step t start at (t * B + b0)
 // times the row width in every (T, B, ·) array: one contiguous block.
 
+inline bool restarts(const float* valid, int64_t row) { return valid[row] > 1.5f; }
+
+// Rows of `carry` (rows x H, starting at batch row b0) that restart at
+// step row0 take their value from `from` (B, H).
+void restart_rows(const float* valid, int64_t row0, const float* from, float* carry, int64_t b0,
+                  int64_t rows, int64_t H) {
+  for (int64_t b = 0; b < rows; ++b)
+    if (restarts(valid, row0 + b))
+      std::copy(from + (b0 + b) * H, from + (b0 + b + 1) * H, carry + b * H);
+}
+
+// Moves the cotangent of restarting rows' carries (rows x H) into `to`
+// (B, H): nothing of it reaches the steps before.
+void collect_restarts(const float* valid, int64_t row0, float* carry, float* to, int64_t b0,
+                      int64_t rows, int64_t H) {
+  for (int64_t b = 0; b < rows; ++b) {
+    if (!restarts(valid, row0 + b)) continue;
+    for (int64_t u = 0; u < H; ++u) to[(b0 + b) * H + u] += carry[b * H + u];
+    std::fill(carry + b * H, carry + (b + 1) * H, 0.0f);
+  }
+}
+
+// carry (rows x H) += rows row0.. of `from` (T, B, H); nothing when null.
+void add_rows(const float* from, int64_t row0, float* carry, int64_t rows, int64_t H) {
+  if (!from) return;
+  const float* f = from + row0 * H;
+  for (int64_t i = 0; i < rows * H; ++i) carry[i] += f[i];
+}
+
 // One run's rows b0..b1 through all T steps. The residuals the backward
 // reads (gates, h_prev, c_prev) are null in an inference call, which then
 // keeps only the current step's gates and writes nothing else per step.
 void lstm_rows(const float* xp, const float* valid, const float* w, const float* h0,
-               const float* c0, float* ys, float* h_last, float* c_last, float* gates,
+               const float* c0, const float* reset_h, const float* reset_c, float* ys,
+               float* h_last, float* c_last, float* h_all, float* c_all, float* gates,
                float* h_prev, float* c_prev, int64_t T, int64_t B, int64_t H, int64_t b0,
                int64_t b1) {
   const int64_t G = 4 * H, rows = b1 - b0;
@@ -224,6 +276,8 @@ void lstm_rows(const float* xp, const float* valid, const float* w, const float*
   std::vector<float> pre(rows * G), tc(H), scratch(gates ? 0 : rows * G);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t row0 = t * B + b0;
+    restart_rows(valid, row0, reset_h, h.data(), b0, rows, H);
+    restart_rows(valid, row0, reset_c, c.data(), b0, rows, H);
     std::memcpy(pre.data(), xp + row0 * G, rows * G * sizeof(float));
     gemm_acc(h.data(), w, pre.data(), rows, H, G);
     if (h_prev) std::memcpy(h_prev + row0 * H, h.data(), rows * H * sizeof(float));
@@ -246,6 +300,8 @@ void lstm_rows(const float* xp, const float* valid, const float* w, const float*
         std::fill(y, y + H, 0.0f);
       }
     }
+    if (h_all) std::memcpy(h_all + row0 * H, h.data(), rows * H * sizeof(float));
+    if (c_all) std::memcpy(c_all + row0 * H, c.data(), rows * H * sizeof(float));
   }
   std::copy(h.begin(), h.end(), h_last + b0 * H);
   std::copy(c.begin(), c.end(), c_last + b0 * H);
@@ -255,8 +311,9 @@ void lstm_rows(const float* xp, const float* valid, const float* w, const float*
 // the pre-activations (d_pre) and of the initial carry.
 void lstm_rows_backward(const float* valid, const float* w, const float* gates, const float* c_prev,
                         const float* d_ys, const float* d_h_last, const float* d_c_last,
-                        float* d_pre, float* d_h0, float* d_c0, int64_t T, int64_t B, int64_t H,
-                        int64_t b0, int64_t b1) {
+                        const float* d_h_all, const float* d_c_all, float* d_pre, float* d_h0,
+                        float* d_c0, float* d_reset_h, float* d_reset_c, int64_t T, int64_t B,
+                        int64_t H, int64_t b0, int64_t b1) {
   const int64_t G = 4 * H;
   const std::vector<float> w_t = transpose(w, H, G);  // (G, H)
   const int64_t rows = b1 - b0;
@@ -265,6 +322,8 @@ void lstm_rows_backward(const float* valid, const float* w, const float* gates, 
   std::vector<float> dh_next(rows * H), cn(H), tc(H);
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t row0 = t * B + b0;
+    add_rows(d_h_all, row0, dh.data(), rows, H);  // the carry after step t, used outside
+    add_rows(d_c_all, row0, dc.data(), rows, H);
     float* dp = d_pre + row0 * G;
     for (int64_t b = 0; b < rows; ++b) {
       float* __restrict__ dpb = dp + b * G;
@@ -297,6 +356,8 @@ void lstm_rows_backward(const float* valid, const float* w, const float* gates, 
     for (int64_t b = 0; b < rows; ++b)
       if (valid[row0 + b] > 0.5f)
         std::copy(dh_next.begin() + b * H, dh_next.begin() + (b + 1) * H, dh.begin() + b * H);
+    collect_restarts(valid, row0, dh.data(), d_reset_h, b0, rows, H);
+    collect_restarts(valid, row0, dc.data(), d_reset_c, b0, rows, H);
   }
   std::copy(dh.begin(), dh.end(), d_h0 + b0 * H);
   std::copy(dc.begin(), dc.end(), d_c0 + b0 * H);
@@ -312,57 +373,71 @@ using Ret = ffi::Result<ffi::AnyBuffer>;
     if (rj_error.failure()) return rj_error; \
   } while (0)
 
-ffi::Error LstmForward(Arg xp, Arg valid, Arg w, Arg h0, Arg c0, Ret ys, Ret h_last, Ret c_last,
-                       Ret gates, Ret h_prev, Ret c_prev) {
+ffi::Error LstmForward(Arg xp, Arg valid, Arg w, Arg h0, Arg c0, Arg reset_h, Arg reset_c, Ret ys,
+                       Ret h_last, Ret c_last, Ret h_all, Ret c_all, Ret gates, Ret h_prev,
+                       Ret c_prev) {
   constexpr const char* call = "recurrent_jax_lstm_forward";
   Sizes s;
   RJ_CHECK(sizes_of(call, "xp", xp, 4, "(..., T, B, 4H)", s));
-  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 4 * H;
+  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 4 * H, K = kept_steps(*h_all, T);
   RJ_CHECK(check(call, s,
                  {{"valid", valid, {T, B}},
                   {"w_hh", w, {H, G}},
                   {"h0", h0, {B, H}},
                   {"c0", c0, {B, H}},
+                  {"reset_h", reset_h, {B, H}},
+                  {"reset_c", reset_c, {B, H}},
                   {"ys", *ys, {T, B, H}},
                   {"h_last", *h_last, {B, H}},
                   {"c_last", *c_last, {B, H}},
+                  {"h_all", *h_all, {K, B, H}},
+                  {"c_all", *c_all, {K, B, H}},
                   {"gates", *gates, {T, B, G}},
                   {"h_prev", *h_prev, {T, B, H}},
                   {"c_prev", *c_prev, {T, B, H}}}));
   over_runs(N, B, 2.0 * T * B * G * H, [&](int64_t n, int64_t b0, int64_t b1) {
-    lstm_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(h0, n, N), at(c0, n, N), at(*ys, n, N),
-              at(*h_last, n, N), at(*c_last, n, N), at(*gates, n, N), at(*h_prev, n, N),
-              at(*c_prev, n, N), T, B, H, b0, b1);
+    lstm_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(h0, n, N), at(c0, n, N),
+              at(reset_h, n, N), at(reset_c, n, N), at(*ys, n, N), at(*h_last, n, N),
+              at(*c_last, n, N), kept_at(*h_all, n, N), kept_at(*c_all, n, N), at(*gates, n, N),
+              at(*h_prev, n, N), at(*c_prev, n, N), T, B, H, b0, b1);
   });
   return ffi::Error::Success();
 }
 
-ffi::Error LstmInfer(Arg xp, Arg valid, Arg w, Arg h0, Arg c0, Ret ys, Ret h_last, Ret c_last) {
+ffi::Error LstmInfer(Arg xp, Arg valid, Arg w, Arg h0, Arg c0, Arg reset_h, Arg reset_c, Ret ys,
+                     Ret h_last, Ret c_last, Ret h_all, Ret c_all) {
   constexpr const char* call = "recurrent_jax_lstm_infer";
   Sizes s;
   RJ_CHECK(sizes_of(call, "xp", xp, 4, "(..., T, B, 4H)", s));
-  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 4 * H;
+  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 4 * H, K = kept_steps(*h_all, T);
   RJ_CHECK(check(call, s,
                  {{"valid", valid, {T, B}},
                   {"w_hh", w, {H, G}},
                   {"h0", h0, {B, H}},
                   {"c0", c0, {B, H}},
+                  {"reset_h", reset_h, {B, H}},
+                  {"reset_c", reset_c, {B, H}},
                   {"ys", *ys, {T, B, H}},
                   {"h_last", *h_last, {B, H}},
-                  {"c_last", *c_last, {B, H}}}));
+                  {"c_last", *c_last, {B, H}},
+                  {"h_all", *h_all, {K, B, H}},
+                  {"c_all", *c_all, {K, B, H}}}));
   over_runs(N, B, 2.0 * T * B * G * H, [&](int64_t n, int64_t b0, int64_t b1) {
-    lstm_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(h0, n, N), at(c0, n, N), at(*ys, n, N),
-              at(*h_last, n, N), at(*c_last, n, N), nullptr, nullptr, nullptr, T, B, H, b0, b1);
+    lstm_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(h0, n, N), at(c0, n, N),
+              at(reset_h, n, N), at(reset_c, n, N), at(*ys, n, N), at(*h_last, n, N),
+              at(*c_last, n, N), kept_at(*h_all, n, N), kept_at(*c_all, n, N), nullptr, nullptr,
+              nullptr, T, B, H, b0, b1);
   });
   return ffi::Error::Success();
 }
 
 ffi::Error LstmBackward(Arg valid, Arg w, Arg gates, Arg c_prev, Arg d_ys, Arg d_h_last,
-                        Arg d_c_last, Ret d_pre, Ret d_h0, Ret d_c0) {
+                        Arg d_c_last, Arg d_h_all, Arg d_c_all, Ret d_pre, Ret d_h0, Ret d_c0,
+                        Ret d_reset_h, Ret d_reset_c) {
   constexpr const char* call = "recurrent_jax_lstm_backward";
   Sizes s;
   RJ_CHECK(sizes_of(call, "gates", gates, 4, "(..., T, B, 4H)", s));
-  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 4 * H;
+  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 4 * H, K = kept_steps(d_h_all, T);
   RJ_CHECK(check(call, s,
                  {{"valid", valid, {T, B}},
                   {"w_hh", w, {H, G}},
@@ -370,13 +445,21 @@ ffi::Error LstmBackward(Arg valid, Arg w, Arg gates, Arg c_prev, Arg d_ys, Arg d
                   {"d_ys", d_ys, {T, B, H}},
                   {"d_h_last", d_h_last, {B, H}},
                   {"d_c_last", d_c_last, {B, H}},
+                  {"d_h_all", d_h_all, {K, B, H}},
+                  {"d_c_all", d_c_all, {K, B, H}},
                   {"d_pre", *d_pre, {T, B, G}},
                   {"d_h0", *d_h0, {B, H}},
-                  {"d_c0", *d_c0, {B, H}}}));
+                  {"d_c0", *d_c0, {B, H}},
+                  {"d_reset_h", *d_reset_h, {B, H}},
+                  {"d_reset_c", *d_reset_c, {B, H}}}));
+  zero(*d_reset_h);  // accumulated into by each thread's own rows
+  zero(*d_reset_c);
   over_runs(N, B, 2.0 * T * B * H * G, [&](int64_t n, int64_t b0, int64_t b1) {
     lstm_rows_backward(at(valid, n, N), at(w, n, N), at(gates, n, N), at(c_prev, n, N),
-                       at(d_ys, n, N), at(d_h_last, n, N), at(d_c_last, n, N), at(*d_pre, n, N),
-                       at(*d_h0, n, N), at(*d_c0, n, N), T, B, H, b0, b1);
+                       at(d_ys, n, N), at(d_h_last, n, N), at(d_c_last, n, N),
+                       kept_at(d_h_all, n, N), kept_at(d_c_all, n, N), at(*d_pre, n, N),
+                       at(*d_h0, n, N), at(*d_c0, n, N), at(*d_reset_h, n, N), at(*d_reset_c, n, N),
+                       T, B, H, b0, b1);
   });
   return ffi::Error::Success();
 }
@@ -386,13 +469,14 @@ ffi::Error LstmBackward(Arg valid, Arg w, Arg gates, Arg c_prev, Arg d_ys, Arg d
 // One run's rows b0..b1 through all T steps; the residuals (gates, hn,
 // h_prev) are null in an inference call, as in lstm_rows.
 void gru_rows(const float* xp, const float* valid, const float* w, const float* bn, const float* h0,
-              float* ys, float* h_last, float* gates, float* hn, float* h_prev, int64_t T,
-              int64_t B, int64_t H, int64_t b0, int64_t b1) {
+              const float* reset_h, float* ys, float* h_last, float* h_all, float* gates, float* hn,
+              float* h_prev, int64_t T, int64_t B, int64_t H, int64_t b0, int64_t b1) {
   const int64_t G = 3 * H, rows = b1 - b0;
   std::vector<float> h(h0 + b0 * H, h0 + b1 * H);
   std::vector<float> hh(rows * G), sum(2 * H), scratch(gates ? 0 : G), hn_scratch(hn ? 0 : H);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t row0 = t * B + b0;
+    restart_rows(valid, row0, reset_h, h.data(), b0, rows, H);
     std::fill(hh.begin(), hh.end(), 0.0f);
     gemm_acc(h.data(), w, hh.data(), rows, H, G);
     if (h_prev) std::memcpy(h_prev + row0 * H, h.data(), rows * H * sizeof(float));
@@ -419,6 +503,7 @@ void gru_rows(const float* xp, const float* valid, const float* w, const float* 
         std::fill(y, y + H, 0.0f);
       }
     }
+    if (h_all) std::memcpy(h_all + row0 * H, h.data(), rows * H * sizeof(float));
   }
   std::copy(h.begin(), h.end(), h_last + b0 * H);
 }
@@ -427,9 +512,9 @@ void gru_rows(const float* xp, const float* valid, const float* w, const float* 
 // the projected inputs (d_xp), of h W_hh + b_hh (d_hh) and of the initial
 // carry.
 void gru_rows_backward(const float* valid, const float* w, const float* gates, const float* hn,
-                       const float* h_prev, const float* d_ys, const float* d_h_last, float* d_xp,
-                       float* d_hh, float* d_h0, int64_t T, int64_t B, int64_t H, int64_t b0,
-                       int64_t b1) {
+                       const float* h_prev, const float* d_ys, const float* d_h_last,
+                       const float* d_h_all, float* d_xp, float* d_hh, float* d_h0,
+                       float* d_reset_h, int64_t T, int64_t B, int64_t H, int64_t b0, int64_t b1) {
   const int64_t G = 3 * H;
   const std::vector<float> w_t = transpose(w, H, G);
   const int64_t rows = b1 - b0;
@@ -437,6 +522,7 @@ void gru_rows_backward(const float* valid, const float* w, const float* gates, c
   std::vector<float> dh_next(rows * H);
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t row0 = t * B + b0;
+    add_rows(d_h_all, row0, dh.data(), rows, H);  // the carry after step t, used outside
     float* dx = d_xp + row0 * G;
     float* dq = d_hh + row0 * G;
     for (int64_t b = 0; b < rows; ++b) {
@@ -469,59 +555,66 @@ void gru_rows_backward(const float* valid, const float* w, const float* gates, c
     for (int64_t b = 0; b < rows; ++b)
       if (valid[row0 + b] > 0.5f)
         for (int64_t u = 0; u < H; ++u) dh[b * H + u] += dh_next[b * H + u];
+    collect_restarts(valid, row0, dh.data(), d_reset_h, b0, rows, H);
   }
   std::copy(dh.begin(), dh.end(), d_h0 + b0 * H);
 }
 
-ffi::Error GruForward(Arg xp, Arg valid, Arg w, Arg b_hn, Arg h0, Ret ys, Ret h_last, Ret gates,
-                      Ret hn, Ret h_prev) {
+ffi::Error GruForward(Arg xp, Arg valid, Arg w, Arg b_hn, Arg h0, Arg reset_h, Ret ys, Ret h_last,
+                      Ret h_all, Ret gates, Ret hn, Ret h_prev) {
   constexpr const char* call = "recurrent_jax_gru_forward";
   Sizes s;
   RJ_CHECK(sizes_of(call, "xp", xp, 3, "(..., T, B, 3H)", s));
-  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 3 * H;
+  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 3 * H, K = kept_steps(*h_all, T);
   RJ_CHECK(check(call, s,
                  {{"valid", valid, {T, B}},
                   {"w_hh", w, {H, G}},
                   {"b_hn", b_hn, {H}},
                   {"h0", h0, {B, H}},
+                  {"reset_h", reset_h, {B, H}},
                   {"ys", *ys, {T, B, H}},
                   {"h_last", *h_last, {B, H}},
+                  {"h_all", *h_all, {K, B, H}},
                   {"gates", *gates, {T, B, G}},
                   {"hn", *hn, {T, B, H}},
                   {"h_prev", *h_prev, {T, B, H}}}));
   over_runs(N, B, 2.0 * T * B * G * H, [&](int64_t n, int64_t b0, int64_t b1) {
     gru_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(b_hn, n, N), at(h0, n, N),
-             at(*ys, n, N), at(*h_last, n, N), at(*gates, n, N), at(*hn, n, N), at(*h_prev, n, N),
-             T, B, H, b0, b1);
+             at(reset_h, n, N), at(*ys, n, N), at(*h_last, n, N), kept_at(*h_all, n, N),
+             at(*gates, n, N), at(*hn, n, N), at(*h_prev, n, N), T, B, H, b0, b1);
   });
   return ffi::Error::Success();
 }
 
-ffi::Error GruInfer(Arg xp, Arg valid, Arg w, Arg b_hn, Arg h0, Ret ys, Ret h_last) {
+ffi::Error GruInfer(Arg xp, Arg valid, Arg w, Arg b_hn, Arg h0, Arg reset_h, Ret ys, Ret h_last,
+                    Ret h_all) {
   constexpr const char* call = "recurrent_jax_gru_infer";
   Sizes s;
   RJ_CHECK(sizes_of(call, "xp", xp, 3, "(..., T, B, 3H)", s));
-  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 3 * H;
+  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 3 * H, K = kept_steps(*h_all, T);
   RJ_CHECK(check(call, s,
                  {{"valid", valid, {T, B}},
                   {"w_hh", w, {H, G}},
                   {"b_hn", b_hn, {H}},
                   {"h0", h0, {B, H}},
+                  {"reset_h", reset_h, {B, H}},
                   {"ys", *ys, {T, B, H}},
-                  {"h_last", *h_last, {B, H}}}));
+                  {"h_last", *h_last, {B, H}},
+                  {"h_all", *h_all, {K, B, H}}}));
   over_runs(N, B, 2.0 * T * B * G * H, [&](int64_t n, int64_t b0, int64_t b1) {
     gru_rows(at(xp, n, N), at(valid, n, N), at(w, n, N), at(b_hn, n, N), at(h0, n, N),
-             at(*ys, n, N), at(*h_last, n, N), nullptr, nullptr, nullptr, T, B, H, b0, b1);
+             at(reset_h, n, N), at(*ys, n, N), at(*h_last, n, N), kept_at(*h_all, n, N), nullptr,
+             nullptr, nullptr, T, B, H, b0, b1);
   });
   return ffi::Error::Success();
 }
 
 ffi::Error GruBackward(Arg valid, Arg w, Arg gates, Arg hn, Arg h_prev, Arg d_ys, Arg d_h_last,
-                       Ret d_xp, Ret d_hh, Ret d_h0) {
+                       Arg d_h_all, Ret d_xp, Ret d_hh, Ret d_h0, Ret d_reset_h) {
   constexpr const char* call = "recurrent_jax_gru_backward";
   Sizes s;
   RJ_CHECK(sizes_of(call, "gates", gates, 3, "(..., T, B, 3H)", s));
-  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 3 * H;
+  const int64_t N = s.runs, T = s.T, B = s.B, H = s.H, G = 3 * H, K = kept_steps(d_h_all, T);
   RJ_CHECK(check(call, s,
                  {{"valid", valid, {T, B}},
                   {"w_hh", w, {H, G}},
@@ -529,13 +622,16 @@ ffi::Error GruBackward(Arg valid, Arg w, Arg gates, Arg hn, Arg h_prev, Arg d_ys
                   {"h_prev", h_prev, {T, B, H}},
                   {"d_ys", d_ys, {T, B, H}},
                   {"d_h_last", d_h_last, {B, H}},
+                  {"d_h_all", d_h_all, {K, B, H}},
                   {"d_xp", *d_xp, {T, B, G}},
                   {"d_hh", *d_hh, {T, B, G}},
-                  {"d_h0", *d_h0, {B, H}}}));
+                  {"d_h0", *d_h0, {B, H}},
+                  {"d_reset_h", *d_reset_h, {B, H}}}));
+  zero(*d_reset_h);  // accumulated into by each thread's own rows
   over_runs(N, B, 2.0 * T * B * H * G, [&](int64_t n, int64_t b0, int64_t b1) {
     gru_rows_backward(at(valid, n, N), at(w, n, N), at(gates, n, N), at(hn, n, N), at(h_prev, n, N),
-                      at(d_ys, n, N), at(d_h_last, n, N), at(*d_xp, n, N), at(*d_hh, n, N),
-                      at(*d_h0, n, N), T, B, H, b0, b1);
+                      at(d_ys, n, N), at(d_h_last, n, N), kept_at(d_h_all, n, N), at(*d_xp, n, N),
+                      at(*d_hh, n, N), at(*d_h0, n, N), at(*d_reset_h, n, N), T, B, H, b0, b1);
   });
   return ffi::Error::Success();
 }
@@ -551,6 +647,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjLstmForward, LstmForward,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
@@ -567,6 +667,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjLstmBackward, LstmBackward,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
@@ -578,6 +682,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruForward, GruForward,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
@@ -593,6 +699,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruBackward, GruBackward,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
@@ -604,6 +712,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjLstmInfer, LstmInfer,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
@@ -615,5 +727,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RjGruInfer, GruInfer,
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
                                   .Arg<RJ_BUF>()
+                                  .Arg<RJ_BUF>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());

@@ -8,7 +8,11 @@ then one GEMM in XLA,
 
 .. math::  dW_{hh} = \sum_t h_{t-1}^⊤ \, dhh_t,
 
-and dxp_t flows back to ``project``'s single GEMM by autodiff. Under
+and dxp_t flows back to ``project``'s single GEMM by autodiff. Packed rows
+restart their carry (``resets``, from ``reset_carry``) inside the calls:
+``valid`` is 2 on a step that restarts, and the backward sends the carry's
+cotangent there to ``reset_carry``; ``keep_carries`` also returns the carry
+after every step (a packed row's sequences end inside it). Under
 ``jax.vmap`` (a sweep) every operand gains the run axis
 (``vmap_method="broadcast_all"``) and one call runs all runs, spread over
 the cores.
@@ -16,6 +20,7 @@ the cores.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -27,27 +32,42 @@ from recurrent_jax.cells.base import Cell, LSTMCarry
 _F32 = jnp.float32
 
 
-def cpu_scan(cell: Cell, params, carry0, inputs: _step.StepInputs):
-    """``(final_carry, ys)`` of a plain LSTM or GRU (``cell.cudnn_kernel``)
-    over time-major ``inputs`` (xp (T, B..., G), valid (T, B...) or None);
-    the same function as scanning ``_step.step``."""
+def cpu_scan(
+    cell: Cell, params, carry0, inputs: _step.StepInputs, reset_carry=None, keep_carries=False
+):
+    """``(final_carry, ys, carries)`` of a plain LSTM or GRU
+    (``cell.cudnn_kernel``) over time-major ``inputs`` (xp (T, B..., G),
+    valid and reset (T, B...) or None), restarting from ``reset_carry``
+    where ``reset`` is set on a valid step; ``carries``, the carry after
+    every step (leaves (T, B..., H)), with ``keep_carries``, else None. The
+    same function as scanning ``_step.step``."""
     num_steps, batch_shape = inputs.xp.shape[0], inputs.xp.shape[1:-1]
     rows = math.prod(batch_shape)  # explicit: T or B may be 0
     xp = inputs.xp.reshape(num_steps, rows, inputs.xp.shape[-1])
-    valid = inputs.valid
-    if valid is None:
-        valid = jnp.ones((num_steps, *batch_shape), bool)
-    valid = valid.reshape(num_steps, rows).astype(_F32)
+    ones = jnp.ones((num_steps, *batch_shape), bool)
+    valid = ones if inputs.valid is None else inputs.valid
+    reset = jnp.zeros_like(valid) if inputs.reset is None else inputs.reset & valid
+    valid = (valid.astype(_F32) + reset.astype(_F32)).reshape(num_steps, rows)  # 0, 1, 2
+    if reset_carry is None:
+        reset_carry = carry0  # read only where reset is set
     flat = lambda c: c.reshape(rows, c.shape[-1])  # noqa: E731
     unflat = lambda a: a.reshape(*a.shape[:-2], *batch_shape, a.shape[-1])  # noqa: E731
     w_hh = params["w_hh"]
+    keep = bool(keep_carries)
     if cell.cudnn_kernel == "lstm":
-        ys, h, c = _lstm(w_hh, xp, valid, flat(carry0.h), flat(carry0.c))
-        return LSTMCarry(unflat(h), unflat(c)), unflat(ys)
+        carries = (carry0.h, carry0.c, reset_carry.h, reset_carry.c)
+        ys, h, c, h_all, c_all = _lstm(keep, w_hh, xp, valid, *map(flat, carries))
+        kept = LSTMCarry(unflat(h_all), unflat(c_all)) if keep else None
+        return LSTMCarry(unflat(h), unflat(c)), unflat(ys), kept
     hidden = w_hh.shape[0]
     b_hn = params["b_hh"][2 * hidden :] if "b_hh" in params else jnp.zeros(hidden, _F32)
-    ys, h = _gru(w_hh, b_hn, xp, valid, flat(carry0))
-    return unflat(h), unflat(ys)
+    ys, h, h_all = _gru(keep, w_hh, b_hn, xp, valid, flat(carry0), flat(reset_carry))
+    return unflat(h), unflat(ys), (unflat(h_all) if keep else None)
+
+
+def _kept(keep, steps, batch, hidden):
+    """The shape of a per-step carry output: (T, B, H) kept, else (0, B, H)."""
+    return (steps if keep else 0, batch, hidden)
 
 
 def _call(name, shapes, *args):
@@ -58,34 +78,37 @@ def _call(name, shapes, *args):
 # --- LSTM ------------------------------------------------------------------------
 
 
-def _lstm_forward(w_hh, xp, valid, h0, c0):
+def _lstm_forward(keep, w_hh, xp, valid, h0, c0, reset_h, reset_c):
     (steps, batch, _), hidden = xp.shape, h0.shape[-1]
-    seq, carry = (steps, batch, hidden), (batch, hidden)
-    shapes = [seq, carry, carry, xp.shape, seq, seq]
-    return _call("recurrent_jax_lstm_forward", shapes, xp, valid, w_hh, h0, c0)
+    seq, carry, kept = (steps, batch, hidden), (batch, hidden), _kept(keep, steps, batch, hidden)
+    shapes = [seq, carry, carry, kept, kept, xp.shape, seq, seq]
+    args = (xp, valid, w_hh, h0, c0, reset_h, reset_c)
+    return _call("recurrent_jax_lstm_forward", shapes, *args)
 
 
-@jax.custom_vjp
-def _lstm(w_hh, xp, valid, h0, c0):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _lstm(keep, w_hh, xp, valid, h0, c0, reset_h, reset_c):
     (steps, batch, _), hidden = xp.shape, h0.shape[-1]
-    shapes = [(steps, batch, hidden), h0.shape, c0.shape]
-    return tuple(_call("recurrent_jax_lstm_infer", shapes, xp, valid, w_hh, h0, c0))
+    kept = _kept(keep, steps, batch, hidden)
+    shapes = [(steps, batch, hidden), h0.shape, c0.shape, kept, kept]
+    args = (xp, valid, w_hh, h0, c0, reset_h, reset_c)
+    return tuple(_call("recurrent_jax_lstm_infer", shapes, *args))
 
 
-def _lstm_fwd(w_hh, xp, valid, h0, c0):
-    ys, h, c, gates, h_prev, c_prev = _lstm_forward(w_hh, xp, valid, h0, c0)
-    return (ys, h, c), (w_hh, valid, gates, h_prev, c_prev)
+def _lstm_fwd(keep, w_hh, xp, valid, h0, c0, reset_h, reset_c):
+    outs = _lstm_forward(keep, w_hh, xp, valid, h0, c0, reset_h, reset_c)
+    ys, h, c, h_all, c_all, gates, h_prev, c_prev = outs
+    return (ys, h, c, h_all, c_all), (w_hh, valid, gates, h_prev, c_prev)
 
 
-def _lstm_bwd(residuals, cotangents):
+def _lstm_bwd(keep, residuals, cotangents):
     w_hh, valid, gates, h_prev, c_prev = residuals
-    d_ys, d_h, d_c = cotangents
-    shapes = [gates.shape, d_h.shape, d_c.shape]
-    d_pre, d_h0, d_c0 = _call(
-        "recurrent_jax_lstm_backward", shapes, valid, w_hh, gates, c_prev, d_ys, d_h, d_c
-    )
+    d_ys, d_h, d_c, d_h_all, d_c_all = cotangents
+    shapes = [gates.shape, d_h.shape, d_c.shape, d_h.shape, d_c.shape]
+    args = (valid, w_hh, gates, c_prev, d_ys, d_h, d_c, d_h_all, d_c_all)
+    d_pre, d_h0, d_c0, d_reset_h, d_reset_c = _call("recurrent_jax_lstm_backward", shapes, *args)
     d_w_hh = _sum_outer(h_prev, d_pre)
-    return d_w_hh, d_pre, None, d_h0, d_c0
+    return d_w_hh, d_pre, None, d_h0, d_c0, d_reset_h, d_reset_c
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
@@ -94,35 +117,34 @@ _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 # --- GRU -------------------------------------------------------------------------
 
 
-def _gru_forward(w_hh, b_hn, xp, valid, h0):
+def _gru_forward(keep, w_hh, b_hn, xp, valid, h0, reset_h):
     (steps, batch, _), hidden = xp.shape, h0.shape[-1]
     seq = (steps, batch, hidden)
-    shapes = [seq, (batch, hidden), xp.shape, seq, seq]
-    return _call("recurrent_jax_gru_forward", shapes, xp, valid, w_hh, b_hn, h0)
+    shapes = [seq, (batch, hidden), _kept(keep, steps, batch, hidden), xp.shape, seq, seq]
+    return _call("recurrent_jax_gru_forward", shapes, xp, valid, w_hh, b_hn, h0, reset_h)
 
 
-@jax.custom_vjp
-def _gru(w_hh, b_hn, xp, valid, h0):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _gru(keep, w_hh, b_hn, xp, valid, h0, reset_h):
     (steps, batch, _), hidden = xp.shape, h0.shape[-1]
-    shapes = [(steps, batch, hidden), h0.shape]
-    return tuple(_call("recurrent_jax_gru_infer", shapes, xp, valid, w_hh, b_hn, h0))
+    shapes = [(steps, batch, hidden), h0.shape, _kept(keep, steps, batch, hidden)]
+    return tuple(_call("recurrent_jax_gru_infer", shapes, xp, valid, w_hh, b_hn, h0, reset_h))
 
 
-def _gru_fwd(w_hh, b_hn, xp, valid, h0):
-    ys, h, gates, hn, h_prev = _gru_forward(w_hh, b_hn, xp, valid, h0)
-    return (ys, h), (w_hh, valid, gates, hn, h_prev)
+def _gru_fwd(keep, w_hh, b_hn, xp, valid, h0, reset_h):
+    ys, h, h_all, gates, hn, h_prev = _gru_forward(keep, w_hh, b_hn, xp, valid, h0, reset_h)
+    return (ys, h, h_all), (w_hh, valid, gates, hn, h_prev)
 
 
-def _gru_bwd(residuals, cotangents):
+def _gru_bwd(keep, residuals, cotangents):
     w_hh, valid, gates, hn, h_prev = residuals
-    d_ys, d_h = cotangents
-    shapes = [gates.shape, gates.shape, d_h.shape]
-    d_xp, d_hh, d_h0 = _call(
-        "recurrent_jax_gru_backward", shapes, valid, w_hh, gates, hn, h_prev, d_ys, d_h
-    )
+    d_ys, d_h, d_h_all = cotangents
+    shapes = [gates.shape, gates.shape, d_h.shape, d_h.shape]
+    args = (valid, w_hh, gates, hn, h_prev, d_ys, d_h, d_h_all)
+    d_xp, d_hh, d_h0, d_reset_h = _call("recurrent_jax_gru_backward", shapes, *args)
     hidden = d_h.shape[-1]
     d_b_hn = d_hh[..., 2 * hidden :].sum((0, 1))
-    return _sum_outer(h_prev, d_hh), d_b_hn, d_xp, None, d_h0
+    return _sum_outer(h_prev, d_hh), d_b_hn, d_xp, None, d_h0, d_reset_h
 
 
 _gru.defvjp(_gru_fwd, _gru_bwd)
