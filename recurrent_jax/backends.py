@@ -228,7 +228,11 @@ def _cpu_blockers(call):
         )
     dtypes = {jnp.dtype(a.dtype) for a in jax.tree_util.tree_leaves(call.params)}
     if dtypes | {jnp.dtype(call.xs.dtype)} != {jnp.dtype(jnp.float32)}:
-        reasons.append("it runs in float32 only")
+        got = sorted(map(str, dtypes | {jnp.dtype(call.xs.dtype)}))
+        reasons.append(
+            f"its kernels compute in float32 only, got dtypes {got} (bf16 runs on the XLA "
+            "backends, which take it)"
+        )
     reasons += _options_set(call, ("recurrent_dropout", "zoneout"))
     if not reasons:  # build only when it would run
         missing = cpu.unavailable()

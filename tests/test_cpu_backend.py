@@ -226,3 +226,13 @@ def test_remat_segments_run_the_extension(rng):
     got = jax.jit(jax.grad(lambda p: loss(p, impl="cpu", remat=3)))(params)
     want = jax.jit(jax.grad(lambda p: loss(p, impl="scan")))(params)
     assert_trees_close(got, want, **GRADS)
+
+
+def test_bf16_is_refused_with_the_reason_and_runs_on_xla(rng):
+    cell = rj.cells.lstm(8, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    params = cell.init(jax.random.key(0), D)
+    xs = normal(rng, (2, T, D)).astype(jnp.bfloat16)
+    with pytest.raises(ValueError, match="its kernels compute in float32 only, got dtypes"):
+        rj.unroll(cell, params, xs, impl="cpu")
+    text = jax.jit(lambda p: rj.unroll(cell, p, xs)[1]).lower(params).as_text()
+    assert "recurrent_jax_lstm" not in text  # auto takes an XLA backend
