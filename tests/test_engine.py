@@ -78,7 +78,9 @@ def test_auto_takes_the_first_backend_without_reasons(rng):
 
     assert chosen(rj.cells.lstm(4)) == auto_backend_for_plain_cells()
     assert chosen(rj.cells.lstm(4, peephole=True)) == "fused"
-    assert chosen(rj.cells.lstm(4), resets=True) == "scan"
+    native = auto_backend_for_plain_cells() == "cpu"  # the C++ backend runs resets too
+    assert chosen(rj.cells.lstm(4), resets=True) == ("cpu" if native else "scan")
+    assert chosen(rj.cells.lstm(4, peephole=True), resets=True) == "scan"
     assert chosen(rj.cells.lstm(4), no_hoist=True) == "scan"
     assert chosen(rj.cells.mgu(4)) == "scan"
     # every backend appears in the table with a reason auto skips it or a run
