@@ -63,7 +63,7 @@ def cases(count: int = 40, seed: int = 0) -> list[Case]:
     for i in range(count):
         sizes = tuple(int(v) for v in rng.integers(1, 12, 4))
         cell = ("lstm", "gru")[i % 2]
-        target = ("forward", "infer", "backward")[(i // 2) % 3]
+        target = ("forward", "infer", "backward", "project")[(i // 2) % 4]
         operands = _ffi_operands(cell, target, sizes)
         name = list(operands)[int(rng.integers(len(operands)))]
         fault = ("shape", "rank", "dtype", "runs")[int(rng.integers(4))]
@@ -131,9 +131,12 @@ def run_unroll(case: Case) -> None:
 
 def _ffi_operands(cell: str, target: str, sizes) -> dict:
     """Operand name -> shape of a native call, in argument then result order."""
-    batch, steps, _, hidden = sizes
+    batch, steps, features, hidden = sizes
     g = (4 if cell == "lstm" else 3) * hidden
     seq, carry, gates = (steps, batch, hidden), (batch, hidden), (steps, batch, g)
+    if target == "project":  # the input projection of all T * B rows
+        rows = steps * batch
+        return {"x": (rows, features), "w_ih": (features, g), "bias": (g,), "out": (rows, g)}
     if cell == "lstm":
         table = {
             "forward": [
@@ -236,6 +239,8 @@ _NUM_ARGS = {
     ("gru", "forward"): 6,
     ("gru", "infer"): 6,
     ("gru", "backward"): 8,
+    ("lstm", "project"): 3,
+    ("gru", "project"): 3,
 }
 
 
@@ -267,7 +272,10 @@ def run_ffi(case: Case) -> None:
     names = list(operands)
     args = [jnp.zeros(shapes[n], dtypes[n]) for n in names[:num_args]]
     results = [jax.ShapeDtypeStruct(shapes[n], dtypes[n]) for n in names[num_args:]]
-    call = jax.ffi.ffi_call(f"recurrent_jax_{case.cell}_{target}", results)
+    handler = (
+        "recurrent_jax_project" if target == "project" else f"recurrent_jax_{case.cell}_{target}"
+    )
+    call = jax.ffi.ffi_call(handler, results)
     jax.block_until_ready(call(*args))
 
 
@@ -296,13 +304,14 @@ def verdict(case: Case) -> str:
 
 
 def _names(case: Case, text: str) -> bool:
-    """Whether a native error names the broken buffer; when that is the one
-    the sizes are read from (xp, gates), naming any buffer of the call is
-    right, since the others then disagree with it."""
+    """Whether a native error names the broken buffer; when that is one the
+    sizes are read from (xp, gates; x and w_ih's width for the projection),
+    naming any buffer of the call is right, since the others then disagree
+    with it."""
     target = case.what.split()[0]
     operands = list(_ffi_operands(case.cell, target, case.sizes))
-    lead = operands[0] if target != "backward" else "gates"
-    names = operands if case.expect == lead else [case.expect]
+    leads = {"backward": ["gates"], "project": ["x", "w_ih"]}.get(target, operands[:1])
+    names = operands if case.expect in leads else [case.expect]
     return any(f" {name}:" in text for name in names)
 
 

@@ -100,3 +100,27 @@ def test_a_workdir_of_another_run_is_a_one_line_error(tmp_path, capsys):
     assert code == 2
     assert err.startswith("recurrent-jax: error: --workdir:") and "holds a different run" in err
     assert "model.hidden_size" in err and "\n" not in err
+
+
+def test_asyncio_reports_of_reads_from_a_reported_damaged_checkpoint_are_dropped():
+    """Orbax's other failed reads of a checkpoint already reported damaged
+    surface as asyncio "Task exception was never retrieved" records; only
+    those that name such a checkpoint are dropped."""
+    import logging
+
+    from recurrent_jax.train import checkpoint
+
+    damaged = "/runs/x/checkpoints/30"
+    checkpoint._DAMAGED.add(damaged)
+    keep = checkpoint._DamagedReadsFilter()
+
+    def record(message, error):
+        return logging.LogRecord(
+            "asyncio", logging.ERROR, "", 0, message, None, (ValueError, error, None)
+        )
+
+    stray = ValueError(f'OUT_OF_RANGE: reading "{damaged}/default/d/86fa"')
+    assert not keep.filter(record("Task exception was never retrieved\nfuture: <Task>", stray))
+    other = ValueError("OUT_OF_RANGE: reading /runs/y/checkpoints/10/default")
+    assert keep.filter(record("Task exception was never retrieved\nfuture: <Task>", other))
+    assert keep.filter(record("Unclosed client session", stray))

@@ -50,6 +50,7 @@ TARGETS = {
     "recurrent_jax_gru_forward": "RjGruForward",
     "recurrent_jax_gru_backward": "RjGruBackward",
     "recurrent_jax_gru_infer": "RjGruInfer",
+    "recurrent_jax_project": "RjProject",
 }
 
 

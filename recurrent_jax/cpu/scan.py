@@ -8,7 +8,8 @@ then one GEMM in XLA,
 
 .. math::  dW_{hh} = \sum_t h_{t-1}^⊤ \, dhh_t,
 
-and dxp_t flows back to ``project``'s single GEMM by autodiff. Packed rows
+and dxp_t flows back through the input projection (``project``, one C++
+call forward; dx and dW_ih as XLA GEMMs). Packed rows
 restart their carry (``resets``, from ``reset_carry``) inside the calls:
 ``valid`` is 2 on a step that restarts, and the backward sends the carry's
 cotangent there to ``reset_carry``; ``keep_carries`` also returns the carry
@@ -63,6 +64,36 @@ def cpu_scan(
     b_hn = params["b_hh"][2 * hidden :] if "b_hh" in params else jnp.zeros(hidden, _F32)
     ys, h, h_all = _gru(keep, w_hh, b_hn, xp, valid, flat(carry0), flat(reset_carry))
     return unflat(h), unflat(ys), (unflat(h_all) if keep else None)
+
+
+# --- the input projection ----------------------------------------------------------
+
+
+def project(cell: Cell, params, xs):
+    """``cell.project(params, xs)`` of a plain cell, ``xs @ w_ih + bias``, on
+    the cores in one call: xs (..., D) -> (..., G). The bias is the
+    cell's own projection of a zero input (its biases as the cell sums
+    them); gradients: XLA GEMMs (dx = d W_ihᵀ, dW_ih = xᵀ d)."""
+    bias = cell.project(params, jnp.zeros((1, xs.shape[-1]), xs.dtype))[0]
+    rows = xs.reshape(-1, xs.shape[-1])
+    return _project(rows, params["w_ih"], bias).reshape(*xs.shape[:-1], bias.shape[-1])
+
+
+@jax.custom_vjp
+def _project(x, w_ih, bias):
+    return _call("recurrent_jax_project", [(x.shape[0], w_ih.shape[-1])], x, w_ih, bias)[0]
+
+
+def _project_fwd(x, w_ih, bias):
+    return _project(x, w_ih, bias), (x, w_ih)
+
+
+def _project_bwd(residuals, d_out):
+    x, w_ih = residuals
+    return d_out @ w_ih.T, x.T @ d_out, d_out.sum(0)
+
+
+_project.defvjp(_project_fwd, _project_bwd)
 
 
 def _kept(keep, steps, batch, hidden):

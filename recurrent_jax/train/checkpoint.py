@@ -149,6 +149,7 @@ class Checkpointer:
         try:
             restored = self.manager.restore(step, args=self._ocp.args.StandardRestore(target))
         except Exception as e:  # orbax raises many types for unreadable files
+            _DAMAGED.add(str(path))
             raise CheckpointError(
                 f"checkpoint {path} could not be restored ({type(e).__name__}: "
                 f"{str(e).splitlines()[0] if str(e) else ''}). Nothing was deleted; "
@@ -209,13 +210,28 @@ def restore_newest(checkpoints, like, log: Callable[[str], None]) -> tuple[int |
 # read fails; the reads still in flight then report "Event loop is closed"
 # (and, after shutdown, "cannot schedule new futures") through
 # sys.unraisablehook, as stray tracebacks. Those, and only those, are dropped.
+# Its other reads of that checkpoint that failed too are reported when
+# their tasks are collected, as asyncio's "Task exception was never
+# retrieved" log records: those that name a checkpoint already reported
+# damaged (``_DAMAGED``) are dropped as well.
 _ORBAX_SHUTDOWN_NOISE = ("Event loop is closed", "cannot schedule new futures after shutdown")
+_DAMAGED: set[str] = set()
+
+
+class _DamagedReadsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Task exception was never retrieved"):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        text = f"{record.getMessage()} {error}"
+        return not any(path in text for path in _DAMAGED)
 
 
 def _quiet_orbax_shutdown() -> None:
     previous = sys.unraisablehook
     if getattr(previous, "recurrent_jax", False):
         return
+    logging.getLogger("asyncio").addFilter(_DamagedReadsFilter())
 
     def hook(unraisable):
         error = unraisable.exc_value
