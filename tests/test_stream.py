@@ -209,3 +209,11 @@ def test_streamed_text_rows_are_windows_of_the_training_ids(tokens):
     for row, s in enumerate(starts):
         np.testing.assert_array_equal(xs[row], ids[s : s + 12])
         np.testing.assert_array_equal(host.targets[row], ids[s + 1 : s + 13])
+
+
+@pytest.mark.parametrize("key, value", [("shuffle_seed", 3), ("prefetch", 4)])
+def test_stream_options_without_a_stream_are_refused(data_path, key, value):
+    config = _config(data_path).to_dict()
+    config["data"] |= {"stream": False, key: value}
+    with pytest.raises(ConfigError, match=f"config.data.{key}: expected its default unless"):
+        from_config_dict(config)

@@ -277,6 +277,10 @@ class DataConfig:
         _checks.check_bool("stream", self.stream)
         _checks.check_non_negative_int("shuffle_seed", self.shuffle_seed)
         _checks.check_positive_int("prefetch", self.prefetch)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in ("shuffle_seed", "prefetch"):  # the stream's own: never silently unused
+            if not self.stream and getattr(self, name) != defaults[name]:
+                _checks.fail(name, "its default unless data.stream is True", getattr(self, name))
 
 
 @dataclasses.dataclass(frozen=True)
