@@ -64,6 +64,17 @@ class LogCoefficients(NamedTuple):
     log_b: jax.Array
 
 
+class BlockCoefficients(NamedTuple):
+    """Coefficients of ``h' = a h + b`` with 2×2 blocks: ``a`` (..., N, 2, 2)
+    and ``b`` (..., N, 2) real, each unit n a 2-vector ``h[n]`` updated as
+    ``a[n] @ h[n] + b[n]`` (the oscillators of LinOSS). The carry holds the
+    two components as planes, (..., 2N) = ``[h[:, 0], h[:, 1]]``, as a
+    complex carry holds ``[Re h, Im h]``."""
+
+    a: jax.Array
+    b: jax.Array
+
+
 def prefers_associative(cell: Cell, num_steps: int) -> bool:
     """Whether ``impl="auto"`` runs ``cell`` with the associative scan."""
     threshold = CROSSOVER_T.get(jax.default_backend(), CROSSOVER_T["gpu"])

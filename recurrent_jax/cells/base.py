@@ -28,6 +28,23 @@ Carry = Any
 CARRY_DTYPE = jnp.float32
 
 
+def carry_dtype(*dtypes) -> jnp.dtype:
+    """The dtype of carries, gate sums and reductions for the given compute
+    or param dtypes (None entries ignored): the widest of float32 and the
+    floating ones, so bf16 and fp32 compute keep fp32 carries and float64
+    compute (``jax_enable_x64`` on) gets float64 carries."""
+    widest = jnp.dtype(CARRY_DTYPE)
+    for dtype in dtypes:
+        if dtype is None:
+            continue
+        dtype = jnp.dtype(dtype)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            dtype = jnp.finfo(dtype).dtype
+        if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize > widest.itemsize:
+            widest = dtype
+    return widest
+
+
 class LSTMCarry(NamedTuple):
     """LSTM state: hidden ``h`` (B..., H or P) and cell ``c`` (B..., H)."""
 
