@@ -147,6 +147,13 @@ def test_each_cell_in_float64_equals_its_numpy_equations(name, rng):
     assert_trees_close(leaves(carry), leaves(want_carry), **EXACT)
 
 
+def test_mlstm_parallel_form_runs_float64(rng):
+    cell, params, xs, (want_carry, want_ys) = xlstm_case("mlstm", rng)
+    carry, ys = jax.jit(lambda p, x: rj.cells.mlstm_parallel(cell, p, x))(params, xs)
+    assert_float64(carry, ys)
+    assert_trees_close((tuple(carry), ys), (want_carry, want_ys), **EXACT)
+
+
 def test_float64_compute_and_params_from_every_source(rng):
     """The compute dtype decides: ``dtype=float64`` with fp32 params, a
     default cell given float64 params (the compute dtype None follows the

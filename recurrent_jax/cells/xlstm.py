@@ -166,7 +166,9 @@ def mlstm_parallel(cell: base.Cell, params, xs, *, initial_carry=None, forget_ga
     NH = (params["w_ih"].shape[-1] - 4 * H) // 2
     DH = H // NH
     batch, T = xs.shape[:-2], xs.shape[-2]
-    carry0 = initial_carry if initial_carry is not None else cell.initial_carry(batch)
+    carry0 = initial_carry
+    if carry0 is None:
+        carry0 = cell.initial_carry(batch, base.carry_dtype_of(cell, params))
     q, k, v, o, i_pre, f_log = split_projection(cell.project(params, xs), NH, DH, log_f)
     # time last for the (T, T) matrices: (..., NH, T)
     i_pre, f_log = jnp.moveaxis(i_pre, -2, -1), jnp.moveaxis(f_log, -2, -1)
