@@ -253,6 +253,23 @@ def _shapes_by_path(tree) -> dict:
     return {jax.tree_util.keystr(path): shape(leaf) for path, leaf in leaves}
 
 
+def check_dtype(name: str, dtype):
+    """A floating dtype that JAX gives: float64 only with ``jax_enable_x64``
+    on (else JAX would silently make it float32)."""
+    try:
+        value = None if dtype is None else jnp.dtype(dtype)
+    except TypeError:
+        value = None
+    if value is None or not jnp.issubdtype(value, jnp.floating):
+        fail(name, "a floating dtype (jnp.float32, jnp.bfloat16, jnp.float64, ...)", dtype)
+    if jax.dtypes.canonicalize_dtype(value) != value:
+        raise ValueError(
+            f"{name}: {value.name} needs jax_enable_x64 (jax.config.update("
+            f"'jax_enable_x64', True) before anything is traced); got {value.name} with it off"
+        )
+    return value
+
+
 def check_rate(name, rate):
     """A dropout-like rate in [0, 1) when concrete (traced rates pass)."""
     check_number(name, rate)

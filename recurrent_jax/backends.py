@@ -230,8 +230,8 @@ def _cpu_blockers(call):
     if dtypes | {jnp.dtype(call.xs.dtype)} != {jnp.dtype(jnp.float32)}:
         got = sorted(map(str, dtypes | {jnp.dtype(call.xs.dtype)}))
         reasons.append(
-            f"its kernels compute in float32 only, got dtypes {got} (bf16 runs on the XLA "
-            "backends, which take it)"
+            f"its kernels compute in float32 only, got dtypes {got} (bf16 and float64 run on "
+            "the XLA backends, which take them)"
         )
     reasons += _options_set(call, ("recurrent_dropout", "zoneout"))
     if not reasons:  # build only when it would run

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax import _step
-from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
+from recurrent_jax.cells.base import Cell, carry_dtype, carry_dtype_of, with_defaults
 
 tree_map = jax.tree_util.tree_map
 
@@ -88,7 +88,9 @@ def trajectory(cell: Cell, params, xs, *, initial_carry=None, **deer_options):
     ``(carries (T, B..., ·) time-major, DeerInfo)``."""
     cell = with_defaults(cell)
     xp = jnp.moveaxis(cell.project(params, xs), -2, 0)
-    carry0 = initial_carry or cell.initial_carry(xs.shape[:-2], CARRY_DTYPE)
+    carry0 = initial_carry
+    if carry0 is None:
+        carry0 = cell.initial_carry(xs.shape[:-2], carry_dtype_of(cell, params))
     opts = DeerOptions(**deer_options)
     states, info = _solve(cell, params, carry0, _step.StepInputs(xp), _step.StepOptions(), opts)
     return _unflatten(_spec(cell, carry0, opts), states), info
@@ -100,9 +102,10 @@ def _spec(cell, carry0, deer_options):
 
 
 def _flatten(carry):
-    return jnp.concatenate(
-        [leaf.astype(CARRY_DTYPE) for leaf in jax.tree_util.tree_leaves(carry)], -1
-    )
+    """The carry's leaves side by side (..., S), in their widest dtype."""
+    leaves = jax.tree_util.tree_leaves(carry)
+    dtype = carry_dtype(*(leaf.dtype for leaf in leaves))
+    return jnp.concatenate([leaf.astype(dtype) for leaf in leaves], -1)
 
 
 def _unflatten(spec, flat):
@@ -187,7 +190,7 @@ def _newton(spec, params, options, h0, xp, masks):
     # Full fp32 matmuls: with TF32 (the GPU default for fp32) the residual
     # carries ~1e-3 of rounding noise and Newton never meets a tol of 1e-5.
     with jax.default_matmul_precision("highest"):
-        start = (0, init, jnp.array(jnp.inf, CARRY_DTYPE))
+        start = (0, init, jnp.array(jnp.inf, h0.dtype))
         k, states, change = jax.lax.while_loop(cond, body, start)
     converged = change <= spec.options.tol
     return states, DeerInfo(k, converged, change)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from recurrent_jax import _checks, packing
 from recurrent_jax import engine as engine_lib
-from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
+from recurrent_jax.cells.base import Cell, carry_dtype_of, with_defaults
 from recurrent_jax.packing import Packed
 from recurrent_jax.sequence import dropout_mask, unroll, valid_steps
 
@@ -87,7 +87,7 @@ def layer(
     def init(key, input_size):
         params = cell.init(key, input_size)
         if learn_initial_carry:
-            params = params | {INITIAL_CARRY: cell.initial_carry((), CARRY_DTYPE)}
+            params = params | {INITIAL_CARRY: cell.initial_carry((), carry_dtype_of(cell, params))}
         return params
 
     def apply(
@@ -392,7 +392,7 @@ def _between_layers(ys, rate, key, deterministic):
             "key: a PRNG key is required for dropout between layers when "
             "deterministic=False, got None"
         )
-    return ys * dropout_mask(key, rate, ys.shape).astype(ys.dtype)
+    return ys * dropout_mask(key, rate, ys.shape, ys.dtype)
 
 
 def _carry_shape(xs, time_axis):

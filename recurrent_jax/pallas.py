@@ -23,7 +23,8 @@ launch.
 
 Limits (the backend table's blockers): padding by mask or lengths, reverse
 and initial/final carries are supported; resets, recurrent dropout, zoneout
-and ``return_carries`` are not. ``impl="auto"`` does not pick it until it is
+and ``return_carries`` are not; float64 runs in interpret mode only (through
+Triton it is refused). ``impl="auto"`` does not pick it until it is
 measured on a GPU.
 
 **Why Triton.** The kernel streams the time axis: each step reads one
@@ -87,6 +88,9 @@ def gpu_blockers(params, compute_dtype) -> list[str]:
     tensors have power-of-two sizes; W_hh with one tile's dot operands
     (``BATCH_TILE`` rows of h_in and of hh) must fit in one block's shared
     memory."""
+    if np.dtype(compute_dtype).itemsize > 4:
+        name = np.dtype(compute_dtype).name
+        return [f"through Triton it computes in float32 or bfloat16, not {name} (float64: 'fused')"]
     extra = sorted(set(params) - PLAIN_PARAMS)
     if extra:
         return [
@@ -404,15 +408,13 @@ def _forward(spec, rest, w_hh, carry0, xp, valid, save):
     num_steps, batch = xp.shape[:2]
     carry_leaves, carry_def = jax.tree_util.tree_flatten(carry0)
     rest_leaves, rest_def = jax.tree_util.tree_flatten(rest)
-    ys_shape = jax.eval_shape(
-        lambda: _step_at(spec.cell, rest, w_hh, carry0, xp[0], valid[0])[1]
-    ).shape[-1]
-    struct = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
-    out_shape = [struct((num_steps, batch, ys_shape))]
+    _, y, hh = jax.eval_shape(lambda: _step_at(spec.cell, rest, w_hh, carry0, xp[0], valid[0]))
+    struct = jax.ShapeDtypeStruct
+    out_shape = [struct((num_steps, *y.shape), y.dtype)]
     out_shape += [struct(c.shape, c.dtype) for c in carry_leaves]
     if save:
         out_shape += [struct((num_steps, *c.shape), c.dtype) for c in carry_leaves]
-        out_shape += [struct((num_steps, batch, w_hh.shape[1]))]
+        out_shape += [struct((num_steps, *hh.shape), hh.dtype)]
     out_specs = [
         _tiled(s.shape, time_axis=i == 0 or i > len(carry_leaves)) for i, s in enumerate(out_shape)
     ]
@@ -457,7 +459,7 @@ def _persistent_bwd(spec, residuals, cotangents):
     rest_leaves, rest_def = jax.tree_util.tree_flatten(rest)
     d_final_leaves = jax.tree_util.tree_leaves(d_final)
     struct = jax.ShapeDtypeStruct
-    out_shape = [struct(xp.shape, jnp.float32), struct(hh_all.shape, jnp.float32)]
+    out_shape = [struct(xp.shape, xp.dtype), struct(hh_all.shape, hh_all.dtype)]
     out_shape += [struct(c.shape, c.dtype) for c in d_final_leaves]
     out_shape += [struct((tiles, *r.shape), r.dtype) for r in rest_leaves]
     out_specs = [_tiled(xp.shape, True), _tiled(hh_all.shape, True)]

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax import _step
-from recurrent_jax.cells.base import CARRY_DTYPE, Cell
+from recurrent_jax.cells.base import Cell, widen
 
 DEFAULT_CHUNK_LENGTH = 256
 # T from which impl="auto" prefers the associative scan for linear cells
@@ -261,7 +261,7 @@ def _to_state(carry, is_complex):
     """A real carry (..., S), or (..., 2N) ``[Re h, Im h]`` as complex (..., N)."""
     if not isinstance(carry, jax.Array | jnp.ndarray) and not hasattr(carry, "shape"):
         raise TypeError("linear cells must have a single-array carry")
-    carry = carry.astype(CARRY_DTYPE)
+    carry = widen(carry)
     if not is_complex:
         return carry
     re, im = jnp.split(carry, 2, axis=-1)

@@ -16,7 +16,7 @@ from recurrent_jax import _checks, backends, packing
 from recurrent_jax import engine as engine_lib
 from recurrent_jax import remat as remat_module
 from recurrent_jax._step import StepInputs, StepOptions
-from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
+from recurrent_jax.cells.base import Cell, carry_dtype_of, with_defaults
 
 
 def unroll(
@@ -128,7 +128,7 @@ def unroll(
     resets = _time_major_mask("resets", resets, batch_shape, num_steps, time_major)
     keys = _regulariser_keys(key, deterministic, dropout, recurrent_dropout, zoneout)
 
-    carry0 = _initial_carry(cell, initial_carry, carry_shape)
+    carry0 = _initial_carry(cell, params, initial_carry, carry_shape)
     xs = _input_dropout(xs, dropout, keys[0])
     step_inputs = StepInputs(
         xp=xs,  # projected by the backend, per segment with ``remat``
@@ -139,7 +139,7 @@ def unroll(
     options = StepOptions(
         recurrent_mask=_recurrent_mask(cell, carry0, recurrent_dropout, keys[1]),
         zoneout=None if _checks.is_zero(zoneout) or not deterministic else zoneout,
-        reset_carry=_reset_carry(cell, resets, reset_carry, carry0, carry_shape),
+        reset_carry=_reset_carry(resets, reset_carry, carry0),
     )
     if reverse:
         step_inputs = jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), step_inputs)
@@ -208,10 +208,8 @@ def _unroll_packed(
             "recurrent_dropout: its one mask per sequence cannot follow the sequences of a "
             "packed row; pad the batch instead, or use dropout / zoneout"
         )
-    one = cell.initial_carry((), CARRY_DTYPE)
-    if initial_carry is None:
-        initial_carry = one
-    _checks.check_carry("initial_carry (one sequence's, for a Packed input)", initial_carry, one)
+    name = "initial_carry (one sequence's, for a Packed input)"
+    initial_carry = _initial_carry(cell, params, initial_carry, (), name)
     rows = packed.data.shape[0]
     carry0 = jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (rows, *c.shape)), initial_carry)
     k_input, k_rest = (None, None) if key is None else jax.random.split(key)
@@ -243,8 +241,8 @@ def _packed_input_dropout(packed, rate, key, deterministic):
     if deterministic or key is None or _checks.is_zero(_checks.check_rate("dropout", rate)):
         return packed.data
     num_features = packed.data.shape[-1]
-    masks = dropout_mask(key, rate, (packed.lengths.shape[0], num_features))
-    return packed.data * packing.sequence_rows(masks, packed).astype(packed.data.dtype)
+    masks = dropout_mask(key, rate, (packed.lengths.shape[0], num_features), packed.data.dtype)
+    return packed.data * packing.sequence_rows(masks, packed)
 
 
 # --- argument handling ---------------------------------------------------
@@ -313,22 +311,24 @@ def reverse_valid(a, lengths):
     return jnp.take_along_axis(a, jnp.broadcast_to(index, a.shape), axis=0)
 
 
-def _initial_carry(cell, initial_carry, batch_shape):
-    expected = cell.initial_carry(batch_shape, CARRY_DTYPE)
+def _initial_carry(cell, params, initial_carry, batch_shape, name="initial_carry"):
+    """The cell's initial carry in the dtype it asks for with ``params``
+    (``carry_dtype_of``), or ``initial_carry`` checked against it and cast
+    to its dtypes leaf by leaf."""
+    expected = cell.initial_carry(batch_shape, carry_dtype_of(cell, params))
     if initial_carry is None:
         return expected
-    _checks.check_carry("initial_carry", initial_carry, expected)
-    return jax.tree_util.tree_map(lambda c: c.astype(CARRY_DTYPE), initial_carry)
+    _checks.check_carry(name, initial_carry, expected)
+    return jax.tree_util.tree_map(lambda c, e: c.astype(e.dtype), initial_carry, expected)
 
 
-def _reset_carry(cell, resets, reset_carry, carry0, batch_shape):
+def _reset_carry(resets, reset_carry, carry0):
     if resets is None:
         return None
     if reset_carry is None:
         return carry0
-    expected = cell.initial_carry(batch_shape, CARRY_DTYPE)
-    _checks.check_carry("reset_carry", reset_carry, expected)
-    return reset_carry
+    _checks.check_carry("reset_carry", reset_carry, carry0)
+    return jax.tree_util.tree_map(lambda c, e: c.astype(e.dtype), reset_carry, carry0)
 
 
 # --- regularisers --------------------------------------------------------
@@ -351,23 +351,24 @@ def _regulariser_keys(key, deterministic, dropout, recurrent_dropout, zoneout):
     return tuple(ki if on else None for ki, on in zip(k, active, strict=True))
 
 
-def dropout_mask(key, rate, shape):
+def dropout_mask(key, rate, shape, dtype=jnp.float32):
     """Inverted-dropout mask: 0 with probability ``rate``, else 1/(1−rate)."""
     keep = jax.random.bernoulli(key, 1.0 - rate, shape)
-    return jnp.where(keep, 1.0 / (1.0 - rate), 0.0).astype(CARRY_DTYPE)
+    return jnp.where(keep, 1.0 / (1.0 - rate), 0.0).astype(dtype)
 
 
 def _input_dropout(xs, rate, key):
     if key is None:
         return xs
     shape = (1, *xs.shape[1:])  # one mask per sequence, shared over time
-    return xs * dropout_mask(key, rate, shape).astype(xs.dtype)
+    return xs * dropout_mask(key, rate, shape, xs.dtype)
 
 
 def _recurrent_mask(cell, carry0, rate, key):
     if key is None:
         return None
-    return dropout_mask(key, rate, cell.read(carry0).shape)
+    h_in = cell.read(carry0)
+    return dropout_mask(key, rate, h_in.shape, h_in.dtype)
 
 
 def _zoneout_masks(carry0, num_steps, rate, key):

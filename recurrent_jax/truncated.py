@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax import _checks
-from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
+from recurrent_jax.cells.base import Cell, carry_dtype_of, with_defaults
 from recurrent_jax.sequence import unroll, valid_steps
 
 
@@ -86,7 +86,7 @@ def truncated_unroll(
         )
 
     if initial_carry is None:  # the outer scan needs the carry's structure
-        initial_carry = with_defaults(cell).initial_carry(batch, CARRY_DTYPE)
+        initial_carry = with_defaults(cell).initial_carry(batch, carry_dtype_of(cell, params))
     start = initial_carry  # where resets restart, in every window
     final, ys = jax.lax.scan(body, initial_carry, windows)
     ys = jnp.moveaxis(ys, 0, -3).reshape(*batch, padded, ys.shape[-1])

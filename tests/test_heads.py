@@ -19,7 +19,7 @@ def block_diagonal(w_heads, num_gates):
     """(n, H/n, G*H/n) head blocks -> the dense (H, G*H) gate-major W_hh."""
     n, size, _ = w_heads.shape
     hidden = n * size
-    dense = np.zeros((hidden, num_gates * hidden), np.float32)
+    dense = np.zeros((hidden, num_gates * hidden), w_heads.dtype)
     for head in range(n):
         rows = slice(head * size, (head + 1) * size)
         for g in range(num_gates):

@@ -211,24 +211,32 @@ def test_min_cells_match_numpy_paper_equations(name, log_space, rng):
         assert_trees_close(got, want, atol=2e-5, rtol=1e-5)
 
 
+def numpy_lru(params, xs):
+    """The paper's complex recurrence from h = 0, in float64, with the
+    diagonal skip (D == H): (final [Re h, Im h], ys)."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    n = p["nu_log"].shape[0]
+    lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
+    b = p["w_ih"][:, :n] + 1j * p["w_ih"][:, n:]
+    c = p["w_out"][:n].T - 1j * p["w_out"][n:].T  # (H, N)
+    h, ys = np.zeros((*xs.shape[:-2], n), complex), []
+    for t in range(xs.shape[-2]):
+        x = np.asarray(xs[..., t, :], np.float64)
+        h = lam * h + np.exp(p["gamma_log"]) * (x @ b)
+        ys.append((h @ c.T).real + p["d"] * x)
+    return np.concatenate([h.real, h.imag], -1), np.stack(ys, -2)
+
+
 def test_lru_matches_numpy_complex_recurrence(rng):
     cell = rj.cells.lru(H, state_size=3)
     params = random_params(cell, rng, input_size=H)  # D == H: diagonal skip
     assert params["d"].shape == (H,)
     xs = normal(rng, (2, 6, H))
-    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
-    lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
-    b = p["w_ih"][:, :3] + 1j * p["w_ih"][:, 3:]
-    c = p["w_out"][:3].T - 1j * p["w_out"][3:].T  # (H, N)
-    h, ys = np.zeros((2, 3), complex), []
-    for t in range(6):
-        x = np.asarray(xs[:, t], np.float64)
-        h = lam * h + np.exp(p["gamma_log"]) * (x @ b)
-        ys.append((h @ c.T).real + p["d"] * x)
+    want_final, want_ys = numpy_lru(params, xs)
     for impl in ("scan", "associative"):
         final, got = rj.unroll(cell, params, xs, impl=impl)
-        np.testing.assert_allclose(got, np.stack(ys, 1), atol=2e-5, rtol=1e-5)
-        np.testing.assert_allclose(final, np.concatenate([h.real, h.imag], -1), atol=2e-5)
+        np.testing.assert_allclose(got, want_ys, atol=2e-5, rtol=1e-5)
+        np.testing.assert_allclose(final, want_final, atol=2e-5)
 
 
 def test_lru_ring_init_and_rglru_init(key):
@@ -247,22 +255,28 @@ def test_lru_ring_init_and_rglru_init(key):
     assert np.all((a_c >= 0.9 - 1e-5) & (a_c <= 0.999 + 1e-5))
 
 
+def numpy_rglru(params, xs, c=8.0):
+    """The RG-LRU's equations from h = 0, in float64: (final h, ys)."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    xp = np.asarray(xs, np.float64) @ p["w_ih"] + p["b_ih"] + p["b_hh"]
+    a = _sigmoid(p["a_param"])
+    h, ys = np.zeros((*xs.shape[:-2], a.shape[0])), []
+    for t in range(xs.shape[-2]):
+        r, i, x = np.split(xp[..., t, :], 3, axis=-1)
+        a_t = a ** (c * _sigmoid(r))
+        h = a_t * h + np.sqrt(1 - a_t**2) * (_sigmoid(i) * x)
+        ys.append(h)
+    return h, np.stack(ys, -2)
+
+
 def test_rglru_matches_numpy(rng):
     cell = rj.cells.rglru(H)
     params = random_params(cell, rng)
     xs = normal(rng, (2, 5, D))
-    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
-    xp = np.asarray(xs, np.float64) @ p["w_ih"] + p["b_ih"] + p["b_hh"]
-    a = _sigmoid(p["a_param"])
-    h, ys = np.zeros((2, H)), []
-    for t in range(5):
-        r, i, x = np.split(xp[:, t], 3, axis=-1)
-        a_t = a ** (8.0 * _sigmoid(r))
-        h = a_t * h + np.sqrt(1 - a_t**2) * (_sigmoid(i) * x)
-        ys.append(h)
+    _, want = numpy_rglru(params, xs)
     for impl in ("scan", "associative"):
         _, got = rj.unroll(cell, params, xs, impl=impl)
-        np.testing.assert_allclose(got, np.stack(ys, 1), atol=2e-5, rtol=1e-5)
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
 
 # --- everywhere a cell goes ----------------------------------------------------

@@ -38,20 +38,22 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def test_slstm_matches_numpy(rng):
-    cell = rj.cells.slstm(H, num_heads=2)
-    params = random_params(cell, rng)
-    xs = normal(rng, (2, 5, D))
+def numpy_slstm(params, xs):
+    """The sLSTM's equations (sigmoid forget gate) from zeros, in float64:
+    ((h, c, n, m), ys)."""
     p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    num_heads, size = p["w_hh"].shape[:2]
+    hidden = num_heads * size
     xp = np.asarray(xs, np.float64) @ p["w_ih"] + p["b_ih"] + p["b_hh"]
-    r = np.zeros((H, 4 * H))  # the block-diagonal recurrent matrix, gate-major columns
-    for j in range(2):
+    r = np.zeros((hidden, 4 * hidden))  # the block-diagonal recurrent matrix, gate-major columns
+    for j in range(num_heads):
         for g in range(4):
-            r[3 * j : 3 * j + 3, g * H + 3 * j : g * H + 3 * j + 3] = p["w_hh"][j, :, g, :]
-    h, c, n, m = (np.zeros((2, H)) for _ in range(4))
+            cols = slice(g * hidden + size * j, g * hidden + size * (j + 1))
+            r[size * j : size * (j + 1), cols] = p["w_hh"][j, :, g, :]
+    h, c, n, m = (np.zeros((*xs.shape[:-2], hidden)) for _ in range(4))
     ys = []
-    for t in range(5):
-        i_pre, f_pre, z, o = np.split(xp[:, t] + h @ r, 4, axis=-1)
+    for t in range(xs.shape[-2]):
+        i_pre, f_pre, z, o = np.split(xp[..., t, :] + h @ r, 4, axis=-1)
         log_f = np.log(_sigmoid(f_pre))
         m_new = np.maximum(log_f + m, i_pre)
         i_gate, f_gate = np.exp(i_pre - m_new), np.exp(log_f + m - m_new)
@@ -59,9 +61,58 @@ def test_slstm_matches_numpy(rng):
         n = f_gate * n + i_gate
         h, m = _sigmoid(o) * c / n, m_new
         ys.append(h)
+    return (h, c, n, m), np.stack(ys, -2)
+
+
+def numpy_mlstm(params, xs, num_heads):
+    """The mLSTM's recurrent equations (sigmoid forget gate) from zeros, in
+    float64, head by head: ((C, n, m) flattened as ``MLSTMCarry``, ys)."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    hidden = (p["w_ih"].shape[1] - 2 * num_heads) // 4
+    size = hidden // num_heads
+    xp = np.asarray(xs, np.float64) @ p["w_ih"] + p["b_ih"] + p["b_hh"]
+    batch = xs.shape[:-2]
+    c = np.zeros((*batch, num_heads, size, size))
+    n, m = np.zeros((*batch, num_heads, size)), np.zeros((*batch, num_heads))
+    ys = []
+    for t in range(xs.shape[-2]):
+        x = xp[..., t, :]
+        q, k, v, o = (x[..., g * hidden : (g + 1) * hidden] for g in range(4))
+        i_pre, f_pre = x[..., 4 * hidden : 4 * hidden + num_heads], x[..., 4 * hidden + num_heads :]
+        heads = lambda a: a.reshape(*batch, num_heads, size)  # noqa: E731
+        q, k, v = heads(q), heads(k) / np.sqrt(size), heads(v)
+        log_f = np.log(_sigmoid(f_pre))
+        m_new = np.maximum(log_f + m, i_pre)
+        i_gate, f_gate = np.exp(i_pre - m_new), np.exp(log_f + m - m_new)
+        outer = v[..., :, None] * k[..., None, :]
+        c = f_gate[..., None, None] * c + i_gate[..., None, None] * outer
+        n = f_gate[..., None] * n + i_gate[..., None] * k
+        m = m_new
+        num = np.einsum("...vk,...k->...v", c, q)
+        den = np.maximum(np.abs(np.sum(n * q, -1)), np.exp(-m))
+        ys.append(_sigmoid(o) * (num / den[..., None]).reshape(*batch, hidden))
+    carry = (c.reshape(*batch, -1), n.reshape(*batch, -1), m)
+    return carry, np.stack(ys, -2)
+
+
+def test_slstm_matches_numpy(rng):
+    cell = rj.cells.slstm(H, num_heads=2)
+    params = random_params(cell, rng)
+    xs = normal(rng, (2, 5, D))
+    (_, _, n, _), want = numpy_slstm(params, xs)
     final, got = rj.unroll(cell, params, xs, impl="scan")
-    np.testing.assert_allclose(got, np.stack(ys, 1), atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
     np.testing.assert_allclose(final.n, n, atol=2e-5, rtol=1e-5)
+
+
+def test_mlstm_matches_numpy(rng):
+    cell = rj.cells.mlstm(H, num_heads=2)
+    params = random_params(cell, rng)
+    xs = normal(rng, (2, 5, D))
+    want_carry, want = numpy_mlstm(params, xs, num_heads=2)
+    final, got = rj.unroll(cell, params, xs, impl="scan")
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+    assert_trees_close(tuple(final), want_carry, atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["mlstm", "slstm"])

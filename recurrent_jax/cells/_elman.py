@@ -56,7 +56,7 @@ def elman(
     return base.Cell(
         init=init,
         step=step,
-        initial_carry=base.zeros_carry(H),
+        initial_carry=base.zeros_carry(H, opts.carry_dtype),
         project=project,
         read=base.default_read,
         update=update,

@@ -45,7 +45,7 @@ def lru(
     ``[Re B, Im B]``; ``w_out`` (2N, H) ``[Re C; −Im C]`` so that
     ``Re(h C) = [Re h, Im h] w_out``; ``d`` (H,) the paper's diagonal skip
     when D == H, else a (D, H) matrix. Carry: (B..., 2N) ``[Re h, Im h]``
-    (fp32, real, as every carry); ``y_t`` (B..., H).
+    (real, in the carry dtype); ``y_t`` (B..., H).
     """
     H = _checks.check_positive_int("hidden_size", hidden_size)
     N = H if state_size is None else _checks.check_positive_int("state_size", state_size)
@@ -75,24 +75,24 @@ def lru(
     def project(params, xs):
         """(B..., T, D) -> (B..., T, 2N + D): ``[γ Re xB, γ Im xB, x]``."""
         xb = base.matmul(xs, params["w_ih"], dt)
-        gamma = jnp.tile(jnp.exp(params["gamma_log"].astype(base.CARRY_DTYPE)), 2)
+        gamma = jnp.tile(jnp.exp(base.widen(params["gamma_log"], dt)), 2)
         return jnp.concatenate([xb * base.lift(gamma, xb), xs.astype(xb.dtype)], axis=-1)
 
     def lam(params):
-        nu = jnp.exp(params["nu_log"].astype(base.CARRY_DTYPE))
-        theta = jnp.exp(params["theta_log"].astype(base.CARRY_DTYPE))
+        nu = jnp.exp(base.widen(params["nu_log"], dt))
+        theta = jnp.exp(base.widen(params["theta_log"], dt))
         return jnp.exp(-nu) * jnp.cos(theta), jnp.exp(-nu) * jnp.sin(theta)
 
     def linear(params, xp):
         lam_re, lam_im = lam(params)
-        xp = xp.astype(base.CARRY_DTYPE)
+        xp = base.widen(xp)
         b = jax.lax.complex(xp[..., :N], xp[..., N : 2 * N])
         a = jnp.broadcast_to(base.lift(jax.lax.complex(lam_re, lam_im), b), b.shape)
         return a, b
 
     def update(params, carry, xp_t, h_in):
         lam_re, lam_im = lam(params)
-        xp_t = xp_t.astype(base.CARRY_DTYPE)
+        xp_t = base.widen(xp_t)
         h_re, h_im = carry[..., :N], carry[..., N:]
         lam_re, lam_im = base.lift(lam_re, h_re), base.lift(lam_im, h_re)
         new = jnp.concatenate(
@@ -116,7 +116,7 @@ def lru(
     return base.Cell(
         init=init,
         step=step,
-        initial_carry=base.zeros_carry(2 * N),
+        initial_carry=base.zeros_carry(2 * N, opts.carry_dtype),
         project=project,
         read=base.default_read,
         update=update,

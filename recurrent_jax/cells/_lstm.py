@@ -86,8 +86,9 @@ def lstm(
             params |= {"ln_c_scale": ones(H), "ln_c_bias": jnp.zeros((H,), opts.param_dtype)}
         return params
 
-    def initial_carry(batch_shape, dtype=base.CARRY_DTYPE):
+    def initial_carry(batch_shape, dtype=None):
         batch_shape = _checks.check_batch_shape("batch_shape", batch_shape)
+        dtype = opts.carry_dtype if dtype is None else dtype
         return base.LSTMCarry(
             jnp.zeros((*batch_shape, P), dtype), jnp.zeros((*batch_shape, H), dtype)
         )

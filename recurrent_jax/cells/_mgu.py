@@ -61,7 +61,7 @@ def mgu(
     return base.Cell(
         init=init,
         step=step,
-        initial_carry=base.zeros_carry(H),
+        initial_carry=base.zeros_carry(H, opts.carry_dtype),
         project=project,
         read=base.default_read,
         update=update,

@@ -53,7 +53,7 @@ def mingru(hidden_size: int, *, log_space: bool = False, **options) -> base.Cell
     opts = base.make_options(**options)
 
     def gates(xp):
-        k, cand = jnp.split(xp.astype(base.CARRY_DTYPE), 2, axis=-1)
+        k, cand = jnp.split(base.widen(xp), 2, axis=-1)
         return k, cand
 
     def linear(params, xp):
@@ -91,7 +91,7 @@ def minlstm(hidden_size: int, *, log_space: bool = False, **options) -> base.Cel
     opts = base.make_options(**options)
 
     def log_gates(xp):
-        k_f, k_i, cand = jnp.split(xp.astype(base.CARRY_DTYPE), 3, axis=-1)
+        k_f, k_i, cand = jnp.split(base.widen(xp), 3, axis=-1)
         d = jax.nn.softplus(-k_f) - jax.nn.softplus(-k_i)
         return -jax.nn.softplus(d), -jax.nn.softplus(-d), cand
 
@@ -102,7 +102,7 @@ def minlstm(hidden_size: int, *, log_space: bool = False, **options) -> base.Cel
         return jnp.exp(log_f), jnp.exp(log_i) * cand
 
     def update(params, h, xp_t, h_in):
-        k_f, k_i, cand = jnp.split(xp_t.astype(base.CARRY_DTYPE), 3, axis=-1)
+        k_f, k_i, cand = jnp.split(base.widen(xp_t), 3, axis=-1)
         f, i = jax.nn.sigmoid(k_f), jax.nn.sigmoid(k_i)
         h = (f * h + i * (g(cand) if log_space else cand)) / (f + i)
         return h, h
@@ -128,7 +128,7 @@ def _linear_cell(H, num_gates, opts, linear, update, name):
     return base.Cell(
         init=init,
         step=step,
-        initial_carry=base.zeros_carry(H),
+        initial_carry=base.zeros_carry(H, opts.carry_dtype),
         project=project,
         read=base.default_read,
         update=update,

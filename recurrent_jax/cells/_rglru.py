@@ -62,7 +62,7 @@ def rglru(
         return base.add_bias(base.matmul(xs, params["w_ih"], dt), params)
 
     def log_a_and_input(params, xp):
-        k_r, k_i, x = jnp.split(xp.astype(base.CARRY_DTYPE), 3, axis=-1)
+        k_r, k_i, x = jnp.split(base.widen(xp), 3, axis=-1)
         log_a = -c * jax.nn.sigmoid(k_r) * base.lift(jax.nn.softplus(-params["a_param"]), k_r)
         gated = jax.nn.sigmoid(k_i) * x
         return log_a, jnp.sqrt(-jnp.expm1(2.0 * log_a)) * gated
@@ -82,7 +82,7 @@ def rglru(
     return base.Cell(
         init=init,
         step=step,
-        initial_carry=base.zeros_carry(H),
+        initial_carry=base.zeros_carry(H, opts.carry_dtype),
         project=project,
         read=base.default_read,
         update=update,

@@ -25,14 +25,15 @@ Array = jax.Array
 Params = Any
 Carry = Any
 
-CARRY_DTYPE = jnp.float32
+CARRY_DTYPE = jnp.float32  # the narrowest carry dtype: bf16 compute keeps fp32 carries
 
 
 def carry_dtype(*dtypes) -> jnp.dtype:
     """The dtype of carries, gate sums and reductions for the given compute
     or param dtypes (None entries ignored): the widest of float32 and the
     floating ones, so bf16 and fp32 compute keep fp32 carries and float64
-    compute (``jax_enable_x64`` on) gets float64 carries."""
+    compute (``jax_enable_x64`` on) gets float64 carries. With x64 off the
+    result is what JAX makes of it (float32)."""
     widest = jnp.dtype(CARRY_DTYPE)
     for dtype in dtypes:
         if dtype is None:
@@ -42,7 +43,24 @@ def carry_dtype(*dtypes) -> jnp.dtype:
             dtype = jnp.finfo(dtype).dtype
         if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize > widest.itemsize:
             widest = dtype
-    return widest
+    return jnp.dtype(jax.dtypes.canonicalize_dtype(widest))
+
+
+def carry_dtype_of(cell: Cell, params) -> jnp.dtype:
+    """The dtype the engine asks ``cell.initial_carry`` for when ``cell``
+    runs with ``params``: ``carry_dtype`` of the compute dtype, which is
+    ``cell.compute_dtype`` or, where that is None, the params' (their
+    widest floating dtype). A cell's ``initial_carry`` has the last word:
+    the engine runs whatever dtype its leaves have."""
+    if cell.compute_dtype is not None:
+        return carry_dtype(cell.compute_dtype)
+    return carry_dtype(*(getattr(p, "dtype", None) for p in jax.tree_util.tree_leaves(params)))
+
+
+def widen(x: Array, *dtypes) -> Array:
+    """``x`` in ``carry_dtype(x.dtype, *dtypes)``: fp32 at least, float64
+    where ``x`` or a given compute dtype is."""
+    return x.astype(carry_dtype(x.dtype, *dtypes))
 
 
 class LSTMCarry(NamedTuple):
@@ -59,7 +77,10 @@ class Cell(NamedTuple):
       init: ``init(key, input_size) -> params``, a dict pytree.
       step: ``step(params, carry, xp_t) -> (carry, y_t)``; the recurrent half,
         ``xp_t`` (B..., G*H) is one time step of ``project``'s output.
-      initial_carry: ``initial_carry(batch_shape, dtype=float32) -> carry``.
+      initial_carry: ``initial_carry(batch_shape, dtype) -> carry``; the
+        engine passes ``carry_dtype_of(cell, params)``, and runs the dtype
+        of the leaves returned. The built-in cells' default ``dtype`` is
+        their ``CellOptions.carry_dtype``.
       project: ``project(params, xs) -> xp`` maps (B..., T, D) to
         (B..., T, G*H) for all steps in one GEMM; identity when absent.
       read: ``read(carry) -> h_in``, the part of the carry that the recurrent
@@ -127,17 +148,17 @@ def with_defaults(cell: Cell) -> Cell:
     return cell._replace(project=project, initial_carry=initial_carry, read=read, update=update)
 
 
-def _missing_initial_carry(batch_shape, dtype=CARRY_DTYPE):
+def _missing_initial_carry(batch_shape, dtype=None):
     raise ValueError(
         "cell: a cell without `initial_carry` needs `hidden_size` to build a "
         "zero carry; give one of them, or pass `initial_carry=` to unroll"
     )
 
 
-def zeros_carry(hidden_size: int) -> Callable[..., Array]:
-    def initial_carry(batch_shape, dtype=CARRY_DTYPE):
+def zeros_carry(hidden_size: int, default_dtype=CARRY_DTYPE) -> Callable[..., Array]:
+    def initial_carry(batch_shape, dtype=None):
         batch_shape = _checks.check_batch_shape("batch_shape", batch_shape)
-        return jnp.zeros((*batch_shape, hidden_size), dtype)
+        return jnp.zeros((*batch_shape, hidden_size), default_dtype if dtype is None else dtype)
 
     return initial_carry
 
@@ -172,9 +193,12 @@ def draw(init, key, shape, dtype):
 
 
 def matmul(x: Array, w: Array, dtype) -> Array:
-    """``x @ w`` in the compute dtype, accumulated and returned in fp32."""
+    """``x @ w`` in the compute dtype (None: ``w``'s), accumulated and
+    returned in its ``carry_dtype`` (fp32 for bf16 or fp32, else float64)."""
     dtype = w.dtype if dtype is None else dtype
-    return jnp.matmul(compute(x, dtype), compute(w, dtype), preferred_element_type=CARRY_DTYPE)
+    return jnp.matmul(
+        compute(x, dtype), compute(w, dtype), preferred_element_type=carry_dtype(dtype)
+    )
 
 
 def check_init_args(key, input_size) -> int:
@@ -244,7 +268,7 @@ def recurrent_product(h_in: Array, w_hh: Array, dtype) -> Array:
     dtype = w_hh.dtype if dtype is None else dtype
     heads = compute(h_in, dtype).reshape(*batch, num_heads, size)
     hh = jnp.einsum(
-        "...nk,nkm->...nm", heads, compute(w_hh, dtype), preferred_element_type=CARRY_DTYPE
+        "...nk,nkm->...nm", heads, compute(w_hh, dtype), preferred_element_type=carry_dtype(dtype)
     )
     hh = jnp.swapaxes(hh.reshape(*batch, num_heads, num_gates, size), -3, -2)
     return hh.reshape(*batch, num_gates * num_heads * size)
@@ -307,7 +331,8 @@ class CellOptions(NamedTuple):
     bias_init: default zeros.
     param_dtype: dtype of the params (fp32 default).
     dtype: compute dtype of the matmuls (None: the params' dtype); carries,
-      gate sums and reductions stay fp32.
+      gate sums and reductions are in its ``carry_dtype``: fp32 for bf16
+      and fp32 compute, float64 for float64 (``jax_enable_x64`` on).
     """
 
     bias: str = "double"
@@ -316,6 +341,12 @@ class CellOptions(NamedTuple):
     bias_init: Callable = jax.nn.initializers.zeros
     param_dtype: Any = jnp.float32
     dtype: Any = None
+
+    @property
+    def carry_dtype(self) -> jnp.dtype:
+        """The carry dtype of params as ``init`` makes them: ``carry_dtype``
+        of ``dtype``, or of ``param_dtype`` when ``dtype`` is None."""
+        return carry_dtype(self.param_dtype if self.dtype is None else self.dtype)
 
 
 def make_options(**kwargs) -> CellOptions:
@@ -327,4 +358,7 @@ def make_options(**kwargs) -> CellOptions:
     for name in ("kernel_init", "recurrent_init", "bias_init"):
         if not callable(getattr(opts, name)):
             _checks.fail_type(name, "an initialiser, init(key, shape, dtype)", getattr(opts, name))
+    _checks.check_dtype("param_dtype", opts.param_dtype)
+    if opts.dtype is not None:
+        _checks.check_dtype("dtype", opts.dtype)
     return opts

@@ -76,8 +76,9 @@ def conv_lstm(
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return base.LSTMCarry(h, c), h
 
-    def initial_carry(shape, dtype=base.CARRY_DTYPE):  # shape: (*batch, *spatial)
-        zeros = jnp.zeros((*_checks.check_batch_shape("batch_shape", shape), F), dtype)
+    def initial_carry(shape, dtype=None):  # shape: (*batch, *spatial)
+        shape = _checks.check_batch_shape("batch_shape", shape)
+        zeros = jnp.zeros((*shape, F), opts.carry_dtype if dtype is None else dtype)
         return base.LSTMCarry(zeros, zeros)
 
     return base.Cell(
@@ -136,7 +137,7 @@ def conv_gru(
     return base.Cell(
         init=init,
         step=lambda params, carry, xp_t: update(params, carry, xp_t, carry),
-        initial_carry=base.zeros_carry(F),  # over (*batch, *spatial)
+        initial_carry=base.zeros_carry(F, opts.carry_dtype),  # over (*batch, *spatial)
         project=project,
         update=update,
         hidden_size=F,
@@ -185,7 +186,7 @@ def conv_patches(x, kernel, dtype):
     """Stride-1 "same" convolution of x (N..., *spatial, C) with an HWIO
     ``kernel`` (*k, C, O), leading axes batch, as one matmul: the k₁·k₂·…
     shifted copies of x (zero-padded) side by side, times the kernel
-    flattened to (k…·C, O); accumulated in fp32."""
+    flattened to (k…·C, O); accumulated as ``base.matmul`` does."""
     spatial = kernel.ndim - 2
     sizes, extent = kernel.shape[:spatial], x.shape[x.ndim - spatial - 1 : -1]
     lead = x.ndim - spatial - 1

@@ -89,8 +89,9 @@ def mlstm(
         w_ih = base.draw(opts.kernel_init, k_w, (input_size, G), opts.param_dtype)
         return {"w_ih": w_ih} | base.init_biases(k_b, G, opts)
 
-    def initial_carry(batch_shape, dtype=base.CARRY_DTYPE):
+    def initial_carry(batch_shape, dtype=None):
         batch_shape = _checks.check_batch_shape("batch_shape", batch_shape)
+        dtype = opts.carry_dtype if dtype is None else dtype
         zeros = lambda n: jnp.zeros((*batch_shape, n), dtype)  # noqa: E731
         return MLSTMCarry(zeros(NH * DH * DH), zeros(NH * DH), zeros(NH))
 
@@ -132,7 +133,7 @@ def mlstm(
 def split_projection(xp, num_heads, head_size, log_f):
     """(q, k/√DH, v) (..., NH, DH), o (..., H) gated, ĩ and log f (..., NH)."""
     H = num_heads * head_size
-    xp = xp.astype(base.CARRY_DTYPE)
+    xp = base.widen(xp)
     q, k, v, o = (xp[..., j * H : (j + 1) * H] for j in range(4))
     heads = lambda a: a.reshape(*a.shape[:-1], num_heads, head_size)  # noqa: E731
     i_pre, f_pre = xp[..., 4 * H : 4 * H + num_heads], xp[..., 4 * H + num_heads :]
@@ -165,7 +166,9 @@ def mlstm_parallel(cell: base.Cell, params, xs, *, initial_carry=None, forget_ga
     NH = (params["w_ih"].shape[-1] - 4 * H) // 2
     DH = H // NH
     batch, T = xs.shape[:-2], xs.shape[-2]
-    carry0 = initial_carry if initial_carry is not None else cell.initial_carry(batch)
+    carry0 = initial_carry
+    if carry0 is None:
+        carry0 = cell.initial_carry(batch, base.carry_dtype_of(cell, params))
     q, k, v, o, i_pre, f_log = split_projection(cell.project(params, xs), NH, DH, log_f)
     # time last for the (T, T) matrices: (..., NH, T)
     i_pre, f_log = jnp.moveaxis(i_pre, -2, -1), jnp.moveaxis(f_log, -2, -1)
@@ -230,9 +233,9 @@ def slstm(
         w_hh = jnp.stack(blocks).reshape(4, NH, DH, DH).transpose(1, 2, 0, 3)
         return {"w_ih": w_ih, "w_hh": w_hh} | base.init_biases(k_b, 4 * H, opts)
 
-    def initial_carry(batch_shape, dtype=base.CARRY_DTYPE):
+    def initial_carry(batch_shape, dtype=None):
         batch_shape = _checks.check_batch_shape("batch_shape", batch_shape)
-        zeros = jnp.zeros((*batch_shape, H), dtype)
+        zeros = jnp.zeros((*batch_shape, H), opts.carry_dtype if dtype is None else dtype)
         return SLSTMCarry(zeros, zeros, zeros, zeros)
 
     def project(params, xs):
@@ -241,8 +244,9 @@ def slstm(
     def update(params, carry, xp_t, h_in):
         heads = h_in.reshape(*h_in.shape[:-1], NH, DH)
         w = base.compute(params["w_hh"], dt)
+        accumulate = base.carry_dtype(w.dtype)
         hh = jnp.einsum(
-            "...nd,ndgk->...gnk", base.compute(heads, dt), w, preferred_element_type=jnp.float32
+            "...nd,ndgk->...gnk", base.compute(heads, dt), w, preferred_element_type=accumulate
         )
         i_pre, f_pre, z, o = jnp.split(xp_t + hh.reshape(*h_in.shape[:-1], 4 * H), 4, -1)
         f_log = log_f(f_pre)

@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from recurrent_jax.cells.base import widen
+
 REGRESSION = "regression"
 CLASSIFICATION = "classification"
 LAST = "last"  # many-to-one: one output after the whole sequence was read
@@ -136,7 +138,7 @@ def losses_and_metrics(task: TaskSpec, outputs: jax.Array, batch: Batch) -> dict
         per_output = jnp.mean(jnp.square(outputs - batch.targets), axis=-1)
         loss = weighted_mean(per_output, batch.weights)
         return {"loss": loss, "mse": loss}
-    log_probs = jax.nn.log_softmax(outputs.astype(jnp.float32), axis=-1)
+    log_probs = jax.nn.log_softmax(widen(outputs), axis=-1)  # fp32 at least
     nll = -jnp.take_along_axis(log_probs, batch.targets[..., None], axis=-1)[..., 0]
     correct = (jnp.argmax(outputs, axis=-1) == batch.targets).astype(jnp.float32)
     metrics = {

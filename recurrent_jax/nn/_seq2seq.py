@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from recurrent_jax.engine import Engine
 from recurrent_jax.seq2seq import model as model_lib
@@ -54,6 +56,7 @@ class Seq2Seq(nn.Module):
     bridge: str = "copy"
     engine: Engine | None = None
     cell_options: dict | None = None
+    param_dtype: Any = jnp.float32
 
     def core(self) -> model_lib.Seq2SeqModel:
         """The pure model these attributes describe."""

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax import _checks
-from recurrent_jax.cells.base import CARRY_DTYPE
+from recurrent_jax.cells.base import carry_dtype, widen
 
 KINDS = ("additive", "dot", "general", "concat")
 _glorot = jax.nn.initializers.glorot_uniform()
@@ -206,7 +206,7 @@ def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
     """Softmax over the last axis restricted to ``mask``: exactly 0 where
     masked, summing to 1 over the valid entries, all zeros if none is valid.
     The masked scores never reach ``exp`` (finite gradients)."""
-    scores = scores.astype(CARRY_DTYPE)
+    scores = widen(scores)
     top = jnp.max(jnp.where(mask, scores, -jnp.inf), axis=-1, keepdims=True)
     top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
     e = jnp.where(mask, jnp.exp(jnp.where(mask, scores - top, 0.0)), 0.0)
@@ -224,5 +224,6 @@ def attend(mechanism: Attention, params, query: jax.Array, memory: Memory):
     """``(context (B, M), weights (B, S))`` for ``query`` (B, Q):
     ``weights = masked_softmax(score)``, ``context = Σ_s weights_s h_s``."""
     weights = masked_softmax(mechanism.score(params, query, memory.keys), memory.mask)
-    context = jnp.einsum("bs,bsm->bm", weights, memory.values.astype(CARRY_DTYPE))
+    dtype = carry_dtype(weights.dtype, memory.values.dtype)
+    context = jnp.einsum("bs,bsm->bm", weights.astype(dtype), memory.values.astype(dtype))
     return context, weights

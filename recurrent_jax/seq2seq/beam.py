@@ -29,8 +29,8 @@ class BeamDecoded(NamedTuple):
     first, or the single best one (the R axis dropped) when it is None.
 
     sequences: int32 (B, R, L) or (B, L).
-    scores: float32 (B, R) or (B,), the GNMT score that ranks them.
-    log_probs: float32 (B, R) or (B,), log P(Y|X).
+    scores: (B, R) or (B,), the GNMT score that ranks them.
+    log_probs: (B, R) or (B,), log P(Y|X); both fp32, float64 for float64 logits.
     lengths: int32 (B, R) or (B,), |Y| including the EOS.
     aux: leaves (B, R, L, ...) or (B, L, ...), the ``aux`` of the steps that
       emitted each hypothesis's tokens; None when the step returns no aux.
@@ -210,9 +210,9 @@ def _initial_beams(spec, init_state, beam_size, max_len, pad_id, with_coverage):
     )
     beams = _Beams(
         sequences=jnp.full((batch, k, max_len), pad_id, jnp.int32),
-        log_probs=jnp.full((batch, k), -jnp.inf, jnp.float32),
+        log_probs=jnp.full((batch, k), -jnp.inf, spec.dtype),
         aux=aux,
-        coverage=jnp.zeros((batch, k, spec.aux.shape[1]), jnp.float32) if with_coverage else None,
+        coverage=jnp.zeros((batch, k, spec.aux.shape[1]), spec.dtype) if with_coverage else None,
     )
     # One live beam at first: K copies of it would fill the beam with duplicates.
     alive = beams._replace(
@@ -286,7 +286,7 @@ def _merge(finished: _Beams, new: _Beams, ends: Array, t, penalties: _Penalties)
 
 def _gnmt_score(log_probs: Array, length, coverage, penalties: _Penalties) -> Array:
     """log P / ((5 + |Y|) / 6)^α + β Σ_i log min(coverage_i, 1)."""
-    lp = jnp.power((5.0 + jnp.asarray(length, jnp.float32)) / 6.0, penalties.alpha)
+    lp = jnp.power((5.0 + jnp.asarray(length, log_probs.dtype)) / 6.0, penalties.alpha)
     score = log_probs / lp
     if coverage is None:
         return score

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax import _checks
-from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
+from recurrent_jax.cells.base import Cell, carry_dtype, carry_dtype_of, with_defaults
 from recurrent_jax.seq2seq.attention import Attention, Memory, attend, make_memory
 
 _glorot = jax.nn.initializers.glorot_uniform()
@@ -118,14 +118,21 @@ def attention_decoder(
 
     def initial_state(params, values, mask, carries=None):
         batch = values.shape[:1]
-        if carries is None:
-            carries = tuple(c.initial_carry(batch, CARRY_DTYPE) for c in cells)
+        zeros = [
+            c.initial_carry(batch, carry_dtype_of(c, params["cells"][f"layer_{i}"]))
+            for i, c in enumerate(cells)
+        ]
+        if carries is not None:  # in the dtypes the cells run
+            cast = lambda a, z: a.astype(z.dtype)  # noqa: E731
+            pairs = zip(carries, zeros, strict=True)
+            zeros = [jax.tree_util.tree_map(cast, c, z) for c, z in pairs]
         if mechanism is None:
             memory = Memory(values, values[..., :0], mask)
         else:
             memory = make_memory(mechanism, params["attention"], values, mask)
-        a0 = jnp.zeros((*batch, attention_size(values.shape[-1])), CARRY_DTYPE)
-        return DecoderState(tuple(carries), a0, memory)
+        dtype = carry_dtype(values.dtype, *(a.dtype for a in jax.tree_util.tree_leaves(zeros)))
+        a0 = jnp.zeros((*batch, attention_size(values.shape[-1])), dtype)
+        return DecoderState(tuple(zeros), a0, memory)
 
     def step(params, state, x_t):
         x = jnp.concatenate([x_t, state.attention.astype(x_t.dtype)], -1) if feeding else x_t
@@ -136,7 +143,7 @@ def attention_decoder(
             carries.append(carry)
         h = x
         if mechanism is None:
-            a, weights = h, jnp.zeros(state.memory.mask.shape, CARRY_DTYPE)
+            a, weights = h, jnp.zeros(state.memory.mask.shape, h.dtype)
         else:
             context, weights = attend(mechanism, params["attention"], h, state.memory)
             a = context

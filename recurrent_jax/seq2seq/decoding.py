@@ -47,6 +47,7 @@ import numpy as np
 
 from recurrent_jax import _checks
 from recurrent_jax._checks import describe, is_concrete
+from recurrent_jax.cells.base import carry_dtype, widen
 
 Array = jax.Array
 StepFn = Callable[..., tuple]
@@ -56,7 +57,8 @@ class Decoded(NamedTuple):
     """Output of ``greedy_decode`` and ``sample_decode``.
 
     sequences: int32 (B, L), ``pad_id`` after the end.
-    scores: float32 (B,), log P(Y|X) under the model's (untempered) softmax.
+    scores: (B,) in fp32 (float64 for float64 logits), log P(Y|X) under the
+      model's (untempered) softmax.
     lengths: int32 (B,), |Y| including the EOS.
     aux: the steps' ``aux`` stacked to leaves (B, L, ...), zero after the
       end; None when the step returns no aux.
@@ -75,6 +77,7 @@ class _Spec(NamedTuple):
     batch_size: int
     vocab_size: int
     aux: Any  # ShapeDtypeStructs of the step's aux, or None
+    dtype: Any = jnp.float32  # of log-probabilities and scores: the logits', fp32 at least
 
 
 def _probe(step_fn, init_state) -> _Spec:
@@ -114,7 +117,7 @@ def _probe(step_fn, init_state) -> _Spec:
             f"step_fn: expected aux leaves with leading batch axis {batch}, "
             f"got {jax.tree_util.tree_map(describe, aux)}"
         )
-    return _Spec(batch, logits.shape[1], aux)
+    return _Spec(batch, logits.shape[1], aux, carry_dtype(logits.dtype))
 
 
 def _check_id(name: str, value, vocab_size: int) -> int:
@@ -156,10 +159,10 @@ def _rows(mask: Array, leaf: Array) -> Array:
 
 
 def _step(step_fn, state, tokens):
-    """(log_probs (B, V) fp32, new_state, aux or None)."""
+    """(log_probs (B, V) in fp32 or wider, new_state, aux or None)."""
     out = step_fn(state, tokens)
     aux = out[2] if len(out) == 3 else None
-    return jax.nn.log_softmax(out[0].astype(jnp.float32), axis=-1), out[1], aux
+    return jax.nn.log_softmax(widen(out[0]), axis=-1), out[1], aux
 
 
 # --- greedy and sampling --------------------------------------------------------
@@ -258,7 +261,7 @@ def _decode(step_fn, init_state, spec, choose, keys, max_len, bos_id, eos_id, pa
         init_state,
         jnp.full((batch,), bos_id, jnp.int32),
         jnp.zeros((batch,), bool),
-        jnp.zeros((batch,), jnp.float32),
+        jnp.zeros((batch,), spec.dtype),
         jnp.zeros((batch,), jnp.int32),
     )
     (_, _, _, score, length), (tokens, aux) = jax.lax.scan(body, carry, keys, length=max_len)

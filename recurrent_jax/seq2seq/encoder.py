@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax import _checks, layers
-from recurrent_jax.cells.base import CARRY_DTYPE, Cell, with_defaults
+from recurrent_jax.cells.base import Cell, carry_dtype, widen, with_defaults
 
 BRIDGES = ("copy", "linear", "zeros")
 _glorot = jax.nn.initializers.glorot_uniform()
@@ -92,7 +92,7 @@ def make_bridge(mode: str, decoder_cells: Sequence[Cell], *, bidirectional_encod
     """
     _checks.check_choice("bridge", mode, BRIDGES)
     cells = [with_defaults(c) for c in decoder_cells]
-    templates = [jax.eval_shape(lambda c=c: c.initial_carry((), CARRY_DTYPE)) for c in cells]
+    templates = [jax.eval_shape(lambda c=c: c.initial_carry(())) for c in cells]
 
     def pairs(encoder_carries):
         return layer_pairs(len(encoder_carries), len(cells))
@@ -122,15 +122,16 @@ def make_bridge(mode: str, decoder_cells: Sequence[Cell], *, bidirectional_encod
     def apply(params, encoder_carries):
         enc = merged(encoder_carries)
         batch = jax.tree_util.tree_leaves(enc[0])[0].shape[:-1]
+        dtype = carry_dtype(*(a.dtype for a in jax.tree_util.tree_leaves(enc)))
         pair = pairs(encoder_carries)
         if mode == "copy":
             _check_copy(enc, pair, templates)
         out = []
         for j, (cell, i) in enumerate(zip(cells, pair, strict=True)):
             if i is None or mode == "zeros":
-                out.append(cell.initial_carry(batch, CARRY_DTYPE))
+                out.append(cell.initial_carry(batch, dtype))
             elif mode == "copy":
-                out.append(jax.tree_util.tree_map(lambda a: a.astype(CARRY_DTYPE), enc[i]))
+                out.append(jax.tree_util.tree_map(widen, enc[i]))
             else:
                 out.append(_linear(params[f"layer_{j}"], enc[i], templates[j]))
         return tuple(out)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from recurrent_jax import _checks
+from recurrent_jax.cells.base import widen
 from recurrent_jax.sequence import length_mask
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -62,9 +63,10 @@ def sequence_cross_entropy(
     _check_logits(logits, targets)
     if _checks.is_concrete(label_smoothing) and not 0.0 <= float(label_smoothing) < 1.0:
         raise ValueError(f"label_smoothing: expected a value in [0, 1), got {label_smoothing!r}")
-    labels = jax.nn.one_hot(targets, logits.shape[-1], dtype=jnp.float32)
+    logits = widen(logits)  # fp32 at least
+    labels = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
     labels = optax.smooth_labels(labels, label_smoothing)
-    per_token = optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
+    per_token = optax.softmax_cross_entropy(logits, labels)
     per_token = jnp.where(valid, per_token, 0.0)
     if reduction == "none":
         return per_token

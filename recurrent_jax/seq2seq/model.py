@@ -82,9 +82,11 @@ def seq2seq(
     decoder: AttentionDecoder,
     bridge: Bridge,
     embedding_size: int,
+    param_dtype=jnp.float32,
 ) -> Seq2SeqModel:
     """Assembles an encoder (an ``rj.Layer`` whose carries ``bridge``
-    reads), an attention decoder, and embeddings and a readout."""
+    reads), an attention decoder, and embeddings and a readout; ``init``
+    gives every param in ``param_dtype`` (drawn in fp32, then cast)."""
     v_src = _checks.check_positive_int("src_vocab_size", src_vocab_size)
     v_tgt = _checks.check_positive_int("tgt_vocab_size", tgt_vocab_size)
     emb = _checks.check_positive_int("embedding_size", embedding_size)
@@ -94,7 +96,7 @@ def seq2seq(
         keys = jax.random.split(key, 6)
         enc = encoder_layer.init(keys[0], emb)
         carries = jax.eval_shape(lambda: encoder_layer.apply(enc, jnp.zeros((1, 1, emb)))[0])
-        return {
+        params = {
             "src_embedding": _embed_init(keys[1], (v_src, emb), jnp.float32),
             "encoder": enc,
             "bridge": bridge.init(keys[2], carries),
@@ -105,6 +107,7 @@ def seq2seq(
                 "b": jnp.zeros((v_tgt,), jnp.float32),
             },
         }
+        return jax.tree_util.tree_map(lambda p: p.astype(param_dtype), params)
 
     def encode(params, src, src_lengths):
         _check_ids("src", src, v_src, ndim=2)
@@ -177,6 +180,7 @@ def make_seq2seq(
     bridge: str = "copy",
     engine: Engine | None = None,
     cell_options: dict | None = None,
+    param_dtype=jnp.float32,
 ) -> Seq2SeqModel:
     """A ``Seq2SeqModel`` from config-friendly values.
 
@@ -193,10 +197,18 @@ def make_seq2seq(
     ``engine`` (an ``rj.Engine``) runs the encoder; the decoder steps one
     token at a time through its attention, which no backend replaces.
     ``cell_options`` go to every encoder and decoder cell's constructor
-    (e.g. ``{"forget_bias": 2.0}`` for LSTMs).
+    (e.g. ``{"forget_bias": 2.0}`` for LSTMs). ``param_dtype``: of every
+    param; the computation follows it (float64 params give float64
+    carries, attention and logits, with ``jax_enable_x64`` on).
     """
     make_cell = CELLS[_checks.check_choice("cell", cell, CELLS)]
-    options = dict(cell_options or {})
+    param_dtype = _checks.check_dtype("param_dtype", param_dtype)
+    if "param_dtype" in (cell_options or {}):
+        raise ValueError(
+            "cell_options: param_dtype is make_seq2seq's own argument (of every param); "
+            f"got it in cell_options {cell_options}"
+        )
+    options = dict(cell_options or {}, param_dtype=param_dtype)
     for name, flag in dict(
         bidirectional_encoder=bidirectional_encoder,
         attention_normalize=attention_normalize,
@@ -240,6 +252,7 @@ def make_seq2seq(
         decoder=dec,
         bridge=make_bridge(bridge, dec_cells, bidirectional_encoder=bidirectional_encoder),
         embedding_size=embedding_size,
+        param_dtype=param_dtype,
     )
 
 

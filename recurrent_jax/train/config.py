@@ -32,6 +32,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 HEADED_CELLS = ("lstm", "gru", "elman")  # the cells with ``num_heads``
 POOLINGS = ("last", "mean", "max")  # many-to-one readouts of the rnn model
 LR_SCHEDULES = ("constant", "warmup_cosine")
+DTYPES = ("float32", "float64")  # model.dtype: of the params and the computation
 
 
 # --- the sections -------------------------------------------------------------
@@ -47,7 +48,10 @@ class _RecurrentModel:
     ``.hoist``, ``.chunk_length``, ``.deer_*``); a parallel-in-time
     ``impl`` ("associative", "chunked") needs a cell linear in its carry,
     and a backend that cannot run the model's calls fails at the first
-    compile naming why.
+    compile naming why. ``dtype``: of every param and of the computation,
+    "float32" or "float64" (a float64 run turns on ``jax_enable_x64`` for
+    its process before anything is built; carries, losses and metrics are
+    then float64 too).
     """
 
     KIND: ClassVar[str]
@@ -58,8 +62,10 @@ class _RecurrentModel:
     num_layers: int = 1
     engine: Engine = Engine()
     forget_bias: float = 1.0
+    dtype: str = "float32"
 
     def __post_init__(self):
+        _checks.check_choice("dtype", self.dtype, DTYPES)
         if not (self.KIND == "rnn" and _imports.is_import_path(self.cell)):
             _checks.check_choice("cell", self.cell, self.CELLS)
         _checks.check_positive("hidden_size", self.hidden_size)

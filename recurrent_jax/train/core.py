@@ -24,7 +24,7 @@ from recurrent_jax.data.base import Batch, TaskSpec
 from recurrent_jax.train import hparams as hparams_table
 from recurrent_jax.train.config import ConfigError, ExperimentConfig, OptimizerConfig
 from recurrent_jax.train.hparams import HParams, default_hparams  # noqa: F401
-from recurrent_jax.train.models import make_model
+from recurrent_jax.train.models import make_model, use_dtype
 from recurrent_jax.train.stages import Model
 
 
@@ -97,6 +97,7 @@ def compiler_options(config: ExperimentConfig) -> dict | None:
 
 def build_task(config: ExperimentConfig) -> TaskSpec:
     """Builds the task and checks that the model can train on it."""
+    use_dtype(config.model)  # before the task's arrays exist
     task = registry.get_task(config.data.task).build(config.data.options)
     make_model(config.model, task)
     if config.data.stream and task.train_rows is None:

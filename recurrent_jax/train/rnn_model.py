@@ -68,6 +68,8 @@ def make_cell(model: RNNModelConfig, spatial_dims: int = 0, forget_bias=None) ->
         options["forget_bias"] = forget_bias
     if model.bias != "double":  # the cells' default: a cell of one's own need not take it
         options["bias"] = model.bias
+    if model.dtype != "float32":  # likewise
+        options["param_dtype"] = jnp.dtype(model.dtype)
     make = model.cell_constructor()
     if model.cell in rj.cells.CONV_REGISTRY:
         return make(model.hidden_size, model.kernel_size, spatial_dims=spatial_dims, **options)
@@ -95,7 +97,7 @@ def init(model: RNNModelConfig, task: TaskSpec, hparams, key: jax.Array) -> dict
     and, for token inputs, ``"embedding"`` (V, E) drawn uniform in ±0.05
     (Keras); every weight matrix ``w*`` (and conv kernel ``k_*``) is
     multiplied by ``hparams.init_scale``, the LSTM forget-gate biases start
-    at ``hparams.forget_bias``."""
+    at ``hparams.forget_bias``; every param in ``model.dtype``."""
     forget_bias = hparams.forget_bias if model.cell == "lstm" else None
     network = make_network(model, spatial_dims=len(task.spatial_shape), forget_bias=forget_bias)
     k_rnn, k_out = jax.random.split(key)
@@ -113,6 +115,7 @@ def init(model: RNNModelConfig, task: TaskSpec, hparams, key: jax.Array) -> dict
         params["embedding"] = jax.random.uniform(
             jax.random.fold_in(key, 2), shape, None, -0.05, 0.05
         )
+    params = jax.tree_util.tree_map(lambda p: p.astype(model.dtype), params)
     return scale_weights(params, hparams.init_scale)
 
 

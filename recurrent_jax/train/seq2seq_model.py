@@ -39,6 +39,7 @@ def network(model: ModelConfig, vocab_size: int, forget_bias=None) -> s2s.Seq2Se
         src_vocab_size=vocab_size,
         tgt_vocab_size=vocab_size,
         cell_options=options,
+        param_dtype=jnp.dtype(model.dtype),
         **model.network_options(),
     )
 
