@@ -170,6 +170,24 @@ def test_a_pickled_payload_never_runs(where, name, tmp_path, rng, capsys):
     assert marker.exists()
 
 
+def test_inputs_alone_read_with_the_same_checks(tmp_path, rng):
+    """``read_arrays(targets=False)``: inputs to predict on, no y needed."""
+    x, _, lengths = _data(rng)
+    np.savez(tmp_path / "inputs.npz", x=x, lengths=lengths)
+    got = files.read_arrays(
+        tmp_path / "inputs.npz", arrays_task.ArraysOptions().columns(), targets=False
+    )
+    valid = (np.arange(5)[None] < lengths[:, None])[..., None]
+    np.testing.assert_array_equal(got.x, np.where(valid, x, 0))
+    assert got.y is None
+    marker = tmp_path / "payload_ran"
+    np.savez(tmp_path / "bad.npz", x=np.array([Payload(marker)], dtype=object))
+    columns = arrays_task.ArraysOptions().columns()
+    read_inputs = lambda: files.read_arrays(tmp_path / "bad.npz", columns, targets=False)  # noqa: E731
+    refused(read_inputs, "bad.npz: x: an object array")
+    assert not marker.exists()
+
+
 # --- §5 (issue 35): only regular files ----------------------------------------------
 
 
@@ -187,6 +205,13 @@ def test_fifos_are_refused_without_blocking(where, tmp_path):
     else:
         call = lambda: read(path.parent if "/" in where else path)  # noqa: E731
     refused_within(call, "expected a regular file, got a FIFO")
+
+
+def test_dev_zero_as_the_text_is_refused_in_one_line():
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero")
+    build = lambda: text.build_text(text.TextOptions(path="/dev/zero"))  # noqa: E731
+    refused(build, "config.data.path: expected a regular file, got a character device")
 
 
 DEVICE_SCRIPT = """
