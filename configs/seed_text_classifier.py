@@ -5,10 +5,13 @@ The seed model of this project, as Keras writes it:
 sequences, 164,106 parameters with Keras's one bias per gate
 (``model.bias="single"``; the summary prints the count). Trained on the
 ``topics`` task (token sequences whose topic shows in their keywords,
-generated on device); point ``data.task="arrays"`` and ``data.path`` at an
-``.npz`` of your own ``x`` (N, T) token ids and ``y`` (N,) classes to train
-it on your data (docs/guides/own-data.md). A guess scores 10 %. Variant
-``:smoke`` runs in seconds.
+generated on device). A guess scores 10 %. Variant ``:smoke`` runs in
+seconds. On your own ``x`` (N, T) token ids and ``y`` (N,) classes in an
+``.npz`` (docs/guides/own-data.md), the task switch brings the arrays
+task's keys::
+
+    recurrent-jax train --config=configs/seed_text_classifier.py \
+        --config.data.task=arrays --config.data.path=mine.npz
 """
 
 from recurrent_jax.train.config import base_config, shrink_to_smoke, warmup_cosine

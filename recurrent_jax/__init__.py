@@ -27,6 +27,8 @@ __all__ = [
     "nn",
     "pack",
     "stack",
+    "sweep",
+    "train",
     "truncated_unroll",
     "unpack",
     "unroll",
@@ -34,10 +36,10 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-# The front doors, seq2seq, interop and the tasks load on first use, so that
-# code using the cells and layers alone never imports flax (equinox is an
-# extra).
-_LAZY = ("nn", "nnx", "eqx", "seq2seq", "interop", "data")
+# The front doors, seq2seq, interop, the tasks, training and sweeps load on
+# first use, so that code using the cells and layers alone never imports
+# flax, orbax or ml_collections (equinox is an extra).
+_LAZY = ("nn", "nnx", "eqx", "seq2seq", "interop", "data", "train", "sweep")
 
 
 def __getattr__(name):

@@ -165,9 +165,11 @@ def test_text_windows_predict_the_next_char(key):
 @pytest.mark.parametrize(
     "content, options, message",
     [
-        (None, {}, r"config\.data\.path: no such text file"),
+        (None, {}, r"config\.data\.path: no such file"),
         ("   \n", {}, r"config\.data\.path: the text file .* is empty"),
-        ("abcdefghij", {"seq_len": 8}, r"config\.data\.seq_len: expected at most"),
+        ("abcdefghij" * 3, {"seq_len": 8}, r"config\.data\.seq_len: expected at most 2 for"),
+        ("abc", {}, r"config\.data\.path '.*t\.txt': too short: .* hold 3 and 0 tokens"),
+        ("abc", {"tokens": "words"}, r"too short: .* hold 1 and 0 tokens"),
     ],
 )
 def test_text_loader_errors(tmp_path, content, options, message):

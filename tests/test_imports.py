@@ -25,3 +25,15 @@ def test_the_doors_load_on_first_use():
     loaded = loaded_after("import recurrent_jax as rj\nrj.nn.LSTM")
     assert "flax" in loaded
     assert loaded.isdisjoint({"orbax", "matplotlib", "torch", "keras", "equinox"})
+
+
+def test_training_and_sweeps_load_on_first_use():
+    """``rj.train.make_train`` and ``rj.sweep.run_sweep`` as the guides write
+    them, without ``import recurrent_jax`` loading either."""
+    code = (
+        "import recurrent_jax as rj\n"
+        "assert not {'recurrent_jax.train', 'recurrent_jax.sweep'} & set(sys.modules)\n"
+        "rj.train.make_train, rj.sweep.run_sweep, rj.train.ConfigError"
+    )
+    assert "ml_collections" not in loaded_after("import recurrent_jax as rj")
+    assert "recurrent_jax" in loaded_after(code)

@@ -195,7 +195,9 @@ def test_arrays_task_splits_normalises_by_the_training_split_and_infers_the_task
     valid = np.arange(7)[None] < lengths[train_rows][:, None]
     mean, std = x[train_rows][valid].mean(0), x[train_rows][valid].std(0)
     held_out = spec.eval_set(jax.random.key(0), 0)
-    np.testing.assert_allclose(held_out.xs, (x[held] - mean) / std, rtol=1e-5, atol=1e-5)
+    read = (np.arange(7)[None] < lengths[held][:, None])[..., None]  # padding is set to 0
+    want = np.where(read, (x[held] - mean) / std, 0.0)
+    np.testing.assert_allclose(held_out.xs, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(held_out.targets, y[held])
     np.testing.assert_array_equal(held_out.seq_lengths, lengths[held])
     batch = spec.sample_train(jax.random.key(1), 5)
@@ -299,7 +301,10 @@ def _bad(name, tmp_path, rng):
         ),
         "float labels": ({"x": x, "y": y.astype(np.float32)}, "class ids must be integers"),
         "negative labels": ({"x": x, "y": y - 1}, "expected class ids >= 0"),
-        "nan features": ({**arrays, "x": np.where(x > 7, np.nan, x)}, "expected finite features"),
+        "nan features": (
+            {**arrays, "x": np.where(x > 7, np.nan, x)},
+            "expected finite numbers, got NaN",
+        ),
         "token id past the vocabulary": (
             {"x": rng.integers(0, 100, (40, 7)), "y": y},
             "< data.vocab_size=50",

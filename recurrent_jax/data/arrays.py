@@ -9,8 +9,12 @@ target at every step, without one a target per sequence (read after the
 last valid step, or pooled: ``model.pooling``). Int ``x`` are token ids
 that the model embeds (``model.embedding_size``).
 
-The held-out split is ``data.eval_path``, else ``data.valid_fraction`` of
-the rows drawn with ``data.split_seed``. Float features are standardised
+Class ids are 0..C-1, every class present, unless ``data.num_classes``
+states C (some classes absent from a small file on purpose). Values past
+each row's length are padding, never read. The arrays a file declares may
+take at most ``data.max_gib`` GiB (checked from the headers before
+anything is read). The held-out split is ``data.eval_path``, else
+``data.valid_fraction`` of the rows drawn with ``data.split_seed``. Float features are standardised
 with the training split's statistics (``data.normalize``). The data lives
 on the device and training batches are rows drawn by key, or, with
 ``data.stream``, the training rows stay on the host and are streamed
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from recurrent_jax import _checks
+from recurrent_jax.data import readers, values
 from recurrent_jax.data.base import (
     CLASSIFICATION,
     LAST,
@@ -39,7 +44,7 @@ from recurrent_jax.data.base import (
     on_device,
     sample_rows,
 )
-from recurrent_jax.data.files import Arrays, TableColumns, read_arrays
+from recurrent_jax.data.files import Arrays, TableColumns, read_arrays, scored_class_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,8 @@ class ArraysOptions:
     split_seed: int = 0
     normalize: bool = True
     vocab_size: int | None = None  # token ids: None takes the largest id + 1
+    num_classes: int | None = None  # class ids: None takes 0..largest, each present
+    max_gib: float = readers.MAX_GIB  # the most memory a file's arrays may declare
     id_column: str = "id"
     time_column: str = "time"
     feature_columns: tuple = ()  # () : every column but id, time and target
@@ -62,8 +69,12 @@ class ArraysOptions:
         if not 0.0 < self.valid_fraction < 1.0:
             _checks.fail("valid_fraction", "a fraction in (0, 1)", self.valid_fraction)
         _checks.check_non_negative("split_seed", self.split_seed)
-        if self.vocab_size is not None:
-            _checks.check_positive_int("vocab_size", self.vocab_size)
+        for name in ("vocab_size", "num_classes"):
+            if getattr(self, name) is not None:
+                _checks.check_positive_int(name, getattr(self, name))
+        _checks.check_positive("max_gib", self.max_gib)
+        if not all(isinstance(c, str) for c in self.feature_columns):
+            _checks.fail("feature_columns", "a tuple of column names", self.feature_columns)
 
     def columns(self) -> TableColumns:
         return TableColumns(
@@ -78,9 +89,11 @@ class ArraysOptions:
 @functools.cache
 def load_splits(options: ArraysOptions) -> tuple[Arrays, Arrays]:
     """(train, held-out) arrays: checked, split and normalised."""
-    data = read_arrays(options.path, options.columns())
+    data = read_arrays(options.path, options.columns(), max_gib=options.max_gib)
     if options.eval_path:
-        held_out = read_arrays(options.eval_path, options.columns(), key="data.eval_path")
+        held_out = read_arrays(
+            options.eval_path, options.columns(), key="data.eval_path", max_gib=options.max_gib
+        )
         train = data
         _check_alike(options, train, held_out)
     else:
@@ -88,8 +101,16 @@ def load_splits(options: ArraysOptions) -> tuple[Arrays, Arrays]:
     _check_vocab(options, train, held_out)
     if options.normalize and np.issubdtype(train.x.dtype, np.floating):
         mean, std = _statistics(train)
-        train, held_out = (a._replace(x=(a.x - mean) / std) for a in (train, held_out))
+        for a in (train, held_out):  # in place: the splits are copies of the file's rows
+            x = a.x
+            x -= mean
+            x /= std
+            x[~_valid(a)] = 0.0
     return train, held_out
+
+
+def _valid(a: Arrays) -> np.ndarray:
+    return np.arange(a.x.shape[1])[None] < a.lengths[:, None]
 
 
 def _split(options: ArraysOptions, data: Arrays) -> tuple[Arrays, Arrays]:
@@ -137,12 +158,12 @@ def _check_vocab(options: ArraysOptions, train: Arrays, held_out: Arrays) -> Non
 
 
 def _statistics(train: Arrays) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std over the valid steps of the training split."""
-    valid = np.arange(train.x.shape[1])[None] < train.lengths[:, None]
-    values = train.x[valid]
-    std = values.std(0) if len(values) else np.ones(train.x.shape[-1], np.float32)
-    mean = values.mean(0) if len(values) else 0.0
-    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+    """Per-feature mean and std over the valid steps of the training split
+    (summed in float64: squares of large float32 values overflow)."""
+    steps = train.x[_valid(train)].astype(np.float64)
+    std = steps.std(0) if len(steps) else np.ones(train.x.shape[-1])
+    mean = steps.mean(0) if len(steps) else 0.0
+    return np.asarray(mean, np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
 
 
 # --- the task ----------------------------------------------------------------------
@@ -151,13 +172,24 @@ def _statistics(train: Arrays) -> tuple[np.ndarray, np.ndarray]:
 def build_arrays(options: ArraysOptions) -> TaskSpec:
     train, held_out = load_splits(options)
     tokens = np.issubdtype(train.x.dtype, np.integer)
-    return splits_spec(train, held_out, _vocab_size(options, train, held_out) if tokens else None)
+    vocab = _vocab_size(options, train, held_out) if tokens else None
+    source = " and ".join(p for p in (options.path, options.eval_path) if p)
+    return splits_spec(train, held_out, vocab, source=source, num_classes=options.num_classes)
 
 
-def splits_spec(train: Arrays, held_out: Arrays, vocab: int | None = None, **extra) -> TaskSpec:
+def splits_spec(
+    train: Arrays,
+    held_out: Arrays,
+    vocab: int | None = None,
+    *,
+    source: str = "data",
+    num_classes: int | None = None,
+    **extra,
+) -> TaskSpec:
     """The task of checked training and held-out arrays (``vocab``: the
-    token vocabulary of int ``x``); ``extra`` fields of the ``TaskSpec``
-    (``info``, ``decode``) are added.
+    token vocabulary of int ``x``; ``num_classes``: C of int ``y``, else
+    0..the largest id, each present; ``source`` names the data in errors);
+    ``extra`` fields of the ``TaskSpec`` (``info``, ``decode``) are added.
 
     The training split stays on the host until a run draws from it on the
     device (``sample_train``: uploaded once, when first traced); a streamed
@@ -165,7 +197,11 @@ def splits_spec(train: Arrays, held_out: Arrays, vocab: int | None = None, **ext
     classes = np.issubdtype(train.y.dtype, np.integer)
     per_step = train.y.ndim == (2 if classes else 3)
     tokens = vocab is not None
-    output_size = int(max(train.y.max(), held_out.y.max())) + 1 if classes else train.y.shape[-1]
+    if classes:
+        ids = np.concatenate([scored_class_ids(train), scored_class_ids(held_out)])
+        output_size = values.count_classes(f"{source}: y", ids, num_classes)
+    else:
+        output_size = train.y.shape[-1]
     take = functools.partial(host_rows, train, per_step)
     device_train = functools.cache(lambda: on_device(take(slice(None))))
     device_eval = on_device(host_rows(held_out, per_step, slice(None)))

@@ -23,7 +23,6 @@ tokenizer's hub name. The held-out split is the named ``eval_split``, else
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import urllib.request
 from pathlib import Path
@@ -31,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from recurrent_jax import _checks
-from recurrent_jax.data import text, tokens
+from recurrent_jax.data import hub, readers, text, tokens, values
 from recurrent_jax.data.arrays import split_rows, splits_spec
-from recurrent_jax.data.base import DataError, MissingExtraError, Task, TaskSpec
+from recurrent_jax.data.base import DataError, Task, TaskSpec
 from recurrent_jax.data.files import Arrays
 
 
@@ -55,9 +54,12 @@ class _TextOptions:
             _checks.fail("valid_fraction", "a fraction in (0, 1)", self.valid_fraction)
 
 
-def classification_spec(options, train_texts, train_labels, held_texts, held_labels) -> TaskSpec:
+def classification_spec(
+    options, train_texts, train_labels, held_texts, held_labels, *, source: str, num_classes=None
+) -> TaskSpec:
     """The task of classifying texts: ids by ``options.tokens`` (built on
-    the training texts), cut at ``options.max_length``."""
+    the training texts), cut at ``options.max_length``; labels are class
+    ids 0..C-1 (``num_classes``: C, else every class present)."""
     if held_texts is None:
         rows = split_rows(
             (np.asarray(train_texts, object), np.asarray(train_labels)),
@@ -69,11 +71,9 @@ def classification_spec(options, train_texts, train_labels, held_texts, held_lab
     splits = []
     for texts, labels in ((train_texts, train_labels), (held_texts, held_labels)):
         ids, lengths = tokens.pad([tokenizer.encode(t) for t in texts], options.max_length)
-        labels = np.asarray(labels)
-        if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
-            raise DataError(f"data.label_column: expected class ids >= 0, got {labels.dtype}")
-        splits.append(Arrays(ids, labels.astype(np.int32), lengths))
-    return splits_spec(*splits, tokenizer.size)
+        labels = values.as_int32_ids(f"{source}: labels", np.asarray(labels), "class ids", ("row",))
+        splits.append(Arrays(ids, labels, lengths))
+    return splits_spec(*splits, tokenizer.size, source=source, num_classes=num_classes)
 
 
 # --- a folder per class -----------------------------------------------------------
@@ -86,18 +86,33 @@ class TextClassesOptions(_TextOptions):
 
 
 def read_class_folders(path: str, key: str = "data.path") -> tuple[list[str], list[int], list[str]]:
-    """(texts, labels, class names) of ``path``/<class>/*.txt, classes sorted."""
-    root = Path(path)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    """(texts, labels, class names) of ``path``/<class>/*.txt, classes sorted.
+
+    A class is a subfolder (or a link to one) holding ``.txt`` files; an
+    empty subfolder is an error (its texts are missing); files, hidden
+    folders and folders of other things (a run directory) are not classes."""
+    what, root = f"config.{key}", Path(path)
+    if not root.is_dir():
+        raise DataError(f"{what}: expected a folder of one subfolder per class, got {path!r}")
+    texts, labels, classes = [], [], []
+    for folder in sorted(root.iterdir()):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        files = sorted(folder.glob("*.txt"))
+        if not files and not any(folder.iterdir()):
+            raise DataError(
+                f"{what}: the class folder {folder.name!r} of {path!r} is empty; add its .txt "
+                "files or remove it"
+            )
+        for file in files:
+            texts.append(readers.read_text_file(file, what))
+            labels.append(len(classes))
+        classes += [folder.name] if files else []
     if not classes:
-        raise DataError(f"config.{key}: expected a folder of one subfolder per class, got {path!r}")
-    texts, labels = [], []
-    for label, name in enumerate(classes):
-        for file in sorted((root / name).glob("*.txt")):
-            texts.append(file.read_text(encoding="utf-8", errors="replace"))
-            labels.append(label)
-    if not texts:
-        raise DataError(f"config.{key}: no .txt files in the class folders of {path!r}")
+        raise DataError(
+            f"{what}: expected a folder of one subfolder of .txt files per class, got {path!r} "
+            "(no subfolder holds .txt files)"
+        )
     return texts, labels, classes
 
 
@@ -114,7 +129,10 @@ def build_text_classes(options: TextClassesOptions) -> TaskSpec:
                 f"got {held_classes}"
             )
         held = (held_texts, held_labels)
-    spec = classification_spec(options, texts, labels, *held)
+    source = " and ".join(p for p in (options.path, options.eval_path) if p)
+    spec = classification_spec(
+        options, texts, labels, *held, source=source, num_classes=len(classes)
+    )
     return spec._replace(info={**spec.info, "classes": classes})
 
 
@@ -131,34 +149,12 @@ class HFOptions(_TextOptions):
     label_column: str = "label"  # empty: language modelling of the text
     seq_len: int = 64  # language modelling windows
     limit: int | None = None  # use the first rows of each split only
+    num_classes: int | None = None  # None: a ClassLabel column's, else 0..largest id, each present
 
-
-@functools.cache
-def load_splits(dataset: str, subset: str, names: tuple) -> tuple:
-    """The named splits of a ``datasets`` dataset: a hub name, a
-    ``save_to_disk`` folder, a folder of data files or a data file."""
-    try:
-        import datasets
-    except ImportError:
-        raise MissingExtraError(
-            "data.task='hf' needs the datasets package: pip install 'recurrent-jax[data]'"
-        ) from None
-    local = Path(dataset)
-    try:
-        if (local / "dataset_dict.json").exists() or (local / "dataset_info.json").exists():
-            loaded = datasets.load_from_disk(str(local))
-        elif local.is_file():
-            kind = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json"}
-            loaded = datasets.load_dataset(kind.get(local.suffix, "text"), data_files=str(local))
-        else:
-            loaded = datasets.load_dataset(dataset, subset or None)
-    except (FileNotFoundError, ValueError, ConnectionError, OSError) as error:
-        raise DataError(f"config.data.dataset: {dataset!r} could not be loaded ({error})") from None
-    available = list(loaded) if hasattr(loaded, "keys") else []
-    missing = [n for n in names if n and n not in available]
-    if missing:
-        raise DataError(f"config.data: the splits {missing} are not in {dataset!r}: {available}")
-    return tuple(loaded[n] if n else None for n in names)
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_classes is not None:
+            _checks.check_positive_int("num_classes", self.num_classes)
 
 
 def _columns(split, names: tuple, dataset: str) -> list:
@@ -168,20 +164,64 @@ def _columns(split, names: tuple, dataset: str) -> list:
     return [split[c] for c in names]
 
 
+def _texts(dataset: str, column: str, texts) -> list[str]:
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise DataError(
+            f"{dataset}: column {column!r}: expected a string in every row, got "
+            f"{type(texts[bad[0]]).__name__} in rows {values.listing(bad)}"
+        )
+    return texts
+
+
+def _labels(dataset: str, column: str, labels) -> np.ndarray:
+    labels = list(labels)
+    bad = [
+        i
+        for i, v in enumerate(labels)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= values.INT32_MAX
+    ]
+    if bad:
+        raise DataError(
+            f"{dataset}: column {column!r}: expected class ids in [0, 2^31) in every row, got "
+            f"{labels[bad[0]]!r} in rows {values.listing(bad)}"
+        )
+    return np.asarray(labels, np.int32)
+
+
+def _declared_classes(options: HFOptions, split) -> int | None:
+    """data.num_classes, else the classes a ClassLabel column declares."""
+    if options.num_classes is not None:
+        return options.num_classes
+    feature = split.features.get(options.label_column)
+    return getattr(feature, "num_classes", None)
+
+
 def build_hf(options: HFOptions) -> TaskSpec:
     if not options.dataset:
         raise DataError("config.data.dataset: expected a hub name or a local path, got ''")
-    train, held = load_splits(
+    train, held = hub.load_splits(
         options.dataset, options.subset, (options.train_split, options.eval_split)
     )
     if options.limit is not None:
         train = train.select(range(min(options.limit, len(train))))
         held = None if held is None else held.select(range(min(options.limit, len(held))))
     names = (options.text_column, *([options.label_column] if options.label_column else []))
-    train_columns = _columns(train, names, options.dataset)
-    held_columns = None if held is None else _columns(held, names, options.dataset)
+    splits = [None if s is None else _columns(s, names, options.dataset) for s in (train, held)]
+    for columns in filter(None, splits):
+        columns[0] = _texts(options.dataset, options.text_column, columns[0])
+        if options.label_column:
+            columns[1] = _labels(options.dataset, options.label_column, columns[1])
+    train_columns, held_columns = splits
     if options.label_column:
-        return classification_spec(options, *train_columns, *(held_columns or (None, None)))
+        return classification_spec(
+            options,
+            *train_columns,
+            *(held_columns or (None, None)),
+            source=options.dataset,
+            num_classes=_declared_classes(options, train),
+        )
     return _language_spec(options, train_columns[0], None if held is None else held_columns[0])
 
 
@@ -194,7 +234,13 @@ def _language_spec(options, train_texts, held_texts) -> TaskSpec:
     train, held = (tokenizer.encode(joined(t)) for t in (train_texts, held_texts))
     one_hot = options.tokens == "chars"
     return text.lm_spec(
-        train, held, tokenizer.size, tokenizer.decode, options.seq_len, one_hot=one_hot
+        train,
+        held,
+        tokenizer.size,
+        tokenizer.decode,
+        options.seq_len,
+        one_hot=one_hot,
+        source=f"config.data.dataset {options.dataset!r}",
     )
 
 
@@ -210,7 +256,7 @@ class MNISTOptions:
 
 
 def build_mnist(options: MNISTOptions) -> TaskSpec:
-    train, test = load_splits(options.source, "", ("train", "test"))
+    train, test = hub.load_splits(options.source, "", ("train", "test"))
     order = np.random.default_rng(options.permutation_seed).permutation(784)
     splits = []
     for split in (train, test):
@@ -222,7 +268,7 @@ def build_mnist(options: MNISTOptions) -> TaskSpec:
             pixels = pixels[:, order]
         lengths = np.full(len(pixels), 784, np.int32)
         splits.append(Arrays(pixels[..., None], np.asarray(labels, np.int32), lengths))
-    return splits_spec(*splits)
+    return splits_spec(*splits, source=options.source, num_classes=10)
 
 
 # --- Penn Treebank ----------------------------------------------------------------------
@@ -271,7 +317,13 @@ def build_ptb(options: PTBOptions) -> TaskSpec:
     train, held = tokenizer.encode(train_text), tokenizer.encode(held_text)
     one_hot = options.tokens == "chars"
     return text.lm_spec(
-        train, held, tokenizer.size, tokenizer.decode, options.seq_len, one_hot=one_hot
+        train,
+        held,
+        tokenizer.size,
+        tokenizer.decode,
+        options.seq_len,
+        one_hot=one_hot,
+        source=f"config.data.source {options.source!r}",
     )
 
 

@@ -1,11 +1,17 @@
 """Reading a researcher's arrays from files: ``.npz``, a folder of
-``.npy`` files, or a long CSV/Parquet table (one row per series and time
-step, read with pyarrow). Every check names the file, the key or column,
-what was expected and what was given, as a one-line ``DataError``.
+``.npy`` files, or a long CSV/Parquet table (``recurrent_jax.data.tables``).
+Files are read as if they came from someone else
+(``recurrent_jax.data.readers``: regular files only, no pickles, declared
+sizes checked against ``data.max_gib`` first). Every check names the file,
+the key or column, what was expected and what was given, as a one-line
+``DataError``.
 
 Arrays: ``x`` float (N, T, D) features or int (N, T) token ids; ``y`` int
 (N,) classes, float (N, C) regression targets, or per step int (N, T) /
-float (N, T, C); optional ``lengths`` (N,) ints in [0, T].
+float (N, T, C); optional ``lengths`` (N,) ints in [0, T]. Values past a
+row's length (its padding) are never read: they may hold anything, NaN
+included, and are set to 0. Features and float targets must be finite in
+float32, ids must fit int32.
 """
 
 from __future__ import annotations
@@ -15,109 +21,98 @@ from typing import NamedTuple
 
 import numpy as np
 
-from recurrent_jax.data.base import DataError, MissingExtraError
+from recurrent_jax.data import readers, values
+from recurrent_jax.data.base import DataError
+from recurrent_jax.data.tables import TABLES, TableColumns, read_table
 
-TABLES = (".csv", ".parquet")
+__all__ = ["Arrays", "TableColumns", "check_arrays", "read_arrays"]
+
+NAMES = ("x", "y", "lengths")
 
 
 class Arrays(NamedTuple):
-    x: np.ndarray
-    y: np.ndarray
+    x: np.ndarray  # float32 (N, T, D) or int32 (N, T)
+    y: np.ndarray | None  # int32 (N,) / (N, T) or float32 (N, C) / (N, T, C); None: inputs only
     lengths: np.ndarray  # (N,) int32: valid steps
 
 
-class TableColumns(NamedTuple):
-    """How a long table's columns make arrays."""
+def read_arrays(
+    path,
+    columns: TableColumns,
+    *,
+    key: str = "data.path",
+    max_gib: float = readers.MAX_GIB,
+    targets: bool = True,
+) -> Arrays:
+    """The checked arrays of the file ``path`` (named ``config.<key>`` in
+    errors), whose arrays may declare at most ``max_gib`` GiB; without
+    ``targets``, ``y`` is neither needed nor read (inputs to predict on)."""
+    try:
+        raw = read_raw(path, columns, key=key, max_gib=max_gib, targets=targets)
+        return check_arrays(path, raw["x"], raw.get("y") if targets else None, raw.get("lengths"))
+    except MemoryError:  # pyarrow's ArrowMemoryError too
+        raise DataError(
+            f"{path}: not enough memory to read its arrays (lower data.max_gib to be told "
+            "before reading, or free memory)"
+        ) from None
 
-    id: str
-    time: str
-    features: tuple  # () : every column but id, time and target
-    target: str
-    target_per_step: bool
 
-
-def read_arrays(path, columns: TableColumns, *, key: str = "data.path") -> Arrays:
-    """The checked arrays of the file ``path`` (named ``key`` in errors)."""
-    file = Path(path)
+def read_raw(path, columns: TableColumns, *, key: str, max_gib: float, targets: bool) -> dict:
+    """``x``, ``y`` and ``lengths`` of the file ``path`` as stored."""
+    what, file = f"config.{key}", Path(path)
+    wanted = ("x", "y") if targets else ("x",)
     if not str(path):
-        raise DataError(f"config.{key}: expected a file of arrays, got ''")
-    if not file.exists():
-        raise DataError(f"config.{key}: no such file or folder {str(file)!r}")
+        raise DataError(f"{what}: expected a file of arrays, got ''")
+    if not readers.exists(file):
+        raise DataError(f"{what}: no such file or folder {str(file)!r}")
+    budget = readers.Budget(max_gib)
     if file.is_dir():
-        raw = {name: _load_npy(file / f"{name}.npy") for name in ("x", "y", "lengths")}
-        if raw["x"] is None or raw["y"] is None:
-            raise DataError(f"{file}: expected x.npy and y.npy (and optionally lengths.npy)")
+        raw = {
+            name: readers.read_npy(file / f"{name}.npy", what, budget)
+            for name in NAMES
+            if (name in wanted or name == "lengths") and readers.exists(file / f"{name}.npy")
+        }
+        if any(name not in raw for name in wanted):
+            names = " and ".join(f"{n}.npy" for n in wanted)
+            raise DataError(f"{file}: expected {names} (and optionally lengths.npy)")
     elif file.suffix == ".npz":
-        raw = _load_npz(file)
+        raw = readers.read_npz(file, what, (*wanted, "lengths"), budget)
+        missing = [k for k in wanted if k not in raw]
+        if missing:
+            raise DataError(
+                f"{file}: expected the keys {' and '.join(wanted)} (lengths optional), "
+                f"missing {missing}"
+            )
     elif file.suffix in TABLES:
-        raw = read_table(file, columns)
+        raw = read_table(file, columns, what, max_gib)
     else:
         raise DataError(
-            f"config.{key}: expected a .npz file, a folder of x.npy and y.npy, or a "
+            f"{what}: expected a .npz file, a folder of x.npy and y.npy, or a "
             f"{'/'.join(TABLES)} table, got {str(file)!r}"
         )
-    return check_arrays(file, raw.get("x"), raw.get("y"), raw.get("lengths"))
-
-
-def _load_npy(path: Path):
-    if not path.exists():
-        return None
-    return _read(path, lambda: np.load(path, allow_pickle=True))
-
-
-def _load_npz(path: Path) -> dict:
-    def load():
-        with np.load(path, allow_pickle=True) as f:
-            return {k: f[k] for k in f.files}
-
-    raw = _read(path, load)
-    missing = [k for k in ("x", "y") if k not in raw]
-    if missing:
-        raise DataError(f"{path}: expected the keys x and y (lengths optional), missing {missing}")
     return raw
-
-
-def _read(path: Path, load):
-    try:
-        return load()
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path}: cannot be read as NumPy arrays ({error})") from None
 
 
 # --- the checks --------------------------------------------------------------------
 
 
 def check_arrays(file, x, y, lengths) -> Arrays:
-    """``Arrays`` of the raw ``x``, ``y`` and ``lengths`` of ``file``, each
-    checked; lengths default to the full time axis."""
-    x, y = _regular(file, "x", x), _regular(file, "y", y)
-    tokens = np.issubdtype(x.dtype, np.integer)
-    if not (tokens and x.ndim == 2) and not (np.issubdtype(x.dtype, np.floating) and x.ndim == 3):
-        raise DataError(
-            f"{file}: x: expected float features (N, T, D) or int token ids (N, T), "
-            f"got {x.dtype}{list(x.shape)}"
-        )
-    num, steps = x.shape[:2]
-    if y.shape[:1] != (num,):
-        raise DataError(
-            f"{file}: y: expected {num} rows (the rows of x), got {y.dtype}{list(y.shape)}"
-        )
-    _check_targets(file, y, steps)
+    """``Arrays`` of the raw ``x``, ``y`` (None: inputs only) and
+    ``lengths`` (None: the full time axis) of ``file``, each checked, cast
+    to the dtypes a model reads and zero past each row's length."""
+    x = _regular(file, "x", x)
+    num, steps = _check_shape(file, x)
     if lengths is None:
         lengths = np.full(num, steps, np.int32)
     lengths = _check_lengths(file, _regular(file, "lengths", lengths), num, steps)
-    if not tokens and not np.isfinite(x).all():
-        bad = np.argwhere(~np.isfinite(x))
-        raise DataError(
-            f"{file}: x: expected finite features, got {len(bad)} NaN/Inf values "
-            f"(first at row {bad[0][0]}, step {bad[0][1]})"
-        )
-    if tokens and x.size and x.min() < 0:
-        raise DataError(f"{file}: x: expected token ids >= 0, got {int(x.min())}")
-    x = x.astype(np.int32 if tokens else np.float32)
-    return Arrays(
-        x, y.astype(np.int32 if np.issubdtype(y.dtype, np.integer) else np.float32), lengths
-    )
+    valid = np.arange(steps)[None] < lengths[:, None]  # (N, T): the steps that are read
+    if np.issubdtype(x.dtype, np.integer):
+        x = values.as_int32_ids(f"{file}: x", x, "token ids", ("row", "step"), valid)
+    else:
+        x = values.as_float32(f"{file}: x", x, ("row", "step", "feature"), valid)
+    if y is not None:
+        y = _check_targets(file, _regular(file, "y", y), num, steps, valid)
+    return Arrays(x, y, lengths)
 
 
 def _regular(file, name: str, a) -> np.ndarray:
@@ -130,25 +125,41 @@ def _regular(file, name: str, a) -> np.ndarray:
     return a
 
 
-def _check_targets(file, y: np.ndarray, steps: int) -> None:
+def _check_shape(file, x: np.ndarray) -> tuple[int, int]:
+    tokens = np.issubdtype(x.dtype, np.integer) and x.ndim == 2
+    features = np.issubdtype(x.dtype, np.floating) and x.ndim == 3
+    if not (tokens or features) or 0 in x.shape:
+        raise DataError(
+            f"{file}: x: expected float features (N, T, D) or int token ids (N, T), each "
+            f"size >= 1, got {x.dtype}{list(x.shape)}"
+        )
+    return x.shape[:2]
+
+
+def _check_targets(file, y: np.ndarray, num: int, steps: int, valid: np.ndarray) -> np.ndarray:
+    if y.shape[:1] != (num,):
+        raise DataError(
+            f"{file}: y: expected {num} rows (the rows of x), got {y.dtype}{list(y.shape)}"
+        )
     if np.issubdtype(y.dtype, np.integer):
         if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] != steps):
             raise DataError(
                 f"{file}: y: expected int class ids (N,) or per step (N, T={steps}), "
                 f"got {y.dtype}{list(y.shape)}"
             )
-        if y.size and y.min() < 0:
-            raise DataError(f"{file}: y: expected class ids >= 0, got {int(y.min())}")
-    elif np.issubdtype(y.dtype, np.floating):
-        if y.ndim not in (2, 3) or (y.ndim == 3 and y.shape[1] != steps):
+        per_step = y.ndim == 2
+        axes = ("row", "step") if per_step else ("row",)
+        return values.as_int32_ids(f"{file}: y", y, "class ids", axes, valid if per_step else None)
+    if np.issubdtype(y.dtype, np.floating):
+        if y.ndim not in (2, 3) or (y.ndim == 3 and y.shape[1] != steps) or 0 in y.shape:
             raise DataError(
                 f"{file}: y: expected float targets (N, C) or per step (N, T={steps}, C) "
                 f"(class ids must be integers), got {y.dtype}{list(y.shape)}"
             )
-        if not np.isfinite(y).all():
-            raise DataError(f"{file}: y: expected finite targets, got NaN/Inf")
-    else:
-        raise DataError(f"{file}: y: expected integer classes or float targets, got {y.dtype}")
+        per_step = y.ndim == 3
+        axes = ("row", "step", "output") if per_step else ("row", "output")
+        return values.as_float32(f"{file}: y", y, axes, valid if per_step else None)
+    raise DataError(f"{file}: y: expected integer classes or float targets, got {y.dtype}")
 
 
 def _check_lengths(file, lengths: np.ndarray, num: int, steps: int) -> np.ndarray:
@@ -165,64 +176,9 @@ def _check_lengths(file, lengths: np.ndarray, num: int, steps: int) -> np.ndarra
     return lengths.astype(np.int32)
 
 
-# --- long tables -------------------------------------------------------------------
-
-
-def read_table(file: Path, columns: TableColumns) -> dict:
-    """x, y and lengths of a long table: rows grouped by ``columns.id``,
-    ordered by ``columns.time``, padded to the longest series."""
-    table = _pyarrow_table(file)
-    names = table.column_names
-    wanted = [columns.id, columns.time, columns.target, *columns.features]
-    missing = [c for c in wanted if c not in names]
-    if missing:
-        raise DataError(f"{file}: expected the columns {missing} (data.*_column), got {names}")
-    features = list(columns.features) or [
-        c for c in names if c not in (columns.id, columns.time, columns.target)
-    ]
-    data = {c: np.asarray(table.column(c).to_numpy(zero_copy_only=False)) for c in names}
-    for c in features:
-        if not np.issubdtype(data[c].dtype, np.number):
-            raise DataError(f"{file}: column {c!r}: expected numbers, got {data[c].dtype}")
-    order = np.lexsort((data[columns.time], data[columns.id]))
-    ids = data[columns.id][order]
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    lengths = np.diff(np.r_[starts, len(ids)]).astype(np.int32)
-    steps = int(lengths.max(initial=0))
-    values = np.stack([data[c][order].astype(np.float32) for c in features], -1)
-    x = np.zeros((len(starts), steps, len(features)), np.float32)
-    target = data[columns.target][order]
-    per_step = np.zeros((len(starts), steps), target.dtype)
-    for n, (s, length) in enumerate(zip(starts, lengths, strict=True)):
-        x[n, :length], per_step[n, :length] = values[s : s + length], target[s : s + length]
-    y = per_step if columns.target_per_step else _per_series(file, columns, per_step, lengths)
-    if np.issubdtype(y.dtype, np.floating):
-        y = y[..., None]  # one regression output
-    return {"x": x, "y": y, "lengths": lengths}
-
-
-def _per_series(file, columns: TableColumns, per_step: np.ndarray, lengths) -> np.ndarray:
-    first = per_step[:, 0]
-    for n, length in enumerate(lengths):
-        if (per_step[n, :length] != first[n]).any():
-            raise DataError(
-                f"{file}: column {columns.target!r}: varies within series {n} (one label per "
-                "series expected); set data.target_per_step=True for a target at every step"
-            )
-    return first
-
-
-def _pyarrow_table(file: Path):
-    try:
-        import pyarrow.csv
-        import pyarrow.parquet
-    except ImportError:
-        raise MissingExtraError(
-            f"{file}: reading tables needs pyarrow: pip install 'recurrent-jax[data]'"
-        ) from None
-    try:
-        if file.suffix == ".csv":
-            return pyarrow.csv.read_csv(file)
-        return pyarrow.parquet.read_table(file)
-    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-        raise DataError(f"{file}: cannot be read as a table ({error})") from None
+def scored_class_ids(arrays: Arrays) -> np.ndarray:
+    """The class ids of ``arrays`` that a loss reads: every row's, or the
+    valid steps' of per-step targets."""
+    if arrays.y.ndim == 1:
+        return arrays.y
+    return arrays.y[np.arange(arrays.y.shape[1])[None] < arrays.lengths[:, None]]

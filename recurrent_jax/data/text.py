@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrent_jax import _checks
-from recurrent_jax.data import tokens
+from recurrent_jax.data import readers, tokens
 from recurrent_jax.data.base import (
     CLASSIFICATION,
     SEQUENCE,
@@ -58,22 +58,30 @@ class TextOptions:
 @functools.cache
 def load_text(path: str, seq_len: int, valid_fraction: float):
     """(train ids, valid ids, vocabulary) as numpy int32 / a str of chars."""
-    file = Path(path) if path else DEFAULT_TEXT
-    if not file.is_file():
-        raise DataError(f"config.data.path: no such text file {str(file)!r}")
-    text = file.read_text(encoding="utf-8")
-    if not text.strip():
-        raise DataError(f"config.data.path: the text file {str(file)!r} is empty")
+    text = read_text(path or str(DEFAULT_TEXT))
     vocab = "".join(sorted(set(text)))
     ids = np.array([vocab.index(c) for c in text], np.int32)
     num_valid = int(len(ids) * valid_fraction)
     train, valid = ids[: len(ids) - num_valid], ids[len(ids) - num_valid :]
-    if min(len(train), len(valid)) < seq_len + 1:
-        raise DataError(
-            f"config.data.seq_len: expected at most {min(len(train), len(valid)) - 1} "
-            f"for {str(file)!r} ({len(ids)} chars, valid_fraction {valid_fraction}), got {seq_len}"
-        )
+    check_windows(train, valid, seq_len, f"config.data.path {str(path or DEFAULT_TEXT)!r}")
     return train, valid, vocab
+
+
+def check_windows(train, valid, seq_len: int, source: str) -> None:
+    """Both splits hold a window of ``seq_len`` + 1 tokens."""
+    longest = min(len(train), len(valid)) - 1
+    if longest >= seq_len:
+        return
+    if longest < 1:
+        raise DataError(
+            f"{source}: too short: its training and held-out parts hold {len(train)} and "
+            f"{len(valid)} tokens, expected at least 2 in each (seq_len + 1 = {seq_len + 1} "
+            "to train as configured); give more text"
+        )
+    raise DataError(
+        f"config.data.seq_len: expected at most {longest} for {source} ({len(train)} training "
+        f"and {len(valid)} held-out tokens), got {seq_len}"
+    )
 
 
 def windows(ids: jax.Array, starts: jax.Array, seq_len: int, vocab_size: int) -> Batch:
@@ -97,12 +105,10 @@ def unigram_bits(train: np.ndarray, valid: np.ndarray, vocab_size: int) -> float
 
 
 def read_text(path: str, key: str = "data.path") -> str:
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"config.{key}: no such text file {str(file)!r}")
-    text = file.read_text(encoding="utf-8")
+    """The UTF-8 text of the regular file ``path`` (named ``config.<key>``)."""
+    text = readers.read_text_file(path, f"config.{key}")
     if not text.strip():
-        raise DataError(f"config.{key}: the text file {str(file)!r} is empty")
+        raise DataError(f"config.{key}: the text file {str(path)!r} is empty")
     return text
 
 
@@ -120,20 +126,27 @@ def build_text(options: TextOptions) -> TaskSpec:
     tokenizer = tokens.make_tokenizer(options.tokens, [train_text], options.max_vocab)
     train, valid = tokenizer.encode(train_text), tokenizer.encode(valid_text)
     one_hot = options.tokens == "chars"
-    return lm_spec(train, valid, tokenizer.size, tokenizer.decode, options.seq_len, one_hot=one_hot)
+    source = f"config.data.path {options.path or str(DEFAULT_TEXT)!r}"
+    return lm_spec(
+        train,
+        valid,
+        tokenizer.size,
+        tokenizer.decode,
+        options.seq_len,
+        one_hot=one_hot,
+        source=source,
+    )
 
 
-def lm_spec(train, valid, size: int, decode, seq_len: int, *, one_hot: bool) -> TaskSpec:
+def lm_spec(
+    train, valid, size: int, decode, seq_len: int, *, one_hot: bool, source: str = "the text"
+) -> TaskSpec:
     """Next-token prediction over windows of ``seq_len`` ids of the
     ``train`` and ``valid`` id streams: one-hot inputs, or ids the model
-    embeds. The primary metric is bits per character (one-hot
+    embeds (``source`` names the text in errors). The primary metric is bits per character (one-hot
     characters) or perplexity (tokens)."""
     T = seq_len
-    if min(len(train), len(valid)) < T + 1:
-        raise DataError(
-            f"config.data.seq_len: expected at most {min(len(train), len(valid)) - 1} for "
-            f"{len(train)} training and {len(valid)} held-out tokens, got {T}"
-        )
+    check_windows(train, valid, T, source)
     train, valid_ids = np.asarray(train, np.int32), jnp.asarray(valid)
     train_ids = functools.cache(lambda: on_device(train))  # uploaded when first drawn from
     window = windows if one_hot else token_windows

@@ -9,16 +9,19 @@ others go by frequency in the training texts (ties by the token), up to
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
 
+from recurrent_jax.data import readers
 from recurrent_jax.data.base import DataError, MissingExtraError
 
 PAD, UNK = "<pad>", "<unk>"
 BUILT = ("chars", "words")  # the tokenisations built on the training split
+CHOICES = "'chars', 'words' or a pretrained tokenizer's hub name (tokenizers or transformers)"
 
 
 class Tokenizer(NamedTuple):
@@ -36,6 +39,10 @@ def make_tokenizer(how: str, training_texts: Iterable[str], max_size: int | None
     ``training_texts``) or a pretrained tokenizer's hub name."""
     if how in BUILT:
         return built(how, training_texts, max_size)
+    near = difflib.get_close_matches(how, BUILT, n=1, cutoff=0.75)
+    if near or not how.strip():
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise DataError(f"data.tokens: expected {CHOICES}, got {how!r}{hint}")
     return pretrained(how)
 
 
@@ -66,7 +73,8 @@ def built(how: str, training_texts: Iterable[str], max_size: int | None) -> Toke
 
 def pretrained(name: str) -> Tokenizer:
     """A pretrained tokenizer by hub name (``tokenizers``, else
-    ``transformers``; downloaded once, then cached by them)."""
+    ``transformers``; downloaded once, then cached by them). Only data is
+    read (``tokenizer.json`` and the like): no code from the hub runs."""
     try:
         import tokenizers
     except ImportError:
@@ -76,7 +84,8 @@ def pretrained(name: str) -> Tokenizer:
             tok = tokenizers.Tokenizer.from_pretrained(name)
         except Exception as error:  # the hub's errors are many
             raise DataError(
-                f"data.tokens: no tokenizer {name!r} could be loaded ({error})"
+                f"data.tokens: expected {CHOICES}; no tokenizer {name!r} could be loaded "
+                f"({readers.one_line(error)})"
             ) from None
         return Tokenizer(
             lambda text: np.asarray(tok.encode(text).ids, np.int32),
@@ -88,10 +97,16 @@ def pretrained(name: str) -> Tokenizer:
         from transformers import AutoTokenizer
     except ImportError:
         raise MissingExtraError(
-            f"data.tokens={name!r} (a pretrained tokenizer) needs tokenizers or transformers: "
-            "pip install tokenizers"
+            f"data.tokens: expected {CHOICES}, got {name!r}: a pretrained tokenizer needs "
+            "tokenizers or transformers: pip install tokenizers"
         ) from None
-    tok = AutoTokenizer.from_pretrained(name)
+    try:  # no code from the hub: trust_remote_code stays off
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    except Exception as error:  # the hub's errors are many
+        raise DataError(
+            f"data.tokens: expected {CHOICES}; no tokenizer {name!r} could be loaded "
+            f"({readers.one_line(error)})"
+        ) from None
     return Tokenizer(
         lambda text: np.asarray(tok.encode(text, add_special_tokens=False), np.int32),
         lambda ids: tok.decode([int(i) for i in ids]),

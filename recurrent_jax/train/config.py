@@ -390,12 +390,7 @@ def base_config(task: str, name: str | None = None):
     and a typo fails once the file locks it)."""
     import ml_collections
 
-    from recurrent_jax.data import registry
-
-    with config_errors("config"):
-        options = dataclasses.asdict(registry.get_task(task).options())
-    common = {f.name: f.default for f in dataclasses.fields(DataConfig) if f.name != "options"}
-    data = {**common, "task": task, **options}
+    data = data_defaults(task)
     model = model_dict(MODEL_KINDS[model_kind(task)]())
     sections = {
         k: dataclasses.asdict(c()) for k, c in SECTIONS.items() if k not in ("data", "model")
@@ -403,6 +398,39 @@ def base_config(task: str, name: str | None = None):
     return ml_collections.ConfigDict(
         {"name": name or task, "data": data, "model": model, **sections}
     )
+
+
+def data_defaults(task: str) -> dict:
+    """The ``data`` section of a config of ``task``: the common keys and the
+    task's own, each at its default."""
+    with config_errors("config"):
+        options = dataclasses.asdict(task_options(task)())
+    common = {f.name: f.default for f in dataclasses.fields(DataConfig) if f.name != "options"}
+    return {**common, "task": task, **options}
+
+
+def task_options(task: str) -> type:
+    """The options class of the task named ``task``: a frozen dataclass
+    (a value, hashed and compared) whose fields are not the common
+    ``config.data`` keys (one key, one meaning)."""
+    from recurrent_jax.data import registry
+
+    with config_errors("config"):
+        options = registry.get_task(task).options
+    params = getattr(options, "__dataclass_params__", None)
+    if not (isinstance(options, type) and params is not None and params.frozen):
+        raise ConfigError(
+            f"config.data.task: expected the options of {task!r} to be a frozen dataclass "
+            f"(@dataclasses.dataclass(frozen=True)), got {options!r}"
+        )
+    common = {f.name for f in dataclasses.fields(DataConfig)}
+    clashes = sorted(common & {f.name for f in dataclasses.fields(options)})
+    if clashes:
+        raise ConfigError(
+            f"config.data.task: expected the options of {task!r} ({options.__name__}) to leave "
+            f"the common config.data keys alone, got the field(s) {clashes}; rename them"
+        )
+    return options
 
 
 def model_kind(task: str) -> str:
@@ -450,8 +478,6 @@ def from_config_dict(cfg) -> ExperimentConfig:
     ``sweep`` section is allowed and ignored here (``recurrent_jax.sweep``
     reads it).
     """
-    from recurrent_jax.data import registry  # the task registry, imported lazily
-
     raw = _as_dict(cfg)
     check_keys("config", raw, ["name", "sweep", *SECTIONS])
     name = raw.get("name", "experiment")
@@ -461,7 +487,7 @@ def from_config_dict(cfg) -> ExperimentConfig:
     for key, cls in SECTIONS.items():
         section = _as_dict(raw.get(key, {}), f"config.{key}")
         if key == "data":
-            sections[key] = _build_data(section, registry)
+            sections[key] = _build_data(section)
         elif key == "model":
             sections[key] = _build_model(section)
         else:
@@ -490,12 +516,12 @@ def _build_model(section: dict) -> ModelConfig:
     return build_dataclass(cls, section, "config.model")
 
 
-def _build_data(section: dict, registry) -> DataConfig:
+def _build_data(section: dict) -> DataConfig:
     task_name = section.get("task")
     with config_errors("config"):
         if not isinstance(task_name, str):
             _checks.fail("data.task", "a task name or import path", task_name)
-        options_cls = registry.get_task(task_name).options
+    options_cls = task_options(task_name)
     common = {f.name for f in dataclasses.fields(DataConfig)} - {"options"}
     own = {f.name for f in dataclasses.fields(options_cls)}
     check_keys("config.data", section, sorted(common | own))

@@ -75,17 +75,48 @@ def check_variant(path: Path, arg: str | None, variants) -> None:
 
 
 def apply_overrides(config, overrides: list[tuple[str, str]]):
-    """Sets ``config.a.b`` from strings, parsed by the type already there."""
-    for dotted, text in overrides:
+    """Sets ``config.a.b`` from strings, parsed by the type already there
+    (``parse_value``). A new ``data.task`` is set first and brings its own
+    keys, at their defaults (``switch_task``), so the other overrides may
+    name them."""
+    for dotted, text in sorted(overrides, key=lambda o: o[0] != "data.task"):
         *parents, leaf = dotted.split(".")
         node, where = config, "config"
         for name in parents:
             _check_key(node, name, where)
             node, where = node[name], f"{where}.{name}"
         _check_key(node, leaf, where)
+        if dotted == "data.task" and text != node[leaf]:
+            switch_task(config, text)
+            continue
         value = parse_value(f"{where}.{leaf}", text, node[leaf])
-        with config.unlocked():
-            node[leaf] = value
+        try:
+            with config.unlocked():
+                node[leaf] = value
+        except (TypeError, ValueError):  # ml_collections refuses a change of type
+            kind = type(node[leaf]).__name__
+            raise ConfigError(f"{where}.{leaf}: expected {kind}, got {text!r}") from None
+    return config
+
+
+def switch_task(config, task: str):
+    """``config.data`` for the task ``task``: its own keys at their defaults
+    (the keys of the task before are dropped), the common keys
+    (``data.batch_size`` and the like) kept."""
+    import dataclasses
+
+    import ml_collections
+
+    from recurrent_jax.train.config import DataConfig, data_defaults
+
+    common = {f.name for f in dataclasses.fields(DataConfig)} - {"task", "options"}
+    data = data_defaults(task)
+    data.update({k: config.data[k] for k in common if k in config.data})
+    locked = config.is_locked
+    with config.unlocked():
+        config.data = ml_collections.ConfigDict(data)
+    if locked:
+        config.lock()
     return config
 
 
@@ -106,9 +137,16 @@ def _check_key(node, name, where):
     check_keys(where, {name: None}, node.keys())
 
 
+NONE = ("None", "null")  # an optional key set back to None
+
+
 def parse_value(key: str, text: str, current):
-    """``text`` as the type of ``current`` (bool, int, float, str; else a
-    Python literal, falling back to the string)."""
+    """``text`` as the type of ``current``: bool, int, float, str; a list or
+    tuple from ``[a, b]`` (items parsed as Python literals, else strings)
+    or ``a,b``; ``None`` for any key (its type is checked where the config
+    is validated); else a Python literal, falling back to the string."""
+    if text.strip() in NONE:
+        return None
     try:
         if isinstance(current, bool):
             lowered = text.lower()
@@ -121,12 +159,29 @@ def parse_value(key: str, text: str, current):
             return float(text)
         if isinstance(current, str):
             return text
+        if isinstance(current, tuple | list):
+            return type(current)(_items(text))
     except ValueError:
         raise ConfigError(f"{key}: expected {type(current).__name__}, got {text!r}") from None
+    return _literal(text)
+
+
+def _literal(text: str):
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
+
+
+def _items(text: str) -> list:
+    """``[a, b]``, ``(a, b)`` or ``a,b`` as a list; bare words are strings."""
+    body = text.strip()
+    if body[:1] + body[-1:] in ("[]", "()"):
+        body = body[1:-1]
+    items = _literal(f"[{body}]")
+    if isinstance(items, list):
+        return items
+    return [_literal(item.strip()) for item in body.split(",") if item.strip()]
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
