@@ -320,6 +320,14 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, DataError | MissingExtraError | CheckpointError | TrainingDiverged):
             print(f"recurrent-jax: error: {e}", file=sys.stderr)
             return 1
+        if str(e).startswith("RESOURCE_EXHAUSTED"):  # XLA: more than the estimate
+            print(
+                f"recurrent-jax: error: out of device memory ({str(e).splitlines()[0]}); "
+                "lower data.batch_size, the model's sizes or the sequence lengths (the "
+                "checkpoints saved so far are kept)",
+                file=sys.stderr,
+            )
+            return 1
         raise
 
 

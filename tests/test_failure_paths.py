@@ -261,3 +261,17 @@ def test_a_sigterm_ends_a_process_blocked_in_a_call(signals, grace):
     why = "a second SIGTERM" if signals == 2 else "no stop within 2s of the SIGTERM (blocked)"
     assert err.strip() == f"terminated: {why}; the checkpoints saved so far are kept"
     assert elapsed < (5 if signals == 2 else grace + 10)
+
+
+def test_running_out_of_device_memory_is_one_line(monkeypatch, tmp_path, capsys):
+    """XLA's RESOURCE_EXHAUSTED, when a run needs more than its estimate."""
+    from recurrent_jax.train import loop
+
+    def exhausted(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 8 bytes.")
+
+    monkeypatch.setattr(loop, "train_and_evaluate", exhausted)
+    code = cli.main(["train", "--config=adding:smoke", f"--workdir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err, err
+    assert err.startswith("recurrent-jax: error: out of device memory (RESOURCE_EXHAUSTED: Out")

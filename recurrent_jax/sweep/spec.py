@@ -129,10 +129,10 @@ def _range_axis(where: str, axis: dict) -> list:
     return [float(v) for v in np.linspace(bounds[0], bounds[1], num)]
 
 
-def _check_count(where: str, count: int) -> None:
+def _check_count(where: str, count: int, what: str = "values") -> None:
     if count > MAX_RUNS:
         raise ConfigError(
-            f"{where}: expected at most {MAX_RUNS} values (a sweep runs at most {MAX_RUNS} "
+            f"{where}: expected at most {MAX_RUNS} {what} (a sweep runs at most {MAX_RUNS} "
             f"runs; split it into several sweeps), got {count}"
         )
 
@@ -255,7 +255,8 @@ def parse_sweep(cfg) -> SweepPlan:
         )
     axes = grid | vmap
     groups = _groups(section["zip"] or [], axes)
-    _check_count("config.sweep", math.prod(len(axes[g[0]]) for g in groups) * len(seeds))
+    runs = math.prod(len(axes[group[0]]) for group in groups) * len(seeds)
+    _check_count("config.sweep", runs, "runs")
     runs = _runs(base_dict, grid, vmap, groups, seeds)
     points = _points(runs, tuple(grid), tuple(vmap))
     return SweepPlan(
