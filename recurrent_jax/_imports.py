@@ -160,16 +160,13 @@ def _import_from(module: str, file: Path, what: str) -> None:
         if root not in sys.path:
             sys.path.append(root)  # the module's own imports of its neighbours
         if parts[0] not in sys.modules:
-            found = importlib.machinery.PathFinder.find_spec(parts[0], [root])
-            if found is None:
-                raise ValueError(f"{what}: cannot import {module!r} from {str(file)!r}")
-            loaded = importlib.util.module_from_spec(found)
-            sys.modules[parts[0]] = loaded
-            try:
-                found.loader.exec_module(loaded)
-            except BaseException:
-                del sys.modules[parts[0]]
-                raise
+            _exec_top(parts[0], root, f"{what}: cannot import {module!r} from {str(file)!r}")
+        if locate(f"{module}:_", what=what, search=False) != file:  # before it runs
+            raise ValueError(
+                f"{what}: module {module!r} would not be loaded from the recorded "
+                f"{str(file)!r} (its package is loaded from elsewhere); load the run in a "
+                "new process"
+            )
         importlib.import_module(module)
     got = getattr(sys.modules[module], "__file__", None)
     if got is None or Path(got).resolve() != file:
@@ -177,6 +174,20 @@ def _import_from(module: str, file: Path, what: str) -> None:
             f"{what}: module {module!r} is already loaded from {got}, not the recorded "
             f"{str(file)!r}; load the run in a new process"
         )
+
+
+def _exec_top(name: str, root: str, missing: str) -> None:
+    """Imports the top-level module ``name`` found in ``root`` only."""
+    found = importlib.machinery.PathFinder.find_spec(name, [root])
+    if found is None:
+        raise ValueError(missing)
+    loaded = importlib.util.module_from_spec(found)
+    sys.modules[name] = loaded
+    try:
+        found.loader.exec_module(loaded)
+    except BaseException:
+        del sys.modules[name]
+        raise
 
 
 def recorded_file(spec: str) -> str | None:

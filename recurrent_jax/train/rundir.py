@@ -99,8 +99,8 @@ def check(workdir, command: str) -> dict | None:
         verb = "write" if command in WRITES else "read"
         other = ", or pass another --workdir" if command in WRITES else ""
         raise ConfigError(
-            f"--workdir: {workdir} holds {kind.holds} ({marker.get('name', '?')!r}), which "
-            f"`recurrent-jax {command}` does not {verb}; "
+            f"--workdir: {workdir} holds {kind.holds} ({str(marker.get('name', '?'))[:100]!r}), "
+            f"which `recurrent-jax {command}` does not {verb}; "
             f"{kind.instead.format(workdir=workdir)}{other}"
         )
     if command not in WRITES:
