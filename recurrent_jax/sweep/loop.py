@@ -78,6 +78,12 @@ def run_sweep(
     (``distributed.initialize``) each trains its own block of every grid
     point's runs (``distributed.process_runs``) and writes its own files;
     process 0 merges them (``recurrent_jax.sweep.processes``).
+
+    Before any file is written: a ``workdir`` that is not a sweep's (or a
+    new or empty folder) or lies inside the data, and a grid point whose
+    model does not fit the device (``memory.check_fits``), are a
+    ``ConfigError``. A sweep that had completed is left as it is and its
+    saved summary returned.
     """
     log = log or (print if progress else lambda line: None)
     start, status, points = time.perf_counter(), host_loop.COMPLETED, []
