@@ -3,7 +3,7 @@
     recurrent-jax                                   # trains configs/adding.py
     recurrent-jax train --config=configs/adding.py[:smoke] [--workdir=DIR] [--config.a.b=v ...]
     recurrent-jax train --workdir=DIR               # resumes the run saved there
-    recurrent-jax eval --workdir=DIR [--step=best|latest|N]
+    recurrent-jax eval --workdir=DIR [--step=best|latest|N] [--trust-code]
     recurrent-jax decode --workdir=DIR [--method=greedy|sample|beam] [--beam-size=K] [--source=S]
     recurrent-jax sweep --config=configs/adding_sweep.py[:smoke] [--workdir=DIR] [--config.sweep...]
     recurrent-jax sweep --workdir=DIR               # resumes the sweep saved there
@@ -11,7 +11,11 @@
     recurrent-jax list                              # configs and tasks
 
 Config files, ``:variant`` and ``--config.a.b=v`` overrides:
-``recurrent_jax.train.config_files``; this module is argparse and dispatch.
+``recurrent_jax.train.config_files``; which command may use which
+directory: ``recurrent_jax.train.rundir``; this module is argparse and
+dispatch. ``--trust-code``: a saved run (or JSON config) that names code
+outside the package runs it only with this flag
+(docs/guides/run-directories.md).
 """
 
 from __future__ import annotations
@@ -39,14 +43,19 @@ from recurrent_jax.train.config_files import (
 
 
 def cmd_train(args, overrides) -> int:
+    from recurrent_jax.train import rundir
     from recurrent_jax.train.config import from_config_dict
     from recurrent_jax.train.loop import train_and_evaluate
     from recurrent_jax.train.summary import format_run_summary
 
-    if args.config is None and args.workdir and (Path(args.workdir) / "config.json").exists():
-        config = load_config(str(Path(args.workdir) / "config.json"))
+    marker = rundir.check(args.workdir, "train") if args.workdir else None
+    saved = Path(args.workdir or ".") / rundir.CONFIG_FILE
+    if args.config is None and marker is not None:
+        if not saved.is_file():
+            raise ConfigError(f"--workdir: {args.workdir} holds no {saved.name}; pass --config")
+        config = load_config(str(saved), trust_code=args.trust_code)
     else:
-        config = load_config(args.config or DEFAULT_CONFIG)
+        config = load_config(args.config or DEFAULT_CONFIG, trust_code=args.trust_code)
     experiment = from_config_dict(apply_overrides(config, overrides))
     workdir = Path(args.workdir or default_workdir(experiment.name, args.config))
     print(f"workdir: {workdir}  (resume: recurrent-jax train --workdir={workdir})", flush=True)
@@ -64,7 +73,7 @@ def default_workdir(name: str, spec: str | None) -> Path:
 def cmd_eval(args, overrides) -> int:
     from recurrent_jax.train.eval_run import evaluate_run
 
-    report = evaluate_run(Path(args.workdir), args.step)
+    report = evaluate_run(Path(args.workdir), args.step, trust_code=args.trust_code)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -94,6 +103,7 @@ def cmd_decode(args, overrides) -> int:
         sources=args.source,
         num_samples=args.num_samples,
         seed=args.seed,
+        trust_code=args.trust_code,
         **given,
     )
     print_report(report)
@@ -110,14 +120,16 @@ def cmd_sweep(args, overrides) -> int:
     from recurrent_jax.sweep import enable_compilation_cache, format_sweep_summary, parse_sweep
     from recurrent_jax.sweep.loop import SWEEP_FILE, run_sweep
     from recurrent_jax.sweep.spec import apply_sweep_overrides
+    from recurrent_jax.train import rundir
 
-    saved = Path(args.workdir) / SWEEP_FILE if args.workdir else None
-    if args.config is None and saved is not None and saved.exists():
-        config = load_config(str(saved))
+    marker = rundir.check(args.workdir, "sweep") if args.workdir else None
+    saved = Path(args.workdir or ".") / SWEEP_FILE
+    if args.config is None and marker is not None and saved.is_file():
+        config = load_config(str(saved), trust_code=args.trust_code)
     elif args.config is None:
         raise ConfigError("--config: expected a config with a sweep, or a sweep's --workdir")
     else:
-        config = load_config(args.config)
+        config = load_config(args.config, trust_code=args.trust_code)
     sweep_overrides = [(k, v) for k, v in overrides if k.split(".")[0] == "sweep"]
     config = apply_overrides(config, [o for o in overrides if o not in sweep_overrides]).to_dict()
     if args.runs_per_call is not None:
@@ -202,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workdir", required=True)
     evaluate.add_argument("--step", default="best", help="best, latest or a step number")
     decode = sub.add_parser("decode", help="decode a saved seq2seq run (greedy, sample, beam)")
+    for command in (train, evaluate, decode):
+        add_trust_code(command)
     decode.add_argument("--workdir", required=True)
     decode.add_argument("--step", default="best", help="best, latest or a step number")
     decode.add_argument("--method", default="greedy", choices=["greedy", "sample", "beam"])
@@ -224,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--config", help="configs/<name>.py[:variant], a name, or a sweep.json")
     sweep.add_argument("--workdir", help="sweep directory (default runs/<name>-sweep-<time>)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
+    add_trust_code(sweep)
     sweep.add_argument(
         "--sweep.runs_per_call",
         dest="runs_per_call",
@@ -256,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
         "'none' turns it off)",
     )
     return parser
+
+
+def add_trust_code(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="import the code outside recurrent_jax that a saved run or a JSON config names "
+        "(data.task, model.cell by import path); importing runs it, so only for runs you trust",
+    )
 
 
 COMMANDS = {
@@ -295,6 +319,14 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(e, DataError | MissingExtraError | CheckpointError | TrainingDiverged):
             print(f"recurrent-jax: error: {e}", file=sys.stderr)
+            return 1
+        if str(e).startswith("RESOURCE_EXHAUSTED"):  # XLA: more than the estimate
+            print(
+                f"recurrent-jax: error: out of device memory ({str(e).splitlines()[0]}); "
+                "lower data.batch_size, the model's sizes or the sequence lengths (the "
+                "checkpoints saved so far are kept)",
+                file=sys.stderr,
+            )
             return 1
         raise
 

@@ -82,7 +82,7 @@ def test_unknown_config_file(capsys):
 
 def test_eval_of_missing_run(tmp_path, capsys):
     assert cli.main(["eval", f"--workdir={tmp_path}"]) == 2
-    assert "no saved config" in capsys.readouterr().err
+    assert "so it is not a run directory" in capsys.readouterr().err
 
 
 def test_python_dash_m_help():

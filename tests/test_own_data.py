@@ -44,7 +44,7 @@ def build(options):
         higher_is_better=False,
     )
 
-def make_task():
+def make_task() -> rj.data.Task:
     return rj.data.Task("first_sum", "sum of the first feature", "many-to-one", Options, build)
 """
 
@@ -52,7 +52,7 @@ MY_CELLS = """
 import jax, jax.numpy as jnp
 import recurrent_jax as rj
 
-def my_cell(hidden_size, **options):
+def my_cell(hidden_size, **options) -> rj.Cell:
     def init(key, input_size):
         k1, k2 = jax.random.split(key)
         return {"w_ih": jax.random.normal(k1, (input_size, hidden_size)) * 0.3,

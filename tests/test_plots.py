@@ -89,3 +89,54 @@ def test_confusion_matrix_and_attention_have_colorbars(tmp_path, monkeypatch):
         example = (rng.uniform(size=(3, 4)), list("abcd"), ["x", "y", "</s>"])
         plot_attention([example, example], tmp_path / "a.png", "t")
     assert bars == ["count", "attention weight"]
+
+
+def drawn_axes(monkeypatch):
+    """The axes of the figures saved while inside (they are closed after)."""
+    import matplotlib.figure
+
+    axes = []
+    original = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(
+        matplotlib.figure.Figure,
+        "savefig",
+        lambda fig, *a, **k: axes.extend(fig.axes) or original(fig, *a, **k),
+    )
+    return axes
+
+
+def test_confusion_matrix_ticks_are_class_ids(tmp_path, monkeypatch):
+    axes = drawn_axes(monkeypatch)
+    rng = np.random.default_rng(0)
+    outputs, targets = rng.normal(size=(40, 4)), rng.integers(0, 4, 40)
+    plots.plot_predictions(CLASSIFICATION, outputs, targets, None, tmp_path / "p.png", "t")
+    matrix = axes[0]
+    for ticks in (matrix.get_xticks(), matrix.get_yticks()):
+        inside = [t for t in ticks if -0.5 <= t <= 3.5]
+        assert inside and all(float(t).is_integer() for t in inside), ticks
+
+
+def test_many_classes_draw_the_most_frequent_confusions(tmp_path, monkeypatch):
+    """Past ``MATRIX_CLASSES``: no C x C matrix (it grows as C²), but a bar
+    per (true, predicted) pair, counted against a Python loop."""
+    axes = drawn_axes(monkeypatch)
+    classes = plots.MATRIX_CLASSES + 1
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 5, 200)
+    predicted = np.where(rng.uniform(size=200) < 0.5, targets, rng.integers(0, classes, 200))
+    outputs = np.zeros((200, classes), np.float32)
+    outputs[np.arange(200), predicted] = 1.0
+    names = [f"w{i}" for i in range(classes)]
+    plots.plot_predictions(CLASSIFICATION, outputs, targets, None, tmp_path / "p.png", "t", names)
+    counts = {}
+    for t, p in zip(targets, predicted, strict=True):
+        if t != p:
+            counts[t, p] = counts.get((t, p), 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))  # ties: by (true, predicted)
+    top = {f"w{t} → w{p}": n for (t, p), n in ranked[: plots.TOP_CONFUSIONS]}
+    bars = axes[0]
+    assert not bars.images  # no matrix
+    labels = [label.get_text() for label in bars.get_yticklabels()]
+    widths = [patch.get_width() for patch in bars.patches]
+    assert dict(zip(labels, widths, strict=True)) == top
+    assert widths == sorted(widths)  # the most frequent on top

@@ -22,7 +22,7 @@ HOLD = textwrap.dedent(
     """
     import sys
     from recurrent_jax.train import rundir
-    with rundir.locked(sys.argv[1]):
+    with rundir.claim(sys.argv[1], rundir.TRAIN, name="adding"):
         print("held", flush=True)
         sys.stdin.readline()  # hold until told, or until killed
     """
@@ -94,6 +94,7 @@ def test_a_workdir_of_another_run_is_a_one_line_error(tmp_path, capsys):
     other = config_files.apply_overrides(
         config_files.load_config("adding:smoke"), [("model.hidden_size", "5")]
     )
+    rundir.mark(tmp_path, rundir.TRAIN, name="adding")
     (tmp_path / "config.json").write_text(json.dumps(to_dict(from_config_dict(other))))
     code = cli.main(["train", "--config=adding:smoke", f"--workdir={tmp_path}"])
     err = capsys.readouterr().err.strip()

@@ -36,14 +36,9 @@ from recurrent_jax.train.config import (
     from_config_dict,  # noqa: E402
 )
 from recurrent_jax.train.loop import train_and_evaluate  # noqa: E402
+from recurrent_jax.train.memory import choose_runs_per_call, estimate_run_bytes  # noqa: E402
 from recurrent_jax.train.metrics import read_metrics  # noqa: E402
-from recurrent_jax.train.runs import (  # noqa: E402
-    choose_runs_per_call,
-    compile_runs,
-    estimate_run_bytes,
-    stack_hparams,
-    stack_keys,
-)
+from recurrent_jax.train.runs import compile_runs, stack_hparams, stack_keys  # noqa: E402
 
 
 def sweep_config(sweep: dict, spec="adding:smoke", **overrides) -> dict:
@@ -433,6 +428,7 @@ def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_sweep_resumes(uninte
     plan, full_dir, _, _ = uninterrupted
     copy = tmp_path / "sweep"
     shutil.copytree(full_dir, copy)
+    (copy / "summary.json").unlink()  # a crash before the end: there is a sweep to resume
     points = copy / "checkpoints" / "point-0"
     latest = max(int(p.name) for p in points.iterdir())
     for path in (points / str(latest)).rglob("*"):

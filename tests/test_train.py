@@ -167,6 +167,7 @@ def test_a_damaged_only_checkpoint_is_a_clear_error(uninterrupted, tmp_path):
     full_dir, config = uninterrupted
     copy = tmp_path / "run"
     shutil.copytree(full_dir, copy)
+    (copy / "summary.json").unlink()  # a crash before the end: there is a run to resume
     for step_dir in (copy / "checkpoints").iterdir():  # every checkpoint: nothing to fall back on
         for path in (step_dir / "default").rglob("*"):
             if path.is_file() and path.parent.name == "d":
@@ -201,8 +202,9 @@ def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_run_resumes(
     full_dir, config = three_checkpoints
     copy = tmp_path / "run"
     shutil.copytree(full_dir, copy)
-    # As after a crash mid-run: the latest checkpoint damaged, the records
-    # past the one before it to be written again.
+    # As after a crash mid-run: no summary, the latest checkpoint damaged,
+    # the records past the one before it to be written again.
+    (copy / "summary.json").unlink()
     latest = copy / "checkpoints" / "30"
     if part == "arrays":
         _truncate(p for p in latest.rglob("*") if p.parent.name == "d")
@@ -229,6 +231,7 @@ def test_a_run_stopped_before_its_first_checkpoint_writes_each_record_once(
     copy = tmp_path / "run"
     shutil.copytree(full_dir, copy)
     shutil.rmtree(copy / "checkpoints")  # killed before any checkpoint was saved
+    (copy / "summary.json").unlink()
     train_and_evaluate(config, copy, progress=False)
     assert (copy / "metrics.jsonl").read_text() == (full_dir / "metrics.jsonl").read_text()
 

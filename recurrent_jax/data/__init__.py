@@ -16,6 +16,7 @@ from recurrent_jax.data.base import (
     Task,
     TaskSpec,
     losses_and_metrics,
+    path_option,
 )
 from recurrent_jax.data.registry import get_task, register_task, task_names, tasks
 
@@ -28,6 +29,7 @@ __all__ = [
     "TaskSpec",
     "get_task",
     "losses_and_metrics",
+    "path_option",
     "register_task",
     "task_names",
     "tasks",

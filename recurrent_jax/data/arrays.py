@@ -42,6 +42,7 @@ from recurrent_jax.data.base import (
     Task,
     TaskSpec,
     on_device,
+    path_option,
     sample_rows,
 )
 from recurrent_jax.data.files import Arrays, TableColumns, read_arrays, scored_class_ids
@@ -51,8 +52,8 @@ from recurrent_jax.data.files import Arrays, TableColumns, read_arrays, scored_c
 class ArraysOptions:
     """The ``data`` keys of the arrays task (see the module docstring)."""
 
-    path: str = ""
-    eval_path: str = ""  # empty: hold out valid_fraction of path's rows
+    path: str = path_option()
+    eval_path: str = path_option()  # empty: hold out valid_fraction of path's rows
     valid_fraction: float = 0.2
     split_seed: int = 0
     normalize: bool = True

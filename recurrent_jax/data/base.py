@@ -6,6 +6,7 @@ or regression outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -112,6 +113,26 @@ class TaskSpec(NamedTuple):
     spatial_shape: tuple = ()
     input_vocab: int | None = None
     train_rows: Rows | None = None
+
+
+PATH_OPTION = "recurrent_jax.path"  # the metadata key of a task option holding a path
+
+
+def path_option(default: str = "", *, or_name: bool = False):
+    """A task option (a field of its options dataclass) holding a local
+    file or folder; ``or_name``: or a name its loader looks up elsewhere (a
+    hub dataset, a URL) when no such path exists. A relative path in a
+    config file is relative to that file's folder, on the command line or
+    in Python to the working directory; a run records it absolute
+    (``recurrent_jax.train.config.resolve_paths``)."""
+    return dataclasses.field(default=default, metadata={PATH_OPTION: or_name})
+
+
+def path_options(options: type) -> dict[str, bool]:
+    """name -> ``or_name`` of the ``path_option`` fields of a task's
+    options dataclass."""
+    fields = dataclasses.fields(options) if dataclasses.is_dataclass(options) else ()
+    return {f.name: f.metadata[PATH_OPTION] for f in fields if PATH_OPTION in f.metadata}
 
 
 class Task(NamedTuple):

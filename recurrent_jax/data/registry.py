@@ -3,14 +3,13 @@ researcher's own.
 
 A config names a task by its registered name (``data.task = "adding"``) or
 by import path (``data.task = "my_tasks:make_task"``: a ``Task``, or a
-function of no arguments returning one; a module beside the config file is
-importable). ``register_task`` adds one for code that builds configs in
-Python.
+function of no arguments declared to return one, ``def make_task() ->
+rj.data.Task``; a module beside the config file is importable). Nothing
+else named is ever called (``recurrent_jax._imports.checked_function``).
+``register_task`` adds one for code that builds configs in Python.
 """
 
 from __future__ import annotations
-
-import inspect
 
 from recurrent_jax import _imports
 from recurrent_jax.data import (
@@ -64,7 +63,8 @@ def register_task(task: Task) -> Task:
 
 def get_task(name: str) -> Task:
     """The ``Task`` called ``name``: a registered name, or an import path
-    ``"module:attribute"`` naming a ``Task`` or a function returning one."""
+    ``"module:attribute"`` naming a ``Task`` or a function of no arguments
+    declared ``-> rj.data.Task``."""
     if name in _TASKS:
         return _TASKS[name]
     if not _imports.is_import_path(name):
@@ -74,24 +74,12 @@ def get_task(name: str) -> Task:
         )
     if name not in _IMPORTED:
         found = _imports.load_object(name, what="data.task")
-        task = _call_if_factory(name, found)
-        if not isinstance(task, Task):
-            raise ValueError(f"data.task: expected {name!r} to give an rj.data.Task, got {task!r}")
-        _IMPORTED[name] = task
+        if not isinstance(found, Task):
+            found = _imports.checked_function(
+                found, name, what="data.task", returns=Task, wanted="rj.data.Task", or_value=True
+            )()
+        _IMPORTED[name] = found
     return _IMPORTED[name]
-
-
-def _call_if_factory(name: str, found):
-    if isinstance(found, Task) or not callable(found):
-        return found
-    try:
-        inspect.signature(found).bind()
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"data.task: expected {name!r} to be an rj.data.Task or a function of no "
-            "arguments returning one"
-        ) from None
-    return found()
 
 
 def tasks() -> list[Task]:

@@ -33,6 +33,7 @@ from recurrent_jax.data.base import (
     TaskSpec,
     on_device,
     one_hot,
+    path_option,
 )
 
 DEFAULT_TEXT = Path(__file__).parent / "texts" / "founding.txt"
@@ -40,10 +41,10 @@ DEFAULT_TEXT = Path(__file__).parent / "texts" / "founding.txt"
 
 @dataclasses.dataclass(frozen=True)
 class TextOptions:
-    path: str = ""  # empty: the shipped default text
+    path: str = path_option()  # empty: the shipped default text
     seq_len: int = 64
     valid_fraction: float = 0.1
-    eval_path: str = ""  # empty: the last valid_fraction of path
+    eval_path: str = path_option()  # empty: the last valid_fraction of path
     tokens: str = "chars"  # "chars", "words" or a pretrained tokenizer's name
     max_vocab: int | None = None  # words: the most frequent, then <unk>
 

@@ -24,21 +24,24 @@ from jax.sharding import Mesh
 from recurrent_jax import distributed as dist
 from recurrent_jax.sweep import processes, report
 from recurrent_jax.sweep.spec import GridPoint, SweepPlan
-from recurrent_jax.train import core, host_loop, rundir, runs
+from recurrent_jax.train import core, host_loop, memory, references, rundir, runs
 from recurrent_jax.train.checkpoint import ProcessCheckpointer, checkpointer
 from recurrent_jax.train.config import from_config_dict, to_dict
 from recurrent_jax.train.loop import RunLoop, open_stream
 from recurrent_jax.train.metrics import METRICS_FILE, MetricsWriter
+from recurrent_jax.train.summary import finished_summary
 
 SWEEP_FILE = "sweep.json"
 
 
 def prepare_sweep_dir(plan: SweepPlan, workdir: Path) -> Path:
-    """Creates ``workdir`` with ``sweep.json`` (the base config and sweep
-    section: re-launchable with ``--config=<workdir>/sweep.json``); an
-    existing sweep there must be the same one (then it is resumed)."""
-    workdir = rundir.make_workdir(workdir)
+    """Saves ``sweep.json`` in ``workdir`` (a sweep directory: the base
+    config and sweep section, re-launchable with
+    ``--config=<workdir>/sweep.json``, and the files of the code it names);
+    an existing sweep there must be the same one (then it is resumed)."""
     saved = {**to_dict(plan.base), "sweep": plan.section}
+    imports = references.recorded_imports(saved)
+    saved |= {references.IMPORTS_KEY: imports} if imports else {}
     path = workdir / SWEEP_FILE
     if jax.process_count() > 1:  # process 0 writes it; the others check it
         if jax.process_index() == 0 and not path.exists():
@@ -75,18 +78,35 @@ def run_sweep(
     (``distributed.initialize``) each trains its own block of every grid
     point's runs (``distributed.process_runs``) and writes its own files;
     process 0 merges them (``recurrent_jax.sweep.processes``).
+
+    Before any file is written: a ``workdir`` that is not a sweep's (or a
+    new or empty folder) or lies inside the data, and a grid point whose
+    model does not fit the device (``memory.check_fits``), are a
+    ``ConfigError``. A sweep that had completed is left as it is and its
+    saved summary returned.
     """
     log = log or (print if progress else lambda line: None)
     start, status, points = time.perf_counter(), host_loop.COMPLETED, []
-    for point in plan.points:  # the data is read and checked before the workdir is touched
-        core.build_task(point.config)
-    with (
-        rundir.locked(workdir, log=host_loop.notice) as workdir,
-        host_loop.stop_requests(should_stop) as stop_requested,
-    ):
+    rundir.check(workdir, "sweep")
+    folders, sizes = {}, {}
+    for point in plan.points:  # data, model sizes, folders: checked before the workdir is touched
+        setup = core.make_setup(point.config)
+        sizes[point.index] = memory.check_fits(setup, core.default_hparams(point.config))
+        folders |= references.data_folders(point.config.data)
+    claimed = rundir.claim(
+        workdir, rundir.SWEEP, name=plan.base.name, data_folders=folders, log=host_loop.notice
+    )
+    with claimed as workdir, host_loop.stop_requests(should_stop) as stop_requested:
         prepare_sweep_dir(plan, workdir)
+        finished = finished_summary(workdir, None)
+        if finished is not None:
+            log(f"{workdir}: the sweep completed before; nothing to do")
+            return finished
         for point in plan.points:
-            status, info = _run_point(plan, point, workdir, mesh, progress, stop_requested, log)
+            need = sizes[point.index]
+            status, info = _run_point(
+                plan, point, workdir, mesh, progress, stop_requested, log, need.state + need.step
+            )
             points.append(info)
             if status != host_loop.COMPLETED:
                 break
@@ -96,10 +116,12 @@ def run_sweep(
         return processes.merge_outputs(plan, workdir, status, points, seconds)
 
 
-def _run_point(plan, point: GridPoint, workdir: Path, mesh, progress, stop_requested, log):
-    """Trains this process's runs of ``point``; returns (status, info)."""
+def _run_point(
+    plan, point: GridPoint, workdir: Path, mesh, progress, stop_requested, log, bytes_per_run
+):
+    """Trains this process's runs of ``point`` (``bytes_per_run`` in a
+    training step); returns (status, info)."""
     own = processes.own_runs(point)
-    bytes_per_run = runs.estimate_run_bytes(point.config)
     info = {"point": point.index, "grid": point.grid, "runs": len(own)}
     if jax.process_count() > 1:
         info["process"] = jax.process_index()
@@ -155,8 +177,8 @@ def _runs_per_call(plan: SweepPlan, num_runs: int, bytes_per_run: int, mesh) -> 
     the devices the runs are split over."""
     total = dist.padded_runs(num_runs, mesh) if mesh else num_runs
     shards = mesh.shape[dist.RUNS] if mesh else 1
-    chunk = plan.runs_per_call or runs.choose_runs_per_call(
-        total, bytes_per_run, shards * runs.free_device_bytes()
+    chunk = plan.runs_per_call or memory.choose_runs_per_call(
+        total, bytes_per_run, shards * memory.free_device_bytes()
     )
     return min(total, max(shards, chunk // shards * shards))
 

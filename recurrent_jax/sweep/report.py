@@ -2,9 +2,9 @@
 
 - ``runs.csv`` / ``runs.md``: one row per run id with its swept values,
   seed, status, final eval metrics and best eval of the primary metric;
-- ``best_run/``: a run directory (``config.json`` + checkpoint) holding the
-  best run's state at its best eval, so ``recurrent-jax eval
-  --workdir=<sweep>/best_run`` reloads it;
+- ``best_run/``: a run directory (marked ``rundir.BEST_RUN``,
+  ``config.json`` + checkpoint) holding the best run's state at its best
+  eval, so ``recurrent-jax eval --workdir=<sweep>/best_run`` reloads it;
 - PNG plots: the primary metric against each swept value (mean ± std over
   seeds), learning curves coloured by each swept value, and heatmaps of
   the mean over seeds for each pair of swept axes.
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrent_jax.sweep.spec import SweepPlan
+from recurrent_jax.train import rundir
 from recurrent_jax.train.checkpoint import checkpointer, save_tree
 from recurrent_jax.train.loop import prepare_workdir
 from recurrent_jax.train.metrics import METRICS_FILE, read_metrics
@@ -51,6 +52,7 @@ def update_best_run(runs, best: Best, task, directory: Path) -> None:
     if saved and (saved["run_id"] == run.run_id or saved["score"] >= scores[i]):
         return
     shutil.rmtree(directory, ignore_errors=True)
+    rundir.mark(rundir.make_workdir(directory), rundir.BEST_RUN, name=run.config.name)
     prepare_workdir(run.config, directory)
     state = jax.tree_util.tree_map(lambda a: a[i], best.state)
     if jax.process_count() > 1:

@@ -3,7 +3,8 @@
 See ``recurrent_jax.sweep`` for the syntax. ``parse_sweep(config_dict)``
 returns a ``SweepPlan``: every run's full, validated ``ExperimentConfig``
 (so run *i* can be re-run alone with ``recurrent-jax train``), grouped by
-grid point (runs that share one compiled program).
+grid point (runs that share one compiled program). A sweep has at most
+``MAX_RUNS`` runs, checked before any axis or run is built.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from recurrent_jax.train.config import (
 from recurrent_jax.train.config_files import parse_value
 
 SWEEP_KEYS = ("vmap", "grid", "seeds", "zip", "runs_per_call")
+MAX_RUNS = 10_000  # runs of one sweep (each holds its whole config); more: several sweeps
 AXIS_FORMS = (
     "a list, {'log': [lo, hi], 'num': n}, {'linear': [lo, hi], 'num': n} "
     "or {'range': [start, stop(, step)]}"
@@ -85,6 +87,7 @@ class SweepPlan:
 def parse_axis(where: str, axis) -> list:
     """An axis's values: a list, or a log / linear range, or a ``range``."""
     if isinstance(axis, list | tuple):
+        _check_count(where, len(axis))
         values = list(axis)
     elif isinstance(axis, Mapping):
         values = _range_axis(where, dict(axis))
@@ -108,17 +111,30 @@ def _range_axis(where: str, axis: dict) -> list:
             raise ConfigError(
                 f"{where}.range: expected [stop], [start, stop] or [start, stop, step]"
             )
+        start, stop, step = ([0, *bounds, 1] if len(bounds) == 1 else [*bounds, 1])[:3]
+        if step == 0:
+            raise ConfigError(f"{where}.range: expected a step other than 0, got {bounds!r}")
+        _check_count(where, max(0, math.ceil((stop - start) / step)))
         if all(isinstance(b, int) for b in bounds):
             return list(range(*bounds))
         return [float(v) for v in np.arange(*bounds)]
     num = axis.get("num")
     if len(bounds) != 2 or not isinstance(num, int) or isinstance(num, bool) or num < 1:
         raise ConfigError(f"{where}: expected {{'{form}': [lo, hi], 'num': n >= 1}}, got {axis!r}")
+    _check_count(where, num)
     if form == "log":
         if not (bounds[0] > 0 and bounds[1] > 0):
             raise ConfigError(f"{where}.log: expected positive bounds, got {bounds!r}")
         return [float(v) for v in np.geomspace(bounds[0], bounds[1], num)]
     return [float(v) for v in np.linspace(bounds[0], bounds[1], num)]
+
+
+def _check_count(where: str, count: int, what: str = "values") -> None:
+    if count > MAX_RUNS:
+        raise ConfigError(
+            f"{where}: expected at most {MAX_RUNS} {what} (a sweep runs at most {MAX_RUNS} "
+            f"runs; split it into several sweeps), got {count}"
+        )
 
 
 def _is_number(value) -> bool:
@@ -239,6 +255,8 @@ def parse_sweep(cfg) -> SweepPlan:
         )
     axes = grid | vmap
     groups = _groups(section["zip"] or [], axes)
+    runs = math.prod(len(axes[group[0]]) for group in groups) * len(seeds)
+    _check_count("config.sweep", runs, "runs")
     runs = _runs(base_dict, grid, vmap, groups, seeds)
     points = _points(runs, tuple(grid), tuple(vmap))
     return SweepPlan(
@@ -259,6 +277,7 @@ def _seeds(seeds, first: int) -> list[int]:
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
             raise ConfigError(f"{where}: expected a count >= 1 or a list of seeds, got {seeds}")
+        _check_count(where, seeds)
         return list(range(first, first + seeds))
     if isinstance(seeds, list | tuple) and seeds:
         if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):

@@ -3,9 +3,10 @@
 The best checkpoint is the one with the best eval ``primary_metric``; it is
 preserved beside the last ``keep`` ones. A checkpoint that cannot be read
 raises ``CheckpointError`` and nothing is deleted or overwritten.
-``restore_newest`` resumes from the newest checkpoint that restores: newer
-ones that fail to (truncated or garbled files after a crash) are moved
-aside into ``<checkpoints>.corrupt/``, never deleted.
+``restore_newest`` resumes from the newest checkpoint that restores, and
+every other that fails to (truncated or garbled files after a crash,
+newer or older) is moved aside into ``<checkpoints>.corrupt/``, never
+deleted.
 
 With several processes orbax writes only global arrays (a host-local array
 is refused, and NumPy leaves are written by process 0 alone), while each
@@ -182,28 +183,32 @@ def checkpointer(
 
 def restore_newest(checkpoints, like, log: Callable[[str], None]) -> tuple[int | None, object]:
     """``(step, state)`` of the newest checkpoint of ``checkpoints`` (a
-    ``Checkpointer`` or ``sweep.checkpoints.ProcessCheckpointer``) that
-    restores, or ``(None, like)`` when there is none.
+    ``Checkpointer`` or ``ProcessCheckpointer``) that restores, or
+    ``(None, like)`` when there is none.
 
-    The checkpoints newer than the one restored failed to restore into the
-    same ``like`` where an older one did, so their files are damaged: each
-    is moved aside with one line to ``log``. When none restores, nothing is
-    moved and the newest's ``CheckpointError`` is raised (a damaged single
-    checkpoint and a model that no longer matches look alike)."""
-    failed = []
+    The older checkpoints are restored too (one at a time, then dropped),
+    so that none that cannot be read stays to be picked later (as the best
+    one, say). Those that fail to restore into the same ``like`` where
+    another one did are damaged: each is moved aside with one line to
+    ``log``. When none restores, nothing is moved and the newest's
+    ``CheckpointError`` is raised (a damaged single checkpoint and a model
+    that no longer matches look alike)."""
+    failed, newest = [], None
     for step in reversed(checkpoints.steps()):
         try:
             state = checkpoints.restore(step, like)
         except CheckpointError as error:
             failed.append((step, error))
             continue
-        for bad, error in failed:
-            moved = checkpoints.move_aside(bad)
-            log(f"checkpoint {bad} could not be restored ({_reason(error)}); moved to {moved}")
-        return step, state
-    if failed:
-        raise failed[0][1]
-    return None, like
+        newest = newest or (step, state)
+    if newest is None:
+        if failed:
+            raise failed[0][1]
+        return None, like
+    for bad, error in failed:
+        moved = checkpoints.move_aside(bad)
+        log(f"checkpoint {bad} could not be restored ({_reason(error)}); moved to {moved}")
+    return newest
 
 
 # Orbax runs each restore on an asyncio loop that it closes as soon as one

@@ -15,6 +15,7 @@ import inspect
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from recurrent_jax import _checks, _imports, backends, cells
@@ -22,6 +23,8 @@ from recurrent_jax.engine import Engine
 from recurrent_jax.layers import RATES
 from recurrent_jax.seq2seq import model as seq2seq_model
 from recurrent_jax.seq2seq import training as seq2seq_training
+from recurrent_jax.train import references
+from recurrent_jax.train.references import IMPORTS_KEY
 
 
 class ConfigError(ValueError):
@@ -85,12 +88,13 @@ class _RecurrentModel:
 
     def cell_constructor(self):
         """The cell family's constructor: built in, or a researcher's own
-        named by import path (``"my_cells:my_cell"``)."""
+        named by import path (``"my_cells:my_cell"``, a function declared
+        ``(hidden_size, **options) -> rj.Cell``; nothing else is called)."""
         if _imports.is_import_path(self.cell):
-            make = _imports.load_object(self.cell, what="cell")
-            if not callable(make):
-                _checks.fail("cell", "a constructor, hidden_size -> rj.Cell", make)
-            return make
+            found = _imports.load_object(self.cell, what="cell")
+            return _imports.checked_function(
+                found, self.cell, what="cell", returns=cells.Cell, wanted="rj.Cell", args=(1,)
+            )
         return {**cells.REGISTRY, **cells.CONV_REGISTRY}[self.cell]
 
 
@@ -143,8 +147,8 @@ class RNNModelConfig(_RecurrentModel):
         _checks.check_choice("pooling", self.pooling, POOLINGS)
         if self.embedding_size is not None:
             _checks.check_positive_int("embedding_size", self.embedding_size)
-        if _imports.is_import_path(self.cell):
-            self.cell_constructor()  # importable and callable, or an error naming the path
+        if _imports.is_import_path(self.cell):  # it gives a Cell, or an error naming the path
+            self.cell_constructor()(self.hidden_size)
         _checks.check_non_negative("num_heads", self.num_heads)
         if self.num_heads and self.cell not in HEADED_CELLS:
             _checks.fail(
@@ -472,17 +476,17 @@ def shrink_to_smoke(config, num_steps=30):
 def from_config_dict(cfg) -> ExperimentConfig:
     """Validates a ConfigDict (or nested mapping) into ``ExperimentConfig``.
 
-    Expected keys: ``name`` (str), and sections ``model``, ``data``,
-    ``optimizer``, ``training`` with the fields of the dataclasses above;
-    ``data`` also takes the fields of its task's options dataclass. A
-    ``sweep`` section is allowed and ignored here (``recurrent_jax.sweep``
-    reads it).
+    Expected keys: ``name`` (one path component, ``check_name``), and
+    sections ``model``, ``data``, ``optimizer``, ``training`` with the
+    fields of the dataclasses above; ``data`` also takes the fields of its
+    task's options dataclass, its relative paths taken from the working
+    directory (``references.resolve_paths``). A ``sweep`` section and a
+    run's ``imports`` record are allowed and ignored here
+    (``recurrent_jax.sweep`` and ``references.admit_code`` read them).
     """
     raw = _as_dict(cfg)
-    check_keys("config", raw, ["name", "sweep", *SECTIONS])
-    name = raw.get("name", "experiment")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"config.name: expected a non-empty str, got {name!r}")
+    check_keys("config", raw, ["name", "sweep", IMPORTS_KEY, *SECTIONS])
+    name = check_name(raw.get("name", "experiment"))
     sections = {}
     for key, cls in SECTIONS.items():
         section = _as_dict(raw.get(key, {}), f"config.{key}")
@@ -516,12 +520,34 @@ def _build_model(section: dict) -> ModelConfig:
     return build_dataclass(cls, section, "config.model")
 
 
+NAME_MAX_LENGTH = 100  # characters of config.name: it names files and folders
+
+
+def check_name(name) -> str:
+    """``config.name``, one path component (it names the run's folder under
+    ``runs/``): 1 to ``NAME_MAX_LENGTH`` printable characters, no ``/``,
+    ``\\`` or NUL, not ``.`` or ``..``; a ConfigError naming it otherwise."""
+    expected = (
+        f"one path component of 1 to {NAME_MAX_LENGTH} printable characters "
+        "(no '/', '\\', NUL or control characters; not '.' or '..')"
+    )
+    if not isinstance(name, str):
+        raise ConfigError(f"config.name: expected {expected}, got {type(name).__name__}")
+    if len(name) > NAME_MAX_LENGTH:
+        raise ConfigError(f"config.name: expected {expected}, got {len(name)} characters")
+    bad = not name or name in (".", "..") or any(c in "/\\" or not c.isprintable() for c in name)
+    if bad:
+        raise ConfigError(f"config.name: expected {expected}, got {name!r}")
+    return name
+
+
 def _build_data(section: dict) -> DataConfig:
     task_name = section.get("task")
     with config_errors("config"):
         if not isinstance(task_name, str):
             _checks.fail("data.task", "a task name or import path", task_name)
     options_cls = task_options(task_name)
+    section = references.resolve_paths(section, options_cls, Path.cwd())
     common = {f.name for f in dataclasses.fields(DataConfig)} - {"options"}
     own = {f.name for f in dataclasses.fields(options_cls)}
     check_keys("config.data", section, sorted(common | own))

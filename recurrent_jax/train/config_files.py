@@ -3,7 +3,11 @@
 A config is ``configs/<name>.py`` (``get_config(arg)`` returning an
 ml_collections ConfigDict, and optionally ``VARIANTS``, the accepted
 ``arg`` values), a bare name (``adding``) looked up in ``configs/``, or a
-run's saved ``config.json``::
+run's saved ``config.json``. A ``.py`` config is a program you run, its own
+code and the modules beside it included; a JSON config names code only as
+data, imported only when trusted if it lies outside the package
+(``trust_code``, ``references.admit_code``). Relative data paths in a
+config file are relative to its folder (``references``)::
 
     config = load_config("adding:smoke")
     rest, overrides = split_overrides(["--workdir=x", "--config.model.hidden_size=64"])
@@ -16,15 +20,18 @@ The sweep's dialect (``--config.sweep.*``, new keys allowed) is
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.util
 import json
 from pathlib import Path
 
 from recurrent_jax import _imports
-from recurrent_jax.train.config import ConfigError, check_keys
+from recurrent_jax.train import references
+from recurrent_jax.train.config import ConfigError, check_keys, config_errors
 
 DEFAULT_CONFIG = "adding"
+MAX_DEPTH = 32  # levels of nesting in a config: a section, a field, a sweep axis...
 
 
 def configs_dirs() -> list[Path]:
@@ -45,24 +52,93 @@ def resolve_config_path(spec: str) -> tuple[Path, str | None]:
     raise FileNotFoundError(f"--config: no config file {path!r}; known configs: {known}")
 
 
-def load_config(spec: str):
-    """The locked ConfigDict of ``path[:arg]`` (a .py config or a .json)."""
+def load_config(spec: str, *, trust_code: bool = False):
+    """The locked ConfigDict of ``path[:arg]``: a .py config, or a .json
+    (a saved ``config.json`` or ``sweep.json``) whose code is imported from
+    the files it recorded (else found on ``sys.path``), and outside the
+    package only with ``trust_code``. Its relative data paths are made
+    absolute against the file's folder."""
     ml_collections = _require("ml_collections", "ml-collections")
 
     path, arg = resolve_config_path(spec)
-    if path.suffix == ".json":  # a saved config.json or sweep.json
-        config = ml_collections.ConfigDict(json.loads(path.read_text()))
-    else:
-        _imports.add_search_path(path.parent)  # its own tasks and cells, by import path
-        module_spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        if not hasattr(module, "get_config"):
-            raise ConfigError(f"{path}: expected a function get_config(arg=None)")
-        check_variant(path, arg, getattr(module, "VARIANTS", None))
-        config = module.get_config(arg) if arg is not None else module.get_config()
+    try:
+        if path.suffix == ".json":  # a saved config.json or sweep.json
+            raw = read_json(path)
+            with config_errors(""):
+                source = f"the config {path}"
+                references.admit_code(raw, source=source, trust=trust_code, search=False)
+            config = ml_collections.ConfigDict(raw)
+        else:
+            config = _run_config_file(path, arg)
+            check_depth(str(path), config.to_dict())
+        resolve_file_paths(config, path.parent)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep") from None
     config.lock()
     return config
+
+
+def _run_config_file(path: Path, arg: str | None):
+    _imports.add_search_path(path.parent)  # its own tasks and cells, by import path
+    module_spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path}: expected a function get_config(arg=None)")
+    check_variant(path, arg, getattr(module, "VARIANTS", None))
+    return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def read_json(path: Path) -> dict:
+    """A JSON config file as a dict of at most ``MAX_DEPTH`` levels."""
+    try:
+        raw = json.loads(path.read_text())
+    except RecursionError:
+        raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not a JSON config ({error})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: expected a JSON object of config sections, got {type(raw).__name__}"
+        )
+    check_depth(str(path), raw)
+    return raw
+
+
+def check_depth(where: str, tree) -> None:
+    """A ConfigError when ``tree`` (dicts and lists) nests more than
+    ``MAX_DEPTH`` levels (checked without recursion)."""
+    level = [tree]
+    for _ in range(MAX_DEPTH + 1):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list | tuple)
+        ]
+        if not level:
+            return
+    raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+
+
+def resolve_file_paths(config, folder: Path) -> None:
+    """The relative data paths of a config file, and those swept in its
+    ``sweep.grid``, made absolute against the file's ``folder``."""
+    from recurrent_jax.data import registry
+
+    data = config.get("data")
+    try:
+        options = registry.get_task(data.get("task")).options
+    except (AttributeError, TypeError, ValueError):
+        return  # no or an unknown task: from_config_dict names it
+    resolved = references.resolve_paths(data, options, folder)
+    unlocked = config.unlocked() if hasattr(config, "unlocked") else contextlib.nullcontext()
+    with unlocked:
+        for name, value in resolved.items():
+            if value != data[name]:
+                data[name] = value
+        if config.get("sweep") is not None:
+            references.resolve_grid_paths(config.sweep, options, folder)
 
 
 def check_variant(path: Path, arg: str | None, variants) -> None:

@@ -19,7 +19,8 @@ from recurrent_jax.data import seq2seq_tasks as s2s_data
 from recurrent_jax.seq2seq.model import DECODE_METHODS
 from recurrent_jax.train import seq2seq_model
 from recurrent_jax.train.config import ConfigError
-from recurrent_jax.train.eval_run import restore_run
+from recurrent_jax.train.eval_run import restore_run_config
+from recurrent_jax.train.loop import load_run_config
 from recurrent_jax.train.seq2seq_outputs import format_samples
 
 
@@ -39,6 +40,7 @@ def decode_run(
     sources: list[str] | None = None,
     num_samples: int = 10,
     seed: int = 0,
+    trust_code: bool = False,
     **options,
 ) -> dict:
     """Decodes the run's held-out set (or ``sources``) with ``method``
@@ -46,16 +48,18 @@ def decode_run(
     ``recurrent_jax.seq2seq.decode``: ``beam_size``, ``length_penalty``,
     ``coverage_penalty``, ``temperature``, ``top_k``). Writes all lines to
     ``decoded_<method>.txt`` and returns a report with ``exact_match`` (on
-    the held-out set) and the first ``num_samples`` lines."""
+    the held-out set) and the first ``num_samples`` lines. ``trust_code``:
+    see ``eval_run.restore_run``."""
     if method not in DECODE_METHODS:
         raise ConfigError(f"--method: expected one of {list(DECODE_METHODS)}, got {method!r}")
     workdir = Path(workdir)
-    run = restore_run(workdir, step)
-    config, task = run.config, run.program.setup.task
+    config = load_run_config(workdir, trust_code=trust_code, command="decode")
     if config.model.KIND != "seq2seq":
         raise ConfigError(
             f"config.model.kind: expected 'seq2seq' to decode {workdir}, got {config.model.KIND!r}"
         )
+    run = restore_run_config(workdir, config, step)
+    task = run.program.setup.task
     params, batch = run.state.train.params, jax.device_get(run.program.eval_batch(run.key))
     if sources:
         batch = source_batch(sources, batch.tgt_out.shape[1])

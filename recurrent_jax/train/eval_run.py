@@ -11,7 +11,7 @@ import jax
 
 from recurrent_jax.train import core
 from recurrent_jax.train.checkpoint import CheckpointError, checkpointer
-from recurrent_jax.train.config import ExperimentConfig
+from recurrent_jax.train.config import ConfigError, ExperimentConfig
 from recurrent_jax.train.loop import load_run_config
 from recurrent_jax.train.runs import Program, RunsState, compile_runs
 
@@ -27,10 +27,19 @@ class SavedRun(NamedTuple):
     state: RunsState
 
 
-def restore_run(workdir: Path, step: str | int = "best") -> SavedRun:
+def restore_run(
+    workdir: Path, step: str | int = "best", *, trust_code: bool = False, command: str = "eval"
+) -> SavedRun:
     """The checkpoint ``step`` ("best", "latest" or a number) of the run in
-    ``workdir``."""
-    config = load_run_config(workdir)
+    ``workdir``, a directory ``command`` reads; the code its config names
+    outside the package is imported only with ``trust_code``
+    (``loop.load_run_config``)."""
+    config = load_run_config(workdir, trust_code=trust_code, command=command)
+    return restore_run_config(workdir, config, step)
+
+
+def restore_run_config(workdir: Path, config: ExperimentConfig, step: str | int) -> SavedRun:
+    """The checkpoint ``step`` of the run of ``config`` in ``workdir``."""
     program = compile_runs(config)
     hparams, key = core.default_hparams(config), jax.random.key(config.training.seed)
     keep = config.training.keep_checkpoints
@@ -43,11 +52,12 @@ def restore_run(workdir: Path, step: str | int = "best") -> SavedRun:
     return SavedRun(config, program, hparams, key, chosen, state)
 
 
-def evaluate_run(workdir: Path, step: str | int = "best") -> dict:
+def evaluate_run(workdir: Path, step: str | int = "best", *, trust_code: bool = False) -> dict:
     """Evaluates the checkpoint ``step`` ("best", "latest" or a number) of
-    the run in ``workdir`` on its held-out data; writes ``eval.json``."""
+    the run in ``workdir`` on its held-out data; writes ``eval.json``.
+    ``trust_code``: see ``restore_run``."""
     workdir = Path(workdir)
-    run = restore_run(workdir, step)
+    run = restore_run(workdir, step, trust_code=trust_code)
     batch = run.program.eval_batch(run.key)
     metrics, _, _ = run.program.evaluate(run.hparams, run.key, run.state, batch)
     report = {
@@ -72,7 +82,7 @@ def choose_step(checkpoints, step) -> int:
     try:
         step = int(step)
     except ValueError:
-        raise ValueError(f"--step: expected best, latest or a number, got {step!r}") from None
+        raise ConfigError(f"--step: expected best, latest or a number, got {step!r}") from None
     if step not in steps:
         raise CheckpointError(f"--step: no checkpoint at step {step}; saved steps: {steps}")
     return step

@@ -7,14 +7,14 @@ per run and step; a sweep's carry its ``run_id``), evaluates, checkpoints
 and decides what divergence does: a solo run stops (``TrainingDiverged``),
 a sweep marks the run and goes on. A solo run is a sweep of one, unvmapped.
 
-A run directory holds ``config.json`` (re-launchable:
-``recurrent-jax train --config=<workdir>/config.json``), ``metrics.jsonl``,
-``checkpoints/``, PNG plots and ``summary.json``.
+A run directory holds ``run.json`` (what owns it: ``rundir``),
+``config.json`` (re-launchable: ``recurrent-jax train
+--config=<workdir>/config.json``), ``metrics.jsonl``, ``checkpoints/``,
+PNG plots and ``summary.json``; docs/guides/run-directories.md.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +22,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from recurrent_jax.train import core, host_loop, rundir
+from recurrent_jax.train import config_files, core, host_loop, memory, references, rundir
 from recurrent_jax.train.checkpoint import checkpointer, restore_newest
-from recurrent_jax.train.config import ExperimentConfig, from_config_dict, to_dict
+from recurrent_jax.train.config import ExperimentConfig, config_errors, from_config_dict, to_dict
 from recurrent_jax.train.metrics import MetricsWriter, has_eval
 from recurrent_jax.train.runs import Program, compile_runs
 from recurrent_jax.train.stages import RunEnd
@@ -172,20 +172,32 @@ def open_stream(program: Program, config: ExperimentConfig):
 
 
 def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
-    """Creates ``workdir`` and saves the resolved config; an existing run
-    there must have the same config (then it is resumed)."""
-    workdir = rundir.make_workdir(workdir)
+    """Saves the resolved config in ``workdir`` (a run directory), with the
+    file of each module it names (``references.recorded_imports``); an
+    existing run there must have the same config (then it is resumed)."""
     resolved = to_dict(config)
+    imports = references.recorded_imports(resolved)
+    saved = {**resolved, references.IMPORTS_KEY: imports} if imports else resolved
     read = lambda saved: to_dict(from_config_dict(saved))  # as this version reads it  # noqa: E731
-    rundir.save_or_match(workdir / CONFIG_FILE, resolved, read, "run")
+    rundir.save_or_match(workdir / CONFIG_FILE, saved, read, "run")
     return workdir
 
 
-def load_run_config(workdir: Path) -> ExperimentConfig:
+def load_run_config(
+    workdir: Path, *, trust_code: bool = False, command: str = "eval"
+) -> ExperimentConfig:
+    """The config of the run in ``workdir``, a directory ``command`` may
+    read (``rundir.check``). The code it names is imported from the files
+    the run recorded, and outside the package only with ``trust_code``
+    (``references.admit_code``): loading a run runs that code."""
+    rundir.check(workdir, command)
     path = Path(workdir) / CONFIG_FILE
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"{path}: no saved config; is {workdir} a run directory?")
-    return from_config_dict(json.loads(path.read_text()))
+    raw = config_files.read_json(path)
+    with config_errors(""):
+        references.admit_code(raw, source=f"the run in {workdir}", trust=trust_code, search=False)
+    return from_config_dict(raw)
 
 
 def train_and_evaluate(
@@ -204,17 +216,33 @@ def train_and_evaluate(
     status "interrupted". ``workdir`` is locked while the run writes it
     (``rundir.locked``). ``log`` gets the one-line notices (a lock taken
     over, a damaged checkpoint moved aside, an interrupt); default stderr.
-    Raises ``TrainingDiverged`` on NaN/Inf, after saving the summary.
+    Raises ``TrainingDiverged`` on NaN/Inf, after saving the summary. A
+    ``workdir`` of another kind, a folder that is not a run directory, or
+    a model too large for the device (``memory.check_fits``) is a
+    ``ConfigError`` before any file is written; a run that had completed
+    is left as it is and its saved summary returned.
     """
-    from recurrent_jax.train.summary import write_summary
+    from recurrent_jax.train.summary import finished_summary, write_summary
 
+    rundir.check(workdir, "train")
     program = compile_runs(config)  # the data is read and checked before the workdir is touched
+    memory.check_fits(program.setup, core.default_hparams(config))
     model = program.setup.model
     with (
-        rundir.locked(workdir, log=log) as workdir,
+        rundir.claim(
+            workdir,
+            rundir.TRAIN,
+            name=config.name,
+            data_folders=references.data_folders(config.data),
+            log=log,
+        ) as workdir,
         host_loop.stop_requests(should_stop, log) as stop_requested,
     ):
         prepare_workdir(config, workdir)
+        finished = finished_summary(workdir, config.training.num_steps)
+        if finished is not None:
+            log(f"{workdir}: the run completed before; nothing to do")
+            return finished
         keep = config.training.keep_checkpoints
         checkpoints = checkpointer(workdir / "checkpoints", program.setup.task, keep, log=log)
         writer = MetricsWriter.for_run(workdir)

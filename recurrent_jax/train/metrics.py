@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"
@@ -30,12 +31,19 @@ class MetricsWriter:
     def truncate_after(self, step: int, run_ids=None) -> None:
         """Drops the records (of ``run_ids``, default all) past ``step``,
         written after the checkpoint a resumed run restarts from, so a
-        resumed run's file equals an uninterrupted one."""
+        resumed run's file equals an uninterrupted one. The file is
+        replaced whole (a process ended while writing leaves the old one)."""
         if not self.path.exists():
             return
         mine = lambda r: run_ids is None or r.get("run_id") in run_ids  # noqa: E731
-        kept = [r for r in read_metrics(self.path) if not mine(r) or r["step"] <= step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        records = read_metrics(self.path)
+        kept = [r for r in records if not mine(r) or r["step"] <= step]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        if text == self.path.read_text():
+            return  # nothing past the step: the file is left as it is
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text(text)
+        os.replace(partial, self.path)
 
     def write(self, step: int, split: str, metrics: dict, run_ids=None) -> None:
         """One record per run: ``metrics`` values are (N,) arrays for the

@@ -10,6 +10,8 @@ from recurrent_jax.data.base import REGRESSION
 
 CURVES_FILE = "learning_curves.png"
 TASK_FILE = "predictions.png"
+MATRIX_CLASSES = 128  # the most classes drawn as a confusion matrix (it grows as C²)
+TOP_CONFUSIONS = 20  # past that, the most frequent (true, predicted) mistakes
 
 
 def _pyplot():
@@ -106,7 +108,10 @@ def plot_predictions(
 ) -> Path | None:
     """Regression: predictions against targets. Classification: the
     confusion matrix of the scored outputs (a colorbar counts them; axes
-    ticked by ``class_names`` where given, e.g. a language model's characters)."""
+    ticked at the class ids, or by ``class_names`` where given, e.g. a
+    language model's characters); past ``MATRIX_CLASSES`` classes (a word
+    model's vocabulary) the ``TOP_CONFUSIONS`` most frequent mistakes
+    instead, in memory that grows with the outputs, not with C²."""
     plt = _pyplot()
     if plt is None:
         return None
@@ -127,22 +132,53 @@ def plot_predictions(
     else:
         num_classes = outputs.shape[-1]
         pred, true = outputs.argmax(-1)[scored], targets[scored]
-        confusion = np.zeros((num_classes, num_classes))
-        np.add.at(confusion, (true, pred), 1)
-        image = ax.imshow(confusion, cmap="Blues")
-        fig.colorbar(image, ax=ax, label="count")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        if class_names is not None:
-            ticks = np.arange(num_classes)
-            labels = [repr(name)[1:-1] or " " for name in class_names]  # "\n", not a newline
-            ax.set_xticks(ticks, labels, fontsize=5)
-            ax.set_yticks(ticks, labels, fontsize=5)
+        if num_classes <= MATRIX_CLASSES:
+            _confusion_matrix(fig, ax, true, pred, num_classes, class_names)
+        else:
+            _top_confusions(ax, true, pred, num_classes, class_names)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def _confusion_matrix(fig, ax, true, pred, num_classes: int, class_names) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    confusion = np.zeros((num_classes, num_classes))
+    np.add.at(confusion, (true, pred), 1)
+    image = ax.imshow(confusion, cmap="Blues")
+    fig.colorbar(image, ax=ax, label="count")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if class_names is not None:
+        ticks = np.arange(num_classes)
+        labels = [_label(name) for name in class_names]
+        ax.set_xticks(ticks, labels, fontsize=5)
+        ax.set_yticks(ticks, labels, fontsize=5)
+    else:  # class ids: ticks at integers, never at 0.5
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _top_confusions(ax, true, pred, num_classes: int, class_names) -> None:
+    """A bar per (true, predicted) pair among the ``TOP_CONFUSIONS`` most
+    frequent mistakes, counted from the pairs seen (never a C x C array)."""
+    wrong = true != pred
+    pairs = true[wrong].astype(np.int64) * num_classes + pred[wrong]
+    codes, counts = np.unique(pairs, return_counts=True)
+    order = np.lexsort((codes, -counts))[:TOP_CONFUSIONS][::-1]  # most frequent on top
+    name = (lambda i: _label(class_names[i])) if class_names is not None else str
+    labels = [f"{name(c // num_classes)} → {name(c % num_classes)}" for c in codes[order]]
+    ax.barh(np.arange(len(order)), counts[order])
+    ax.set_yticks(np.arange(len(order)), labels, fontsize=6)
+    ax.set_xlabel(f"count (of {true.size} scored, {int(wrong.sum())} wrong)")
+    ax.set_ylabel(f"true → predicted (top {TOP_CONFUSIONS} of {num_classes} classes)")
+
+
+def _label(name: str) -> str:
+    return repr(name)[1:-1] or " "  # "\n", not a newline
 
 
 def _plot_forecast(plt, predicted, truth, scored, path: Path, title: str) -> Path:

@@ -11,19 +11,18 @@ once. With a ``mesh`` (``distributed.make_mesh``) the run axis is padded to
 a multiple of its ``runs`` size and split over it, and each run's batch
 over ``data``; ``Program.place`` pads and shards inputs, ``unpad`` strips
 the padding. Programs are cached: configs that share
-``core.static_config`` share one compile.
+``core.static_config`` share one compile. How much memory a run needs:
+``train.memory``.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -31,8 +30,6 @@ from recurrent_jax import distributed as dist
 from recurrent_jax.data.stream import Stream
 from recurrent_jax.train import core
 from recurrent_jax.train.config import DataConfig, ExperimentConfig
-
-MEMORY_FRACTION = 0.5  # of free device memory the runs of one call may use
 
 
 class Best(NamedTuple):
@@ -291,54 +288,3 @@ def stack_hparams(configs: list[ExperimentConfig], traced=()) -> core.HParams:
 def stack_keys(seeds) -> jax.Array:
     """(N,) typed keys, ``jax.random.key(seed)`` each (as a solo run's)."""
     return jnp.stack([jax.random.key(int(s)) for s in seeds])
-
-
-def estimate_run_bytes(config: ExperimentConfig) -> int:
-    """Device bytes one run needs in a training step, from shapes alone
-    (``jax.eval_shape``, nothing compiled): its state three times (the
-    state, the best state and the updated state), its gradients, a batch
-    and the residuals the backward pass keeps."""
-    setup = core.make_setup(config)
-    hparams, key = core.default_hparams(config), jax.random.key(0)
-
-    def residuals(params):
-        batch = _train_batch(setup, key)
-        loss = lambda p: setup.model.loss(hparams, p, batch, key, 0)[0]  # noqa: E731
-        return batch, jax.vjp(loss, params)[1]
-
-    state = jax.eval_shape(lambda: core.init_state(setup, hparams, key))
-    batch_and_residuals = jax.eval_shape(residuals, state.params)
-    return 3 * _bytes(state) + _bytes(state.params) + _bytes(batch_and_residuals)
-
-
-def _train_batch(setup: core.Setup, key):
-    """A training batch of the run's shape; a streamed run's from the host
-    (its rows are never uploaded whole)."""
-    if setup.streamed:
-        return setup.task.train_rows.take(np.zeros(setup.batch_size, np.int64))
-    return setup.task.sample_train(key, setup.batch_size)
-
-
-def _bytes(tree) -> int:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return int(sum(np.prod(a.shape) * np.dtype(a.dtype).itemsize for a in leaves))
-
-
-def free_device_bytes(device=None) -> int:
-    """Free memory of ``device``: ``memory_stats()`` where the backend has
-    it (GPU, TPU), else the host's available memory (CPU)."""
-    device = jax.local_devices()[0] if device is None else device
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
-
-
-def choose_runs_per_call(total: int, bytes_per_run: int, free_bytes: int) -> int:
-    """Runs per vmapped call: all of them if they fit in
-    ``MEMORY_FRACTION`` of ``free_bytes``, else as many as fit (at least 1)."""
-    fit = int(MEMORY_FRACTION * free_bytes) // max(bytes_per_run, 1)
-    return max(1, min(total, fit))

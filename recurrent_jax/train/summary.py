@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -58,6 +59,22 @@ def write_summary(
     }
     (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def finished_summary(workdir, num_steps: int | None) -> dict | None:
+    """The saved summary of a run (or sweep: ``num_steps`` None) in
+    ``workdir`` that completed all its ``num_steps``, or None (no summary,
+    another status, or unreadable)."""
+    path = Path(workdir) / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(summary, dict):
+        return None
+    steps = num_steps is None or summary.get("step") == num_steps
+    done = summary.get("status") == "completed" and steps
+    return summary if done else None
 
 
 def _strip(record: dict) -> dict:

@@ -1,0 +1,277 @@
+"""Each path that handles a failure, made to happen: a run that raises
+releases its lock and the signal handlers; several damaged checkpoints are
+all moved aside; a rewrite of the metrics cut short keeps the old file; a
+damaged lock, config or process checkpoint is one line; a SIGTERM that the
+process cannot act on (a blocked call), or a second one, ends it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+pytest.importorskip("ml_collections")
+pytest.importorskip("orbax.checkpoint")
+
+from recurrent_jax import cli  # noqa: E402
+from recurrent_jax.train import config_files, from_config_dict, rundir  # noqa: E402
+from recurrent_jax.train.checkpoint import (  # noqa: E402
+    CheckpointError,
+    ProcessCheckpointer,
+    checkpointer,
+    restore_newest,
+)
+from recurrent_jax.train.loop import RunLoop, train_and_evaluate  # noqa: E402
+from recurrent_jax.train.metrics import MetricsWriter  # noqa: E402
+from recurrent_jax.train.runs import compile_runs  # noqa: E402
+
+ROOT = Path(__file__).parents[1]
+
+
+def experiment(**overrides):
+    config = config_files.load_config("adding:smoke")
+    pairs = [(k.replace("__", "."), str(v)) for k, v in overrides.items()]
+    return from_config_dict(config_files.apply_overrides(config, pairs))
+
+
+@pytest.fixture(scope="module")
+def three_checkpoints(tmp_path_factory):
+    """A finished run with checkpoints at steps 10, 20 and 30."""
+    workdir = tmp_path_factory.mktemp("three")
+    config = experiment(training__eval_every=10, training__keep_checkpoints=3)
+    train_and_evaluate(config, workdir, progress=False)
+    return workdir, config
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_a_run_that_raises_releases_its_lock_and_the_signal_handlers(
+    three_checkpoints, tmp_path, monkeypatch
+):
+    _, config = three_checkpoints
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    def boom(self):
+        raise Boom("a failure inside the run")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunLoop, "run_steps", boom)
+        with pytest.raises(Boom):
+            train_and_evaluate(config, tmp_path, progress=False)
+    assert (tmp_path / rundir.LOCK_FILE).read_text() == ""  # free, no holder left in it
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    assert signal.set_wakeup_fd(-1) == -1  # no wakeup fd left behind
+    notices = []
+    summary = train_and_evaluate(config, tmp_path, progress=False, log=notices.append)
+    assert summary["status"] == "completed" and notices == []  # no "taking over the lock"
+
+
+@pytest.mark.parametrize("how", ["completed", "ctrl-c"])
+def test_after_a_run_ctrl_c_raises_keyboard_interrupt_again(three_checkpoints, tmp_path, how):
+    _, config = three_checkpoints
+    stop = (lambda step: step == 10) if how == "ctrl-c" else None
+
+    def ctrl_c_at_10(step):
+        if stop is not None and stop(step):
+            os.kill(os.getpid(), signal.SIGINT)  # a first Ctrl-C: stop after the call
+        return False
+
+    summary = train_and_evaluate(config, tmp_path, progress=False, should_stop=ctrl_c_at_10)
+    assert summary["status"] == ("interrupted" if how == "ctrl-c" else "completed")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the handler runs between bytecodes
+
+
+def damage(step_dir: Path) -> None:
+    for path in step_dir.rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damaged", [(10, 30), (10, 20)])
+def test_every_damaged_checkpoint_is_moved_aside(three_checkpoints, tmp_path, damaged):
+    full_dir, config = three_checkpoints
+    copy = tmp_path / "run"
+    shutil.copytree(full_dir, copy)
+    (copy / "summary.json").unlink()  # as after a crash before the end
+    for step in damaged:
+        damage(copy / "checkpoints" / str(step))
+    notices = []
+    summary = train_and_evaluate(config, copy, progress=False, log=notices.append)
+    intact = max({10, 20, 30} - set(damaged))
+    assert summary["status"] == "completed" and summary["resumed_from"] in (intact, None)
+    assert sorted(n.split()[1] for n in notices) == sorted(map(str, damaged))
+    moved = sorted(p.name.split("-")[0] for p in (copy / "checkpoints.corrupt").iterdir())
+    assert moved == sorted(map(str, damaged))
+    assert (copy / "metrics.jsonl").read_text() == (full_dir / "metrics.jsonl").read_text()
+    program = compile_runs(config)
+    like = jax.eval_shape(program.init, *program_inputs(config))
+    ckpt = checkpointer(copy / "checkpoints", program.setup.task, 3)
+    for step in ckpt.steps():  # none that cannot be restored is left in place
+        ckpt.restore(step, like)
+    ckpt.close()
+
+
+def program_inputs(config):
+    from recurrent_jax.train import core
+
+    return core.default_hparams(config), jax.random.key(config.training.seed)
+
+
+def test_a_rewrite_of_the_metrics_cut_short_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    writer = MetricsWriter(path)
+    for step in (10, 20, 30):
+        writer.write(step, "train", {"loss": 1.0 / step})
+    before = path.read_text()
+    original = Path.write_text
+
+    def cut_short(self, text, *args, **kwargs):  # the process ends halfway through
+        original(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    with pytest.raises(OSError):
+        writer.truncate_after(10)
+    monkeypatch.undo()
+    assert path.read_text() == before
+    writer.truncate_after(10)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [10]
+
+
+def test_a_lock_file_holding_garbage_is_taken_over_with_a_notice(tmp_path):
+    rundir.mark(rundir.make_workdir(tmp_path), rundir.TRAIN, name="x")
+    (tmp_path / rundir.LOCK_FILE).write_bytes(b"\x00\xff garbage")
+    notices = []
+    with rundir.locked(tmp_path, log=notices.append):
+        pass
+    assert notices == [
+        f"{tmp_path}: taking over the lock left by another process, no longer running"
+    ]
+
+
+@pytest.mark.parametrize("config_json", [b'{"name": ', b"[1, 2]", b"\xff\xfe"])
+def test_a_damaged_saved_config_is_one_line_and_changes_nothing(
+    three_checkpoints, tmp_path, capsys, config_json
+):
+    full_dir, _ = three_checkpoints
+    copy = tmp_path / "run"
+    shutil.copytree(full_dir, copy)
+    (copy / "config.json").write_bytes(config_json)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    for argv in (["train", "--no-progress"], ["train", "--config=adding:smoke"], ["eval"]):
+        code = cli.main([*argv, f"--workdir={copy}"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and f"{copy / 'config.json'}:" in err and "\n" not in err, err
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+
+
+def test_process_checkpoints_that_cannot_be_read_are_moved_aside(tmp_path):
+    like = {"w": jnp.zeros((2, 3)), "step": jnp.zeros((), jnp.int32)}
+    ckpt = ProcessCheckpointer(tmp_path / "point-0", keep=5)
+    for step in (1, 2, 3):
+        state = {"w": jnp.full((2, 3), float(step)), "step": jnp.asarray(step, jnp.int32)}
+        ckpt.save(_Stateful(state, step))
+    (tmp_path / "point-0" / "3.npz").write_bytes(b"PK\x03\x04 cut short")
+    (tmp_path / "point-0" / "1.npz").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="could not be read"):
+        ckpt.restore(3, like)
+    notices = []
+    step, state = restore_newest(ckpt, like, notices.append)
+    assert step == 2 and float(state["w"][0, 0]) == 2.0
+    assert ckpt.steps() == [2] and len(notices) == 2
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "point-0.corrupt").iterdir()) == [
+        "1.npz",
+        "3.npz",
+    ]
+
+
+class _Stateful(dict):
+    """A tree with a ``step``, as ``ProcessCheckpointer.save`` takes."""
+
+    def __init__(self, tree, step):
+        super().__init__(tree)
+        self.step = step
+
+
+jax.tree_util.register_pytree_node(
+    _Stateful, lambda s: ((dict(s),), s.step), lambda step, children: children[0]
+)
+
+
+@pytest.mark.parametrize("step, message", [("7", "no checkpoint at step 7"), ("x", "--step")])
+def test_eval_of_a_step_that_is_not_saved_is_one_line(three_checkpoints, capsys, step, message):
+    full_dir, _ = three_checkpoints
+    code = cli.main(["eval", f"--workdir={full_dir}", f"--step={step}"])
+    err = capsys.readouterr().err.strip()
+    assert code in (1, 2) and message in err and "\n" not in err, err
+
+
+BLOCKED = textwrap.dedent(
+    """
+    import sys
+    import jax, jax.numpy as jnp
+    from recurrent_jax.train import host_loop
+
+    host_loop.BLOCKED_SECONDS = float(sys.argv[1])
+    inner = lambda i, c: c * 1.0000001 + 1e-9
+    outer = lambda i, c: jax.lax.fori_loop(0, 1 << 30, inner, c)
+    forever = jax.jit(lambda x: jax.lax.fori_loop(0, 1 << 30, outer, x))
+    compiled = forever.lower(jnp.ones(())).compile()
+    with host_loop.stop_requests(None) as stop_requested:
+        stop_requested(0)
+        print("blocked", flush=True)
+        compiled(jnp.ones(())).block_until_ready()  # a call that never returns
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals, grace", [(1, 2.0), (2, 120.0)])
+def test_a_sigterm_ends_a_process_blocked_in_a_call(signals, grace):
+    process = subprocess.Popen(
+        [sys.executable, "-c", BLOCKED, str(grace)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout.readline().strip() == "blocked"
+    start = time.monotonic()
+    for _ in range(signals):
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+    _, err = process.communicate(timeout=60)
+    elapsed = time.monotonic() - start
+    assert process.returncode == 128 + signal.SIGTERM, err
+    why = "a second SIGTERM" if signals == 2 else "no stop within 2s of the SIGTERM (blocked)"
+    assert err.strip() == f"terminated: {why}; the checkpoints saved so far are kept"
+    assert elapsed < (5 if signals == 2 else grace + 10)
+
+
+def test_running_out_of_device_memory_is_one_line(monkeypatch, tmp_path, capsys):
+    """XLA's RESOURCE_EXHAUSTED, when a run needs more than its estimate."""
+    from recurrent_jax.train import loop
+
+    def exhausted(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 8 bytes.")
+
+    monkeypatch.setattr(loop, "train_and_evaluate", exhausted)
+    code = cli.main(["train", "--config=adding:smoke", f"--workdir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err, err
+    assert err.startswith("recurrent-jax: error: out of device memory (RESOURCE_EXHAUSTED: Out")
