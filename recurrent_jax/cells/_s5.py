@@ -133,6 +133,7 @@ def s5(
         delta = jnp.exp(params["log_step"].astype(cdt))
         if variable_steps:
             delta = _ssm.lead(delta, xp.ndim) * xp[..., -1:]
+            lam = _ssm.lead(lam, xp.ndim)
         lam_bar, to_b_bar = _ssm.discretize(lam, delta, discretization)
         bu = _ssm.as_complex(xp[..., :P], cdt)
         return lam_bar, _ssm.lead(to_b_bar, bu.ndim) * bu
