@@ -396,10 +396,7 @@ def test_cells_equal_the_oracles_in_float64(name):
 @pytest.mark.parametrize(
     "name",
     [  # test_parallel.py runs every cell's backends against the scan by default
-        n
-        if n in ("s4d-lin-zoh", "s5-bilinear-steps", "d-linoss")
-        else pytest.param(n, marks=pytest.mark.slow)
-        for n in ORACLE_CASES
+        n if n == "d-linoss" else pytest.param(n, marks=pytest.mark.slow) for n in ORACLE_CASES
     ],
 )
 def test_backends_agree_with_each_other_and_the_oracles_in_float32(name):
