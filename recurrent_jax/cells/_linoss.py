@@ -34,8 +34,9 @@ def linoss(
     r"""A LinOSS cell (D-LinOSS with ``damping=True``).
 
     The oscillators y'' = −A y − G y' + B u, x = Re(C y) + D u (LinOSS
-    eq. 1, G = 0; D-LinOSS adds the damping G), written first order with
-    z = y' and stepped with Δt per oscillator:
+    eq. (1), G = 0; D-LinOSS §2 adds the damping G), written first order
+    with z = y' and stepped with Δt per oscillator (LinOSS §2, D-LinOSS
+    §2.2):
 
     .. math::
         z_k = s ⊙ (z_{k−1} − Δt ⊙ A ⊙ y_{k−1} + Δt ⊙ B u_k)
@@ -43,11 +44,12 @@ def linoss(
         x_k = \mathrm{Re}(C y_k) + D ⊙ u_k
 
     - ``"im"`` (LinOSS-IM, implicit: z_k reads −A y_k): s = (1 + Δt² A)⁻¹;
-      the step's matrix has |λ|² = s < 1, so it dissipates.
-    - ``"imex"`` (LinOSS-IMEX, symplectic: z_k reads −A y_{k−1}): s = 1;
-      det = 1, energy-conserving (and time-reversible).
+      the step's matrix has |λ|² = s < 1 (Prop. 3.1), so it dissipates.
+    - ``"imex"`` (LinOSS-IMEX, symplectic, eqs. (5)–(6): z_k reads
+      −A y_{k−1}): s = 1; det = 1, energy-conserving, time-reversible.
     - damping (D-LinOSS, the IMEX step with implicit damping −G z_k):
-      s = (1 + Δt G)⁻¹, |λ|² = s: G sets the decay apart from the frequency.
+      s = (1 + Δt G)⁻¹, |λ|² = s (D-LinOSS Prop. 3.2): G sets the decay
+      apart from the frequency.
 
     Each oscillator's step is h_k = M h_{k−1} + F_k on h = (z, y):
     M = [[s, −sΔtA], [sΔt, 1 − sΔt²A]], F_k = (sΔt Bu_k, sΔt² Bu_k).

@@ -35,12 +35,12 @@ def s4d(
         x_{k,hn} = Ā_{hn} x_{k−1,hn} + B̄_{hn} u_{k,h}
         y_{k,h} = 2\,\mathrm{Re}\big(\textstyle\sum_n C_{hn} x_{k,hn}\big) + D_h u_{k,h}
 
-    the paper's continuous system x' = Ax + Bu, y = Cx + Du (eq. 1) made
-    diagonal, discretised per channel by ZOH or the bilinear transform (§2,
-    §3.1; ``_ssm`` has the formulas) and read out over conjugate pairs, so
-    the N/2 stored modes stand for N real-valued states (§3.2). The same
+    the paper's continuous system x' = Ax + Bu, y = Cx + Du (§2) made
+    diagonal, discretised per channel by ZOH or the bilinear transform (§3;
+    ``_ssm`` has the formulas) and read out over conjugate pairs, so the
+    N/2 stored modes stand for N real-valued states (§3). The same
     recurrence is the convolution y = K ∗ u + Du with
-    ``K_{l,h} = 2 Re Σ_n C_hn Ā_hn^l B̄_hn`` (a Vandermonde product, §3.1).
+    ``K_{l,h} = 2 Re Σ_n C_hn Ā_hn^l B̄_hn`` (a Vandermonde product, §3).
 
     Initialisations (§4): Re A = −1/2 for every mode; Im A = π n (S4D-Lin,
     ``init="lin"``) or (N/π)(N/(2n+1) − 1) (S4D-Inv, ``init="inv"``),

@@ -42,12 +42,12 @@ def s5(
         y_k = 2\,\mathrm{Re}(C̃ x_k) + D u_k
 
     the paper's continuous system x' = Ax + Bu, y = Cx + Du in the
-    eigenbasis of A = VΛV⁻¹ (B̃ = V⁻¹B, C̃ = CV, §3.2), discretised by ZOH
+    eigenbasis of A = VΛV⁻¹ (B̃ = V⁻¹B, C̃ = CV, §3.2), discretised (§2.1) by ZOH
     (Λ̄ = e^{ΛΔ}, B̄ = Λ⁻¹(Λ̄ − 1)B̃) or the bilinear transform (``_ssm``),
-    with one learnt Δ per state (§4.3). Only one of each conjugate pair of
-    states is kept, hence the 2 Re(·) (§4.2).
+    with one learnt Δ per state (§3.2). Only one of each conjugate pair of
+    states is kept, hence the 2 Re(·) (§3.2).
 
-    Initialisation (§4.1, Appendix B): Λ and V from HiPPO-N, the normal
+    Initialisation (§3.2): Λ and V from HiPPO-N, the normal
     part A_LegS + p pᵀ (p_n = √(n + 1/2)) of the HiPPO-LegS matrix,
     diagonalised on each of ``blocks`` J diagonal blocks of size P/J (the
     block-diagonal initialisation); B drawn LeCun-normal then B̃ = V⁻¹B; C

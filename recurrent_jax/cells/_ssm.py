@@ -8,7 +8,7 @@ with step Δ, becomes ``h_k = Λ̄ h_{k−1} + B̄ u_k``:
     \text{ZOH:}\quad Λ̄ = e^{ΔΛ},\qquad B̄ = Λ^{-1}(Λ̄ − 1)\, B
     \text{bilinear:}\quad Λ̄ = (1 − ΔΛ/2)^{-1}(1 + ΔΛ/2),\qquad B̄ = (1 − ΔΛ/2)^{-1} Δ B
 
-(S4D §2 and §3.1; S5 §2.1 and Appendix A; both elementwise for diagonal Λ.)
+(S4D §3; S5 §2.1, §3.2; both elementwise for a diagonal Λ.)
 """
 
 from __future__ import annotations
