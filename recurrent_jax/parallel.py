@@ -154,8 +154,9 @@ def _identity(form, a, b):
     """The step that keeps the carry, shaped like ``(a, b)``."""
     if form == LOG:
         return jnp.zeros_like(a), jnp.full_like(b, _LOG_ZERO)
-    if form == BLOCK:
-        return jnp.broadcast_to(jnp.eye(2, dtype=a.dtype), a.shape), jnp.zeros_like(b)
+    if form == BLOCK:  # the scan's layout: a (T, 2, 2, B..., N)
+        eye = jnp.eye(2, dtype=a.dtype).reshape(1, 2, 2, *(1,) * (a.ndim - 3))
+        return jnp.broadcast_to(eye, a.shape), jnp.zeros_like(b)
     return jnp.ones_like(a), jnp.zeros_like(b)
 
 
@@ -169,33 +170,31 @@ def _edit(coeffs, inputs, options, form):
     a, b = coeffs
     if (inputs.keep is not None or options.zoneout is not None) and form == COMPLEX:
         raise ValueError("zoneout: not supported with a complex-state cell in a parallel impl")
+    one = {LOG: 0.0, BLOCK: jnp.eye(2, dtype=a.dtype).reshape(*(1,) * (a.ndim - 2), 2, 2)}
+    one, zero = one.get(form, 1.0), _LOG_ZERO if form == LOG else 0.0
     if inputs.keep is not None:
         keep = _to_state(inputs.keep, form)
-        if form == BLOCK:  # a kept component j of a unit: row j of its block is e_j
-            a = jnp.where(keep[..., None], jnp.eye(2, dtype=a.dtype), a)
-        else:
-            a = jnp.where(keep, _identity(form, a, b)[0], a)
-        b = jnp.where(keep, _identity(form, a, b)[1], b)
+        # a kept component j of a block unit: row j of its block becomes e_j
+        a = jnp.where(keep[..., None] if form == BLOCK else keep, one, a)
+        b = jnp.where(keep, zero, b)
     elif options.zoneout is not None:
         p = options.zoneout
         if form == LOG:
             a = _logaddexp(jnp.log(p), jnp.log1p(-p) + a)
             b = jnp.log1p(-p) + b
         else:
-            a, b = p * _identity(form, a, b)[0] + (1.0 - p) * a, (1.0 - p) * b
+            a, b = p * one + (1.0 - p) * a, (1.0 - p) * b
     if inputs.reset is not None:
         r = _to_state(options.reset_carry, form)[None]
-        restart = _matvec(a, r) if form == BLOCK else a * r
+        restart = jnp.einsum("...ij,...j->...i", a, r) if form == BLOCK else a * r
         b = jnp.where(_over_steps(inputs.reset, b), restart + b, b)
         a = jnp.where(_over_steps(inputs.reset, a), 0.0, a)
     if inputs.valid is not None:  # last: a padded step keeps the carry, reset or not
-        one, zero = _identity(form, a, b)
         a = jnp.where(_over_steps(inputs.valid, a), a, one)
         b = jnp.where(_over_steps(inputs.valid, b), b, zero)
     return a, b
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def solve(a, b, h0, form=REAL, chunk_length=None):
     """All states of ``h_t = a_t h_{t−1} + b_t`` (t = 1..T, axis 0).
 
@@ -206,14 +205,27 @@ def solve(a, b, h0, form=REAL, chunk_length=None):
     the adjoint recurrence ``λ_t = ḡ_t + a_{t+1}ᵀ λ_{t+1}``, solved the same
     way backwards in time: ``ā_t = λ_t h_{t−1}ᵀ``, ``b̄_t = λ_t``,
     ``h̄_0 = a_1ᵀ λ_1`` (transposes only matter for blocks).
+
+    Blocks are scanned with their 2×2 axes after time, a (T, 2, 2, B..., N),
+    so that every elementwise op runs along N rather than along pairs.
     """
+    if form != BLOCK:
+        return _solve(a, b, h0, form, chunk_length)
+    a, b, h0 = jnp.moveaxis(a, (-2, -1), (1, 2)), jnp.moveaxis(b, -1, 1), jnp.moveaxis(h0, -1, 0)
+    return jnp.moveaxis(_solve(a, b, h0, form, chunk_length), 1, -1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _solve(a, b, h0, form, chunk_length):
+    """``solve`` in the scan's layout (blocks: a (T, 2, 2, B..., N), b
+    (T, 2, B..., N), h0 (2, B..., N))."""
     if chunk_length is None or chunk_length >= a.shape[0]:
         return _apply(_scan(a, b, form), h0, form)
     return _chunked(a, b, h0, form, chunk_length)
 
 
 def _solve_fwd(a, b, h0, form, chunk_length):
-    states = solve(a, b, h0, form, chunk_length)
+    states = _solve(a, b, h0, form, chunk_length)
     return states, (a, b, h0, states)
 
 
@@ -221,35 +233,35 @@ def _solve_bwd(form, chunk_length, residuals, d_states):
     a, b, h0, states = residuals
     a_lin = jnp.exp(a) if form == LOG else a
     if form == BLOCK:
-        a_lin = jnp.swapaxes(a_lin, -1, -2)
+        a_lin = jnp.swapaxes(a_lin, 1, 2)
     adjoint = REAL if form == LOG else form
     # λ_t = ḡ_t + a_{t+1}ᵀ λ_{t+1}: a forward recurrence on the flipped axis
     a_next = jnp.concatenate([a_lin[1:], jnp.zeros_like(a_lin[:1])], axis=0)
-    flipped = solve(
+    flipped = _solve(
         jnp.flip(a_next, 0), jnp.flip(d_states, 0), jnp.zeros_like(h0), adjoint, chunk_length
     )
     lam = jnp.flip(flipped, 0)
     prev = jnp.concatenate([h0[None], states[:-1]], axis=0)
     if form == BLOCK:
-        d_a = lam[..., :, None] * prev[..., None, :]
-        return d_a, lam, _matvec(a_lin[0], lam[0])
+        d_a = lam[:, :, None] * prev[:, None, :]
+        return d_a, lam, _matvec(a_lin[:1], lam[:1])[0]
     d_a, d_b = lam * prev, lam
     if form == LOG:
         d_a, d_b = d_a * a_lin, d_b * jnp.exp(b)
     return d_a, d_b, jnp.sum(a_lin[:1] * lam[:1], axis=0)
 
 
-solve.defvjp(_solve_fwd, _solve_bwd)
+_solve.defvjp(_solve_fwd, _solve_bwd)
 
 
 def _matmul(x, y):
-    """``x @ y`` for stacks of 2×2 blocks (..., 2, 2), as elementwise ops."""
-    return x[..., :, :1] * y[..., :1, :] + x[..., :, 1:] * y[..., 1:, :]
+    """``x @ y`` for blocks (T, 2, 2, ...), as elementwise ops."""
+    return x[:, :, :1] * y[:, :1, :] + x[:, :, 1:] * y[:, 1:, :]
 
 
 def _matvec(x, v):
-    """``x @ v`` for blocks (..., 2, 2) and 2-vectors (..., 2)."""
-    return x[..., 0] * v[..., :1] + x[..., 1] * v[..., 1:]
+    """``x @ v`` for blocks (T, 2, 2, ...) and 2-vectors (T, 2, ...)."""
+    return x[:, :, 0] * v[:, :1] + x[:, :, 1] * v[:, 1:]
 
 
 def _combine(earlier, later):
