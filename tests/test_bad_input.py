@@ -54,6 +54,26 @@ CASES = {
     "initial_carry int": (lambda: LSTM.initial_carry(3), "batch_shape"),
     "initial_carry floats": (lambda: rj.cells.gru(4).initial_carry((2.5,)), "batch_shape"),
     "conv even kernel": (lambda: rj.cells.conv_lstm(4, kernel_size=(2, 2)), "kernel_size"),
+    "s4d odd state_size": (lambda: rj.cells.s4d(8, state_size=5), "^state_size: expected an even"),
+    "s4d init": (lambda: rj.cells.s4d(8, init="legs"), "^init: expected one of"),
+    "s4d steps reversed": (lambda: rj.cells.s4d(8, dt_min=0.1, dt_max=0.01), "^dt_max: "),
+    "s4d dt_min 0": (lambda: rj.cells.s4d(8, dt_min=0.0), "^dt_min: "),
+    "s5 blocks": (lambda: rj.cells.s5(8, state_size=20, blocks=3), "^state_size: .* 2 \\* blocks"),
+    "s5 discretization": (lambda: rj.cells.s5(8, discretization="euler"), "^discretization: "),
+    "s5 variable_steps int": (lambda: rj.cells.s5(8, variable_steps=1), "^variable_steps: "),
+    "s5 variable_steps alone": (
+        lambda: rj.cells.s5(8, variable_steps=True).init(KEY, 1),
+        "^input_size: expected at least 2",
+    ),
+    "state-space bias": (lambda: rj.cells.s5(8, bias="none"), "^options: unknown .*'bias'"),
+    "linoss discretization": (lambda: rj.cells.linoss(8, discretization="rk4"), "^discretization"),
+    "d-linoss im": (
+        lambda: rj.cells.linoss(8, damping=True, discretization="im"),
+        "^discretization: expected 'imex' with damping",
+    ),
+    "linoss ring without damping": (lambda: rj.cells.linoss(8, r_min=0.5), "^r_min: expected None"),
+    "d-linoss r_max > 1": (lambda: rj.cells.linoss(8, damping=True, r_max=1.5), "^r_min, r_max"),
+    "linoss damping str": (lambda: rj.cells.linoss(8, damping="yes"), "^damping: "),
     # the engine
     "unroll cell str": (lambda: rj.unroll("lstm", lstm_params(), XS), "cell"),
     "unroll params of gru": (

@@ -115,7 +115,8 @@ def _raw(**changes):
         (
             {"model__cell": "lsmt"},
             r"config\.model\.cell: expected one of \['conv_gru', 'conv_lstm', 'elman', 'gru', "
-            r"'lru', 'lstm', 'mgu', 'mingru', 'minlstm', 'rglru'\], got 'lsmt'",
+            r"'linoss', 'lru', 'lstm', 'mgu', 'mingru', 'minlstm', 'rglru', 's4d', 's5'\], "
+            r"got 'lsmt'",
         ),
         (
             {"model__cell": "gru", "model__engine__impl": "associative"},

@@ -68,6 +68,15 @@ def learned_initial_carry():
     return "RNN", (cell,), options, core
 
 
+def state_space_bidirectional():
+    """S5 forwards and D-LinOSS backwards, both by the associative scan."""
+    cell = rj.cells.s5(H, state_size=4, blocks=2)
+    other = rj.cells.linoss(H, state_size=2, damping=True)
+    engine = rj.Engine(impl="associative")
+    core = rj.bidirectional(cell, other, engine=engine)
+    return "Bidirectional", (cell, other), dict(engine=engine, return_carry=True), core
+
+
 CASES = {
     f.__name__: f
     for f in (
@@ -77,6 +86,7 @@ CASES = {
         elman_last_output,
         regularised_gru,
         learned_initial_carry,
+        state_space_bidirectional,
     )
 }
 
@@ -182,9 +192,10 @@ def test_door_equals_the_core(door, case, rng):
 
 
 @pytest.mark.parametrize("door", ["nnx", "eqx"])
-def test_params_are_the_core_params(door):
+@pytest.mark.parametrize("case", ["lstm_stack", "state_space_bidirectional"])
+def test_params_are_the_core_params(door, case):
     """Names and shapes of ``layer.init``; NNX ⇄ functional ⇄ linen round trip."""
-    name, args, options, core = lstm_stack()
+    name, args, options, core = CASES[case]()
     module = Door(door, name, args, options)
     linen = Door("linen", name, args, options).module
     linen_params = linen.init(jax.random.PRNGKey(3), jnp.zeros((B, T, D)))["params"]

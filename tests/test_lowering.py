@@ -235,3 +235,31 @@ def test_every_backend_that_takes_a_call_lowers_for_the_platform(impl, cell_name
         for fn in (loss, jax.grad(loss)):
             text = export(fn, platform, params, xs, disabled_checks=checks)
             assert not [target for target in TARGETS if target in text]
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rj.cells.s5(32, state_size=32, blocks=2),  # complex diagonal coefficients
+        lambda: rj.cells.linoss(32, state_size=16, damping=True),  # 2×2 blocks
+    ],
+    ids=["s5", "d-linoss"],
+)
+def test_state_space_cells_lower_through_the_parallel_scans(make, platform):
+    """What ``auto`` picks for a state-space cell at T = 512 on a GPU or TPU
+    host (the associative scan), and the chunked scan: forward and gradient
+    lower for the platform."""
+    cell = make()
+    params, xs = cell.init(jax.random.key(0), 8), jnp.ones((4, 512, 8))
+
+    def loss(p, x, impl):
+        return jnp.sum(rj.unroll(cell, p, x, impl=impl, chunk_length=64)[1] ** 2)
+
+    with host(platform):
+        lowered = jax.jit(loss, static_argnums=2).lower(params, xs, "auto")
+    assert "recurrent_jax.associative" in lowered.as_text(debug_info=True)
+    for impl in ("auto", "chunked"):
+        forward = lambda p, x, impl=impl: loss(p, x, impl)  # noqa: E731
+        for fn in (forward, jax.grad(forward)):
+            assert "stablehlo.custom_call" not in export(fn, platform, params, xs)

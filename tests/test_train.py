@@ -322,9 +322,32 @@ def _train_params(config):
     return state.params
 
 
-@pytest.mark.parametrize("cell", ["mingru", "minlstm", "lru", "rglru"])
+@pytest.mark.parametrize("cell", ["mingru", "minlstm", "lru", "rglru", "s4d", "s5", "linoss"])
 def test_parallel_cell_trains_from_a_config(cell):
     _train_params(experiment(model__cell=cell, model__engine__impl="associative"))
+
+
+# Each state-space cell on each long-range task and sequential digits; the
+# default run keeps one task per cell.
+STATE_SPACE_RUNS = [
+    (cell, config)
+    if (cell, config) in {("s4d", "copy"), ("s5", "digits"), ("linoss", "adding")}
+    else pytest.param(cell, config, marks=pytest.mark.slow)
+    for cell in ("s4d", "s5", "linoss")
+    for config in ("adding", "copy", "digits")
+]
+
+
+@pytest.mark.parametrize("cell, config", STATE_SPACE_RUNS)
+def test_state_space_cells_train_from_the_configs(cell, config, tmp_path):
+    """``model.cell`` set to a state-space cell trains the config's smoke
+    variant end to end (the model builder, readout and evaluation take it)."""
+    if config in NEEDS:
+        pytest.importorskip(NEEDS[config])
+    run = experiment(f"{config}:smoke", model__cell=cell)
+    summary = train_and_evaluate(run, tmp_path, progress=False)
+    assert summary["status"] == "completed" and summary["step"] == run.training.num_steps
+    assert all(np.isfinite(r["loss"]) for r in read_metrics(tmp_path))
 
 
 def test_parallel_impls_train_like_the_sequential_scan():

@@ -2,11 +2,14 @@
 
 from recurrent_jax.cells._elman import elman
 from recurrent_jax.cells._gru import gru
+from recurrent_jax.cells._linoss import linoss
 from recurrent_jax.cells._lru import lru
 from recurrent_jax.cells._lstm import lstm
 from recurrent_jax.cells._mgu import mgu
 from recurrent_jax.cells._mingru import mingru, minlstm
 from recurrent_jax.cells._rglru import rglru
+from recurrent_jax.cells._s4d import s4d
+from recurrent_jax.cells._s5 import s5
 from recurrent_jax.cells.base import Cell, CellOptions, LSTMCarry, with_defaults
 from recurrent_jax.cells.conv import conv_gru, conv_lstm
 from recurrent_jax.cells.xlstm import MLSTMCarry, SLSTMCarry, mlstm, mlstm_parallel, slstm
@@ -20,6 +23,9 @@ REGISTRY = {
     "minlstm": minlstm,
     "lru": lru,
     "rglru": rglru,
+    "s4d": s4d,
+    "s5": s5,
+    "linoss": linoss,
 }
 """The families configs and the seq2seq builder name: ``name(hidden_size, **options)``."""
 
@@ -49,8 +55,9 @@ __all__ = [
     "conv_lstm",
     "elman",
     "gru",
-    "lru",
     "linear_in_carry",
+    "linoss",
+    "lru",
     "lstm",
     "mgu",
     "mlstm",
@@ -58,6 +65,8 @@ __all__ = [
     "mingru",
     "minlstm",
     "rglru",
+    "s4d",
+    "s5",
     "slstm",
     "with_defaults",
 ]

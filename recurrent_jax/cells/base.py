@@ -99,7 +99,10 @@ class Cell(NamedTuple):
         steps at once). ``a``, ``b`` are real (..., H) for a real carry
         (..., H), or complex (..., N) for a carry (..., 2N) holding
         ``[Re h, Im h]``; a ``parallel.LogCoefficients(log_a, log_b)`` result
-        declares positive ``a``, ``b`` scanned in log space. ``step`` must
+        declares positive ``a``, ``b`` scanned in log space, and a
+        ``parallel.BlockCoefficients(a, b)`` one 2×2 blocks, a (..., N, 2, 2)
+        and b (..., N, 2), on a carry (..., 2N) of planes
+        ``[h[:, 0], h[:, 1]]`` (oscillators). ``step`` must
         compute the same recurrence; it also gives ``y_t``. Enables
         ``impl="associative"`` and ``"chunked"`` (``recurrent_jax.parallel``).
       cudnn_kernel: the plain recurrence that hand-written kernels compute
