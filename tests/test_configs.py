@@ -115,7 +115,7 @@ def _raw(**changes):
         (
             {"model__cell": "lsmt"},
             r"config\.model\.cell: expected one of \['conv_gru', 'conv_lstm', 'elman', 'gru', "
-            r"'lru', 'lstm', 'mgu', 'mingru', 'minlstm', 'rglru'\], got 'lsmt'",
+            r"'lru', 'lstm', 'mgu', 'mingru', 'minlstm', 'rglru', 's6'\], got 'lsmt'",
         ),
         (
             {"model__cell": "gru", "model__engine__impl": "associative"},

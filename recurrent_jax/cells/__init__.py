@@ -7,6 +7,7 @@ from recurrent_jax.cells._lstm import lstm
 from recurrent_jax.cells._mgu import mgu
 from recurrent_jax.cells._mingru import mingru, minlstm
 from recurrent_jax.cells._rglru import rglru
+from recurrent_jax.cells._s6 import s6
 from recurrent_jax.cells.base import Cell, CellOptions, LSTMCarry, with_defaults
 from recurrent_jax.cells.conv import conv_gru, conv_lstm
 from recurrent_jax.cells.xlstm import MLSTMCarry, SLSTMCarry, mlstm, mlstm_parallel, slstm
@@ -20,6 +21,7 @@ REGISTRY = {
     "minlstm": minlstm,
     "lru": lru,
     "rglru": rglru,
+    "s6": s6,
 }
 """The families configs and the seq2seq builder name: ``name(hidden_size, **options)``."""
 
@@ -58,6 +60,7 @@ __all__ = [
     "mingru",
     "minlstm",
     "rglru",
+    "s6",
     "slstm",
     "with_defaults",
 ]
