@@ -31,10 +31,10 @@ parallel as the forward.
 
 ``associative`` solves all T steps at once, storing the coefficients and
 states of every step, (T, B..., S) each. ``chunked`` runs the whole step —
-coefficients, scan (by recursive doubling, which compiles fast) and outputs —
-inside chunks of ``chunk_length`` steps, under a ``lax.scan`` across chunks
-that passes only the carry; its backward recomputes each chunk from the
-carry it started from (``jax.checkpoint``). So no (T, B..., S) array exists
+coefficients, associative scan and outputs — inside chunks of
+``chunk_length`` steps, under a ``lax.scan`` across chunks that passes only
+the carry; its backward recomputes each chunk from the carry it started
+from (``jax.checkpoint``). So no (T, B..., S) array exists
 unless ``return_carries`` asks for one: memory O(T·(G + H) + L·S) for
 chunk length L, the economy of Mamba's fused kernel for a state S = D·N
 much wider than the input G, for one more forward pass in training.
@@ -116,14 +116,8 @@ def linear_scan(
     if num_steps == 0:
         empty = carry0[None][:0]
         return carry0, _outputs(cell, params, options, empty, inputs)[1], empty
-    if chunk_length is None or chunk_length >= num_steps:
-        return _solve_steps(cell, params, carry0, inputs, options, None)
-    return _chunked_steps(cell, params, carry0, inputs, options, chunk_length, return_carries)
-
-
-def _solve_steps(cell, params, carry0, inputs, options, chunk_length):
-    """``(final, ys, carries)`` of the steps of ``inputs``, solved by
-    ``solve`` (one associative scan, or doubling in one chunk)."""
+    if chunk_length is not None and chunk_length < num_steps:
+        return _chunked_steps(cell, params, carry0, inputs, options, chunk_length, return_carries)
     coeffs = cell.linear(params, inputs.xp)
     log_space = isinstance(coeffs, LogCoefficients)
     is_complex = jnp.iscomplexobj(coeffs[0])
@@ -148,8 +142,8 @@ def _chunked_steps(cell, params, carry0, inputs, options, chunk_length, return_c
     inputs = _pad_with_invalid_steps(inputs, num_chunks * chunk_length - num_steps)
 
     @jax.checkpoint
-    def body(carry, chunk):
-        final, ys, carries = _solve_steps(cell, params, carry, chunk, options, chunk_length)
+    def body(carry, chunk):  # one associative scan over the chunk
+        final, ys, carries = linear_scan(cell, params, carry, chunk, options)
         return final, (ys, carries if return_carries else None)
 
     chunks = jax.tree_util.tree_map(
@@ -217,13 +211,12 @@ def solve(a, b, h0, log_space=False, chunk_length=None):
     """All states of ``h_t = a_t h_{t−1} + b_t`` (t = 1..T, axis 0).
 
     a, b: (T, B..., N) real or complex, or log a, log b with ``log_space``;
-    h0: (B..., N). One associative scan over T (``chunk_length`` None),
-    or chunks of ``chunk_length`` steps, each by recursive doubling,
-    scanned in sequence. Gradients come from the adjoint
+    h0: (B..., N). One associative scan over T, or chunks of
+    ``chunk_length`` scanned in sequence. Gradients come from the adjoint
     recurrence ``λ_t = ḡ_t + a_{t+1} λ_{t+1}``, solved the same way
     backwards in time: ``ā_t = λ_t h_{t−1}``, ``b̄_t = λ_t``, ``h̄_0 = a_1 λ_1``.
     """
-    if chunk_length is None:
+    if chunk_length is None or chunk_length >= a.shape[0]:
         return _apply(_scan(a, b, log_space), h0, log_space)
     return _chunked(a, b, h0, log_space, chunk_length)
 
@@ -299,8 +292,6 @@ def _apply(composed, h0, log_space):
 
 def _chunked(a, b, h0, log_space, chunk_length):
     num_steps = a.shape[0]
-    if num_steps <= chunk_length:
-        return _apply(_doubling_scan(a, b, log_space), h0, log_space)
     num_chunks = -(-num_steps // chunk_length)
     pad = num_chunks * chunk_length - num_steps
     one, zero = (0.0, _LOG_ZERO) if log_space else (1.0, 0.0)

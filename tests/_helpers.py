@@ -40,12 +40,19 @@ CELLS = {
     "mgu": lambda **o: rj.cells.mgu(H, **o),
 }
 
+# The state-space cells, linear in the carry: in the engine's contract tests
+# beside the zoo (their equations meet float64 oracles in test_s6.py).
+STATE_SPACE_CELLS = {
+    "s6": lambda **o: rj.cells.s6(H, state_size=3, **o),
+    "s6-gate": lambda **o: rj.cells.s6(H, state_size=2, dt_rank=2, gate=True, **o),
+}
+
 # A smaller set covering every family and option, for the engine matrices.
 # Configs whose data is downloaded: their smoke variants run on fixtures in
 # the same formats (tests/test_benchmark_configs.py), never on the network.
 DOWNLOADED_CONFIGS = {"sequential_mnist", "imdb", "ptb_word", "ptb_char", "wikitext2"}
 
-FAMILIES = ["elman-tanh", "lstm", "lstm-all", "gru", "gru-before", "mgu"]
+FAMILIES = ["elman-tanh", "lstm", "lstm-all", "gru", "gru-before", "mgu", *STATE_SPACE_CELLS]
 
 _KEY_SHAPE = jax.ShapeDtypeStruct((2,), jnp.uint32)
 
@@ -68,8 +75,8 @@ def random_params(cell, rng, input_size=D):
 
 
 def make(name, rng, input_size=D, **options):
-    """(cell, random params) for a zoo entry."""
-    cell = CELLS[name](**options)
+    """(cell, random params) for a zoo or state-space entry."""
+    cell = (CELLS | STATE_SPACE_CELLS)[name](**options)
     return cell, random_params(cell, rng, input_size)
 
 

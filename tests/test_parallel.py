@@ -34,6 +34,8 @@ LINEAR_CELLS = {
     "minlstm-log": lambda: rj.cells.minlstm(H, log_space=True),
     "lru": lambda: rj.cells.lru(H, state_size=3),
     "rglru": lambda: rj.cells.rglru(H),
+    "s6": lambda: rj.cells.s6(H, state_size=3),
+    "s6-gate": lambda: rj.cells.s6(H, state_size=2, dt_rank=2, gate=True),
 }
 BATCH = (2, 3)
 T = 7
@@ -82,6 +84,7 @@ def _grads(name, impl, reverse):
 CASES = [(name, "associative", True) for name in LINEAR_CELLS]
 CASES += [("mingru", "associative", False)]
 CASES += [("mingru-log", "chunked", True), ("lru", "chunked", True)]
+CASES += [("s6-gate", "chunked", True), ("s6", "chunked", False)]
 
 
 @pytest.mark.parametrize(("name", "impl", "reverse"), CASES)
@@ -98,7 +101,7 @@ def _jit_unroll(cell, **kw):
     return jax.jit(lambda params, xs, h0: rj.unroll(cell, params, xs, initial_carry=h0, **kw))
 
 
-@pytest.mark.parametrize("name", ["mingru", "lru"])
+@pytest.mark.parametrize("name", ["mingru", "lru", "s6"])
 def test_parallel_resets_and_return_carries(name, rng):
     cell, params, xs, h0 = _setup(name, rng)
     kw = dict(
