@@ -289,3 +289,8 @@ def _project_out(params, ys, valid, dtype):
     if valid is None:
         return out
     return jnp.where(valid[..., None], out, jnp.zeros((), out.dtype))
+
+
+BLOCKS = {"mamba": mamba_block}
+"""Blocks configs name as ``model.cell``: ``name(d_model, **options) -> Layer``
+(``rj.layers.cell_stack`` stacks them)."""

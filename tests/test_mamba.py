@@ -14,6 +14,7 @@ halves) to the same sums agree to rounding, 1e-5 (values are O(1)).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -241,6 +242,24 @@ def test_stacks_with_residuals(params, rng):
     c0, h = first.apply(params, xs)
     c1, out = second.apply(p2, h)
     assert_trees_close((carries, ys), ((c0, c1), out + h), **TOL)
+
+
+def test_cell_stack_takes_a_block(rng):
+    """``cell_stack`` of a block: the stack of (bidirectional) blocks built by
+    hand, one block per layer and direction; per-layer regularisers and a
+    learned carry are refused."""
+    make = functools.partial(rj.mamba_block, M, state_size=N)
+    net = rj.layers.cell_stack(make, 2, bidirectional=True, merge_mode="sum", residual=True)
+    pair = rj.bidirectional(make(), make(reverse=True), merge_mode="sum")
+    by_hand = rj.stack([pair, pair], residual=True)
+    params = jax.jit(net.init, static_argnums=1)(jax.random.PRNGKey(0), D)
+    xs, lengths = normal(rng, (B, T, D)), jnp.asarray(LENGTHS)
+    got = jax.jit(net.apply)(params, xs, seq_lengths=lengths)
+    assert_trees_close(got, jax.jit(by_hand.apply)(params, xs, seq_lengths=lengths), atol=0.0)
+    with pytest.raises(ValueError, match="zoneout: expected 0 for a block"):
+        rj.layers.cell_stack(make, zoneout=0.1)
+    with pytest.raises(ValueError, match="learn_initial_carry: expected False for a block"):
+        rj.layers.cell_stack(make, learn_initial_carry=True)
 
 
 @pytest.mark.parametrize(
