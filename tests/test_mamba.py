@@ -1,8 +1,12 @@
 """The Mamba block (``rj.mamba_block``) and its short convolution under the
 engine's contract.
 
-Oracles: the convolution against a Python loop over its window recurrence
-(the definition in ``recurrent_jax.short_conv``); the block's padding,
+Oracles: the block against the float64 oracle of Mamba's block
+(``ssm_oracles.mamba_block_ref``, written from the paper and
+``mamba_simple.Mamba`` apart from this package) at Mamba's fp32 test
+tolerances (rtol 6e-4, atol 2e-3); the convolution against a Python loop
+over its window recurrence (the definition in ``recurrent_jax.short_conv``);
+the block's padding,
 reverse, masks with holes and packed rows against the same block run on
 each sequence alone (unpadded, reversed by hand, holes removed), its carry
 against running the sequence in two halves; the backends against the
@@ -22,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _helpers import assert_trees_close, normal
+from ssm_oracles import mamba_block_params, mamba_block_ref
 
 import recurrent_jax as rj
 from recurrent_jax import short_conv
@@ -51,6 +56,52 @@ def random_carry(rng, batch=(B,)):
 
 def index(tree, i):
     return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+# --- against the oracle -------------------------------------------------------------
+
+# our names -> mamba_block_ref's (the block's own, then its S6's)
+ORACLE_NAMES = {"w_in": "in_proj_W", "b_in": "in_proj_b", "k_conv": "conv_W", "b_conv": "conv_b"}
+ORACLE_NAMES |= {"w_out": "out_proj_W", "b_out": "out_proj_b"}
+ORACLE_S6_NAMES = {"w_x": "x_proj_W", "w_dt": "dt_proj_W", "dt_bias": "dt_proj_b"}
+ORACLE_S6_NAMES |= {"a_log": "A_log", "d": "D"}
+
+
+def from_oracle(ref):
+    """The block's params holding the oracle's (fp32)."""
+    params = {ours: ref[theirs] for ours, theirs in ORACLE_NAMES.items() if theirs in ref}
+    params["s6"] = {ours: ref[theirs] for ours, theirs in ORACLE_S6_NAMES.items()}
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
+
+
+@pytest.mark.parametrize("bias, impl", [(False, "scan"), (True, "chunked")])
+def test_block_equals_the_reference_block(bias, impl):
+    """Mamba's initialisation (``mamba_block_params``), a nonzero initial
+    state (the conv window and the SSM state): outputs and final states."""
+    rng = np.random.default_rng(5)
+    ref = mamba_block_params(rng, M, d_state=N, d_conv=K)
+    if bias:
+        ref |= {"in_proj_b": rng.standard_normal(2 * E), "out_proj_b": rng.standard_normal(M)}
+    xs = rng.standard_normal((B, T, M))
+    state = (rng.standard_normal((B, K - 1, E)), 0.5 * rng.standard_normal((B, E, N)))
+    want, (want_conv, want_ssm) = mamba_block_ref(xs, ref, state=state, return_state=True)
+    layer = block(bias=bias, impl=impl, chunk_length=4)
+    carry0 = rj.MambaCarry(
+        jnp.asarray(state[0], jnp.float32), jnp.asarray(state[1].reshape(B, -1), jnp.float32)
+    )
+    carry, ys = jax.jit(layer.apply)(
+        from_oracle(ref), jnp.asarray(xs, jnp.float32), initial_carry=carry0
+    )
+    np.testing.assert_allclose(ys, want, rtol=6e-4, atol=2e-3)
+    np.testing.assert_allclose(carry.conv, want_conv, rtol=6e-4, atol=2e-3)
+    np.testing.assert_allclose(carry.ssm, want_ssm.reshape(B, -1), rtol=6e-4, atol=2e-3)
+    zero_state = mamba_block_ref(xs, ref)  # the default carry is the reference's zero state
+    np.testing.assert_allclose(
+        jax.jit(layer.apply)(from_oracle(ref), jnp.asarray(xs, jnp.float32))[1],
+        zero_state,
+        rtol=6e-4,
+        atol=2e-3,
+    )
 
 
 # --- the convolution --------------------------------------------------------------

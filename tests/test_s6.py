@@ -1,12 +1,17 @@
-"""The selective SSM (``rj.cells.s6``): parameters and initialisation as
+"""The selective SSM (``rj.cells.s6``) against the float64 oracle of
+Mamba's reference scan (``ssm_oracles.selective_scan_ref``, written from
+the paper apart from this package), parameters and initialisation as
 Mamba's, the three backends against each other with gradients, dtypes and
 bad input. The contract tests (padding, reverse, resets, packing, vmap, the
 doors) run it from the shared tables (``_helpers.STATE_SPACE_CELLS``,
 ``test_parallel.LINEAR_CELLS``, ``cells.REGISTRY`` in test_packing.py).
 
-Tolerances: backends fp32 ≤ 1e-5 (the associative scan sums in another
-order; values here are O(1), so 1e-5 is ~100 ulps), gradients 1e-4 + 1e-4
-relative (their adjoint recurrences too).
+Tolerances: float64 1e-10 (rounding over T steps of O(1) values is
+~1e-15); against the oracle in fp32 and bf16, those of Mamba's own tests
+(tests/ops/test_selective_scan.py: rtol 6e-4, atol 2e-3; bf16 3e-2, 5e-2);
+backends fp32 ≤ 1e-5 (the associative scan sums in another order; values
+are O(1), so 1e-5 is ~100 ulps), gradients 1e-4 + 1e-4 relative (their
+adjoint recurrences too).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _helpers import assert_trees_close, leaf_dtypes, normal, param_shapes, random_params
+from ssm_oracles import selective_scan_ref
 
 import recurrent_jax as rj
 from recurrent_jax import parallel
@@ -26,8 +32,123 @@ from recurrent_jax import parallel
 H, N, D = 6, 4, 3
 B, T = 3, 9
 LENGTHS = np.array([9, 4, 0])
+FP32 = dict(rtol=6e-4, atol=2e-3)  # Mamba's tests, fp32
+BF16 = dict(rtol=3e-2, atol=5e-2)  # Mamba's tests, bf16
 BACKENDS = dict(atol=1e-5, rtol=1e-5)
 GRADS = dict(atol=1e-4, rtol=1e-4)
+
+
+# (gate, use_d, dt_bias, dt_softplus): each option on and off, together and apart
+OPTION_SETS = [
+    (True, True, True, True),
+    (False, False, False, False),
+    (True, False, True, False),
+    (False, True, False, True),
+]
+
+
+def options_of(option_set):
+    gate, use_d, dt_bias, dt_softplus = option_set
+    return dict(gate=gate, use_d=use_d, dt_bias=dt_bias, dt_softplus=dt_softplus)
+
+
+def oracle_case(option_set, rng, dtype=np.float32):
+    """An s6 cell fed [u, z] directly (``input_proj=False``, the reference's
+    arguments), random params (W_dt small and b_dt positive, so Δ stays
+    O(0.1) and mostly positive without softplus), inputs and a nonzero
+    initial state, all of ``dtype``."""
+    cell = rj.cells.s6(H, state_size=N, dt_rank=2, input_proj=False, **options_of(option_set))
+    features = 2 * H if option_set[0] else H
+    params = random_params(cell, rng, features)
+    params["w_dt"] = 0.2 * params["w_dt"]
+    if "dt_bias" in params:  # Δ mostly positive without softplus: the state decays
+        params["dt_bias"] = jnp.abs(params["dt_bias"])
+    cast = lambda a: np.asarray(a).astype(dtype)  # noqa: E731
+    params = {k: cast(v) for k, v in params.items()}
+    xs = cast(rng.standard_normal((B, T, features)))
+    h0 = cast(0.5 * rng.standard_normal((B, H * N)))
+    return cell, params, xs, h0
+
+
+def reference(params, xs, h0, option_set):
+    """``selective_scan_ref`` (float64) on the cell's params, in Mamba's
+    layout: u, Δ, z (B, H, T); B_t, C_t (B, N, T) from x_proj; A = −exp(A_log)."""
+    gate, _, _, dt_softplus = option_set
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    xs = np.asarray(xs, np.float64)
+    u, z = (xs[..., :H], xs[..., H:]) if gate else (xs, None)
+    rank = p["w_dt"].shape[0]
+    dt_low, b_t, c_t = np.split(u @ p["w_x"], [rank, rank + N], axis=-1)
+    channels_first = lambda a: None if a is None else a.transpose(0, 2, 1)  # noqa: E731
+    out, last = selective_scan_ref(
+        channels_first(u),
+        channels_first(dt_low @ p["w_dt"]),
+        -np.exp(p["a_log"]),
+        channels_first(b_t),
+        channels_first(c_t),
+        D=p.get("d"),
+        z=channels_first(z),
+        delta_bias=p.get("dt_bias"),
+        delta_softplus=dt_softplus,
+        h0=np.asarray(h0, np.float64).reshape(B, H, N),
+    )
+    return out.transpose(0, 2, 1), last.reshape(B, H * N)
+
+
+@pytest.mark.parametrize("option_set", OPTION_SETS, ids=str)
+def test_float64_steps_equal_the_reference_scan(option_set):
+    """In float64 the cell's step, driven by hand with the projected inputs
+    ``[u, Δ, B, C (, z)]``, is the reference scan to 1e-10: outputs and the
+    final state."""
+    rng = np.random.default_rng(1)
+    cell, params, xs, h0 = oracle_case(option_set, rng, np.float64)
+    want_ys, want_last = reference(params, xs, h0, option_set)
+    gate, _, _, dt_softplus = option_set
+    u, z = (xs[..., :H], xs[..., H:]) if gate else (xs, xs[..., :0])
+    rank = params["w_dt"].shape[0]
+    x_dbl = u @ params["w_x"]
+    delta = x_dbl[..., :rank] @ params["w_dt"] + params.get("dt_bias", 0.0)
+    delta = np.logaddexp(0.0, delta) if dt_softplus else delta
+    xp = np.concatenate([u, delta, x_dbl[..., rank:], z], axis=-1)
+    with jax.enable_x64(True):
+        step = jax.jit(cell.step)
+        carry, ys = jnp.asarray(h0), []
+        for t in range(T):
+            carry, y = step(params, carry, jnp.asarray(xp[:, t]))
+            ys.append(y)
+        assert carry.dtype == jnp.float64
+        np.testing.assert_allclose(np.stack(ys, 1), want_ys, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(carry, want_last, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("impl", ["scan", "associative", "chunked"])
+@pytest.mark.parametrize("option_set", OPTION_SETS, ids=str)
+def test_fp32_unroll_equals_the_reference_scan(option_set, impl):
+    """rj.unroll in fp32, every backend, at Mamba's fp32 tolerances."""
+    cell, params, xs, h0 = oracle_case(option_set, np.random.default_rng(2))
+    run = jax.jit(lambda p, x, h: rj.unroll(cell, p, x, initial_carry=h, impl=impl, chunk_length=4))
+    carry, ys = run(params, xs, h0)
+    want_ys, want_last = reference(params, xs, h0, option_set)
+    np.testing.assert_allclose(ys, want_ys, **FP32)
+    np.testing.assert_allclose(carry, want_last, **FP32)
+
+
+def test_bf16_unroll_equals_the_reference_scan():
+    """bf16 params and compute against the reference on the same (bf16)
+    params and inputs, at Mamba's bf16 tolerances."""
+    option_set = OPTION_SETS[0]
+    rng = np.random.default_rng(3)
+    _, params, xs, h0 = oracle_case(option_set, rng)
+    bf16 = dict(param_dtype=jnp.bfloat16, dtype=jnp.bfloat16)
+    cell = rj.cells.s6(
+        H, state_size=N, dt_rank=2, input_proj=False, **options_of(option_set), **bf16
+    )
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.bfloat16), params)
+    xs = jnp.asarray(xs, jnp.bfloat16)
+    carry, ys = jax.jit(lambda p, x, h: rj.unroll(cell, p, x, initial_carry=h))(params, xs, h0)
+    want_ys, want_last = reference(params, xs, h0, option_set)
+    np.testing.assert_allclose(ys, want_ys, **BF16)
+    np.testing.assert_allclose(carry, want_last, **BF16)
 
 
 def count(shapes):
