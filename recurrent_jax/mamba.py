@@ -15,6 +15,7 @@ whichever backend the engine picks (``associative`` and ``chunked`` too).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -112,23 +113,8 @@ def mamba_block(
         dtype=dtype,
     )
     engine = engine_lib.resolve(engine, **engine_options)
-    block = _Block(cell, E, K, dtype, reverse, keep_order, time_major, engine)
-
-    def init(key, input_size):
-        D = base.check_init_args(key, input_size)
-        k_in, k_conv, k_bias, k_s6, k_out = jax.random.split(key, 5)
-        bound = 1.0 / math.sqrt(K)  # PyTorch's Conv1d init: fan_in = K
-        params = {
-            "w_in": base.draw(kernel_init, k_in, (D, 2 * E), param_dtype),
-            "k_conv": jax.random.uniform(k_conv, (K, E), minval=-bound, maxval=bound),
-            "s6": cell.init(k_s6, 2 * E),
-            "w_out": base.draw(kernel_init, k_out, (E, M), param_dtype),
-        }
-        if conv_bias:
-            params["b_conv"] = jax.random.uniform(k_bias, (E,), minval=-bound, maxval=bound)
-        if bias:
-            params |= {"b_in": jnp.zeros((2 * E,)), "b_out": jnp.zeros((M,))}
-        return jax.tree_util.tree_map(lambda p: p.astype(param_dtype), params)
+    block = _Block(cell, M, E, K, conv_bias, bias, kernel_init, param_dtype, dtype, engine)
+    block = block._replace(reverse=reverse, keep_order=keep_order, time_major=time_major)
 
     def apply(
         params,
@@ -142,30 +128,50 @@ def mamba_block(
         return_sequences=True,
     ):
         del key, deterministic  # nothing random in the block
-        if isinstance(xs, Packed):
-            return _apply_packed(
-                block, params, xs, seq_lengths, mask, initial_carry, return_sequences
-            )
-        return _apply_padded(block, params, xs, seq_lengths, mask, initial_carry, return_sequences)
+        run = _apply_packed if isinstance(xs, Packed) else _apply_padded
+        return run(block, params, xs, seq_lengths, mask, initial_carry, return_sequences)
 
-    return Layer(init, apply, M)
+    return Layer(functools.partial(_init, block), apply, M)
 
 
 class _Block(NamedTuple):
     """A block's settings, for the functions below."""
 
     cell: base.Cell
+    d_model: int  # M
     channels: int  # E
     width: int  # K
+    conv_bias: bool
+    bias: bool
+    kernel_init: object
+    param_dtype: object
     dtype: object
-    reverse: bool
-    keep_order: bool
-    time_major: bool
     engine: engine_lib.Engine
+    reverse: bool = False
+    keep_order: bool = True
+    time_major: bool = False
 
-    def initial_carry(self, batch_shape) -> MambaCarry:
-        conv = jnp.zeros((*batch_shape, self.width - 1, self.channels), base.CARRY_DTYPE)
-        return MambaCarry(conv, self.cell.initial_carry(batch_shape, base.CARRY_DTYPE))
+    def initial_carry(self, batch_shape, dtype) -> MambaCarry:
+        conv = jnp.zeros((*batch_shape, self.width - 1, self.channels), dtype)
+        return MambaCarry(conv, self.cell.initial_carry(batch_shape, dtype))
+
+
+def _init(block: _Block, key, input_size):
+    features = base.check_init_args(key, input_size)
+    k_in, k_conv, k_bias, k_s6, k_out = jax.random.split(key, 5)
+    E, K, draw = block.channels, block.width, block.kernel_init
+    bound = 1.0 / math.sqrt(K)  # PyTorch's Conv1d init: fan_in = K
+    params = {
+        "w_in": base.draw(draw, k_in, (features, 2 * E), block.param_dtype),
+        "k_conv": jax.random.uniform(k_conv, (K, E), minval=-bound, maxval=bound),
+        "s6": block.cell.init(k_s6, 2 * E),
+        "w_out": base.draw(draw, k_out, (E, block.d_model), block.param_dtype),
+    }
+    if block.conv_bias:
+        params["b_conv"] = jax.random.uniform(k_bias, (E,), minval=-bound, maxval=bound)
+    if block.bias:
+        params |= {"b_in": jnp.zeros((2 * E,)), "b_out": jnp.zeros((block.d_model,))}
+    return jax.tree_util.tree_map(lambda p: p.astype(block.param_dtype), params)
 
 
 def _apply_padded(block, params, xs, seq_lengths, mask, initial_carry, return_sequences):
@@ -174,7 +180,7 @@ def _apply_padded(block, params, xs, seq_lengths, mask, initial_carry, return_se
     xs = jnp.moveaxis(xs, time_axis, 0)  # (T, B..., D)
     num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
     valid = valid_steps(seq_lengths, mask, batch_shape, num_steps, block.time_major)
-    carry0 = _initial_carry(block, initial_carry, batch_shape)
+    carry0 = _initial_carry(block, params, initial_carry, batch_shape)
     x, z = _project_in(block, params, xs)
     u, conv = _conv_padded(block, params, x, valid, seq_lengths, carry0.conv)
     ssm, ys = unroll(
@@ -226,7 +232,7 @@ def _apply_packed(block, params, packed, seq_lengths, mask, initial_carry, retur
     if block.time_major:
         _checks.fail("time_major", "False with a Packed input (rows, slots, features)", True)
     _checks.check_inputs(packed.data, params["w_in"].shape[0], False)
-    carry0 = _initial_carry(block, initial_carry, ())
+    carry0 = _initial_carry(block, params, initial_carry, ())
     x, z = _project_in(block, params, packed.data)
     u, conv = _conv_packed(block, params, packed, x, carry0.conv)
     ssm, ys = unroll(
@@ -265,12 +271,14 @@ def _conv_packed(block, params, packed, x, window0):
     return jax.nn.silu(order(jnp.moveaxis(us, 0, 1))), final
 
 
-def _initial_carry(block, initial_carry, batch_shape) -> MambaCarry:
-    expected = block.initial_carry(batch_shape)
+def _initial_carry(block, params, initial_carry, batch_shape) -> MambaCarry:
+    """The given carry or zeros, in the carry dtype of the block's params
+    and compute dtype (fp32; float64 with float64 params)."""
+    expected = block.initial_carry(batch_shape, base.carry_dtype(block.dtype, params["w_in"].dtype))
     if initial_carry is None:
         return expected
     _checks.check_carry("initial_carry", initial_carry, expected)
-    return jax.tree_util.tree_map(lambda c: c.astype(base.CARRY_DTYPE), initial_carry)
+    return jax.tree_util.tree_map(lambda c, e: c.astype(e.dtype), initial_carry, expected)
 
 
 def _project_in(block, params, xs):
