@@ -4,6 +4,7 @@ from recurrent_jax import backends, cells, initializers, layers
 from recurrent_jax.cells import Cell, LSTMCarry
 from recurrent_jax.engine import Engine
 from recurrent_jax.layers import Layer, bidirectional, layer, stack
+from recurrent_jax.mamba import MambaCarry, mamba_block
 from recurrent_jax.packing import Packed, bucket_by_length, pack, unpack
 from recurrent_jax.sequence import length_mask, unroll
 from recurrent_jax.truncated import truncated_unroll
@@ -13,6 +14,7 @@ __all__ = [
     "Engine",
     "LSTMCarry",
     "Layer",
+    "MambaCarry",
     "Packed",
     "backends",
     "bidirectional",
@@ -24,6 +26,7 @@ __all__ = [
     "layer",
     "layers",
     "length_mask",
+    "mamba_block",
     "nn",
     "pack",
     "stack",

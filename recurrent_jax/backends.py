@@ -268,8 +268,9 @@ def _associative_run(call, carry0, inputs, options):
 
 def _chunked_run(call, carry0, inputs, options):
     length = call.engine.chunk_length or parallel.DEFAULT_CHUNK_LENGTH
+    keep = "return_carries" in call.uses
     inputs = _project(call, inputs)
-    return parallel.linear_scan(call.cell, call.params, carry0, inputs, options, length)
+    return parallel.linear_scan(call.cell, call.params, carry0, inputs, options, length, keep)
 
 
 def _deer_run(call, carry0, inputs, options):

@@ -308,7 +308,7 @@ def stack(
 
 
 def cell_stack(
-    cell: Cell,
+    cell: Cell | Callable[..., Layer],
     num_layers: int = 1,
     *,
     bidirectional: bool = False,
@@ -330,7 +330,10 @@ def cell_stack(
 
     Args:
       cell: the cell of every layer (layer 0 reads D features, the others
-        the previous layer's outputs).
+        the previous layer's outputs), or a block: a function
+        ``block(*, reverse, time_major, engine) -> Layer`` such as
+        ``functools.partial(rj.mamba_block, 64)``, called for each
+        direction; blocks take no per-layer regulariser or learned carry.
       bidirectional, merge_mode: each layer runs both directions, merged
         ("concat" gives 2H features to the next layer).
       dropout: standard dropout on every layer's outputs but the last
@@ -346,6 +349,14 @@ def cell_stack(
     """
     _checks.check_positive_int("num_layers", num_layers)
     _checks.check_bool("bidirectional", bidirectional)
+    if callable(cell) and not isinstance(cell, Cell):
+        if _checks.check_bool("learn_initial_carry", learn_initial_carry):
+            _checks.fail("learn_initial_carry", "False for a block", learn_initial_carry)
+        rates = dict(
+            input_dropout=input_dropout, recurrent_dropout=recurrent_dropout, zoneout=zoneout
+        )
+        one = _block_layer(cell, bidirectional, merge_mode, time_major, engine, rates)
+        return stack([one] * num_layers, dropout=dropout, residual=residual, time_major=time_major)
     per_layer = dict(
         learn_initial_carry=learn_initial_carry,
         dropout=input_dropout,
@@ -363,6 +374,21 @@ def cell_stack(
     else:
         one = layer(cell, **per_layer)
     return stack([one] * num_layers, dropout=dropout, residual=residual, time_major=time_major)
+
+
+def _block_layer(block, bidirectional, merge_mode, time_major, engine, rates) -> Layer:
+    """A layer of ``cell_stack`` made of a block, or of two (a pair)."""
+    for name, rate in rates.items():
+        if not _checks.is_zero(_checks.check_rate(name, rate)):
+            _checks.fail(name, "0 for a block (it takes no per-layer regularisers)", rate)
+    make = lambda reverse: block(reverse=reverse, time_major=time_major, engine=engine)  # noqa: E731
+    if bidirectional:
+        return _pair(make(False), make(True), merge_mode=merge_mode)
+    if merge_mode != "concat":
+        _checks.fail(
+            "merge_mode", "the default 'concat' (it applies with bidirectional=True)", merge_mode
+        )
+    return make(False)
 
 
 def _check_stack_params(params, names) -> None:

@@ -33,12 +33,19 @@ every impl computes the same function as the sequential scan:
 
 Outputs come from the cell's own ``update`` applied to every
 ``(h_{t-1}, x_t)`` pair at once (time as a batch axis), so ``y_t`` is the
-sequential step's output. ``chunked`` runs the associative scan inside
-chunks of ``chunk_length`` steps (by recursive doubling, which compiles
-fast) and a ``lax.scan`` across them, which
-bounds the scan's working memory at long T. Both differentiate by the
-adjoint recurrence (``solve``), itself a parallel scan, so the backward
-pass is as parallel as the forward and stores only a, b and the states.
+sequential step's output. Both differentiate the scan by the adjoint
+recurrence (``solve``), itself a parallel scan, so the backward pass is as
+parallel as the forward.
+
+``associative`` solves all T steps at once, storing the coefficients and
+states of every step, (T, B..., S) each. ``chunked`` runs the whole step —
+coefficients, associative scan and outputs — inside chunks of
+``chunk_length`` steps, under a ``lax.scan`` across chunks that passes only
+the carry; its backward recomputes each chunk from the carry it started
+from (``jax.checkpoint``). So no (T, B..., S) array exists
+unless ``return_carries`` asks for one: memory O(T·(G + H) + L·S) for
+chunk length L, the economy of Mamba's fused kernel for a state S = D·N
+much wider than the input G, for one more forward pass in training.
 """
 
 from __future__ import annotations
@@ -89,8 +96,16 @@ def prefers_associative(cell: Cell, num_steps: int) -> bool:
     return cell.linear is not None and threshold is not None and num_steps >= threshold
 
 
-def linear_scan(cell: Cell, params, carry0, inputs: _step.StepInputs, options, chunk_length=None):
-    """All carries of a linear cell by associative scans.
+def linear_scan(
+    cell: Cell,
+    params,
+    carry0,
+    inputs: _step.StepInputs,
+    options,
+    chunk_length=None,
+    return_carries=True,
+):
+    """All outputs (and carries) of a linear cell by associative scans.
 
     Args:
       cell: a cell with ``linear``, defaults filled.
@@ -99,15 +114,18 @@ def linear_scan(cell: Cell, params, carry0, inputs: _step.StepInputs, options, c
         for reverse.
       options: ``_step.StepOptions``.
       chunk_length: None for one associative scan over all T; else the
-        length of the chunks scanned sequentially.
+        length of the chunks scanned sequentially (see the module doc).
+      return_carries: also return the carry after every step.
 
     Returns:
-      ``(final_carry, ys (T, B..., H), carries (T, B..., S))``.
+      ``(final_carry, ys (T, B..., H), carries (T, B..., S) or None)``.
     """
     num_steps = inputs.xp.shape[0]
     if num_steps == 0:
         empty = carry0[None][:0]
         return carry0, _outputs(cell, params, options, empty, inputs)[1], empty
+    if chunk_length is not None and chunk_length < num_steps:
+        return _chunked_steps(cell, params, carry0, inputs, options, chunk_length, return_carries)
     coeffs = cell.linear(params, inputs.xp)
     form = _form(coeffs)
     if form == LOG and inputs.reset is not None:
@@ -121,6 +139,39 @@ def linear_scan(cell: Cell, params, carry0, inputs: _step.StepInputs, options, c
     prev = jnp.concatenate([carry0[None], carries[:-1]], axis=0)
     ys = _outputs(cell, params, options, prev, inputs)[1]
     return carries[-1], ys, carries
+
+
+def _chunked_steps(cell, params, carry0, inputs, options, chunk_length, return_carries):
+    """``linear_scan`` chunk by chunk: each chunk's steps solved whole, only
+    the carry passed on, each chunk recomputed from it in the backward."""
+    num_steps = inputs.xp.shape[0]
+    num_chunks = -(-num_steps // chunk_length)
+    inputs = _pad_with_invalid_steps(inputs, num_chunks * chunk_length - num_steps)
+
+    @jax.checkpoint
+    def body(carry, chunk):  # one associative scan over the chunk
+        final, ys, carries = linear_scan(cell, params, carry, chunk, options)
+        return final, (ys, carries if return_carries else None)
+
+    chunks = jax.tree_util.tree_map(
+        lambda x: x.reshape(num_chunks, chunk_length, *x.shape[1:]), inputs
+    )
+    final, outs = jax.lax.scan(body, carry0, chunks)
+    steps = lambda x: x.reshape(num_chunks * chunk_length, *x.shape[2:])[:num_steps]  # noqa: E731
+    ys, carries = jax.tree_util.tree_map(steps, outs)
+    return final, ys, carries
+
+
+def _pad_with_invalid_steps(inputs: _step.StepInputs, pad: int) -> _step.StepInputs:
+    """``inputs`` with ``pad`` padded steps at the end (they keep the carry)."""
+    if not pad:
+        return inputs
+    num_steps, batch_shape = inputs.xp.shape[0], inputs.xp.shape[1:-1]
+    valid = inputs.valid
+    if valid is None:
+        valid = jnp.ones((num_steps, *batch_shape), bool)
+    extend = lambda x: jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])  # noqa: E731
+    return jax.tree_util.tree_map(extend, inputs._replace(valid=valid))
 
 
 def _outputs(cell, params, options, prev, inputs):

@@ -41,12 +41,14 @@ CELLS = {
 }
 
 # The state-space cells, linear in the carry: in the engine's contract tests
-# beside the zoo (their equations meet float64 oracles in test_ssm.py).
+# beside the zoo (their equations meet float64 oracles in test_ssm.py and test_s6.py).
 STATE_SPACE_CELLS = {
     "s4d": lambda **o: rj.cells.s4d(H, state_size=4, **o),
     "s5": lambda **o: rj.cells.s5(H, state_size=4, blocks=2, **o),
     "linoss": lambda **o: rj.cells.linoss(H, state_size=2, **o),
     "d-linoss": lambda **o: rj.cells.linoss(H, state_size=2, damping=True, **o),
+    "s6": lambda **o: rj.cells.s6(H, state_size=3, **o),
+    "s6-gate": lambda **o: rj.cells.s6(H, state_size=2, dt_rank=2, gate=True, **o),
 }
 
 # A smaller set covering every family and option, for the engine matrices.

@@ -115,8 +115,16 @@ def _raw(**changes):
         (
             {"model__cell": "lsmt"},
             r"config\.model\.cell: expected one of \['conv_gru', 'conv_lstm', 'elman', 'gru', "
-            r"'linoss', 'lru', 'lstm', 'mgu', 'mingru', 'minlstm', 'rglru', 's4d', 's5'\], "
-            r"got 'lsmt'",
+            r"'linoss', 'lru', 'lstm', 'mamba', 'mgu', 'mingru', 'minlstm', 'rglru', 's4d', 's5', "
+            r"'s6'\], got 'lsmt'",
+        ),
+        (
+            {"model__cell": "mamba", "model__zoneout": 0.1},
+            r"config\.model\.zoneout: expected 0 for the mamba block, got 0\.1",
+        ),
+        (
+            {"model__cell": "s6", "model__bias": "single"},
+            r"config\.model\.bias: expected the default 'double' \(s6 has no bias mode\)",
         ),
         (
             {"model__cell": "gru", "model__engine__impl": "associative"},

@@ -24,6 +24,8 @@ PUBLIC_MODULES = [
     "recurrent_jax.engine",
     "recurrent_jax.backends",
     "recurrent_jax.layers",
+    "recurrent_jax.mamba",
+    "recurrent_jax.short_conv",
     "recurrent_jax.packing",
     "recurrent_jax.cells.conv",
     "recurrent_jax.train.models",

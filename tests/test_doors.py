@@ -77,6 +77,21 @@ def state_space_bidirectional():
     return "Bidirectional", (cell, other), dict(engine=engine, return_carry=True), core
 
 
+def s6_chunked():
+    """The selective SSM by the chunked scan (T = 6: a ragged last chunk)."""
+    cell = rj.cells.s6(H, state_size=3, gate=True)
+    engine = rj.Engine(impl="chunked", chunk_length=4)
+    return "RNN", (cell,), dict(engine=engine, return_carry=True), rj.layer(cell, engine=engine)
+
+
+def mamba_bidirectional():
+    """Two Mamba blocks given as Layers, the backward one reversed."""
+    forward = rj.mamba_block(H, expand=1, state_size=2)
+    backward = rj.mamba_block(H, expand=1, state_size=2, reverse=True, impl="associative")
+    core = rj.bidirectional(forward, backward)
+    return "Bidirectional", (forward, backward), dict(return_carry=True), core
+
+
 CASES = {
     f.__name__: f
     for f in (
@@ -87,6 +102,8 @@ CASES = {
         regularised_gru,
         learned_initial_carry,
         state_space_bidirectional,
+        s6_chunked,
+        mamba_bidirectional,
     )
 }
 
@@ -192,7 +209,9 @@ def test_door_equals_the_core(door, case, rng):
 
 
 @pytest.mark.parametrize("door", ["nnx", "eqx"])
-@pytest.mark.parametrize("case", ["lstm_stack", "state_space_bidirectional"])
+@pytest.mark.parametrize(
+    "case", ["lstm_stack", "state_space_bidirectional", "mamba_bidirectional"]
+)
 def test_params_are_the_core_params(door, case):
     """Names and shapes of ``layer.init``; NNX ⇄ functional ⇄ linen round trip."""
     name, args, options, core = CASES[case]()

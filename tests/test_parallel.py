@@ -42,6 +42,8 @@ LINEAR_CELLS = {
     "linoss-im": lambda: rj.cells.linoss(H, state_size=3),
     "linoss-imex": lambda: rj.cells.linoss(H, state_size=3, discretization="imex"),
     "d-linoss": lambda: rj.cells.linoss(H, state_size=3, damping=True),
+    "s6": lambda: rj.cells.s6(H, state_size=3),
+    "s6-gate": lambda: rj.cells.s6(H, state_size=2, dt_rank=2, gate=True),
 }
 BATCH = (2, 3)
 T = 7
@@ -91,6 +93,7 @@ CASES = [(name, "associative", True) for name in LINEAR_CELLS]
 CASES += [("mingru", "associative", False)]
 CASES += [("mingru-log", "chunked", True), ("lru", "chunked", True)]
 CASES += [("s5-steps", "chunked", True), ("d-linoss", "chunked", False)]
+CASES += [("s6-gate", "chunked", True), ("s6", "chunked", False)]
 
 
 @pytest.mark.parametrize(("name", "impl", "reverse"), CASES)
@@ -107,7 +110,7 @@ def _jit_unroll(cell, **kw):
     return jax.jit(lambda params, xs, h0: rj.unroll(cell, params, xs, initial_carry=h0, **kw))
 
 
-@pytest.mark.parametrize("name", ["mingru", "lru", "s4d", "linoss-imex"])
+@pytest.mark.parametrize("name", ["mingru", "lru", "s4d", "linoss-imex", "s6"])
 def test_parallel_resets_and_return_carries(name, rng):
     cell, params, xs, h0 = _setup(name, rng)
     kw = dict(

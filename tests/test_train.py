@@ -350,6 +350,42 @@ def test_state_space_cells_train_from_the_configs(cell, config, tmp_path):
     assert all(np.isfinite(r["loss"]) for r in read_metrics(tmp_path))
 
 
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "spec, overrides",
+    [
+        ("adding:smoke", dict(model__cell="s6")),
+        pytest.param(
+            "copy:smoke", dict(model__cell="s6", model__engine__impl="chunked"), marks=SLOW
+        ),
+        pytest.param("digits:smoke", dict(model__cell="s6"), marks=SLOW),
+        ("adding:smoke", dict(model__cell="mamba", model__engine__impl="associative")),
+        ("copy:smoke", dict(model__cell="mamba", model__num_layers=2, model__residual=True)),
+        pytest.param("digits:smoke", dict(model__cell="mamba"), marks=SLOW),
+    ],
+    ids=str,
+)
+def test_selective_ssm_trains_from_a_config(spec, overrides):
+    """``model.cell`` "s6" (stacked cells) and "mamba" (stacked blocks)
+    train on the long-range tasks and sequential digits, on any backend."""
+    if spec.startswith("digits"):
+        pytest.importorskip("sklearn")
+    before = _init_params(experiment(spec, **overrides))
+    after = jax.tree_util.tree_leaves(_train_params(experiment(spec, **overrides)))
+    moved = [
+        np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(after, before, strict=True)
+    ]
+    assert min(moved) > 0  # every parameter was trained
+
+
+def _init_params(config):
+    setup = core.make_setup(config)
+    state = core.init_state(setup, core.default_hparams(config), jax.random.key(0))
+    return jax.tree_util.tree_leaves(state.params)
+
+
 def test_parallel_impls_train_like_the_sequential_scan():
     """minGRU trained with ``impl="chunked"`` ends at the parameters of
     ``impl="scan"``."""

@@ -32,8 +32,9 @@ TOL = dict(atol=1e-5, rtol=1e-5)
 EPS32 = 2.0**-24  # unit roundoff of float32
 
 # The engine matrices run in full under `-m slow`; the default run keeps one
-# fused-capable and one scan-only family, and the oscillator cell (2×2 blocks).
-FAST_FAMILIES = ("lstm", "mgu", "linoss")
+# fused-capable and one scan-only family, the oscillator cell (2×2 blocks)
+# and the selective SSM.
+FAST_FAMILIES = ("lstm", "mgu", "linoss", "s6-gate")
 
 
 def families(fast=FAST_FAMILIES):
@@ -148,7 +149,8 @@ def rounding_tolerance(name, params, carry0, xs, *, lengths=None, reverse=False,
 
     For most cells the spread is ~1e-7 and the default tolerance stands
     (for the state-space cells, linear in the carry over T = 5 steps, it is
-    taken to be: their float64 equations are in test_ssm.py). The
+    taken to be: their float64 equations are in test_ssm.py and
+    test_s6.py). The
     LayerNorm LSTM is the exception: it normalises each gate's H = 4
     pre-activations by their spread σ, so rounding errors grow by 1/σ where
     σ is small (σ = 0.013 at one step of this test's reverse case, whose
@@ -479,7 +481,7 @@ def test_unroll_factor_does_not_change_results(rng):
 
 @pytest.mark.parametrize(
     "name, impl",
-    [("lstm", "auto"), ("s5", "associative"), ("d-linoss", "chunked")],
+    [("lstm", "auto"), ("s5", "associative"), ("d-linoss", "chunked"), ("s6", "chunked")],
 )
 def test_vmap_over_params_equals_a_loop(name, impl, rng):
     cell = (CELLS | STATE_SPACE_CELLS)[name]()

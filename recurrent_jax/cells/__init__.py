@@ -10,6 +10,7 @@ from recurrent_jax.cells._mingru import mingru, minlstm
 from recurrent_jax.cells._rglru import rglru
 from recurrent_jax.cells._s4d import s4d
 from recurrent_jax.cells._s5 import s5
+from recurrent_jax.cells._s6 import s6
 from recurrent_jax.cells.base import Cell, CellOptions, LSTMCarry, with_defaults
 from recurrent_jax.cells.conv import conv_gru, conv_lstm
 from recurrent_jax.cells.xlstm import MLSTMCarry, SLSTMCarry, mlstm, mlstm_parallel, slstm
@@ -26,6 +27,7 @@ REGISTRY = {
     "s4d": s4d,
     "s5": s5,
     "linoss": linoss,
+    "s6": s6,
 }
 """The families configs and the seq2seq builder name: ``name(hidden_size, **options)``."""
 
@@ -67,6 +69,7 @@ __all__ = [
     "rglru",
     "s4d",
     "s5",
+    "s6",
     "slstm",
     "with_defaults",
 ]

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from recurrent_jax import _checks, _imports, backends, cells
+from recurrent_jax import _checks, _imports, backends, cells, mamba
 from recurrent_jax.engine import Engine
 from recurrent_jax.layers import RATES
 from recurrent_jax.seq2seq import model as seq2seq_model
@@ -75,7 +75,8 @@ class _RecurrentModel:
         _checks.check_positive("num_layers", self.num_layers)
         impl = self.engine.impl
         family = self.cell_constructor() if _imports.is_import_path(self.cell) else self.cell
-        if impl in backends.PARALLEL_IN_TIME and not cells.linear_in_carry(family):
+        linear = family in mamba.BLOCKS or cells.linear_in_carry(family)  # a block's SSM is linear
+        if impl in backends.PARALLEL_IN_TIME and not linear:
             _checks.fail(
                 "engine.impl", f"a backend other than {impl!r} for the {self.cell} cell", impl
             )
@@ -95,7 +96,7 @@ class _RecurrentModel:
             return _imports.checked_function(
                 found, self.cell, what="cell", returns=cells.Cell, wanted="rj.Cell", args=(1,)
             )
-        return {**cells.REGISTRY, **cells.CONV_REGISTRY}[self.cell]
+        return {**cells.REGISTRY, **cells.CONV_REGISTRY, **mamba.BLOCKS}[self.cell]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +118,11 @@ class RNNModelConfig(_RecurrentModel):
     0: dense). ``bias`` is the cells' bias mode ("double" as PyTorch,
     "single" as Keras, "none"). ``cell`` may also be a researcher's own, by
     import path (``"my_cells:my_cell"``: a constructor with the signature of
-    ``rj.cells.lstm``, hidden size -> ``rj.Cell``).
+    ``rj.cells.lstm``, hidden size -> ``rj.Cell``). ``cell="mamba"`` stacks
+    Mamba blocks (``rj.mamba_block`` with d_model = ``hidden_size`` and its
+    defaults), which take ``dropout`` between layers but no per-layer
+    regulariser, and ``engine`` for their SSM. ``residual`` adds each
+    layer's input to its output from the second layer up (``cell_stack``).
 
     Token inputs (a task of int ids, ``TaskSpec.input_vocab``) go through an
     embedding of ``embedding_size`` features (params ``embedding`` (V, E)).
@@ -127,7 +132,7 @@ class RNNModelConfig(_RecurrentModel):
     """
 
     KIND: ClassVar[str] = "rnn"
-    CELLS: ClassVar[tuple[str, ...]] = (*cells.REGISTRY, *cells.CONV_REGISTRY)
+    CELLS: ClassVar[tuple[str, ...]] = (*cells.REGISTRY, *cells.CONV_REGISTRY, *mamba.BLOCKS)
 
     bidirectional: bool = False
     dropout: float = 0.0
@@ -140,6 +145,7 @@ class RNNModelConfig(_RecurrentModel):
     bias: str = "double"
     embedding_size: int | None = None
     pooling: str = "last"
+    residual: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -175,8 +181,20 @@ class RNNModelConfig(_RecurrentModel):
             )
         for name in RATES:
             _checks.check_rate(name, getattr(self, name))
+        self._check_block()
         if not self.init_scale > 0:
             _checks.fail("init_scale", "a positive float", self.init_scale)
+
+    def _check_block(self):
+        """A block (``mamba``) has no bias mode and takes no per-layer
+        regulariser (``dropout`` between layers applies)."""
+        if self.cell not in mamba.BLOCKS and self.cell != "s6":
+            return
+        if self.bias != "double":
+            _checks.fail("bias", f"the default 'double' ({self.cell} has no bias mode)", self.bias)
+        for name in ("input_dropout", "recurrent_dropout", "zoneout"):
+            if self.cell in mamba.BLOCKS and getattr(self, name):
+                _checks.fail(name, f"0 for the {self.cell} block", getattr(self, name))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,12 +11,15 @@ non-zero).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 import recurrent_jax as rj
 from recurrent_jax.data.base import LAST, Batch, TaskSpec, losses_and_metrics
 from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
+from recurrent_jax.mamba import BLOCKS
 from recurrent_jax.train.config import ConfigError, RNNModelConfig
 from recurrent_jax.train.hparams import Rates
 
@@ -60,9 +63,13 @@ def check_task(model: RNNModelConfig, task: TaskSpec) -> None:
         )
 
 
-def make_cell(model: RNNModelConfig, spatial_dims: int = 0, forget_bias=None) -> rj.Cell:
+def make_cell(model: RNNModelConfig, spatial_dims: int = 0, forget_bias=None):
     """The config's cell; a convolutional one over ``spatial_dims`` axes.
-    ``forget_bias`` (an LSTM's, traced at init) overrides the default."""
+    ``forget_bias`` (an LSTM's, traced at init) overrides the default. A
+    block (``mamba``) comes as ``block(**layer_options) -> Layer`` of
+    ``hidden_size`` features, as ``layers.cell_stack`` takes it."""
+    if model.cell in BLOCKS:
+        return functools.partial(BLOCKS[model.cell], model.hidden_size)
     options = {"num_heads": model.num_heads} if model.num_heads else {}
     if forget_bias is not None:
         options["forget_bias"] = forget_bias
@@ -87,6 +94,7 @@ def make_network(
         make_cell(model, spatial_dims, forget_bias),
         model.num_layers,
         bidirectional=model.bidirectional,
+        residual=model.residual,
         engine=model.engine,
         **rates._asdict(),
     )
