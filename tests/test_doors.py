@@ -209,9 +209,7 @@ def test_door_equals_the_core(door, case, rng):
 
 
 @pytest.mark.parametrize("door", ["nnx", "eqx"])
-@pytest.mark.parametrize(
-    "case", ["lstm_stack", "state_space_bidirectional", "mamba_bidirectional"]
-)
+@pytest.mark.parametrize("case", ["lstm_stack", "state_space_bidirectional", "mamba_bidirectional"])
 def test_params_are_the_core_params(door, case):
     """Names and shapes of ``layer.init``; NNX ⇄ functional ⇄ linen round trip."""
     name, args, options, core = CASES[case]()
