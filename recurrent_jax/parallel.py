@@ -81,8 +81,10 @@ def prefers_associative(cell: Cell, num_steps: int) -> bool:
     return cell.linear is not None and threshold is not None and num_steps >= threshold
 
 
-def linear_scan(cell: Cell, params, carry0, inputs: _step.StepInputs, options, chunk_length=None):
-    """All carries of a linear cell by associative scans.
+def linear_scan(
+    cell: Cell, params, carry0, inputs: _step.StepInputs, options, chunk_length=None, solver=None
+):
+    """All carries of a linear cell by associative scans, or by ``solver``.
 
     Args:
       cell: a cell with ``linear``, defaults filled.
@@ -92,6 +94,10 @@ def linear_scan(cell: Cell, params, carry0, inputs: _step.StepInputs, options, c
       options: ``_step.StepOptions``.
       chunk_length: None for one associative scan over all T; else the
         length of the chunks scanned sequentially.
+      solver: None, or ``solver(a, b, h0) -> states``, a sequential solver of
+        linear-space coefficients (``pallas_tpu.scan``). Log-space ones are
+        exponentiated for it: a sequential recurrence forms no products over
+        time, so it takes them as exactly as the plain scan.
 
     Returns:
       ``(final_carry, ys (T, B..., H), carries (T, B..., S))``.
@@ -102,6 +108,8 @@ def linear_scan(cell: Cell, params, carry0, inputs: _step.StepInputs, options, c
         return carry0, _outputs(cell, params, options, empty, inputs)[1], empty
     coeffs = cell.linear(params, inputs.xp)
     log_space = isinstance(coeffs, LogCoefficients)
+    if log_space and solver is not None:
+        coeffs, log_space = (jnp.exp(coeffs.log_a), jnp.exp(coeffs.log_b)), False
     is_complex = jnp.iscomplexobj(coeffs[0])
     if log_space and inputs.reset is not None:
         raise ValueError(
@@ -109,7 +117,9 @@ def linear_scan(cell: Cell, params, carry0, inputs: _step.StepInputs, options, c
             "scan; use impl='scan' or a linear-space cell"
         )
     a, b = _edit(coeffs, inputs, options, log_space, is_complex)
-    states = solve(a, b, _to_state(carry0, is_complex), log_space, chunk_length)
+    if solver is None:
+        solver = functools.partial(solve, log_space=log_space, chunk_length=chunk_length)
+    states = solver(a, b, _to_state(carry0, is_complex))
     carries = _from_state(states, is_complex)
     prev = jnp.concatenate([carry0[None], carries[:-1]], axis=0)
     ys = _outputs(cell, params, options, prev, inputs)[1]

@@ -66,7 +66,7 @@ class _RecurrentModel:
         _checks.check_positive("num_layers", self.num_layers)
         impl = self.engine.impl
         family = self.cell_constructor() if _imports.is_import_path(self.cell) else self.cell
-        if impl in backends.PARALLEL_IN_TIME and not cells.linear_in_carry(family):
+        if impl in backends.LINEAR_ONLY and not cells.linear_in_carry(family):
             _checks.fail(
                 "engine.impl", f"a backend other than {impl!r} for the {self.cell} cell", impl
             )
