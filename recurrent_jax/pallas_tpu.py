@@ -296,28 +296,59 @@ def _kernel(form: Form, adjoint: bool, n_a: int, *refs):
 
 
 def _kernel_call(form: Form, blocks: Blocks, adjoint: bool, a, b, h0):
-    """The pallas_call over planes; the Mosaic kernel where the call is
-    lowered for TPU, Pallas interpret mode everywhere else."""
-    num_time = blocks.padded_steps // blocks.time_block
-    tb, rb = blocks.time_block, blocks.row_block
-    if adjoint:  # time blocks last to first
-        series = pl.BlockSpec((tb, rb, LANES), lambda r, s: (num_time - 1 - s, r, 0))
-    else:
-        series = pl.BlockSpec((tb, rb, LANES), lambda r, s: (s, r, 0))
-    row = pl.BlockSpec((rb, LANES), lambda r, s: (r, 0))
+    """The kernel over planes a, b (T', R, 128) and h0 (R, 128): states,
+    or with ``adjoint`` the cotangents λ of b."""
+    call = _call(form, blocks.time_block, blocks.row_block, adjoint, len(a))
+    return tuple(call(*a, *b, *h0))
+
+
+@functools.cache
+def _call(form: Form, time_block: int, row_block: int, adjoint: bool, n_a: int):
+    """The kernel as a function of the flat planes; under ``jax.vmap`` the
+    mapped axis is folded into rows, so a sweep of runs is one kernel over
+    more rows (and ``platform_dependent`` is never batched: TPU interpret
+    mode's callbacks cannot be)."""
+
+    @jax.custom_batching.custom_vmap
+    def call(*planes):
+        return tuple(_pallas_call(form, time_block, row_block, adjoint, n_a, planes))
+
+    @call.def_vmap
+    def fold_into_rows(axis_size, in_batched, *planes):
+        planes = [
+            p if batched else jnp.broadcast_to(p, (axis_size, *p.shape))
+            for p, batched in zip(planes, in_batched, strict=True)
+        ]
+        folded = [jnp.moveaxis(p, 0, -3).reshape(*p.shape[1:-2], -1, LANES) for p in planes]
+        outs = call(*folded)
+        unfolded = [o.reshape(o.shape[0], axis_size, -1, LANES) for o in outs]
+        return tuple(jnp.moveaxis(o, 1, 0) for o in unfolded), (True,) * len(outs)
+
+    return call
+
+
+def _pallas_call(form: Form, time_block, row_block, adjoint, n_a, planes):
+    """The pallas_call: the Mosaic kernel where it is lowered for TPU,
+    Pallas interpret mode everywhere else."""
     n_h = form.h_planes
+    num_steps, rows, _ = planes[n_a].shape
+    num_time = num_steps // time_block
+
+    def index(r, s):  # the adjoint takes time blocks last to first
+        return (num_time - 1 - s if adjoint else s, r, 0)
+
+    series = pl.BlockSpec((time_block, row_block, LANES), index)
+    row = pl.BlockSpec((row_block, LANES), lambda r, s: (r, 0))
     options = dict(
-        out_shape=[jax.ShapeDtypeStruct(b[0].shape, jnp.float32)] * n_h,
-        grid=(blocks.rows // rb, num_time),
-        in_specs=[series] * (len(a) + n_h) + [row] * n_h,
+        out_shape=[jax.ShapeDtypeStruct((num_steps, rows, LANES), jnp.float32)] * n_h,
+        grid=(rows // row_block, num_time),
+        in_specs=[series] * (n_a + n_h) + [row] * n_h,
         out_specs=[series] * n_h,
-        scratch_shapes=[pltpu.VMEM((rb, LANES), jnp.float32)] * n_h,
-        compiler_params=SEMANTICS,
+        scratch_shapes=[pltpu.VMEM((row_block, LANES), jnp.float32)] * n_h,
+        compiler_params=SEMANTICS,  # kept when interpreted: TPU interpret mode simulates it
         name=f"recurrent_jax_linear_{form.name}{'_adjoint' if adjoint else ''}",
     )
-    kernel = functools.partial(_kernel, form, adjoint, len(a))
-    # Both keep the grid's semantics, which TPU interpret mode simulates.
+    kernel = functools.partial(_kernel, form, adjoint, n_a)
     native = lambda *ops: pl.pallas_call(kernel, **options)(*ops)  # noqa: E731
     interpreted = lambda *ops: pl.pallas_call(kernel, interpret=True, **options)(*ops)  # noqa: E731
-    outs = jax.lax.platform_dependent(*a, *b, *h0, tpu=native, default=interpreted)
-    return tuple(outs)
+    return jax.lax.platform_dependent(*planes, tpu=native, default=interpreted)
