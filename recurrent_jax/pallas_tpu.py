@@ -21,7 +21,8 @@ on chip, the design of recurrentgemma's RG-LRU kernel
   run in order ("arbitrary"), the carry in VMEM scratch between them. Inside
   a block a ``fori_loop`` runs its steps with the carry in vector registers,
   one (row_block, 128) tile per plane and step. Padding steps are identity
-  steps (a = 1, b = 0); padding rows are too.
+  steps (a = 1, b = 0); padding rows are too. Under ``jax.vmap`` (a sweep of
+  runs) the mapped axis is folded into the rows: one kernel, more rows.
 - **Backward** (``custom_vjp``). The cotangents of the states g_t give the
   adjoint recurrence, run by the same kernel backwards in time on the
   transposed (for complex: conjugated) coefficients:
@@ -67,8 +68,9 @@ from recurrent_jax import _checks
 LANES = 128
 SUBLANES = 8  # a float32 vector register is (8, 128)
 MAX_TIME_BLOCK = 256
-# The blocks of one grid step, double-buffered, stay within this much VMEM
-# (half of the 16 MiB scoped by default on v4 and v5e).
+# The blocks of one grid step, double-buffered, stay within this much VMEM:
+# half of 16 MiB, the smallest default scoped VMEM limit we expect (not yet
+# checked on a TPU; benchmarks/tpu_scan.sh times larger blocks too).
 VMEM_BUDGET = 8 * 2**20
 UNROLL = 8  # steps per iteration of the loop inside a block
 # rows of recurrences are independent; time blocks run in order
