@@ -5,7 +5,9 @@
     python benchmarks/tpu_scan.py --smoke             # tiny shapes, any host
 
 1. Check: ``rj.unroll`` with the kernel against the plain scan for every
-   linear cell (values and gradients; padding, resets, reverse), natively.
+   linear cell (values and gradients; padding, resets, reverse), natively;
+   on a host of several devices also a sweep sharded over all of them (the
+   kernel partitioned by rows).
 2. Time ``h_t = a_t h_{t−1} + b_t`` over (B, T, N) at the issue's shapes,
    real and complex, forward and forward + backward (the gradient of
    ``sum(states · w)``): the kernel (``pallas_tpu.scan``), the associative
@@ -115,7 +117,8 @@ def time_solvers(form, shape, rounds, solvers):
 
 
 def check_cells(smoke):
-    """Max |kernel − scan| of outputs, final carries and gradients per cell."""
+    """The kernel's ``difference`` from the scan in outputs, final carries and
+    gradients, per cell."""
     batch, steps, hidden, inputs = (3, 37, 16, 8) if smoke else (8, 700, 256, 64)
     rng = np.random.default_rng(1)
     xs = jnp.asarray(rng.standard_normal((batch, steps, inputs)), jnp.float32)
@@ -137,10 +140,43 @@ def check_cells(smoke):
 
             return jax.jit(lambda p: (outputs(p), jax.grad(loss)(p)))(params)
 
-        got, want = run("pallas_tpu"), run("scan")
-        diffs = jax.tree_util.tree_map(lambda x, y: float(jnp.max(jnp.abs(x - y))), got, want)
-        rows.append(dict(cell=name, max_abs_difference=max(jax.tree_util.tree_leaves(diffs))))
+        rows.append(dict(cell=name, difference=difference(run("pallas_tpu"), run("scan"))))
     return rows
+
+
+def difference(got, want) -> float:
+    """The largest normwise difference of two trees: per leaf
+    max |got − want| / max(1, max |want|)."""
+    diffs = jax.tree_util.tree_map(
+        lambda g, w: float(jnp.max(jnp.abs(g - w)) / jnp.maximum(1.0, jnp.max(jnp.abs(w)))),
+        got,
+        want,
+    )
+    return max(jax.tree_util.tree_leaves(diffs))
+
+
+def check_mesh():
+    """The kernel's ``difference`` from the scan for a sweep of minGRU runs
+    sharded over every device (the kernel partitioned by rows), or None on
+    one device."""
+    devices = jax.devices()
+    if len(devices) == 1:
+        return None
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.array(devices), ("runs",))
+    cell = rj.cells.mingru(256)
+    keys = jax.random.split(jax.random.key(0), 2 * len(devices))
+    params = jax.vmap(lambda k: cell.init(k, 64))(keys)
+    xs = jnp.asarray(np.random.default_rng(2).standard_normal((8, 512, 64)), jnp.float32)
+
+    def sweep(impl):
+        loss = lambda p: jnp.sum(jnp.sin(rj.unroll(cell, p, xs, impl=impl)[1]))  # noqa: E731
+        return jax.jit(jax.vmap(jax.value_and_grad(loss), spmd_axis_name="runs"))
+
+    sharded = jax.device_put(params, NamedSharding(mesh, P("runs")))
+    return difference(sweep("pallas_tpu")(sharded), sweep("scan")(sharded))
 
 
 def time_blocks(shape, rounds):
@@ -176,6 +212,7 @@ def main(argv=None):
         device=device.device_kind,
         jax=jax.__version__,
         cells=check_cells(args.smoke),
+        mesh_difference=None if args.smoke else check_mesh(),
         solvers=[
             row
             for shape in shapes
@@ -193,9 +230,12 @@ def main(argv=None):
 
 def report(results):
     print(f"{results['device']}, jax {results['jax']}")
+    mesh = results["mesh_difference"]
+    if mesh is not None:
+        print(f"a sweep over all devices: kernel against scan, normwise {mesh:.2e}")
     print_table(
-        ["cell", "max |kernel - scan|"],
-        [(r["cell"], f"{r['max_abs_difference']:.2e}") for r in results["cells"]],
+        ["cell", "kernel against scan, normwise"],
+        [(r["cell"], f"{r['difference']:.2e}") for r in results["cells"]],
     )
     by_key = {(r["form"], tuple(r["shape"]), r["solver"]): r for r in results["solvers"]}
     rows = []

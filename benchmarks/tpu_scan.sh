@@ -6,7 +6,8 @@
 #
 # 1. compile and check, natively: rj.unroll with the kernel against the plain
 #    scan for LRU, RG-LRU, minGRU and log-space minLSTM (values, gradients;
-#    padding, resets, reverse), and every timed solver against lax.scan;
+#    padding, resets, reverse), a sweep sharded over all the host's devices
+#    (the kernel partitioned by rows) and every timed solver against lax.scan;
 # 2. time h_t = a_t h_{t-1} + b_t at (B, T, N) = (16, 4096, 256) and
 #    (64, 1024, 1024), real and complex, forward and forward + backward: the
 #    kernel against lax.associative_scan (parallel.solve) and lax.scan;

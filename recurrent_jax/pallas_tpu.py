@@ -61,7 +61,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.custom_partitioning import custom_partitioning
 from jax.experimental.pallas import tpu as pltpu
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from recurrent_jax import _checks
 
@@ -300,20 +303,36 @@ def _kernel(form: Form, adjoint: bool, n_a: int, *refs):
 def _kernel_call(form: Form, blocks: Blocks, adjoint: bool, a, b, h0):
     """The kernel over planes a, b (T', R, 128) and h0 (R, 128): states,
     or with ``adjoint`` the cotangents λ of b."""
-    call = _call(form, blocks.time_block, blocks.row_block, adjoint, len(a))
-    return tuple(call(*a, *b, *h0))
+    spec = _Spec(form, blocks.time_block, blocks.row_block, adjoint, len(a))
+    return tuple(_call(spec)(*a, *b, *h0))
+
+
+class _Spec(NamedTuple):
+    """What fixes one pallas_call but its operands' shapes."""
+
+    form: Form
+    time_block: int
+    row_block: int
+    adjoint: bool
+    n_a: int  # a-planes among the operands
 
 
 @functools.cache
-def _call(form: Form, time_block: int, row_block: int, adjoint: bool, n_a: int):
-    """The kernel as a function of the flat planes; under ``jax.vmap`` the
-    mapped axis is folded into rows, so a sweep of runs is one kernel over
-    more rows (and ``platform_dependent`` is never batched: TPU interpret
-    mode's callbacks cannot be)."""
+def _call(spec: _Spec):
+    """The kernel as a function of the flat planes: the Mosaic kernel
+    (partitioned over devices by rows) where it is lowered for TPU, Pallas
+    interpret mode everywhere else. Under ``jax.vmap`` the mapped axis is
+    folded into rows, so a sweep of runs is one kernel over more rows (and
+    ``platform_dependent`` is never batched: TPU interpret mode's callbacks
+    cannot be)."""
+    native = _partitioned(spec)
+
+    def interpreted(*planes):
+        return _pallas_call(spec, planes, interpret=True)
 
     @jax.custom_batching.custom_vmap
     def call(*planes):
-        return tuple(_pallas_call(form, time_block, row_block, adjoint, n_a, planes))
+        return tuple(jax.lax.platform_dependent(*planes, tpu=native, default=interpreted))
 
     @call.def_vmap
     def fold_into_rows(axis_size, in_batched, *planes):
@@ -329,28 +348,69 @@ def _call(form: Form, time_block: int, row_block: int, adjoint: bool, n_a: int):
     return call
 
 
-def _pallas_call(form: Form, time_block, row_block, adjoint, n_a, planes):
-    """The pallas_call: the Mosaic kernel where it is lowered for TPU,
-    Pallas interpret mode everywhere else."""
+def _partitioned(spec: _Spec):
+    """The Mosaic kernel as an op that XLA partitions over devices: each
+    device runs it on its own rows (split as the operands' rows are, into
+    whole row blocks); time and lanes are never split. XLA cannot partition
+    a Mosaic kernel itself, so without this no program partitioned over
+    several devices (a sweep over a mesh) could hold it. (The interpreted
+    kernel is plain XLA, which partitions itself.)"""
+    n_h = spec.form.h_planes
+
+    def local(*planes):
+        return tuple(_pallas_call(spec, planes, interpret=False))
+
+    def shardings(mesh, arg_shapes):
+        axes = _row_axes(mesh, arg_shapes[0], spec.row_block)
+        series, row = NamedSharding(mesh, P(None, axes, None)), NamedSharding(mesh, P(axes, None))
+        return (series,) * (spec.n_a + n_h) + (row,) * n_h, (series,) * n_h
+
+    def partition(mesh, arg_shapes, result_shape):
+        args, results = shardings(mesh, arg_shapes)
+        return mesh, local, results, args
+
+    kernel = custom_partitioning(local)
+    operands = ["t r l"] * (spec.n_a + n_h) + ["r l"] * n_h
+    kernel.def_partition(
+        partition,
+        infer_sharding_from_operands=lambda mesh, args, result: shardings(mesh, args)[1],
+        sharding_rule=f"{', '.join(operands)} -> {', '.join(['t r l'] * n_h)}",
+        need_replication_factors=("t", "l"),
+    )
+    return kernel
+
+
+def _row_axes(mesh, plane, row_block: int):
+    """The mesh axes that split ``plane``'s rows (axis 1) into whole row
+    blocks on every device, or None (rows replicated)."""
+    spec = getattr(plane.sharding, "spec", ())
+    axes = spec[1] if len(spec) > 1 else None
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    devices = math.prod(mesh.shape[name] for name in names)
+    return axes if names and plane.shape[1] % (devices * row_block) == 0 else None
+
+
+def _pallas_call(spec: _Spec, planes, interpret: bool):
+    """The pallas_call over ``planes``' shapes, native or interpreted."""
+    form, time_block, row_block, n_a = spec.form, spec.time_block, spec.row_block, spec.n_a
     n_h = form.h_planes
     num_steps, rows, _ = planes[n_a].shape
     num_time = num_steps // time_block
 
     def index(r, s):  # the adjoint takes time blocks last to first
-        return (num_time - 1 - s if adjoint else s, r, 0)
+        return (num_time - 1 - s if spec.adjoint else s, r, 0)
 
     series = pl.BlockSpec((time_block, row_block, LANES), index)
     row = pl.BlockSpec((row_block, LANES), lambda r, s: (r, 0))
-    options = dict(
+    call = pl.pallas_call(
+        functools.partial(_kernel, form, spec.adjoint, n_a),
         out_shape=[jax.ShapeDtypeStruct((num_steps, rows, LANES), jnp.float32)] * n_h,
         grid=(rows // row_block, num_time),
         in_specs=[series] * (n_a + n_h) + [row] * n_h,
         out_specs=[series] * n_h,
         scratch_shapes=[pltpu.VMEM((row_block, LANES), jnp.float32)] * n_h,
         compiler_params=SEMANTICS,  # kept when interpreted: TPU interpret mode simulates it
-        name=f"recurrent_jax_linear_{form.name}{'_adjoint' if adjoint else ''}",
+        interpret=interpret,
+        name=f"recurrent_jax_linear_{form.name}{'_adjoint' if spec.adjoint else ''}",
     )
-    kernel = functools.partial(_kernel, form, adjoint, n_a)
-    native = lambda *ops: pl.pallas_call(kernel, **options)(*ops)  # noqa: E731
-    interpreted = lambda *ops: pl.pallas_call(kernel, interpret=True, **options)(*ops)  # noqa: E731
-    return jax.lax.platform_dependent(*planes, tpu=native, default=interpreted)
+    return call(*planes)

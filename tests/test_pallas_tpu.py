@@ -6,7 +6,10 @@ arbitrary axes and two TensorCores simulated, race detection on), against:
   coefficients of each form (real, complex, 2×2 blocks), and ``jax.grad`` of
   a ``lax.scan`` of the same recurrence;
 - the plain scan (``impl="scan"``) for every linear cell: outputs, final
-  carries, per-step carries and gradients, with padding, resets and reverse.
+  carries, per-step carries and gradients, with padding, resets and reverse;
+- the same sweep unsharded, for a sweep over a mesh of 4 CPU devices (in a
+  child process: this file is also its script), where each device runs the
+  kernel on its own runs' rows.
 
 Lowering for TPU (Mosaic) is proven in tests/test_lowering.py.
 
@@ -21,6 +24,10 @@ batch in another order: values to rel 2e-6, gradients to rel 1e-5.
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -345,3 +352,72 @@ def test_an_explicit_request_that_cannot_run_says_why(cell, platform, kw, reason
 def test_float64_is_refused_with_a_reason(monkeypatch):
     with pytest.raises(ValueError, match=r"Mosaic computes it in float32, got \['float64'\]"):
         choice(rj.cells.mingru(6), "tpu", monkeypatch, impl="pallas_tpu", xs_dtype=jnp.float64)
+
+
+# --- a sweep over a mesh --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_sweep_over_a_mesh():
+    """Runs sharded over 4 devices (``vmap(spmd_axis_name=...)``, as
+    ``rj.distributed`` does): the values equal the unsharded scan's (here the
+    interpreted kernel, plain XLA, which XLA partitions itself); lowered for
+    TPU the Mosaic kernel is a custom-partitioned op split by rows (XLA cannot
+    partition a Mosaic kernel), and the kernel each device then runs lowers
+    for TPU in that fully manual context."""
+    child = subprocess.run(
+        [sys.executable, __file__, "mesh"], capture_output=True, text=True, timeout=600
+    )
+    assert child.returncode == 0, child.stdout + child.stderr
+    report = json.loads(child.stdout.splitlines()[-1])
+    assert report["max_error"] < GRADS
+    assert report["partitioned_ops"] == 2 and report["tpu_calls_per_device"] == 2
+    assert report["row_axes"] == ["runs", None]  # 32 rows split 4 ways in blocks of 8; 8 not
+
+
+def _mesh_child():
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", 4)
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()), ("runs",))
+    rng = np.random.default_rng(0)
+    cell = rj.cells.mingru(16)
+    runs = [random_params(cell, rng, D) for _ in range(4)]
+    params = jax.tree_util.tree_map(lambda *p: jnp.stack(p), *runs)
+    xs = normal(rng, (2, 20, D))
+
+    def sweep(impl):
+        loss = lambda p: jnp.sum(jnp.sin(rj.unroll(cell, p, xs, impl=impl)[1]))  # noqa: E731
+        return jax.vmap(jax.value_and_grad(loss), spmd_axis_name="runs")
+
+    sharded = jax.device_put(params, NamedSharding(mesh, P("runs")))
+    partitioned = jax.jit(sweep("pallas_tpu"))
+    got, want = partitioned(sharded), jax.jit(sweep("scan"))(params)
+    errors = jax.tree_util.tree_map(
+        lambda g, w: float(jnp.abs(g - w).max() / max(1.0, float(jnp.abs(w).max()))), got, want
+    )
+    for_tpu = partitioned.trace(sharded).lower(lowering_platforms=("tpu",)).as_text()
+    per_device = jax.shard_map(  # Pallas's outputs declare no varying mesh axes
+        sweep("pallas_tpu"), mesh=mesh, in_specs=P("runs"), out_specs=P("runs"), check_vma=False
+    )
+    exported = jax.export.export(jax.jit(per_device), platforms=["tpu"])(sharded)
+    planes = [
+        jax.ShapeDtypeStruct(
+            (16, rows, 128), jnp.float32, sharding=NamedSharding(mesh, P(None, "runs"))
+        )
+        for rows in (32, 8)
+    ]
+    report = dict(
+        max_error=max(jax.tree_util.tree_leaves(errors)),
+        partitioned_ops=for_tpu.count("CustomSPMDPartitioning"),
+        tpu_calls_per_device=exported.mlir_module().count("tpu_custom_call"),
+        row_axes=[pallas_tpu._row_axes(mesh, plane, 8) for plane in planes],
+    )
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    {"mesh": _mesh_child}[sys.argv[1]]()
