@@ -150,7 +150,8 @@ def scan(a, b, h0, *, time_block: int | None = None, row_block: int = SUBLANES):
     Args:
       a, b: (T, B..., N) float32, or complex64 for complex diagonal
         coefficients; or 2×2 blocks, ``a`` (T, B..., N, 2, 2) and ``b``
-        (T, B..., N, 2) float32. ``a`` broadcasts to ``b``.
+        (T, B..., N, 2) float32. ``a`` broadcasts to ``b``'s shape (blocks:
+        to it with a trailing 2, from the same number of axes).
       h0: (B..., N) (complex when a is), or (B..., N, 2) for blocks.
       time_block: steps per grid step, a multiple of 8 (None: the most, up
         to ``MAX_TIME_BLOCK``, whose blocks fit ``VMEM_BUDGET``, and no more
