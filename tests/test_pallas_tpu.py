@@ -303,6 +303,20 @@ def test_forward_direction(rng, tpu_interpret, small_time_blocks):
 
 
 @pytest.mark.slow
+def test_remat_segments_run_the_kernel(rng, tpu_interpret):
+    cell = rj.cells.lru(6, state_size=5)
+    params, xs = random_params(cell, rng, D), normal(rng, (2, 11, D))
+
+    def grads(**kw):
+        loss = lambda p: jnp.sum(jnp.sin(rj.unroll(cell, p, xs, seq_lengths=[11, 6], **kw)[1]))  # noqa: E731
+        return jax.jit(jax.grad(loss))(params)
+
+    with tpu_interpret():
+        got = grads(impl="pallas_tpu", remat=4)
+    assert_close(got, grads(impl="scan"), GRADS)
+
+
+@pytest.mark.slow
 def test_zoneout_through_the_kernel(rng, tpu_interpret):
     cell = rj.cells.mingru(6)
     params, xs = random_params(cell, rng, D), normal(rng, (2, 11, D))
