@@ -6,9 +6,17 @@ could run it (measured slower, or unsafe under ``jax.vmap``), and how it
 runs. ``choose`` is the one dispatch site: an explicit ``impl`` that cannot
 run the call is an error listing every reason; "auto" takes the first
 backend of ``TABLE`` with no reasons of either kind. ``TABLE`` is in the
-order measurement prefers (benchmarks/RESULTS.md): parallel-in-time scans
-where they win, then the CPU extension's recurrences on CPUs, then the fused
-custom VJP, then the plain scan, which runs everything.
+order measurement prefers (benchmarks/RESULTS.md): on TPUs the Pallas TPU
+kernel for cells linear in their carry (recurrentgemma's measurements; ours
+await a TPU), parallel-in-time scans where they win, then the CPU
+extension's recurrences on CPUs, then the fused custom VJP, then the plain
+scan, which runs everything.
+
+Platform conditions read ``jax.default_backend()``: the table decides for the
+host that traces the call. A program exported for another platform
+(``jax.export(..., platforms=[...])``) gets the host's choices; an explicit
+``impl`` chooses for it instead (the Pallas kernels lower natively for their
+platform and run interpreted on others).
 
 Every backend computes the function of ``_step.step`` scanned over time, so
 padding, resets and regularisers mean the same whichever one runs.
@@ -256,6 +264,55 @@ def _linear_blockers(call):
     return reasons + _no_hoist(call)
 
 
+def _pallas_tpu_blockers(call):
+    reasons = _linear_blockers(call)
+    if jax.default_backend() == "gpu":
+        reasons.append(
+            "the kernel lowers for TPUs (Mosaic) and runs interpreted elsewhere; on GPUs "
+            "'associative' runs cells linear in their carry"
+        )
+    wide = sorted({str(d) for d in _dtypes(call) if jnp.dtype(d).itemsize == 8})
+    if wide:
+        reasons.append(f"Mosaic computes it in float32, got {wide} (float64 runs on 'scan')")
+    if not reasons and "zoneout" in call.uses and _complex_coefficients(call):
+        reasons.append(f"`zoneout` is set: the {call.cell.name} cell's state is complex")
+    return reasons
+
+
+def _pallas_tpu_auto_blockers(call):
+    if jax.default_backend() != "tpu":
+        return [
+            "`auto` picks it on TPUs only (elsewhere it runs in interpret mode: correct, "
+            f"slow); the default backend is {jax.default_backend()!r}"
+        ]
+    return []
+
+
+def _pallas_tpu_run(call, carry0, inputs, options):
+    from recurrent_jax import pallas_tpu  # jax.experimental.pallas loads on first use
+
+    inputs = _project(call, inputs)
+    return parallel.linear_scan(
+        call.cell, call.params, carry0, inputs, options, solver=pallas_tpu.scan
+    )
+
+
+def _dtypes(call):
+    return {jnp.dtype(a.dtype) for a in jax.tree_util.tree_leaves((call.params, call.xs))}
+
+
+def _complex_coefficients(call) -> bool:
+    """Whether the cell's ``linear`` gives complex coefficients (shapes only)."""
+    cell = call.cell
+    struct = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
+    coeffs = jax.eval_shape(
+        lambda p, x: cell.linear(p, cell.project(p, x)),
+        jax.tree_util.tree_map(struct, call.params),
+        struct(call.xs),
+    )
+    return any(jnp.issubdtype(c.dtype, jnp.complexfloating) for c in coeffs)
+
+
 def _associative_auto_blockers(call):
     if parallel.prefers_associative(call.cell, call.xs.shape[0]):
         return []
@@ -303,6 +360,7 @@ TABLE = {
             _always("`auto` never picks it: cuDNN's kernel cannot run under jax.vmap"),
             _cudnn_run,
         ),
+        Backend("pallas_tpu", _pallas_tpu_blockers, _pallas_tpu_auto_blockers, _pallas_tpu_run),
         Backend("associative", _linear_blockers, _associative_auto_blockers, _associative_run),
         Backend(
             "chunked",
@@ -328,5 +386,5 @@ TABLE = {
     )
 }
 NAMES = tuple(TABLE)
-# parallel in time: the backends that need a cell linear in its carry
-PARALLEL_IN_TIME = tuple(b.name for b in TABLE.values() if b.blockers is _linear_blockers)
+# the backends that run cells linear in their carry only
+LINEAR_ONLY = ("pallas_tpu", "associative", "chunked")

@@ -30,6 +30,8 @@ class Engine:
         the sequential terms, weight gradients are single GEMMs), "cudnn"
         (cuDNN's LSTM kernel on a CUDA GPU), "pallas" (a persistent kernel:
         all steps in one launch, W_hh on chip; opt-in until measured),
+        "pallas_tpu" (a Pallas TPU kernel for cells linear in their carry;
+        "auto" takes it on TPUs, on CPUs it runs interpreted),
         "associative" / "chunked"
         (parallel in time, cells linear in their carry), "deer" (Newton
         iterations for any cell). "auto" takes the first backend of the

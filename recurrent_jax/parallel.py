@@ -104,8 +104,9 @@ def linear_scan(
     options,
     chunk_length=None,
     return_carries=True,
+    solver=None,
 ):
-    """All outputs (and carries) of a linear cell by associative scans.
+    """All outputs (and carries) of a linear cell by associative scans, or by ``solver``.
 
     Args:
       cell: a cell with ``linear``, defaults filled.
@@ -116,6 +117,11 @@ def linear_scan(
       chunk_length: None for one associative scan over all T; else the
         length of the chunks scanned sequentially (see the module doc).
       return_carries: also return the carry after every step.
+      solver: None, or ``solver(a, b, h0) -> states``, a sequential solver of
+        linear-space coefficients (``pallas_tpu.scan``) that takes all T at
+        once (``chunk_length`` does not apply). Log-space ones are
+        exponentiated for it: a sequential recurrence forms no products over
+        time, so it takes them as exactly as the plain scan.
 
     Returns:
       ``(final_carry, ys (T, B..., H), carries (T, B..., S) or None)``.
@@ -124,17 +130,21 @@ def linear_scan(
     if num_steps == 0:
         empty = carry0[None][:0]
         return carry0, _outputs(cell, params, options, empty, inputs)[1], empty
-    if chunk_length is not None and chunk_length < num_steps:
+    if solver is None and chunk_length is not None and chunk_length < num_steps:
         return _chunked_steps(cell, params, carry0, inputs, options, chunk_length, return_carries)
     coeffs = cell.linear(params, inputs.xp)
     form = _form(coeffs)
+    if form == LOG and solver is not None:
+        coeffs, form = (jnp.exp(coeffs.log_a), jnp.exp(coeffs.log_b)), REAL
     if form == LOG and inputs.reset is not None:
         raise ValueError(
             f"resets: the log-space {cell.name} cell cannot restart inside a parallel "
             "scan; use impl='scan' or a linear-space cell"
         )
     a, b = _edit(coeffs, inputs, options, form)
-    states = solve(a, b, _to_state(carry0, form), form, chunk_length)
+    if solver is None:
+        solver = functools.partial(solve, form=form, chunk_length=chunk_length)
+    states = solver(a, b, _to_state(carry0, form))
     carries = _from_state(states, form)
     prev = jnp.concatenate([carry0[None], carries[:-1]], axis=0)
     ys = _outputs(cell, params, options, prev, inputs)[1]

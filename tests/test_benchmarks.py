@@ -77,3 +77,14 @@ def test_stream_vs_memory_smoke(tmp_path):
     results = bench.main(["--smoke", "--json", str(tmp_path / "s.json")])
     assert set(results["ms_per_call"]) == {"memory", "stream"}
     assert results["stream_over_memory"] > 0
+
+
+@pytest.mark.slow
+def test_tpu_scan_smoke(tmp_path):
+    """The kernel interpreted on CPU: a cell checked, every solver timed."""
+    bench = load("tpu_scan")
+    results = bench.main(["--smoke", "--rounds", "1", "--json", str(tmp_path / "t.json")])
+    assert [r["cell"] for r in results["cells"]] == list(bench.CELLS)[:1]
+    assert all(r["difference"] < 1e-5 for r in results["cells"])
+    assert {r["solver"] for r in results["solvers"]} == set(bench.SOLVERS)
+    assert all(r["max_abs_error"] < 1e-5 and r["train_ms"] > 0 for r in results["solvers"])

@@ -85,7 +85,8 @@ def test_auto_takes_the_first_backend_without_reasons(rng):
     assert chosen(rj.cells.mgu(4)) == "scan"
     # every backend appears in the table with a reason auto skips it or a run
     assert set(rj.backends.NAMES) == {
-        "cudnn", "associative", "chunked", "deer", "pallas", "cpu", "fused", "scan"
+        "cudnn", "pallas_tpu", "associative", "chunked", "deer", "pallas", "cpu", "fused",
+        "scan",
     }  # fmt: skip
 
 

@@ -171,25 +171,41 @@ def _config_names():
     return sorted({p.stem for p in configs.glob("*.py")} - DOWNLOADED_CONFIGS)
 
 
+def _exported_training_function(name, platform, cell=None):
+    """The text of config ``name``'s smoke training function (its model's
+    cell replaced by ``cell``) exported for ``platform`` from its host."""
+    pytest.importorskip("ml_collections")
+    pytest.importorskip(
+        {"digits": "sklearn", "japanese_vowels": "aeon", "airline": "aeon"}.get(name, "jax")
+    )
+    from recurrent_jax.train import config_files, core, from_config_dict
+
+    config_dict = config_files.load_config(f"{name}:smoke")
+    if cell is not None:
+        with config_dict.unlocked():
+            config_dict.model.cell = cell
+    config = from_config_dict(config_dict)
+    with host(platform):
+        train = core.make_train(config)
+    return config, export(train, platform, core.default_hparams(config), jax.random.key(0))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
 @pytest.mark.parametrize("name", _config_names())
 def test_every_configs_training_function_exports(name, platform):
     """``rj.train.make_train`` of each config's smoke variant lowers for the
-    accelerator with no CPU-only custom call (the C++ backend's FFI targets)."""
-    pytest.importorskip("ml_collections")
-    pytest.importorskip(
-        {"digits": "sklearn", "japanese_vowels": "aeon", "airline": "aeon"}.get(name, "jax")
-    )
+    accelerator with no CPU-only custom call (the C++ backend's FFI targets);
+    for TPU, a config whose cell is linear in its carry runs the TPU kernel."""
     from recurrent_jax.cpu.build import TARGETS
-    from recurrent_jax.train import config_files, core, from_config_dict
 
-    config = from_config_dict(config_files.load_config(f"{name}:smoke"))
-    with host(platform):
-        train = core.make_train(config)
-    text = export(train, platform, core.default_hparams(config), jax.random.key(0))
+    config, text = _exported_training_function(name, platform)
     assert not [target for target in TARGETS if target in text]
     assert "stablehlo.custom_call @recurrent_jax" not in text
+    linear = getattr(config.model, "KIND", "") == "rnn" and rj.cells.linear_in_carry(
+        config.model.cell_constructor()
+    )
+    assert (TPU_CALL in text) == (platform == "tpu" and linear)
 
 
 # --- every backend that claims a platform ------------------------------------------------
@@ -263,3 +279,82 @@ def test_state_space_cells_lower_through_the_parallel_scans(make, platform):
         forward = lambda p, x, impl=impl: loss(p, x, impl)  # noqa: E731
         for fn in (forward, jax.grad(forward)):
             assert "stablehlo.custom_call" not in export(fn, platform, params, xs)
+
+
+# --- the TPU kernel for cells linear in their carry ----------------------------------------
+
+TPU_CALL = "tpu_custom_call"
+LINEAR_CELLS = {  # cell: (constructor of hidden size, the kernel's coefficient form)
+    "lru": (lambda h: rj.cells.lru(h, state_size=h), "complex"),
+    "rglru": (rj.cells.rglru, "real"),
+    "mingru": (rj.cells.mingru, "real"),
+}
+TPU_SHAPES = {  # (batch, T, hidden)
+    "T not a multiple of the block": ((4,), 300, 64),
+    "N not a multiple of 128": ((3,), 40, 130),
+    "batch 1": ((1,), 17, 32),
+}
+
+
+def linear_case(name, batch, steps, hidden, impl="pallas_tpu"):
+    """(params, xs) as shapes (export needs no values), the gradient of a
+    loss through ``rj.unroll`` with padding and reverse, and the kernel's form."""
+    make, form = LINEAR_CELLS[name]
+    cell = make(hidden)
+    params = jax.eval_shape(lambda: cell.init(jax.random.key(0), 8))
+    xs = jax.ShapeDtypeStruct((*batch, steps, 8), jnp.float32)
+    lengths = jnp.full(batch, steps // 2)
+
+    def loss(p, x):
+        final, ys = rj.unroll(cell, p, x, seq_lengths=lengths, reverse=True, impl=impl)
+        return jnp.sum(ys**2) + jnp.sum(final**2)
+
+    return params, xs, jax.value_and_grad(loss, argnums=(0, 1)), form
+
+
+def assert_tpu_kernels(text, form):
+    """The forward kernel and its adjoint, Mosaic custom calls; no
+    interpret-mode loop and no host callback."""
+    assert text.count(TPU_CALL) == 2
+    assert f'kernel_name = "recurrent_jax_linear_{form}"' in text
+    assert f'kernel_name = "recurrent_jax_linear_{form}_adjoint"' in text
+    assert "stablehlo.while" not in text and "callback" not in text
+
+
+@pytest.mark.parametrize("shape", list(TPU_SHAPES))
+@pytest.mark.parametrize("name", list(LINEAR_CELLS))
+def test_tpu_kernel_lowers_forward_and_gradient(name, shape):
+    params, xs, value_and_grad, form = linear_case(name, *TPU_SHAPES[shape])
+    assert_tpu_kernels(export(value_and_grad, "tpu", params, xs), form)
+
+
+@pytest.mark.parametrize("name", list(LINEAR_CELLS))
+def test_tpu_kernel_lowers_under_vmap_over_runs(name):
+    """A sweep: each run its own weights, the run axis folded into the kernel's rows."""
+    params, xs, value_and_grad, form = linear_case(name, (2,), 20, 16)
+    runs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((3, *a.shape), a.dtype), params)
+    assert_tpu_kernels(export(jax.vmap(value_and_grad, in_axes=(0, None)), "tpu", runs, xs), form)
+
+
+@pytest.mark.parametrize("name", list(LINEAR_CELLS))
+def test_auto_chooses_the_tpu_kernel_on_tpu_hosts_only(name):
+    """``impl="auto"`` as traced on a TPU host is the kernel; traced on a CPU
+    host and exported for TPU it is the host's choice (here the scan)."""
+    params, xs, value_and_grad, form = linear_case(name, (2,), 20, 16, impl="auto")
+    assert_tpu_kernels(export(value_and_grad, "tpu", params, xs), form)
+    _, _, traced_on_cpu, _ = linear_case(name, (2,), 20, 16, impl="auto")  # a new trace
+    exported = jax.export.export(jax.jit(traced_on_cpu), platforms=["tpu"])(params, xs)
+    assert TPU_CALL not in exported.mlir_module()
+
+
+def test_a_configs_training_function_with_a_linear_cell_runs_the_tpu_kernel():
+    _, text = _exported_training_function("adding", "tpu", cell="lru")
+    assert 'kernel_name = "recurrent_jax_linear_complex_adjoint"' in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", list(LINEAR_CELLS))
+@pytest.mark.parametrize("name", ["adding", "parity", "copy", "char_lm", "digits"])
+def test_configs_with_a_linear_cell_run_the_tpu_kernel(name, cell):
+    _, text = _exported_training_function(name, "tpu", cell=cell)
+    assert f'kernel_name = "recurrent_jax_linear_{LINEAR_CELLS[cell][1]}_adjoint"' in text

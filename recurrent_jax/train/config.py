@@ -76,7 +76,7 @@ class _RecurrentModel:
         impl = self.engine.impl
         family = self.cell_constructor() if _imports.is_import_path(self.cell) else self.cell
         linear = family in mamba.BLOCKS or cells.linear_in_carry(family)  # a block's SSM is linear
-        if impl in backends.PARALLEL_IN_TIME and not linear:
+        if impl in backends.LINEAR_ONLY and not linear:
             _checks.fail(
                 "engine.impl", f"a backend other than {impl!r} for the {self.cell} cell", impl
             )
