@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "profile.h"
 #include "steps.h"
 
 namespace rj {
@@ -55,11 +56,13 @@ inline void gru_rows(const GruForward& a, const GruWeights& w, int64_t b0, int64
   std::vector<float> h(a.h0 + b0 * H, a.h0 + b1 * H);
   std::vector<float> gx(rows * ldp), gh(rows * ldp), sum(2 * H);
   std::vector<float> scratch(a.gates ? 0 : G), hn_scratch(a.hn ? 0 : H);
+  Laps laps(label("gru forward rows", b0, b1), {"product", "cell"});
   for (int64_t t = 0; t < T; ++t) {
     const int64_t row0 = t * B + b0;
     restart_rows(a.valid, row0, a.reset_h, h.data(), b0, rows, H);
     product({{a.x + row0 * I, I, &w.ih}}, rows, a.bias, gx.data(), ldp);
     product({{h.data(), H, &w.hh}}, rows, nullptr, gh.data(), ldp);
+    laps(0);
     if (a.h_prev) copy_floats(a.h_prev + row0 * H, h.data(), rows * H);
     for (int64_t b = 0; b < rows; ++b) {
       const int64_t r = row0 + b;
@@ -68,6 +71,7 @@ inline void gru_rows(const GruForward& a, const GruWeights& w, int64_t b0, int64
                h.data() + b * H, a.ys + r * H, sum.data(), is_valid(a.valid, r), H);
     }
     if (a.h_all) copy_floats(a.h_all + row0 * H, h.data(), rows * H);
+    laps(1);
   }
   std::copy(h.begin(), h.end(), a.h_last + b0 * H);
 }
@@ -115,6 +119,7 @@ inline void gru_rows_backward(const GruBackward& a, const GruWeights& wt, int64_
   const int64_t T = a.T, B = a.B, I = a.I, H = a.H, G = 3 * H, rows = b1 - b0;
   StepBlock blk(rows, I, H, G, 2);
   std::vector<float> dh(a.d_h_last + b0 * H, a.d_h_last + b1 * H), dh_prev(rows * H);
+  Laps laps(label("gru backward rows", b0, b1), {"cell", "products", "weights"});
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t row0 = t * B + b0;
     add_rows(a.d_h_all, row0, dh.data(), rows, H);  // the carry after step t, used outside
@@ -130,14 +135,17 @@ inline void gru_rows_backward(const GruBackward& a, const GruWeights& wt, int64_
       gru_cell_backward(a.gates + r * G, a.hn + r * H, a.h_prev + r * H, a.d_ys + r * H,
                         dh.data() + b * H, dxb, dqb, H);
     }
+    laps(0);
     product({{dx, blk.ldd, &wt.ih}}, rows, nullptr, a.d_x + row0 * I, I);
     product({{dq, blk.ldd, &wt.hh}}, rows, nullptr, dh_prev.data(), H);
+    laps(1);
     for (int64_t b = 0; b < rows; ++b)
       if (is_valid(a.valid, row0 + b))
         for (int64_t u = 0; u < H; ++u) dh[b * H + u] += dh_prev[b * H + u];
     collect_restarts(a.valid, row0, dh.data(), a.d_reset_h, b0, rows, H);
     blk.put(a.x + row0 * I, I, a.h_prev + row0 * H, H);
     if (++blk.filled == blk.steps || t == 0) gru_flush(blk, a);
+    laps(2);
   }
   std::copy(dh.begin(), dh.end(), a.d_h0 + b0 * H);
 }

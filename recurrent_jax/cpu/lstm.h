@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "profile.h"
 #include "steps.h"
 
 namespace rj {
@@ -51,11 +52,13 @@ inline void lstm_rows(const LstmForward& a, const LstmWeights& w, int64_t b0, in
   const int64_t ldp = padded(G);
   std::vector<float> h(a.h0 + b0 * H, a.h0 + b1 * H), c(a.c0 + b0 * H, a.c0 + b1 * H);
   std::vector<float> pre(rows * ldp), tc(H), scratch(a.gates ? 0 : G);
+  Laps laps(label("lstm forward rows", b0, b1), {"product", "cell"});
   for (int64_t t = 0; t < T; ++t) {
     const int64_t row0 = t * B + b0;
     restart_rows(a.valid, row0, a.reset_h, h.data(), b0, rows, H);
     restart_rows(a.valid, row0, a.reset_c, c.data(), b0, rows, H);
     product({{a.x + row0 * I, I, &w.ih}, {h.data(), H, &w.hh}}, rows, a.bias, pre.data(), ldp);
+    laps(0);
     if (a.h_prev) copy_floats(a.h_prev + row0 * H, h.data(), rows * H);
     if (a.c_prev) copy_floats(a.c_prev + row0 * H, c.data(), rows * H);
     for (int64_t b = 0; b < rows; ++b) {
@@ -65,6 +68,7 @@ inline void lstm_rows(const LstmForward& a, const LstmWeights& w, int64_t b0, in
     }
     if (a.h_all) copy_floats(a.h_all + row0 * H, h.data(), rows * H);
     if (a.c_all) copy_floats(a.c_all + row0 * H, c.data(), rows * H);
+    laps(1);
   }
   std::copy(h.begin(), h.end(), a.h_last + b0 * H);
   std::copy(c.begin(), c.end(), a.c_last + b0 * H);
@@ -117,6 +121,7 @@ inline void lstm_rows_backward(const LstmBackward& a, const LstmWeights& wt, int
   std::vector<float> dh(a.d_h_last + b0 * H, a.d_h_last + b1 * H);
   std::vector<float> dc(a.d_c_last + b0 * H, a.d_c_last + b1 * H);
   std::vector<float> dh_prev(rows * H), cn(H), tc(H);
+  Laps laps(label("lstm backward rows", b0, b1), {"cell", "products", "weights"});
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t row0 = t * B + b0;
     add_rows(a.d_h_all, row0, dh.data(), rows, H);  // the carry after step t, used outside
@@ -132,10 +137,12 @@ inline void lstm_rows_backward(const LstmBackward& a, const LstmWeights& wt, int
       lstm_cell_backward(a.gates + r * G, a.c_prev + r * H, a.d_ys + r * H, dh.data() + b * H,
                          dc.data() + b * H, dpb, cn.data(), tc.data(), H);
     }
+    laps(0);
     // dx_t = dp W_ihᵀ; dh_{t-1} = dp W_hhᵀ where the step was valid (the
     // carry's own cotangent passes through padded steps).
     product({{dp, blk.ldd, &wt.ih}}, rows, nullptr, a.d_x + row0 * I, I);
     product({{dp, blk.ldd, &wt.hh}}, rows, nullptr, dh_prev.data(), H);
+    laps(1);
     for (int64_t b = 0; b < rows; ++b)
       if (is_valid(a.valid, row0 + b))
         std::copy_n(dh_prev.begin() + b * H, H, dh.begin() + b * H);
@@ -143,6 +150,7 @@ inline void lstm_rows_backward(const LstmBackward& a, const LstmWeights& wt, int
     collect_restarts(a.valid, row0, dc.data(), a.d_reset_c, b0, rows, H);
     blk.put(a.x + row0 * I, I, a.h_prev + row0 * H, H);
     if (++blk.filled == blk.steps || t == 0) lstm_flush(blk, a);
+    laps(2);
   }
   std::copy(dh.begin(), dh.end(), a.d_h0 + b0 * H);
   std::copy(dc.begin(), dc.end(), a.d_c0 + b0 * H);

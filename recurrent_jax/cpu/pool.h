@@ -60,7 +60,15 @@ class Pool {
     }
     wake_.notify_all();
     work(generation_.load(std::memory_order_relaxed));
-    while (done_.load(std::memory_order_acquire) < count) relax();
+    // A worker preempted inside its item (a loaded machine) is waited for
+    // without taking its core.
+    for (int64_t spins = 0; done_.load(std::memory_order_acquire) < count; ++spins) {
+      if (spins < kCallerSpins) {
+        relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
   }
 
  private:
@@ -125,6 +133,7 @@ class Pool {
   }
 
   static constexpr std::chrono::microseconds kSpin{50};
+  static constexpr int64_t kCallerSpins = 4096;
   std::vector<std::thread> workers_;
   std::mutex busy_, mutex_;
   std::condition_variable wake_;

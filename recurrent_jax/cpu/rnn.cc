@@ -20,6 +20,7 @@
 #include "buffers.h"
 #include "gru.h"
 #include "lstm.h"
+#include "profile.h"
 #include "steps.h"
 
 namespace rj {
@@ -50,6 +51,7 @@ ffi::Error lstm_forward(const char* call, Arg& x, Arg& valid, Arg& w_ih, Arg& bi
                         Arg& h0, Arg& c0, Arg& reset_h, Arg& reset_c, Arg& ys, Arg& h_last,
                         Arg& c_last, Arg& h_all, Arg& c_all, Arg* gates, Arg* h_prev,
                         Arg* c_prev) {
+  Laps laps(profiling() ? call : "", {"checks", "rows"});
   Sizes s;
   RJ_CHECK(sizes_of(call, x, w_hh, 4, s));
   const int64_t N = s.runs, T = s.T, B = s.B, I = s.I, H = s.H, G = 4 * H;
@@ -76,6 +78,7 @@ ffi::Error lstm_forward(const char* call, Arg& x, Arg& valid, Arg& w_ih, Arg& bi
                     {"c_prev", *c_prev, {T, B, H}}}));
   }
   const auto residual = [&](Arg* buffer, int64_t n) { return buffer ? at(*buffer, n, N) : nullptr; };
+  laps(0);
   const auto pack = [&](int64_t n) {
     return LstmWeights{pack_panels(at(w_ih, n, N), I, G, false),
                        pack_panels(at(w_hh, n, N), H, G, false)};
@@ -91,6 +94,7 @@ ffi::Error lstm_forward(const char* call, Arg& x, Arg& valid, Arg& w_ih, Arg& bi
                          T, B, I, H};
                      lstm_rows(a, w, b0, b1);
                    });
+  laps(1);
   return ffi::Error::Success();
 }
 
@@ -114,6 +118,7 @@ ffi::Error LstmBackwardCall(Arg x, Arg valid, Arg w_ih, Arg w_hh, Arg gates, Arg
                             Arg d_c_all, Ret d_x, Ret d_w_ih, Ret d_bias, Ret d_w_hh, Ret d_h0,
                             Ret d_c0, Ret d_reset_h, Ret d_reset_c) {
   constexpr const char* call = "recurrent_jax_lstm_backward";
+  Laps laps(profiling() ? call : "", {"setup", "rows", "reduce"});
   Sizes s;
   RJ_CHECK(sizes_of(call, x, w_hh, 4, s));
   const int64_t N = s.runs, T = s.T, B = s.B, I = s.I, H = s.H, G = 4 * H;
@@ -143,6 +148,7 @@ ffi::Error LstmBackwardCall(Arg x, Arg valid, Arg w_ih, Arg w_hh, Arg gates, Arg
   const Split plan = split(N, B, 2 * flops(s, G));
   // One slice's weight gradients, contiguous: d_w_ih, d_w_hh, d_bias.
   Partials partial_ih(plan, I * G), partial_hh(plan, H * G), partial_bias(plan, G);
+  laps(0);
   const auto pack = [&](int64_t n) {
     return LstmWeights{pack_panels(at(w_ih, n, N), G, I, true),
                        pack_panels(at(w_hh, n, N), G, H, true)};
@@ -160,9 +166,11 @@ ffi::Error LstmBackwardCall(Arg x, Arg valid, Arg w_ih, Arg w_hh, Arg gates, Arg
                          T, B, I, H};
                      lstm_rows_backward(a, wt, b0, b1);
                    });
+  laps(1);
   partial_ih.add_into(at(*d_w_ih, 0, N));  // more than one slice: a single run
   partial_hh.add_into(at(*d_w_hh, 0, N));
   partial_bias.add_into(at(*d_bias, 0, N));
+  laps(2);
   return ffi::Error::Success();
 }
 
@@ -171,6 +179,7 @@ ffi::Error LstmBackwardCall(Arg x, Arg valid, Arg w_ih, Arg w_hh, Arg gates, Arg
 ffi::Error gru_forward(const char* call, Arg& x, Arg& valid, Arg& w_ih, Arg& bias, Arg& w_hh,
                        Arg& b_hn, Arg& h0, Arg& reset_h, Arg& ys, Arg& h_last, Arg& h_all,
                        Arg* gates, Arg* hn, Arg* h_prev) {
+  Laps laps(profiling() ? call : "", {"checks", "rows"});
   Sizes s;
   RJ_CHECK(sizes_of(call, x, w_hh, 3, s));
   const int64_t N = s.runs, T = s.T, B = s.B, I = s.I, H = s.H, G = 3 * H;
@@ -194,6 +203,7 @@ ffi::Error gru_forward(const char* call, Arg& x, Arg& valid, Arg& w_ih, Arg& bia
                     {"h_prev", *h_prev, {T, B, H}}}));
   }
   const auto residual = [&](Arg* buffer, int64_t n) { return buffer ? at(*buffer, n, N) : nullptr; };
+  laps(0);
   const auto pack = [&](int64_t n) {
     return GruWeights{pack_panels(at(w_ih, n, N), I, G, false),
                       pack_panels(at(w_hh, n, N), H, G, false)};
@@ -207,6 +217,7 @@ ffi::Error gru_forward(const char* call, Arg& x, Arg& valid, Arg& w_ih, Arg& bia
                          residual(hn, n), residual(h_prev, n), T, B, I, H};
                      gru_rows(a, w, b0, b1);
                    });
+  laps(1);
   return ffi::Error::Success();
 }
 
@@ -227,6 +238,7 @@ ffi::Error GruBackwardCall(Arg x, Arg valid, Arg w_ih, Arg w_hh, Arg gates, Arg 
                            Arg d_ys, Arg d_h_last, Arg d_h_all, Ret d_x, Ret d_w_ih, Ret d_bias,
                            Ret d_w_hh, Ret d_b_hn, Ret d_h0, Ret d_reset_h) {
   constexpr const char* call = "recurrent_jax_gru_backward";
+  Laps laps(profiling() ? call : "", {"setup", "rows", "reduce"});
   Sizes s;
   RJ_CHECK(sizes_of(call, x, w_hh, 3, s));
   const int64_t N = s.runs, T = s.T, B = s.B, I = s.I, H = s.H, G = 3 * H;
@@ -253,6 +265,7 @@ ffi::Error GruBackwardCall(Arg x, Arg valid, Arg w_ih, Arg w_hh, Arg gates, Arg 
   const Split plan = split(N, B, 2 * flops(s, G));
   Partials partial_ih(plan, I * G), partial_hh(plan, H * G), partial_bias(plan, G),
       partial_bn(plan, H);
+  laps(0);
   const auto pack = [&](int64_t n) {
     return GruWeights{pack_panels(at(w_ih, n, N), G, I, true),
                       pack_panels(at(w_hh, n, N), G, H, true)};
@@ -269,10 +282,12 @@ ffi::Error GruBackwardCall(Arg x, Arg valid, Arg w_ih, Arg w_hh, Arg gates, Arg 
                          T, B, I, H};
                      gru_rows_backward(a, wt, b0, b1);
                    });
+  laps(1);
   partial_ih.add_into(at(*d_w_ih, 0, N));  // more than one slice: a single run
   partial_hh.add_into(at(*d_w_hh, 0, N));
   partial_bias.add_into(at(*d_bias, 0, N));
   partial_bn.add_into(at(*d_b_hn, 0, N));
+  laps(2);
   return ffi::Error::Success();
 }
 

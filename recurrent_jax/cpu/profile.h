@@ -1,0 +1,67 @@
+// RECURRENT_JAX_CPU_PROFILE=1: every call prints one line to stderr per
+// piece of work (the handler's setup and wait, each row slice's phases), in
+// ms of wall time, to show where the milliseconds of a call go. Off, a lap
+// costs one branch.
+
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+namespace rj {
+
+inline bool profiling() {
+  static const bool on = std::getenv("RECURRENT_JAX_CPU_PROFILE") != nullptr;
+  return on;
+}
+
+// "name a..b" when profiling, else empty (no formatting on the hot path).
+inline std::string label(const char* name, int64_t a, int64_t b) {
+  return profiling() ? std::string(name) + " " + std::to_string(a) + ".." + std::to_string(b) : "";
+}
+
+// Time since construction or the last lap, added to one of up to 4 named
+// phases; printed when destroyed.
+class Laps {
+ public:
+  Laps(std::string what, std::initializer_list<const char*> phases)
+      : on_(profiling()), what_(std::move(what)) {
+    int i = 0;
+    for (const char* phase : phases) names_[i++] = phase;
+    if (on_) start_ = last_ = Clock::now();
+  }
+
+  void operator()(int phase) {
+    if (!on_) return;
+    const auto now = Clock::now();
+    ms_[phase] += std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+  }
+
+  ~Laps() {
+    if (!on_) return;
+    std::string line = "recurrent_jax cpu: " + what_;
+    for (int i = 0; i < 4 && names_[i]; ++i) line += " " + std::string(names_[i]) + " " + ms(i);
+    const double total = std::chrono::duration<double, std::milli>(Clock::now() - start_).count();
+    std::fprintf(stderr, "%s total %.3f\n", line.c_str(), total);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  std::string ms(int i) const {
+    char out[32];
+    std::snprintf(out, sizeof(out), "%.3f", ms_[i]);
+    return out;
+  }
+
+  bool on_;
+  std::string what_;
+  const char* names_[4] = {};
+  double ms_[4] = {};
+  Clock::time_point start_, last_;
+};
+
+}  // namespace rj
