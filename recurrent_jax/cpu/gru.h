@@ -108,10 +108,10 @@ inline void gru_cell_backward(const float* __restrict__ g, const float* __restri
 // d_bias += Σ dx, d_b_hn += Σ dq_n; then empties the block.
 inline void gru_flush(StepBlock& blk, const GruBackward& a) {
   const int64_t I = a.I, H = a.H, G = 3 * H, P = blk.P();
-  weight_product(blk.x.data(), blk.ldx, I, blk.d_of(0), blk.ldd, G, P, a.d_w_ih);
-  weight_product(blk.h.data(), blk.ldh, H, blk.d_of(1), blk.ldd, G, P, a.d_w_hh);
-  column_sums(blk.d_of(0), blk.ldd, G, P, a.d_bias);
-  column_sums(blk.d_of(1) + 2 * H, blk.ldd, H, P, a.d_b_hn);
+  weight_product(blk.x.get(), blk.ldx, I, blk.panels_of(0), blk.cap, G, P, a.d_w_ih);
+  weight_product(blk.h.get(), blk.ldh, H, blk.panels_of(1), blk.cap, G, P, a.d_w_hh);
+  column_sums(blk.panels_of(0), blk.cap, 0, G, P, a.d_bias);
+  column_sums(blk.panels_of(1), blk.cap, 2 * H, H, P, a.d_b_hn);
   blk.filled = 0;
 }
 
@@ -123,7 +123,7 @@ inline void gru_rows_backward(const GruBackward& a, const GruWeights& wt, int64_
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t row0 = t * B + b0;
     add_rows(a.d_h_all, row0, dh.data(), rows, H);  // the carry after step t, used outside
-    float *dx = blk.d_at(0), *dq = blk.d_at(1);
+    float *dx = blk.step(0), *dq = blk.step(1);
     for (int64_t b = 0; b < rows; ++b) {
       float *dxb = dx + b * blk.ldd, *dqb = dq + b * blk.ldd;
       const int64_t r = row0 + b;
@@ -143,8 +143,8 @@ inline void gru_rows_backward(const GruBackward& a, const GruWeights& wt, int64_
       if (is_valid(a.valid, row0 + b))
         for (int64_t u = 0; u < H; ++u) dh[b * H + u] += dh_prev[b * H + u];
     collect_restarts(a.valid, row0, dh.data(), a.d_reset_h, b0, rows, H);
-    blk.put(a.x + row0 * I, I, a.h_prev + row0 * H, H);
-    if (++blk.filled == blk.steps || t == 0) gru_flush(blk, a);
+    blk.keep(a.x + row0 * I, I, a.h_prev + row0 * H, H, 2);
+    if (blk.filled == blk.steps || t == 0) gru_flush(blk, a);
     laps(2);
   }
   std::copy(dh.begin(), dh.end(), a.d_h0 + b0 * H);

@@ -108,9 +108,9 @@ inline void lstm_cell_backward(const float* __restrict__ g, const float* __restr
 // d_bias += Σ dp; then empties the block.
 inline void lstm_flush(StepBlock& blk, const LstmBackward& a) {
   const int64_t I = a.I, H = a.H, G = 4 * H, P = blk.P();
-  weight_product(blk.x.data(), blk.ldx, I, blk.d_of(0), blk.ldd, G, P, a.d_w_ih);
-  weight_product(blk.h.data(), blk.ldh, H, blk.d_of(0), blk.ldd, G, P, a.d_w_hh);
-  column_sums(blk.d_of(0), blk.ldd, G, P, a.d_bias);
+  weight_product(blk.x.get(), blk.ldx, I, blk.panels_of(0), blk.cap, G, P, a.d_w_ih);
+  weight_product(blk.h.get(), blk.ldh, H, blk.panels_of(0), blk.cap, G, P, a.d_w_hh);
+  column_sums(blk.panels_of(0), blk.cap, 0, G, P, a.d_bias);
   blk.filled = 0;
 }
 
@@ -126,7 +126,7 @@ inline void lstm_rows_backward(const LstmBackward& a, const LstmWeights& wt, int
     const int64_t row0 = t * B + b0;
     add_rows(a.d_h_all, row0, dh.data(), rows, H);  // the carry after step t, used outside
     add_rows(a.d_c_all, row0, dc.data(), rows, H);
-    float* dp = blk.d_at(0);
+    float* dp = blk.step(0);
     for (int64_t b = 0; b < rows; ++b) {
       float* dpb = dp + b * blk.ldd;
       if (!is_valid(a.valid, row0 + b)) {
@@ -148,8 +148,8 @@ inline void lstm_rows_backward(const LstmBackward& a, const LstmWeights& wt, int
         std::copy_n(dh_prev.begin() + b * H, H, dh.begin() + b * H);
     collect_restarts(a.valid, row0, dh.data(), a.d_reset_h, b0, rows, H);
     collect_restarts(a.valid, row0, dc.data(), a.d_reset_c, b0, rows, H);
-    blk.put(a.x + row0 * I, I, a.h_prev + row0 * H, H);
-    if (++blk.filled == blk.steps || t == 0) lstm_flush(blk, a);
+    blk.keep(a.x + row0 * I, I, a.h_prev + row0 * H, H, 1);
+    if (blk.filled == blk.steps || t == 0) lstm_flush(blk, a);
     laps(2);
   }
   std::copy(dh.begin(), dh.end(), a.d_h0 + b0 * H);
