@@ -60,8 +60,9 @@ struct Term {
 // R rows (from row i) x one panel q of bias + Σ terms, stored into the
 // first `width` columns of out's R rows (stride ldo).
 template <int64_t R>
-RJ_BLOCK void product_block(const Term* terms, int64_t count, int64_t i, int64_t q, const float* bias,
-                   float* __restrict__ out, int64_t ldo, int64_t width) {
+RJ_BLOCK void product_block(const Term* terms, int64_t count, int64_t i, int64_t q,
+                            const float* bias, float* __restrict__ out, int64_t ldo,
+                            int64_t width) {
   float acc[R][kPanel] = {};
   if (bias)
     for (int64_t r = 0; r < R; ++r)
@@ -109,8 +110,9 @@ inline void product(std::initializer_list<Term> terms, int64_t m, const float* b
 // dw rows [i, i + R) x columns [j, j + width) += aᵀ d over P rows: a (P, ·)
 // stride lda, d (P, kPanel) stride ldd.
 template <int64_t R>
-RJ_BLOCK void weight_block(const float* __restrict__ a, int64_t lda, const float* __restrict__ d,
-                  int64_t ldd, int64_t P, float* __restrict__ dw, int64_t ldw, int64_t width) {
+RJ_BLOCK void weight_block(const float* __restrict__ a, int64_t lda,
+                           const float* __restrict__ d, int64_t ldd, int64_t P,
+                           float* __restrict__ dw, int64_t ldw, int64_t width) {
   float acc[R][kPanel] = {};
   for (int64_t p = 0; p < P; ++p) {
     const float* arow = a + p * lda;

@@ -77,7 +77,9 @@ ffi::Error lstm_forward(const char* call, Arg& x, Arg& valid, Arg& w_ih, Arg& bi
                     {"h_prev", *h_prev, {T, B, H}},
                     {"c_prev", *c_prev, {T, B, H}}}));
   }
-  const auto residual = [&](Arg* buffer, int64_t n) { return buffer ? at(*buffer, n, N) : nullptr; };
+  const auto residual = [&](Arg* buffer, int64_t n) {
+    return buffer ? at(*buffer, n, N) : nullptr;
+  };
   laps(0);
   const auto pack = [&](int64_t n) {
     return LstmWeights{pack_panels(at(w_ih, n, N), I, G, false),
@@ -86,12 +88,25 @@ ffi::Error lstm_forward(const char* call, Arg& x, Arg& valid, Arg& w_ih, Arg& bi
   over_rows_packed(split(N, B, flops(s, G)), B, pack,
                    [&](const LstmWeights& w, int64_t n, int64_t b0, int64_t b1, int64_t) {
                      const auto in = [&](const Arg& buffer) { return at(buffer, n, N); };
-                     const LstmForward a{
-                         in(x),       in(valid),  in(bias),   in(h0),
-                         in(c0),      in(reset_h), in(reset_c), in(ys),
-                         in(h_last),  in(c_last), kept_at(h_all, n, N), kept_at(c_all, n, N),
-                         residual(gates, n), residual(h_prev, n), residual(c_prev, n),
-                         T, B, I, H};
+                     const LstmForward a{in(x),
+                                         in(valid),
+                                         in(bias),
+                                         in(h0),
+                                         in(c0),
+                                         in(reset_h),
+                                         in(reset_c),
+                                         in(ys),
+                                         in(h_last),
+                                         in(c_last),
+                                         kept_at(h_all, n, N),
+                                         kept_at(c_all, n, N),
+                                         residual(gates, n),
+                                         residual(h_prev, n),
+                                         residual(c_prev, n),
+                                         T,
+                                         B,
+                                         I,
+                                         H};
                      lstm_rows(a, w, b0, b1);
                    });
   laps(1);
@@ -202,7 +217,9 @@ ffi::Error gru_forward(const char* call, Arg& x, Arg& valid, Arg& w_ih, Arg& bia
                     {"hn", *hn, {T, B, H}},
                     {"h_prev", *h_prev, {T, B, H}}}));
   }
-  const auto residual = [&](Arg* buffer, int64_t n) { return buffer ? at(*buffer, n, N) : nullptr; };
+  const auto residual = [&](Arg* buffer, int64_t n) {
+    return buffer ? at(*buffer, n, N) : nullptr;
+  };
   laps(0);
   const auto pack = [&](int64_t n) {
     return GruWeights{pack_panels(at(w_ih, n, N), I, G, false),
