@@ -108,7 +108,7 @@ def test_resets_equal_the_scan(name, reverse, reset_carry, rng):
 
 
 # Big enough for the calls to spread over the cores (2 * T * B * (D + H) * G
-# past the C++ threshold of 2e6 multiply-adds): 21 rows in slices of 16 and 5,
+# past the C++ threshold of 2e6 flops): 21 rows in slices of 16 and 5,
 # H = 40 (gate columns off the 32-wide panels, weight rows off the 8-row
 # blocks), weight gradients summed over several blocks of steps per slice.
 # Sums over D + H = 45 and 12 steps: fp32 rounding of their size.
