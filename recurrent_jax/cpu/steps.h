@@ -66,7 +66,7 @@ inline void add_rows(const float* from, int64_t row0, float* carry, int64_t rows
 // One run's batch rows never interact in a recurrence, so a slice of rows
 // runs through all T steps without synchronising. Several runs (vmap) take
 // a core each; one run's rows are split in slices of whole 8-row blocks (the
-// GEMM's register block). A call of fewer than kThreadFlops multiply-adds
+// GEMM's register block). A call of fewer than kThreadFlops flops
 // stays on the caller's thread: a wake-up would cost more than it saves.
 constexpr double kThreadFlops = 2e6;
 
