@@ -4,6 +4,7 @@ in one process.
 
     python benchmarks/cpu_step.py                 # the issue's shapes, 2 cores
     python benchmarks/cpu_step.py --smoke         # seconds; part of the tests
+    python benchmarks/cpu_step.py --growth        # cost against T, LSTM B=16 I=64 H=128
 
 One training step = forward + backward of one layer, loss = mean(y²),
 gradients w.r.t. the weights and the inputs. Every round runs each
@@ -31,6 +32,8 @@ import _timing  # noqa: E402
 
 SHAPES = [(32, 128, 128, 128), (16, 64, 64, 64), (64, 256, 64, 256)]
 SMOKE_SHAPES = [(4, 6, 3, 8)]
+GROWTH_LENGTHS = [16, 64, 256, 1024, 4096]
+GROWTH_SHAPE = (16, None, 64, 128)  # B, T, I, H
 FLAX_CELLS = {"lstm": ("OptimizedLSTMCell", "LSTMCell"), "gru": ("GRUCell",)}
 
 
@@ -111,6 +114,28 @@ def run(cells, shapes, rounds):
     return rows
 
 
+def growth(lengths, rounds):
+    """Training step and forward of ``rj auto`` and PyTorch's LSTM at each
+    length T (B, I, H of ``GROWTH_SHAPE``): what a call costs beyond its
+    steps shows as a ratio that falls at small T."""
+    rows = []
+    for steps in lengths:
+        shape = (GROWTH_SHAPE[0], steps, *GROWTH_SHAPE[2:])
+        xs = jax.random.normal(jax.random.PRNGKey(1), shape[:3])
+        fns = {"rj auto": jax_steps(*ours("lstm", shape, rj.Engine()), xs)}
+        fns["torch"] = torch_steps("lstm", shape, xs)
+        train = _timing.interleaved({k: v[0] for k, v in fns.items()}, rounds)
+        forward = _timing.interleaved({k: v[1] for k, v in fns.items()}, rounds)
+        rows.append(dict(shape=shape, train_ms=train, forward_ms=forward))
+        print(
+            f"| {steps} | {train['rj auto']:.3f} | {train['torch']:.3f} | "
+            f"{train['torch'] / train['rj auto']:.2f}x | {forward['rj auto']:.3f} | "
+            f"{forward['torch']:.3f} | {forward['torch'] / forward['rj auto']:.2f}x |",
+            flush=True,
+        )
+    return rows
+
+
 def ratio_lines(rows):
     lines = ["| cell | shape | peer | train: peer / rj auto | forward: peer / rj auto |"]
     lines.append("|---|---|---|---|---|")
@@ -135,7 +160,18 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, seconds")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--growth", action="store_true", help="the LSTM's cost against T")
     args = parser.parse_args(argv)
+    if args.growth:
+        print("| T | rj train ms | torch train ms | torch / rj | rj forward ms | torch forward ms "
+              "| torch / rj |\n|---|---|---|---|---|---|---|")  # fmt: skip
+        lengths = [16, 64] if args.smoke else GROWTH_LENGTHS
+        rows = growth(lengths, args.rounds or (2 if args.smoke else 7))
+        if args.json:
+            report = dict(jax=jax.__version__, date=datetime.date.today().isoformat(), rows=rows)
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=1)
+        return rows
     shapes, rounds = (SMOKE_SHAPES, 2) if args.smoke else (SHAPES, 21)
     rounds = args.rounds or rounds
     print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}, {rounds} rounds")

@@ -250,7 +250,6 @@ def _cpu_blockers(call):
 
 def _cpu_run(call, carry0, inputs, options):
     keep = "return_carries" in call.uses
-    inputs = inputs._replace(xp=cpu.project(call.cell, call.params, inputs.xp))
     return cpu.cpu_scan(call.cell, call.params, carry0, inputs, options.reset_carry, keep)
 
 

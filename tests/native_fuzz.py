@@ -63,7 +63,7 @@ def cases(count: int = 40, seed: int = 0) -> list[Case]:
     for i in range(count):
         sizes = tuple(int(v) for v in rng.integers(1, 12, 4))
         cell = ("lstm", "gru")[i % 2]
-        target = ("forward", "infer", "backward", "project")[(i // 2) % 4]
+        target = ("forward", "infer", "backward")[(i // 2) % 3]
         operands = _ffi_operands(cell, target, sizes)
         name = list(operands)[int(rng.integers(len(operands)))]
         fault = ("shape", "rank", "dtype", "runs")[int(rng.integers(4))]
@@ -134,113 +134,41 @@ def _ffi_operands(cell: str, target: str, sizes) -> dict:
     batch, steps, features, hidden = sizes
     g = (4 if cell == "lstm" else 3) * hidden
     seq, carry, gates = (steps, batch, hidden), (batch, hidden), (steps, batch, g)
-    if target == "project":  # the input projection of all T * B rows
-        rows = steps * batch
-        return {"x": (rows, features), "w_ih": (features, g), "bias": (g,), "out": (rows, g)}
+    x, valid, w_ih, w_hh = (steps, batch, features), (steps, batch), (features, g), (hidden, g)
     if cell == "lstm":
-        table = {
-            "forward": [
-                ("xp", gates),
-                ("valid", (steps, batch)),
-                ("w_hh", (hidden, g)),
-                ("h0", carry),
-                ("c0", carry),
-                ("reset_h", carry),
-                ("reset_c", carry),
-                ("ys", seq),
-                ("h_last", carry),
-                ("c_last", carry),
-                ("h_all", seq),
-                ("c_all", seq),
-                ("gates", gates),
-                ("h_prev", seq),
-                ("c_prev", seq),
-            ],
-            "infer": [
-                ("xp", gates),
-                ("valid", (steps, batch)),
-                ("w_hh", (hidden, g)),
-                ("h0", carry),
-                ("c0", carry),
-                ("reset_h", carry),
-                ("reset_c", carry),
-                ("ys", seq),
-                ("h_last", carry),
-                ("c_last", carry),
-                ("h_all", seq),
-                ("c_all", seq),
-            ],
-            "backward": [
-                ("valid", (steps, batch)),
-                ("w_hh", (hidden, g)),
-                ("gates", gates),
-                ("c_prev", seq),
-                ("d_ys", seq),
-                ("d_h_last", carry),
-                ("d_c_last", carry),
-                ("d_h_all", seq),
-                ("d_c_all", seq),
-                ("d_pre", gates),
-                ("d_h0", carry),
-                ("d_c0", carry),
-                ("d_reset_h", carry),
-                ("d_reset_c", carry),
-            ],
-        }
+        inputs = [("x", x), ("valid", valid), ("w_ih", w_ih), ("bias", (g,)), ("w_hh", w_hh)]
+        inputs += [("h0", carry), ("c0", carry), ("reset_h", carry), ("reset_c", carry)]
+        outputs = [("ys", seq), ("h_last", carry), ("c_last", carry)]
+        outputs += [("h_all", seq), ("c_all", seq)]
+        residuals = [("gates", gates), ("h_prev", seq), ("c_prev", seq)]
+        cotangents = [("d_ys", seq), ("d_h_last", carry), ("d_c_last", carry)]
+        cotangents += [("d_h_all", seq), ("d_c_all", seq)]
+        gradients = [("d_x", x), ("d_w_ih", w_ih), ("d_bias", (g,)), ("d_w_hh", w_hh)]
+        gradients += [("d_h0", carry), ("d_c0", carry), ("d_reset_h", carry), ("d_reset_c", carry)]
     else:
-        table = {
-            "forward": [
-                ("xp", gates),
-                ("valid", (steps, batch)),
-                ("w_hh", (hidden, g)),
-                ("b_hn", (hidden,)),
-                ("h0", carry),
-                ("reset_h", carry),
-                ("ys", seq),
-                ("h_last", carry),
-                ("h_all", seq),
-                ("gates", gates),
-                ("hn", seq),
-                ("h_prev", seq),
-            ],
-            "infer": [
-                ("xp", gates),
-                ("valid", (steps, batch)),
-                ("w_hh", (hidden, g)),
-                ("b_hn", (hidden,)),
-                ("h0", carry),
-                ("reset_h", carry),
-                ("ys", seq),
-                ("h_last", carry),
-                ("h_all", seq),
-            ],
-            "backward": [
-                ("valid", (steps, batch)),
-                ("w_hh", (hidden, g)),
-                ("gates", gates),
-                ("hn", seq),
-                ("h_prev", seq),
-                ("d_ys", seq),
-                ("d_h_last", carry),
-                ("d_h_all", seq),
-                ("d_xp", gates),
-                ("d_hh", gates),
-                ("d_h0", carry),
-                ("d_reset_h", carry),
-            ],
-        }
+        inputs = [("x", x), ("valid", valid), ("w_ih", w_ih), ("bias", (g,)), ("w_hh", w_hh)]
+        inputs += [("b_hn", (hidden,)), ("h0", carry), ("reset_h", carry)]
+        outputs = [("ys", seq), ("h_last", carry), ("h_all", seq)]
+        residuals = [("gates", gates), ("hn", seq), ("h_prev", seq)]
+        cotangents = [("d_ys", seq), ("d_h_last", carry), ("d_h_all", seq)]
+        gradients = [("d_x", x), ("d_w_ih", w_ih), ("d_bias", (g,)), ("d_w_hh", w_hh)]
+        gradients += [("d_b_hn", (hidden,)), ("d_h0", carry), ("d_reset_h", carry)]
+    weights = [("x", x), ("valid", valid), ("w_ih", w_ih), ("w_hh", w_hh)]
+    table = {
+        "forward": inputs + outputs + residuals,
+        "infer": inputs + outputs,
+        "backward": weights + residuals + cotangents + gradients,
+    }
     return dict(table[target])
 
 
 _NUM_ARGS = {
-    ("lstm", "forward"): 7,
-    ("lstm", "infer"): 7,
-    ("lstm", "backward"): 9,
-    ("gru", "forward"): 6,
-    ("gru", "infer"): 6,
-    ("gru", "backward"): 8,
-    ("lstm", "project"): 3,
-    ("gru", "project"): 3,
+    ("lstm", "forward"): 9,
+    ("lstm", "infer"): 9,
+    ("lstm", "backward"): 12,
+    ("gru", "forward"): 8,
+    ("gru", "infer"): 8,
+    ("gru", "backward"): 10,
 }
 
 
@@ -260,7 +188,7 @@ def run_ffi(case: Case) -> None:
     if fault == "shape":
         shape = list(shapes[name])
         axis = len(shape) - 1
-        shape[axis] = shape[axis] + (4 if name in ("xp", "gates") else 1)
+        shape[axis] = shape[axis] + (4 if name == "gates" else 1)
         shapes[name] = tuple(shape)
     elif fault == "rank":
         shapes[name] = shapes[name][1:] if len(shapes[name]) > 1 else (1, *shapes[name])
@@ -272,10 +200,7 @@ def run_ffi(case: Case) -> None:
     names = list(operands)
     args = [jnp.zeros(shapes[n], dtypes[n]) for n in names[:num_args]]
     results = [jax.ShapeDtypeStruct(shapes[n], dtypes[n]) for n in names[num_args:]]
-    handler = (
-        "recurrent_jax_project" if target == "project" else f"recurrent_jax_{case.cell}_{target}"
-    )
-    call = jax.ffi.ffi_call(handler, results)
+    call = jax.ffi.ffi_call(f"recurrent_jax_{case.cell}_{target}", results)
     jax.block_until_ready(call(*args))
 
 
@@ -304,14 +229,11 @@ def verdict(case: Case) -> str:
 
 
 def _names(case: Case, text: str) -> bool:
-    """Whether a native error names the broken buffer; when that is one the
-    sizes are read from (xp, gates; x and w_ih's width for the projection),
-    naming any buffer of the call is right, since the others then disagree
-    with it."""
-    target = case.what.split()[0]
-    operands = list(_ffi_operands(case.cell, target, case.sizes))
-    leads = {"backward": ["gates"], "project": ["x", "w_ih"]}.get(target, operands[:1])
-    names = operands if case.expect in leads else [case.expect]
+    """Whether a native error names the broken buffer; when that is x, which
+    the sizes T, B and I are read from, naming any buffer of the call is
+    right, since the others then disagree with it."""
+    operands = list(_ffi_operands(case.cell, case.what.split()[0], case.sizes))
+    names = operands if case.expect == "x" else [case.expect]
     return any(f" {name}:" in text for name in names)
 
 

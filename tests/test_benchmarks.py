@@ -52,6 +52,13 @@ def test_cpu_step_smoke(tmp_path):
     assert all(r["train_ms"] > 0 and r["forward_ms"] > 0 for r in rows)
 
 
+def test_cpu_step_growth_smoke(tmp_path):
+    bench = load("cpu_step")
+    rows = bench.main(["--smoke", "--growth", "--json", str(tmp_path / "g.json")])
+    assert [r["shape"][1] for r in rows] == [16, 64]
+    assert all(r["train_ms"]["rj auto"] > 0 and r["train_ms"]["torch"] > 0 for r in rows)
+
+
 def test_packing_smoke(tmp_path):
     bench = load("packing")
     results = bench.main(["--smoke", "--json", str(tmp_path / "p.json")])

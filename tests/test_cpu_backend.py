@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _helpers import assert_trees_close, make, normal, random_carry
+from _helpers import assert_trees_close, make, normal, random_carry, random_params
 
 import recurrent_jax as rj
 from recurrent_jax import cpu
@@ -105,6 +105,69 @@ def test_resets_equal_the_scan(name, reverse, reset_carry, rng):
     assert_trees_close(grads, want_grads, **GRADS)
     text = jax.jit(lambda p: rj.unroll(cell, p, xs, resets=resets)[1]).lower(params).as_text()
     assert f"recurrent_jax_{name}_infer" in text  # auto takes the native path
+
+
+# Big enough for the calls to spread over the cores (2 * T * B * (D + H) * G
+# past the C++ threshold of 2e6 flops): 21 rows in slices of 16 and 5,
+# H = 40 (gate columns off the 32-wide panels, weight rows off the 8-row
+# blocks), weight gradients summed over several blocks of steps per slice.
+# Sums over D + H = 45 and 12 steps: fp32 rounding of their size.
+WIDE = dict(batch=21, steps=12, features=5, hidden=40)
+WIDE_TOLERANCE = dict(atol=1e-4, rtol=1e-4)
+
+
+def wide(name, rng, batch_shape):
+    cell = getattr(rj.cells, name)(WIDE["hidden"])
+    return cell, random_params(cell, rng, WIDE["features"])
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_row_slices_on_all_cores_equal_the_scan(name, rng):
+    """Rows split over the worker pool, with padding, resets and per-step
+    carries: every output and every gradient (params, inputs, both carries)."""
+    batch = (WIDE["batch"],)
+    cell, params = wide(name, rng, batch)
+    xs = normal(rng, (*batch, WIDE["steps"], WIDE["features"]))
+    carry0, restart = random_carry(cell, rng, batch), random_carry(cell, rng, batch)
+    resets = rng.random((*batch, WIDE["steps"])) < 0.2
+    lengths = rng.integers(0, WIDE["steps"] + 1, batch)
+
+    def outputs(impl):
+        def f(p, x, c, r):
+            return rj.unroll(
+                cell, p, x, impl=impl, initial_carry=c, resets=resets, reset_carry=r,
+                seq_lengths=lengths, return_carries=True,
+            )  # fmt: skip
+
+        def loss(*args):
+            return sum(jnp.sum(jnp.sin(a)) for a in jax.tree_util.tree_leaves(f(*args)))
+
+        args = (params, xs, carry0, restart)
+        return jax.jit(f)(*args), jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(*args)
+
+    (values, grads), (want_values, want_grads) = outputs("cpu"), outputs("scan")
+    assert_trees_close(values, want_values, **VALUES)
+    assert_trees_close(grads, want_grads, **WIDE_TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_vmapped_runs_on_all_cores_equal_the_scan(name, rng):
+    """Three runs with their own weights, one run a core."""
+    batch = (WIDE["batch"],)
+    runs = [wide(name, rng, batch) for _ in range(3)]
+    cell = runs[0][0]
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[p for _, p in runs])
+    xs = normal(rng, (*batch, WIDE["steps"], WIDE["features"]))
+
+    def loss(p, x, impl):
+        return jnp.sum(jnp.sin(rj.unroll(cell, p, x, impl=impl)[1]))
+
+    grad = jax.value_and_grad(lambda p, x: loss(p, x, "cpu"), argnums=(0, 1))
+    got = jax.jit(jax.vmap(grad, (0, None)))(stacked, xs)
+    for i, (_, params) in enumerate(runs):
+        want = jax.jit(jax.value_and_grad(lambda p, x: loss(p, x, "scan"), argnums=(0, 1)))
+        want = want(params, xs)
+        assert_trees_close(jax.tree_util.tree_map(lambda a, i=i: a[i], got), want, **WIDE_TOLERANCE)
 
 
 def test_packed_rows_run_natively_and_equal_the_scan(rng):

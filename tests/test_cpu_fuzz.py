@@ -40,7 +40,7 @@ def run_cases(indices: list[int], env: dict | None = None) -> dict[int, str]:
             [sys.executable, str(HERE / "native_fuzz.py"), *map(str, todo)],
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=1800,  # the sanitized run of test_cpu_sanitized.py, on a shared machine
             env=env,
         )
         started = None

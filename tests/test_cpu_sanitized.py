@@ -85,7 +85,7 @@ def test_cpu_backend_tests_are_clean_under_the_sanitizers(tmp_path):
         text=True,
         env=sanitized_env(tmp_path),
         cwd=HERE.parent,
-        timeout=900,
+        timeout=1800,  # under ASan, on a shared 2-core machine
     )
     output = done.stdout + done.stderr
     assert not reports_in(tmp_path), reports_in(tmp_path)
