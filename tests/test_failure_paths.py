@@ -1,11 +1,14 @@
-"""Each path that handles a failure, made to happen: a run that raises
-releases its lock and the signal handlers; several damaged checkpoints are
-all moved aside; a rewrite of the metrics cut short keeps the old file; a
-damaged lock, config or process checkpoint is one line; a SIGTERM that the
-process cannot act on (a blocked call), or a second one, ends it."""
+"""Each path that handles a failure, made to happen: every way out of a
+run or a sweep (completed, interrupted, diverged, raised, Ctrl-C, a
+refused config, a failed write) releases its lock and the signal
+handlers; several damaged checkpoints are all moved aside; a rewrite of
+the metrics cut short keeps the old file; a damaged lock, config or
+process checkpoint is one line; a SIGTERM that the process cannot act on
+(a blocked call), or a second one, ends it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,14 +27,17 @@ pytest.importorskip("ml_collections")
 pytest.importorskip("orbax.checkpoint")
 
 from recurrent_jax import cli  # noqa: E402
+from recurrent_jax.sweep import parse_sweep, run_sweep  # noqa: E402
 from recurrent_jax.train import config_files, from_config_dict, rundir  # noqa: E402
+from recurrent_jax.train import summary as summary_module  # noqa: E402
 from recurrent_jax.train.checkpoint import (  # noqa: E402
     CheckpointError,
     ProcessCheckpointer,
     checkpointer,
     restore_newest,
 )
-from recurrent_jax.train.loop import RunLoop, train_and_evaluate  # noqa: E402
+from recurrent_jax.train.config import ConfigError  # noqa: E402
+from recurrent_jax.train.loop import RunLoop, TrainingDiverged, train_and_evaluate  # noqa: E402
 from recurrent_jax.train.metrics import MetricsWriter  # noqa: E402
 from recurrent_jax.train.runs import compile_runs  # noqa: E402
 
@@ -44,11 +50,14 @@ def experiment(**overrides):
     return from_config_dict(config_files.apply_overrides(config, pairs))
 
 
+THREE = {"training__eval_every": 10, "training__keep_checkpoints": 3}
+
+
 @pytest.fixture(scope="module")
 def three_checkpoints(tmp_path_factory):
     """A finished run with checkpoints at steps 10, 20 and 30."""
     workdir = tmp_path_factory.mktemp("three")
-    config = experiment(training__eval_every=10, training__keep_checkpoints=3)
+    config = experiment(**THREE)
     train_and_evaluate(config, workdir, progress=False)
     return workdir, config
 
@@ -57,25 +66,96 @@ class Boom(RuntimeError):
     pass
 
 
-def test_a_run_that_raises_releases_its_lock_and_the_signal_handlers(
-    three_checkpoints, tmp_path, monkeypatch
-):
-    _, config = three_checkpoints
-    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+def _raise(error):
+    def raises(*args, **kwargs):
+        raise error
 
-    def boom(self):
-        raise Boom("a failure inside the run")
+    return raises
 
-    with monkeypatch.context() as patch:
-        patch.setattr(RunLoop, "run_steps", boom)
-        with pytest.raises(Boom):
-            train_and_evaluate(config, tmp_path, progress=False)
-    assert (tmp_path / rundir.LOCK_FILE).read_text() == ""  # free, no holder left in it
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
-    assert signal.set_wakeup_fd(-1) == -1  # no wakeup fd left behind
+
+def _same_run_finished(workdir, config):
+    train_and_evaluate(config, workdir, progress=False)  # the exit tested: the second run's
+
+
+# Every way out of ``train_and_evaluate`` once it holds the lock: (config
+# overrides, a patch (object, attribute, replacement), a setup of the
+# workdir before the run, the exception that ends it or None).
+TRAIN_EXITS = {
+    "completed": ({}, None, None, None),
+    "completed before": ({}, None, _same_run_finished, None),
+    "interrupted": ({}, None, None, None),  # should_stop at step 10
+    "diverged": ({"optimizer__learning_rate": 1e20}, None, None, TrainingDiverged),
+    "raised in a step": ({}, (RunLoop, "run_steps", _raise(Boom("in a step"))), None, Boom),
+    "ctrl-c while resuming": (
+        {},
+        (RunLoop, "__init__", _raise(KeyboardInterrupt())),
+        None,
+        KeyboardInterrupt,
+    ),
+    "a different run there": (
+        {"training__seed": 1},
+        None,
+        lambda workdir, config: _same_run_finished(workdir, experiment(**THREE)),
+        ConfigError,
+    ),
+    "disk full writing the summary": (
+        {},
+        (summary_module, "write_summary", _raise(OSError(28, "No space left on device"))),
+        None,
+        OSError,
+    ),
+}
+
+
+def _released(workdir) -> None:
+    """The lock of ``workdir`` is free (a fresh take-over is silent) and the
+    signal handlers and wakeup fd are as before the run."""
+    assert (workdir / rundir.LOCK_FILE).read_text() == ""  # no holder left in it
     notices = []
-    summary = train_and_evaluate(config, tmp_path, progress=False, log=notices.append)
-    assert summary["status"] == "completed" and notices == []  # no "taking over the lock"
+    with rundir.locked(workdir, log=notices.append):  # a held flock: WorkdirInUse
+        pass
+    assert notices == []  # no false "taking over the lock ... no longer running"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.set_wakeup_fd(-1) == -1  # no wakeup fd left behind
+
+
+@pytest.mark.parametrize("exit", list(TRAIN_EXITS))
+def test_every_exit_of_a_run_releases_its_lock_and_the_signal_handlers(tmp_path, monkeypatch, exit):
+    overrides, patch, setup, raised = TRAIN_EXITS[exit]
+    stop = (lambda step: step == 10) if exit == "interrupted" else None
+    config = experiment(**THREE, **overrides)
+    workdir = tmp_path / "run"
+    if setup is not None:
+        setup(workdir, config)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with monkeypatch.context() as patching:
+        if patch is not None:
+            patching.setattr(*patch)
+        context = pytest.raises(raised) if raised else contextlib.nullcontext()
+        with context:
+            summary = train_and_evaluate(config, workdir, progress=False, should_stop=stop)
+    if raised is None:
+        assert summary["status"] == ("interrupted" if stop else "completed")
+    _released(workdir)
+
+
+@pytest.mark.slow  # a sweep compiles its own stages: 15 s
+@pytest.mark.parametrize("exit", ["completed", "interrupted", "raised in a step"])
+def test_every_exit_of_a_sweep_releases_its_lock_and_the_signal_handlers(
+    tmp_path, monkeypatch, exit
+):
+    config = config_files.load_config("adding:smoke").to_dict()
+    plan = parse_sweep({**config, "sweep": {}})  # one run
+    stop = (lambda step: step == 10) if exit == "interrupted" else None
+    with monkeypatch.context() as patching:
+        if exit == "raised in a step":
+            patching.setattr(RunLoop, "run_steps", _raise(Boom("in a step")))
+        with pytest.raises(Boom) if exit == "raised in a step" else contextlib.nullcontext():
+            summary = run_sweep(plan, tmp_path / "sweep", progress=False, should_stop=stop)
+    if exit != "raised in a step":
+        assert summary["status"] == exit
+    _released(tmp_path / "sweep")
 
 
 @pytest.mark.parametrize("how", ["completed", "ctrl-c"])
@@ -96,24 +176,36 @@ def test_after_a_run_ctrl_c_raises_keyboard_interrupt_again(three_checkpoints, t
         time.sleep(1)  # the handler runs between bytecodes
 
 
-def damage(step_dir: Path) -> None:
-    for path in step_dir.rglob("*"):
-        if path.is_file() and path.parent.name == "d":
-            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+def damage(step_dir: Path, part: str) -> None:
+    """Cuts short the array files of a checkpoint (found when it is
+    restored) or its metadata (found when the directory is opened)."""
+    if part == "arrays":
+        files = [p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d"]
+    else:
+        files = [step_dir / "_CHECKPOINT_METADATA", step_dir / "metrics" / "metrics"]
+    for path in files:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-@pytest.mark.parametrize("damaged", [(10, 30), (10, 20)])
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        {10: "arrays", 30: "arrays"},
+        {10: "arrays", 20: "arrays"},
+        {20: "metadata", 30: "arrays"},
+    ],
+)
 def test_every_damaged_checkpoint_is_moved_aside(three_checkpoints, tmp_path, damaged):
     full_dir, config = three_checkpoints
     copy = tmp_path / "run"
     shutil.copytree(full_dir, copy)
     (copy / "summary.json").unlink()  # as after a crash before the end
-    for step in damaged:
-        damage(copy / "checkpoints" / str(step))
+    for step, part in damaged.items():
+        damage(copy / "checkpoints" / str(step), part)
     notices = []
     summary = train_and_evaluate(config, copy, progress=False, log=notices.append)
     intact = max({10, 20, 30} - set(damaged))
-    assert summary["status"] == "completed" and summary["resumed_from"] in (intact, None)
+    assert summary["status"] == "completed" and summary["resumed_from"] == intact
     assert sorted(n.split()[1] for n in notices) == sorted(map(str, damaged))
     moved = sorted(p.name.split("-")[0] for p in (copy / "checkpoints.corrupt").iterdir())
     assert moved == sorted(map(str, damaged))
@@ -121,6 +213,7 @@ def test_every_damaged_checkpoint_is_moved_aside(three_checkpoints, tmp_path, da
     program = compile_runs(config)
     like = jax.eval_shape(program.init, *program_inputs(config))
     ckpt = checkpointer(copy / "checkpoints", program.setup.task, 3)
+    assert ckpt.steps() == [s for s in (10, 20, 30) if s >= intact]  # the rest saved again
     for step in ckpt.steps():  # none that cannot be restored is left in place
         ckpt.restore(step, like)
     ckpt.close()
