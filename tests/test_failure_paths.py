@@ -21,6 +21,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 pytest.importorskip("ml_collections")
@@ -291,6 +292,39 @@ def test_process_checkpoints_that_cannot_be_read_are_moved_aside(tmp_path):
         "1.npz",
         "3.npz",
     ]
+
+
+class _Touch:
+    """Unpickling this creates ``marker``: the proof that a reader ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_process_checkpoint_holding_a_pickle_never_runs_it(tmp_path):
+    """A sweep's process checkpoints are ``.npz`` files in a run directory
+    that may come from someone else: an object array there is a damaged
+    checkpoint, moved aside, and its payload never runs."""
+    like = {"w": jnp.zeros((2, 3)), "step": jnp.zeros((), jnp.int32)}
+    ckpt = ProcessCheckpointer(tmp_path / "point-0", keep=5)
+    for step in (1, 2):
+        state = {"w": jnp.full((2, 3), float(step)), "step": jnp.asarray(step, jnp.int32)}
+        ckpt.save(_Stateful(state, step))
+    marker = tmp_path / "payload_ran"
+    crafted = tmp_path / "point-0" / "2.npz"
+    np.savez(crafted, np.array([_Touch(marker), 0], dtype=object), np.asarray(2, np.int32))
+    notices = []
+    step, state = restore_newest(ckpt, like, notices.append)
+    assert not marker.exists(), "a checkpoint ran code"
+    assert step == 1 and float(state["w"][0, 0]) == 1.0
+    assert len(notices) == 1 and "Object arrays cannot be loaded" in notices[0], notices
+    moved = next((tmp_path / "point-0.corrupt").iterdir())
+    with np.load(moved, allow_pickle=True) as f:  # the oracle: the crafted file is live
+        f["arr_0"]
+    assert marker.exists()
 
 
 class _Stateful(dict):
