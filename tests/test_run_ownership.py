@@ -7,9 +7,11 @@ completes with the records of a run nothing happened to."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +256,61 @@ def test_a_run_directory_inside_the_data_it_reads_is_refused(
     want = f"is inside the data folder config.data.{key}={str(project / 'data')!r} that the run"
     assert want in err
     assert snapshot(tmp_path) == before
+
+
+# --- the guide says what a run directory holds and which commands may touch it -----------
+
+GUIDE = Path(__file__).parents[1] / "docs" / "guides" / "run-directories.md"
+
+
+def guide_table(heading: str) -> list[list[str]]:
+    """The rows of the first table under ``## heading`` in the guide."""
+    section = GUIDE.read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def a_directory_that_holds(what: str, folder: Path) -> Path:
+    folder.mkdir()
+    kinds = {
+        "a training run": rundir.TRAIN,
+        "a sweep": rundir.SWEEP,
+        "a sweep's `best_run/`": rundir.BEST_RUN,
+    }
+    if what in kinds:
+        rundir.mark(folder, kinds[what], name="x")
+    elif what.startswith("files but no"):
+        (folder / "notes.txt").write_text("mine")
+    else:
+        assert what.startswith("nothing yet"), what
+    return folder
+
+
+def test_the_guides_table_of_commands_is_what_every_command_checks(tmp_path):
+    rows = guide_table("Which commands may touch it")
+    assert len(rows) == 5
+    for i, (what, *cells) in enumerate(rows):
+        folder = a_directory_that_holds(what, tmp_path / str(i))
+        for commands, cell in zip((["train"], ["sweep"], ["eval", "decode"]), cells, strict=True):
+            for command in commands:
+                try:
+                    rundir.check(folder, command)
+                    refused = False
+                except ConfigError:
+                    refused = True
+                assert refused == cell.startswith("refused"), (what, command, cell)
+
+
+@pytest.mark.slow
+def test_the_guide_names_every_file_a_run_and_a_sweep_write(finished):
+    rows = guide_table("What a run directory holds")
+    named = [
+        re.sub(r"<\w+>", "*", name).rstrip("/")
+        for row in rows
+        for name in re.findall(r"`([^`]+)`", row[0])
+    ]
+    best_run = next(row for row in rows if row[0] == "`best_run/`")
+    for directory in (finished / "train", finished / "sweep", finished / "sweep" / "best_run"):
+        for path in directory.iterdir():
+            described = f"`{path.name}`" in best_run[2] and directory.name == "best_run"
+            assert described or any(fnmatch.fnmatch(path.name, p) for p in named), path
