@@ -2,8 +2,9 @@
 run or a sweep (completed, interrupted, diverged, raised, Ctrl-C, a
 refused config, a failed write) releases its lock and the signal
 handlers; several damaged checkpoints are all moved aside; a rewrite of
-the metrics cut short keeps the old file; a damaged lock, config or
-process checkpoint is one line; a SIGTERM that the process cannot act on
+the metrics cut short keeps the old file; a summary that cannot be read
+is written again; a damaged lock, config or process checkpoint (a pickle
+in it never runs) is one line or moved aside; a SIGTERM that the process cannot act on
 (a blocked call), or a second one, ends it."""
 
 from __future__ import annotations
@@ -245,6 +246,23 @@ def test_a_rewrite_of_the_metrics_cut_short_keeps_the_old_file(tmp_path, monkeyp
     assert path.read_text() == before
     writer.truncate_after(10)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [10]
+
+
+@pytest.mark.parametrize("summary_json", [b'{"status": "compl', b"[]", b'{"status": "completed"}'])
+def test_a_summary_that_cannot_be_read_is_written_again(three_checkpoints, tmp_path, summary_json):
+    """A completed run whose summary.json was cut short (or edited) is not
+    taken for completed: the run resumes at its last step and writes the
+    summary of the uninterrupted run again, its records unchanged."""
+    full_dir, config = three_checkpoints
+    copy = tmp_path / "run"
+    shutil.copytree(full_dir, copy)
+    (copy / "summary.json").write_bytes(summary_json)
+    summary = train_and_evaluate(config, copy, progress=False)
+    want = json.loads((full_dir / "summary.json").read_text())
+    for key in ("status", "step", "final_eval", "best_eval", "best_step"):
+        assert summary[key] == want[key], key
+    assert json.loads((copy / "summary.json").read_text()) == summary
+    assert (copy / "metrics.jsonl").read_text() == (full_dir / "metrics.jsonl").read_text()
 
 
 def test_a_lock_file_holding_garbage_is_taken_over_with_a_notice(tmp_path):

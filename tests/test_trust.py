@@ -252,6 +252,23 @@ def test_a_return_annotation_is_read_by_name_never_evaluated(tmp_path):
     assert not (tmp_path / "ran").exists() and not Path("ran").exists()
 
 
+def test_a_recorded_module_that_raises_on_import_is_left_unloaded(tmp_path):
+    """A trusted module whose top level raises is not left half-imported in
+    ``sys.modules``: once its file is mended, the same process imports it."""
+    module = f"broken_{uuid.uuid4().hex[:8]}"
+    file = tmp_path / f"{module}.py"
+    file.write_text("raise ZeroDivisionError('at import')\n")
+    admit = lambda: _imports.admit(  # noqa: E731
+        f"{module}:make_task", what="data.task", source="the run", recorded=str(file), trust=True
+    )
+    with pytest.raises(ZeroDivisionError, match="at import"):
+        admit()
+    assert module not in sys.modules
+    file.write_text(textwrap.dedent(TASK))
+    admit()
+    assert sys.modules[module].__file__ == str(file)
+
+
 def test_code_inside_the_package_needs_no_opt_in():
     _imports.admit("recurrent_jax.cells:lstm", what="cell", source="the run")
     with pytest.raises(_imports.UntrustedCode, match="code outside recurrent_jax"):
