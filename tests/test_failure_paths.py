@@ -4,8 +4,8 @@ refused config, a failed write) releases its lock and the signal
 handlers; several damaged checkpoints are all moved aside; a rewrite of
 the metrics cut short keeps the old file; a summary that cannot be read
 is written again; a damaged lock, config or process checkpoint (a pickle
-in it never runs) is one line or moved aside; a SIGTERM that the process cannot act on
-(a blocked call), or a second one, ends it."""
+in it never runs) is one line or moved aside; a SIGTERM that the process
+cannot act on (a blocked call), or a second one, ends it."""
 
 from __future__ import annotations
 
