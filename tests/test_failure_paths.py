@@ -5,7 +5,7 @@ handlers; several damaged checkpoints are all moved aside; a rewrite of
 the metrics cut short keeps the old file; a summary that cannot be read
 is written again; a damaged lock, config or process checkpoint (a pickle
 in it never runs) is one line or moved aside; a SIGTERM that the process
-cannot act on (a blocked call), or a second one, ends it."""
+cannot act on (a blocked call, or compiling), or a second one, ends it."""
 
 from __future__ import annotations
 
@@ -373,36 +373,48 @@ BLOCKED = textwrap.dedent(
     from recurrent_jax.train import host_loop
 
     host_loop.BLOCKED_SECONDS = float(sys.argv[1])
-    inner = lambda i, c: c * 1.0000001 + 1e-9
-    outer = lambda i, c: jax.lax.fori_loop(0, 1 << 30, inner, c)
-    forever = jax.jit(lambda x: jax.lax.fori_loop(0, 1 << 30, outer, x))
-    compiled = forever.lower(jnp.ones(())).compile()
+    if sys.argv[2] == "compiling":  # XLA takes minutes over 2000 unrolled steps
+        body = lambda i, c: jnp.tanh(c @ c + i)
+        slow = jax.jit(lambda x: jax.lax.fori_loop(0, 2000, body, x, unroll=2000))
+        lowered = slow.lower(jnp.ones((4, 4)))
+        block = lambda: lowered.compile()
+    else:  # a call that never returns
+        inner = lambda i, c: c * 1.0000001 + 1e-9
+        outer = lambda i, c: jax.lax.fori_loop(0, 1 << 30, inner, c)
+        forever = jax.jit(lambda x: jax.lax.fori_loop(0, 1 << 30, outer, x))
+        compiled = forever.lower(jnp.ones(())).compile()
+        block = lambda: compiled(jnp.ones(())).block_until_ready()
     with host_loop.stop_requests(None) as stop_requested:
         stop_requested(0)
         print("blocked", flush=True)
-        compiled(jnp.ones(())).block_until_ready()  # a call that never returns
+        block()
+    print("returned", flush=True)
     """
 )
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("blocked_in", ["a call", "compiling"])
 @pytest.mark.parametrize("signals, grace", [(1, 2.0), (2, 120.0)])
-def test_a_sigterm_ends_a_process_blocked_in_a_call(signals, grace):
+def test_a_sigterm_ends_a_process_blocked_in_a_call_or_compiling(signals, grace, blocked_in):
     process = subprocess.Popen(
-        [sys.executable, "-c", BLOCKED, str(grace)],
+        [sys.executable, "-c", BLOCKED, str(grace), blocked_in],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
     )
-    assert process.stdout.readline().strip() == "blocked"
-    start = time.monotonic()
-    for _ in range(signals):
-        process.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-    _, err = process.communicate(timeout=60)
+    try:
+        assert process.stdout.readline().strip() == "blocked"
+        start = time.monotonic()
+        for _ in range(signals):
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()  # a process the SIGTERM did not end is not left running
     elapsed = time.monotonic() - start
-    assert process.returncode == 128 + signal.SIGTERM, err
+    assert process.returncode == 128 + signal.SIGTERM and out == "", (out, err)
     why = "a second SIGTERM" if signals == 2 else "no stop within 2s of the SIGTERM (blocked)"
     assert err.strip() == f"terminated: {why}; the checkpoints saved so far are kept"
     assert elapsed < (5 if signals == 2 else grace + 10)
