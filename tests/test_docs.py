@@ -145,3 +145,14 @@ def test_guide_copies_of_example_files_match_them():
             if first.startswith("# examples/"):
                 path = DOCS.parent / first[2:]
                 assert rest == path.read_text(), f"{page.name}: {path} differs from its copy"
+
+
+def test_the_own_data_guide_states_the_held_out_default():
+    """It said "a tenth of the rows" while the default was 0.2."""
+    from recurrent_jax.data.arrays import ArraysOptions
+
+    text = (DOCS / "guides" / "own-data.md").read_text()
+    fraction = ArraysOptions().valid_fraction
+    stated = re.findall(r"`data\.valid_fraction=([0-9.]+)`", text)
+    assert stated and {float(v) for v in stated} == {fraction}, stated
+    assert "A fifth of the rows" in text and fraction == 1 / 5

@@ -176,6 +176,18 @@ def test_float64_compute_and_params_from_every_source(rng):
     assert_trees_close(ys, want32, **EXACT)
 
 
+@pytest.mark.parametrize("param_dtype", [jnp.bfloat16, jnp.float64])
+def test_bf16_compute_keeps_float32_carries_with_x64_on(param_dtype, rng):
+    """The carry is the wider of float32 and the compute dtype, whatever
+    the params: bf16 compute keeps fp32 carries with x64 on, as with it off."""
+    cell = CELLS["lstm"](dtype=jnp.bfloat16, param_dtype=param_dtype)
+    params = cell.init(jax.random.key(0), D)
+    assert leaf_dtypes(params) == {jnp.dtype(param_dtype)}
+    assert leaf_dtypes(cell.initial_carry((B,))) == {jnp.dtype(jnp.float32)}
+    carry, ys = scan_jit(cell)(params, data(rng, B, T, D))
+    assert leaf_dtypes((carry, ys)) == {jnp.dtype(jnp.float32)}
+
+
 def test_a_user_cell_runs_in_the_dtype_its_params_ask_for(rng):
     """A cell of one's own (``init`` and ``step``): the engine asks its
     ``initial_carry`` for ``carry_dtype_of(cell, params)``."""

@@ -566,6 +566,30 @@ def test_data_tokens_lists_the_choices():
     )
 
 
+def test_a_pretrained_tokenizer_is_loaded_without_code_from_the_hub(monkeypatch):
+    """Through transformers (without tokenizers installed): the hub's
+    code is never trusted, whatever transformers' default."""
+    import types
+
+    asked = []
+
+    class AutoTokenizer:
+        @staticmethod
+        def from_pretrained(name, **options):
+            asked.append((name, options))
+            raise OSError("offline")
+
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    monkeypatch.setitem(
+        sys.modules, "transformers", types.SimpleNamespace(AutoTokenizer=AutoTokenizer)
+    )
+    refused(
+        lambda: rj.data.tokens.make_tokenizer("org/tok", ["a b"], None),
+        "no tokenizer 'org/tok' could be loaded (offline)",
+    )
+    assert asked == [("org/tok", {"trust_remote_code": False})]
+
+
 def test_class_folders_are_the_folders_that_hold_texts(tmp_path):
     root = tmp_path / "data"
     for name, texts in {"neg": ["bad", "awful"], "pos": ["good", "great"]}.items():

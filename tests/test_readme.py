@@ -71,3 +71,29 @@ def test_shell_commands_parse_and_their_configs_load(argv):
         assert spec.parse_sweep(raw).runs
     else:
         from_config_dict(config)
+
+
+def test_the_extras_table_names_what_each_extra_installs(monkeypatch, tmp_path):
+    """Each row names the packages of its extra in pyproject.toml; the
+    ``data`` extra is what CSV tables need too (not only Parquet)."""
+    import sys
+    import tomllib
+
+    pyproject = tomllib.loads((README.parent / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    table = README.read_text().split("## Extras", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.*) \|$", table, re.M))
+    for extra in ("experiments", "eqx", "interop", "data", "docs"):
+        wanted = {re.split(r"[<>=\[ ]", requirement)[0].lower() for requirement in extras[extra]}
+        named = set(re.findall(r"[\w.-]+", rows[extra].split(":")[0].lower()))
+        assert wanted <= named, (extra, wanted - named)
+    assert "CSV" in rows["data"]
+    pytest.importorskip("pyarrow")
+    from recurrent_jax.data import files
+    from recurrent_jax.data.arrays import ArraysOptions
+    from recurrent_jax.data.base import MissingExtraError
+
+    (tmp_path / "t.csv").write_text("id,time,a,target\n0,0,1.0,0\n")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as without the extra
+    with pytest.raises(MissingExtraError, match=r"pip install 'recurrent-jax\[data\]'"):
+        files.read_arrays(tmp_path / "t.csv", ArraysOptions().columns())

@@ -7,9 +7,11 @@ completes with the records of a run nothing happened to."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +79,12 @@ def test_sweep_on_a_training_run_changes_nothing_and_the_run_completes(finished,
     err = refused(["sweep", *SWEEP, f"--workdir={workdir}"], capsys)
     assert "holds a training run ('adding')" in err
     assert f"`recurrent-jax train --workdir={workdir}`" in err
-    # the sweep's config was the run's own plus a sweep section: refused all the same
-    err = refused(["sweep", "--config=adding:smoke", f"--workdir={workdir}"], capsys)
+    # the sweep's config is the run's own plus a sweep section: refused all the same
+    own = json.loads((workdir / rundir.CONFIG_FILE).read_text()) | {"sweep": {"seeds": 2}}
+    (tmp_path / "own_sweep.json").write_text(json.dumps(own))
+    err = refused(
+        ["sweep", f"--config={tmp_path / 'own_sweep.json'}", f"--workdir={workdir}"], capsys
+    )
     assert "holds a training run" in err
     assert snapshot(workdir) == before
     assert cli.main(["train", f"--workdir={workdir}", "--no-progress"]) == 0
@@ -86,6 +92,9 @@ def test_sweep_on_a_training_run_changes_nothing_and_the_run_completes(finished,
     assert (workdir / "metrics.jsonl").read_text() == want
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["resumed_from"] == 10
+    uninterrupted = json.loads((finished / "train" / "summary.json").read_text())
+    for key in ("final_eval", "best_eval", "best_step"):
+        assert summary[key] == uninterrupted[key], key
 
 
 @pytest.mark.slow
@@ -107,6 +116,33 @@ def test_train_on_a_sweep_changes_nothing_and_the_sweep_completes(finished, tmp_
     assert cli.main(["sweep", f"--workdir={workdir}", *SWEEP[1:]]) == 0
     for name in ("metrics.jsonl", "runs.csv", "runs.md"):
         assert (workdir / name).read_text() == (finished / "sweep" / name).read_text(), name
+
+
+def without_lock(root: Path) -> dict:
+    return {k: v for k, v in snapshot(root).items() if k != rundir.LOCK_FILE}
+
+
+@pytest.mark.slow
+def test_finished_runs_pointed_at_each_other_change_nothing(finished, tmp_path, capsys):
+    """The newcomer's steps on a finished training run and a finished sweep
+    (which rewrote the run's summary and deleted the sweep's records): each
+    refused with every file byte-identical, and running each on its own
+    directory again changes nothing either."""
+    train, sweep = finished / "train", finished / "sweep"
+    before = {train: snapshot(train), sweep: snapshot(sweep)}
+    own = json.loads((train / rundir.CONFIG_FILE).read_text()) | {"sweep": {"seeds": 2}}
+    (tmp_path / "own_sweep.json").write_text(json.dumps(own))
+    for argv in (["sweep", *SWEEP], ["sweep", f"--config={tmp_path / 'own_sweep.json'}"]):
+        assert "holds a training run" in refused([*argv, f"--workdir={train}"], capsys)
+    for argv in (["train", *TRAIN], ["train", "--no-progress"]):
+        assert "holds a sweep" in refused([*argv, f"--workdir={sweep}"], capsys)
+    assert {train: snapshot(train), sweep: snapshot(sweep)} == before
+    assert cli.main(["train", f"--workdir={train}", "--no-progress"]) == 0
+    assert cli.main(["sweep", f"--workdir={sweep}", *SWEEP[1:]]) == 0
+    capsys.readouterr()
+    for root in (train, sweep):  # only the lock file was held and freed
+        del before[root][rundir.LOCK_FILE]
+        assert without_lock(root) == before[root]
 
 
 @pytest.mark.slow
@@ -157,11 +193,10 @@ def test_a_marker_that_cannot_be_read_is_refused(tmp_path, capsys, marker):
 def test_a_finished_run_is_not_rewritten(finished, tmp_path, capsys):
     workdir = tmp_path / "train"
     train_and_evaluate(train_config(), workdir, progress=False)
-    before = {k: v for k, v in snapshot(workdir).items() if k != rundir.LOCK_FILE}
+    before = without_lock(workdir)
     assert cli.main(["train", *TRAIN, f"--workdir={workdir}"]) == 0
     assert "completed at step 30/30" in capsys.readouterr().out
-    after = {k: v for k, v in snapshot(workdir).items() if k != rundir.LOCK_FILE}
-    assert after == before  # the summary's seconds and plot list, among the rest
+    assert without_lock(workdir) == before  # the summary's seconds and plot list, among the rest
 
 
 INSIDE = """
@@ -221,3 +256,61 @@ def test_a_run_directory_inside_the_data_it_reads_is_refused(
     want = f"is inside the data folder config.data.{key}={str(project / 'data')!r} that the run"
     assert want in err
     assert snapshot(tmp_path) == before
+
+
+# --- the guide says what a run directory holds and which commands may touch it -----------
+
+GUIDE = Path(__file__).parents[1] / "docs" / "guides" / "run-directories.md"
+
+
+def guide_table(heading: str) -> list[list[str]]:
+    """The rows of the first table under ``## heading`` in the guide."""
+    section = GUIDE.read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def a_directory_that_holds(what: str, folder: Path) -> Path:
+    folder.mkdir()
+    kinds = {
+        "a training run": rundir.TRAIN,
+        "a sweep": rundir.SWEEP,
+        "a sweep's `best_run/`": rundir.BEST_RUN,
+    }
+    if what in kinds:
+        rundir.mark(folder, kinds[what], name="x")
+    elif what.startswith("files but no"):
+        (folder / "notes.txt").write_text("mine")
+    else:
+        assert what.startswith("nothing yet"), what
+    return folder
+
+
+def test_the_guides_table_of_commands_is_what_every_command_checks(tmp_path):
+    rows = guide_table("Which commands may touch it")
+    assert len(rows) == 5
+    for i, (what, *cells) in enumerate(rows):
+        folder = a_directory_that_holds(what, tmp_path / str(i))
+        for commands, cell in zip((["train"], ["sweep"], ["eval", "decode"]), cells, strict=True):
+            for command in commands:
+                try:
+                    rundir.check(folder, command)
+                    refused = False
+                except ConfigError:
+                    refused = True
+                assert refused == cell.startswith("refused"), (what, command, cell)
+
+
+@pytest.mark.slow
+def test_the_guide_names_every_file_a_run_and_a_sweep_write(finished):
+    rows = guide_table("What a run directory holds")
+    named = [
+        re.sub(r"<\w+>", "*", name).rstrip("/")
+        for row in rows
+        for name in re.findall(r"`([^`]+)`", row[0])
+    ]
+    best_run = next(row for row in rows if row[0] == "`best_run/`")
+    for directory in (finished / "train", finished / "sweep", finished / "sweep" / "best_run"):
+        for path in directory.iterdir():
+            described = f"`{path.name}`" in best_run[2] and directory.name == "best_run"
+            assert described or any(fnmatch.fnmatch(path.name, p) for p in named), path

@@ -1,6 +1,8 @@
 """One writer per run directory: a live holder's lock refuses a second run
 with one line naming it; a dead holder's lock is taken over with a notice;
-a directory holding another run is a one-line config error."""
+a directory holding another run is a one-line config error; the marker is
+written whole and once, also where the file system has no hard links, and
+one of another kind written meanwhile by another process wins."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -101,6 +104,38 @@ def test_a_workdir_of_another_run_is_a_one_line_error(tmp_path, capsys):
     assert code == 2
     assert err.startswith("recurrent-jax: error: --workdir:") and "holds a different run" in err
     assert "model.hidden_size" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("links", [True, False])  # False: a file system without hard links
+def test_a_marker_is_written_whole_once_and_a_racing_one_of_another_kind_wins(
+    tmp_path, monkeypatch, links
+):
+    real_link = os.link
+
+    def link(source, target):
+        if not links:
+            raise PermissionError(1, "Operation not permitted")
+        real_link(source, target)
+
+    monkeypatch.setattr(os, "link", link)
+    first = tmp_path / "first"
+    first.mkdir()
+    marker = rundir.mark(first, rundir.TRAIN, name="adding")
+    assert rundir.read_marker(first) == marker and marker["kind"] == rundir.TRAIN
+    assert os.listdir(first) == [rundir.MARKER_FILE]  # no temporary file left behind
+    assert rundir.mark(first, rundir.TRAIN, name="other")["name"] == "adding"  # kept
+
+    def racing(source, target):  # another process of a job marks it a sweep meanwhile
+        Path(target).write_text(json.dumps({"kind": rundir.SWEEP, "name": "theirs"}))
+        link(source, target)
+
+    second = tmp_path / "second"
+    second.mkdir()
+    monkeypatch.setattr(os, "link", racing)
+    with pytest.raises(rundir.ConfigError, match=r"holds a sweep \('theirs'\)"):
+        rundir.mark(second, rundir.TRAIN, name="adding")
+    assert os.listdir(second) == [rundir.MARKER_FILE]
+    assert rundir.read_marker(second)["kind"] == rundir.SWEEP
 
 
 def test_asyncio_reports_of_reads_from_a_reported_damaged_checkpoint_are_dropped():

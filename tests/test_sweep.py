@@ -443,6 +443,25 @@ def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_sweep_resumes(uninte
         assert (copy / name).read_text() == (full_dir / name).read_text(), name
 
 
+@pytest.mark.parametrize("best_json", [b'{"run_id": 3, "sco', b'{"score": "high"}'])
+def test_a_best_record_that_cannot_be_read_is_rebuilt_on_resume(uninterrupted, tmp_path, best_json):
+    """``best_run/best.json`` cut short by a crash (or edited): on resume
+    every grid point offers its best again, so the best run comes back as
+    the uninterrupted sweep's."""
+    plan, full_dir, _, _ = uninterrupted
+    copy = tmp_path / "sweep"
+    shutil.copytree(full_dir, copy)
+    (copy / "summary.json").unlink()  # a crash before the end: there is a sweep to resume
+    (copy / "best_run" / "best.json").write_bytes(best_json)
+    summary = run_sweep(plan, copy, progress=False)
+    assert summary["status"] == "completed"
+    for name in ("best_run/best.json", "runs.csv", "metrics.jsonl"):
+        assert (copy / name).read_text() == (full_dir / name).read_text(), name
+    assert summary["best"] == json.loads((full_dir / "summary.json").read_text())["best"]
+    steps = lambda d: sorted(p.name for p in (d / "best_run" / "checkpoints").iterdir())  # noqa: E731
+    assert steps(copy) == steps(full_dir)
+
+
 def _latest_state(workdir: Path):
     ckpt = Checkpointer(
         workdir / "checkpoints" / "point-0", keep=2, primary_metric="mse", higher_is_better=False

@@ -1,9 +1,10 @@
-"""Loading a run someone else made: the code its config names is imported
-from the file recorded when the run was made (never a module of the same
-name in the working directory), outside the package only with
-``--trust-code``, and only a function declared to return an
-``rj.data.Task`` (or an ``rj.Cell``) is ever called — ``sys:exit`` and
-``os:abort`` are one-line errors, never calls."""
+"""Loading a run someone else made (or a sweep's sweep.json, or any JSON
+config): the code its config names is imported from the file recorded
+when the run was made (never a module of the same name in the working
+directory), outside the package only with ``--trust-code``, and only a
+function declared to return an ``rj.data.Task`` (or an ``rj.Cell``) is
+ever called — ``sys:exit`` and ``os:abort`` are one-line errors, never
+calls."""
 
 from __future__ import annotations
 
@@ -166,6 +167,44 @@ def test_importing_a_module_a_run_names_needs_the_opt_in(own_run, tmp_path, caps
     assert "got the function 'unannotated' without a return annotation" in err
 
 
+@pytest.mark.parametrize(
+    "how", ["sweep --workdir", "train --config", "sweep --config", "sweep --config grid"]
+)
+def test_a_sweep_or_a_json_config_naming_code_needs_the_opt_in(own_run, tmp_path, capsys, how):
+    """A sweep's ``sweep.json`` (resumed with ``sweep --workdir``) and a
+    JSON config given as ``--config`` are data too: the code they name is
+    imported only with the opt-in, and nothing is written before."""
+    module = f"evil_{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / "elsewhere"
+    project(folder, module)
+    saved = json.loads((own_run[0] / rundir.CONFIG_FILE).read_text())
+    spec, key = f"{module}:make_task", "config.data.task"
+    saved["data"]["task"], saved["sweep"] = spec, {"seeds": 2}
+    if how.endswith("grid"):  # a value of the grid names it
+        spec, key = f"{module}:no_cell", "config.sweep.grid.model.cell[1]"
+        saved["data"]["task"] = "adding"
+        saved["sweep"] = {"grid": {"model": {"cell": ["lstm", spec]}}}
+    saved["imports"] = {spec: str(folder / f"{module}.py")}
+    workdir = tmp_path / "run"
+    command, given = how.split()[:2]
+    if given == "--workdir":
+        rundir.mark(rundir.make_workdir(workdir), rundir.SWEEP, name="own")
+        config = workdir / "sweep.json"
+        argv = [command]
+    else:
+        config = tmp_path / "c.json"
+        argv = [command, f"--config={config}"]
+    config.write_text(json.dumps(saved))
+    before = sorted(tmp_path.rglob("*"))
+    err = one_line([*argv, f"--workdir={workdir}", "--no-progress"], capsys)
+    assert f"{key}: the config {config} names {spec!r}" in err
+    assert f"({folder / f'{module}.py'}) that importing runs; pass --trust-code" in err
+    assert imports_of(folder) == []  # its top level never ran
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
+    config_files.load_config(str(config), trust_code=True)
+    assert imports_of(folder) == [str(folder / f"{module}.py")]  # trusted: imported, once
+
+
 def test_a_recorded_file_that_is_gone_is_a_one_line_error(own_run, tmp_path, capsys):
     workdir = copy_naming(own_run, tmp_path)
     saved = json.loads((workdir / rundir.CONFIG_FILE).read_text())
@@ -211,6 +250,23 @@ def test_a_return_annotation_is_read_by_name_never_evaluated(tmp_path):
     with pytest.raises(ValueError, match="declared -> __import__"):
         _imports.checked_function(load("code"), "x:code", what="t", returns=Task, wanted="T")
     assert not (tmp_path / "ran").exists() and not Path("ran").exists()
+
+
+def test_a_recorded_module_that_raises_on_import_is_left_unloaded(tmp_path):
+    """A trusted module whose top level raises is not left half-imported in
+    ``sys.modules``: once its file is mended, the same process imports it."""
+    module = f"broken_{uuid.uuid4().hex[:8]}"
+    file = tmp_path / f"{module}.py"
+    file.write_text("raise ZeroDivisionError('at import')\n")
+    admit = lambda: _imports.admit(  # noqa: E731
+        f"{module}:make_task", what="data.task", source="the run", recorded=str(file), trust=True
+    )
+    with pytest.raises(ZeroDivisionError, match="at import"):
+        admit()
+    assert module not in sys.modules
+    file.write_text(textwrap.dedent(TASK))
+    admit()
+    assert sys.modules[module].__file__ == str(file)
 
 
 def test_code_inside_the_package_needs_no_opt_in():

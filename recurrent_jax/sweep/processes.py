@@ -90,9 +90,10 @@ def merge_best_runs(plan: SweepPlan, workdir: Path, directories) -> None:
     checkpoint written from the candidate's ``state.npz``; removes the
     candidates."""
     target = Path(workdir) / report.BEST_DIR
-    candidates = [d for d in [target, *map(Path, directories)] if (d / report.BEST_FILE).exists()]
+    found = [(d, report.read_best(d)) for d in [target, *map(Path, directories)]]
+    candidates = [d for d, record in found if record is not None]
     if candidates:
-        records = [json.loads((d / report.BEST_FILE).read_text()) for d in candidates]
+        records = [record for _, record in found if record is not None]
         rank = lambda j: (records[j]["score"], -records[j]["run_id"])
         winner = max(range(len(candidates)), key=rank)
         if candidates[winner] != target:

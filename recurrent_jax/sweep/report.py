@@ -3,8 +3,9 @@
 - ``runs.csv`` / ``runs.md``: one row per run id with its swept values,
   seed, status, final eval metrics and best eval of the primary metric;
 - ``best_run/``: a run directory (marked ``rundir.BEST_RUN``,
-  ``config.json`` + checkpoint) holding the best run's state at its best
-  eval, so ``recurrent-jax eval --workdir=<sweep>/best_run`` reloads it;
+  ``config.json`` + checkpoint, and ``best.json``, written last: its run
+  id, score and step) holding the best run's state at its best eval, so
+  ``recurrent-jax eval --workdir=<sweep>/best_run`` reloads it;
 - PNG plots: the primary metric against each swept value (mean ± std over
   seeds), learning curves coloured by each swept value, and heatmaps of
   the mean over seeds for each pair of swept axes.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -48,7 +50,7 @@ def update_best_run(runs, best: Best, task, directory: Path) -> None:
         return
     i = int(np.nanargmax(np.where(np.isfinite(scores), scores, -np.inf)))
     run, directory = runs[i], Path(directory)
-    saved = _read_json(directory / BEST_FILE)
+    saved = read_best(directory)
     if saved and (saved["run_id"] == run.run_id or saved["score"] >= scores[i]):
         return
     shutil.rmtree(directory, ignore_errors=True)
@@ -60,7 +62,26 @@ def update_best_run(runs, best: Best, task, directory: Path) -> None:
     else:
         save_best(directory, state, float(scores[i]), task, streamed_calls(run.config, state))
     record = {"run_id": run.run_id, "score": float(scores[i]), "step": int(state.step)}
-    (directory / BEST_FILE).write_text(json.dumps(record) + "\n")
+    partial = directory / f"{BEST_FILE}.partial"
+    partial.write_text(json.dumps(record) + "\n")
+    os.replace(partial, directory / BEST_FILE)  # last, and whole: the best run is complete
+
+
+def read_best(directory: Path) -> dict | None:
+    """The record of the best run saved in ``directory`` (``BEST_FILE``:
+    its run id, score and step), or None when there is none or it cannot
+    be read (cut short by a crash, or edited): a resumed sweep's grid
+    points all offer their best again, so it is rebuilt."""
+    try:
+        record = json.loads((Path(directory) / BEST_FILE).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    fields = {"run_id": int, "score": (int, float), "step": int}
+    valid = isinstance(record, dict) and all(
+        isinstance(record.get(k), t) and not isinstance(record.get(k), bool)
+        for k, t in fields.items()
+    )
+    return record if valid else None
 
 
 def save_best(directory: Path, state, score: float, task, calls_read=None) -> None:
@@ -326,7 +347,7 @@ def write_report(
         plots += plot_metric_vs_values(plan, rows, final, workdir)
         plots += plot_curves_by_value(plan, records, primary, workdir)
         plots += plot_heatmaps(plan, rows, final, workdir)
-    saved_best = _read_json(Path(workdir) / BEST_DIR / BEST_FILE)
+    saved_best = read_best(Path(workdir) / BEST_DIR)
     summary = {
         "name": plan.base.name,
         "task": plan.base.data.task,
@@ -385,10 +406,6 @@ def format_sweep_summary(summary: dict) -> str:
     if summary["status"] == "interrupted":
         lines.append(f"  resume with: recurrent-jax sweep --workdir={summary['workdir']}")
     return "\n".join(lines)
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 __all__ = ["format_sweep_summary", "table_rows", "update_best_run", "write_report"]

@@ -334,10 +334,12 @@ def save_tree(path: Path, tree) -> None:
 
 def load_tree(path: Path, like):
     """The tree saved at ``path``, with the structure, shapes and dtypes of
-    ``like`` (arrays or ``jax.ShapeDtypeStruct``)."""
+    ``like`` (arrays or ``jax.ShapeDtypeStruct``); an object array is a
+    ``CheckpointError``, never unpickled (a run directory may be someone
+    else's)."""
     wanted, treedef = jax.tree_util.tree_flatten(like)
     try:
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             leaves = [f[f"arr_{i}"] for i in range(len(f.files))]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"checkpoint {path} could not be read ({e})") from e
