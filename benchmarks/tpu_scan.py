@@ -5,12 +5,14 @@
     python benchmarks/tpu_scan.py --smoke             # tiny shapes, any host
 
 1. Check: ``rj.unroll`` with the kernel against the plain scan for every
-   linear cell (values and gradients; padding, resets, reverse), natively;
+   linear cell (LRU, RG-LRU, minGRU, log-space minLSTM, S4D, S5, LinOSS,
+   D-LinOSS, S6; values and gradients; padding, resets, reverse), natively;
    on a host of several devices also a sweep sharded over all of them (the
    kernel partitioned by rows).
 2. Time ``h_t = a_t h_{t−1} + b_t`` over (B, T, N) at the issue's shapes,
-   real and complex, forward and forward + backward (the gradient of
-   ``sum(states · w)``): the kernel (``pallas_tpu.scan``), the associative
+   real, complex and 2×2 blocks (N/2 units of 2, so that the state holds N
+   reals as the real form's), forward and forward + backward (the gradient
+   of ``sum(states · w)``): the kernel (``pallas_tpu.scan``), the associative
    scan (``parallel.solve``, what ``impl="associative"`` runs) and ``lax.scan``
    of the same step; each also checked against the scan (max |difference|).
 3. The kernel's blocks: time blocks of 64-256 steps, row blocks of 8-32
@@ -45,29 +47,45 @@ CELLS = {
     "rglru": rj.cells.rglru,
     "mingru": rj.cells.mingru,
     "minlstm-log": lambda h: rj.cells.minlstm(h, log_space=True),
+    "s4d": rj.cells.s4d,
+    "s5": rj.cells.s5,
+    "linoss": rj.cells.linoss,
+    "d-linoss": lambda h: rj.cells.linoss(h, damping=True),
+    "s6": rj.cells.s6,
 }
+FORMS = ("real", "complex", "block")
 
 
 def sequential(a, b, h0):
     def step(h, ab):
-        h = ab[0] * h + ab[1]
+        a_t, b_t = ab
+        h = (jnp.einsum("...ij,...j->...i", a_t, h) if a_t.ndim > b_t.ndim else a_t * h) + b_t
         return h, h
 
     return jax.lax.scan(step, h0, (a, b))[1]
 
 
-SOLVERS = {
-    "kernel": pallas_tpu.scan,
-    "associative": lambda a, b, h0: parallel.solve(a, b, h0),
-    "scan": sequential,
+SOLVERS = {  # name: solver(form) -> (a, b, h0) -> states
+    "kernel": lambda form: pallas_tpu.scan,
+    "associative": lambda form: lambda a, b, h0: parallel.solve(a, b, h0, form=form),
+    "scan": lambda form: sequential,
 }
 
 
 def coefficients(form, shape, seed=0):
-    """Time-major a, b (T, B, N) with |a| in [0.9, 1) and h0 (B, N)."""
+    """Time-major a, b (T, B, N) with |a| in [0.9, 1) and h0 (B, N); for
+    blocks a (T, B, N/2, 2, 2) of spectral norm in [0.9, 1), b (T, B, N/2, 2)
+    and h0 (B, N/2, 2)."""
     batch, steps, units = shape
     rng = np.random.default_rng(seed)
     size = (steps, batch, units)
+    if form == "block":
+        size = (steps, batch, units // 2)
+        a = rng.standard_normal((*size, 2, 2))
+        norm = np.linalg.norm(a, 2, axis=(-2, -1))[..., None, None]
+        a *= rng.uniform(0.9, 1.0, (*size, 1, 1)) / norm
+        b, h0 = rng.standard_normal((*size, 2)), rng.standard_normal((*size[1:], 2))
+        return tuple(jnp.asarray(x.astype(np.float32)) for x in (a, b, h0))
     a = rng.uniform(0.9, 1.0, size)
     b = rng.standard_normal(size)
     h0 = rng.standard_normal(size[1:])
@@ -92,7 +110,7 @@ def programs(solver, args):
 
 def time_solvers(form, shape, rounds, solvers):
     args = coefficients(form, shape)
-    compiled = {name: programs(solver, args) for name, solver in solvers.items()}
+    compiled = {name: programs(solver(form), args) for name, solver in solvers.items()}
     want = compiled["scan"][0](*args)
     errors = {
         name: float(jnp.max(jnp.abs(fwd(*args) - want))) for name, (fwd, _) in compiled.items()
@@ -207,7 +225,7 @@ def main(argv=None):
     device = jax.devices()[0]
     if device.platform != "tpu" and not args.smoke:
         sys.exit(f"needs a TPU (found {device.platform}); --smoke runs the kernel interpreted")
-    shapes = SMOKE_SHAPES if args.smoke else SHAPES  # smoke: one cell, real coefficients
+    shapes = SMOKE_SHAPES if args.smoke else SHAPES  # smoke: one cell
     results = dict(
         device=device.device_kind,
         jax=jax.__version__,
@@ -216,7 +234,7 @@ def main(argv=None):
         solvers=[
             row
             for shape in shapes
-            for form in (("real",) if args.smoke else ("real", "complex"))
+            for form in FORMS
             for row in time_solvers(form, shape, args.rounds, SOLVERS)
         ],
         blocks=[]

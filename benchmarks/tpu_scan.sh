@@ -5,12 +5,14 @@
 #   OUT=/some/dir bash benchmarks/tpu_scan.sh
 #
 # 1. compile and check, natively: rj.unroll with the kernel against the plain
-#    scan for LRU, RG-LRU, minGRU and log-space minLSTM (values, gradients;
-#    padding, resets, reverse), a sweep sharded over all the host's devices
-#    (the kernel partitioned by rows) and every timed solver against lax.scan;
+#    scan for LRU, RG-LRU, minGRU, log-space minLSTM, S4D, S5, LinOSS,
+#    D-LinOSS and S6 (values, gradients; padding, resets, reverse), a sweep
+#    sharded over all the host's devices (the kernel partitioned by rows) and
+#    every timed solver against lax.scan;
 # 2. time h_t = a_t h_{t-1} + b_t at (B, T, N) = (16, 4096, 256) and
-#    (64, 1024, 1024), real and complex, forward and forward + backward: the
-#    kernel against lax.associative_scan (parallel.solve) and lax.scan;
+#    (64, 1024, 1024), real, complex and 2x2 blocks (N/2 of them), forward and
+#    forward + backward: the kernel against lax.associative_scan
+#    (parallel.solve) and lax.scan;
 # 3. the kernel's time and row blocks (64-256 steps x 8-32 rows of 128 lanes).
 # Expected before the first run: the kernel >= 2x faster than the
 # associative scan (recurrentgemma's report for its kernel of this design);
@@ -24,7 +26,7 @@ OUT="${OUT:-/tmp/tpu_scan}"
 mkdir -p "$OUT"
 
 python -c "import jax; assert jax.default_backend() == 'tpu', jax.devices()" || exit 1
-timeout 900 python benchmarks/tpu_scan.py --rounds 5 --json "$OUT/tpu_scan.json" \
+timeout 1800 python benchmarks/tpu_scan.py --rounds 5 --json "$OUT/tpu_scan.json" \
     > "$OUT/tpu_scan.txt" 2>&1
 echo "exit $?"
 cat "$OUT/tpu_scan.txt"

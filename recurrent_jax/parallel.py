@@ -5,7 +5,7 @@ A cell with ``Cell.linear`` declares that its step is
 .. math::  h_t = a_t ⊙ h_{t-1} + b_t,
 
 with ``a_t``, ``b_t`` computed from the inputs alone (minGRU, minLSTM, LRU,
-RG-LRU, S4D, S5, LinOSS). The affine maps ``h ↦ a h + b`` compose
+RG-LRU, S4D, S5, LinOSS, S6). The affine maps ``h ↦ a h + b`` compose
 associatively, step 1 then step 2 being
 
 .. math::  (a_1, b_1) ∘ (a_2, b_2) = (a_2 a_1,\; a_2 b_1 + b_2),

@@ -88,10 +88,13 @@ def test_stream_vs_memory_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_tpu_scan_smoke(tmp_path):
-    """The kernel interpreted on CPU: a cell checked, every solver timed."""
+    """The kernel interpreted on CPU: a cell checked, every solver timed on
+    every form of coefficients."""
     bench = load("tpu_scan")
     results = bench.main(["--smoke", "--rounds", "1", "--json", str(tmp_path / "t.json")])
     assert [r["cell"] for r in results["cells"]] == list(bench.CELLS)[:1]
     assert all(r["difference"] < 1e-5 for r in results["cells"])
-    assert {r["solver"] for r in results["solvers"]} == set(bench.SOLVERS)
+    assert {(r["form"], r["solver"]) for r in results["solvers"]} == {
+        (form, solver) for form in bench.FORMS for solver in bench.SOLVERS
+    }
     assert all(r["max_abs_error"] < 1e-5 and r["train_ms"] > 0 for r in results["solvers"])

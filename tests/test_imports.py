@@ -4,8 +4,10 @@ the front doors, seq2seq and interop (flax), checkpoints (orbax) and plots
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("flax", "orbax", "matplotlib", "ml_collections", "torch", "keras", "equinox")
 
@@ -37,3 +39,40 @@ def test_training_and_sweeps_load_on_first_use():
     )
     assert "ml_collections" not in loaded_after("import recurrent_jax as rj")
     assert "recurrent_jax" in loaded_after(code)
+
+
+def private_jax_uses(source: str) -> list[str]:
+    """The private JAX modules (``jax._src``, ``jaxlib``'s private ones) that
+    ``source`` imports or reaches by attribute."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if _private(a.name)]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+            found += [n for n in [node.module, *names] if _private(n)][:1]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            name = f"{node.value.id}.{node.attr}"
+            found += [name] if _private(name) else []
+    return found
+
+
+def _private(module: str) -> bool:
+    """``jax._src``, ``jaxlib._jax``, ...; not ``jaxlib.__version__``."""
+    parts = module.split(".")
+    hidden = [p for p in parts[1:] if p.startswith("_") and not p.endswith("__")]
+    return parts[0] in ("jax", "jaxlib") and bool(hidden)
+
+
+def test_no_private_jax_module_is_used():
+    """The library reaches JAX through its public API only, which jax 0.10
+    and 0.11 both keep (private modules move between releases)."""
+    snippets = ["from jax._src import core", "import jax._src.lax", "jax._src.x", "jax.__version__"]
+    assert [bool(private_jax_uses(s)) for s in snippets] == [True, True, True, False]
+    package = Path(__file__).parents[1] / "recurrent_jax"
+    uses = {
+        str(path.relative_to(package)): found
+        for path in sorted(package.rglob("*.py"))
+        if (found := private_jax_uses(path.read_text()))
+    }
+    assert not uses
