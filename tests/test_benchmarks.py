@@ -103,7 +103,7 @@ def test_ssm_speed_smoke(tmp_path):
     bench = load("ssm_speed")
     rows = bench.main(["--smoke", "--cells", "lru", "--json", str(tmp_path / "s.json")])
     by_impl = {r["impl"]: r for r in rows}
-    assert ["rj scan", "rj associative", "rj chunked", "rj auto"] == list(by_impl)[:4]
+    assert list(by_impl)[:4] == ["rj scan", "rj associative", "rj chunked", "rj auto"]
     assert all(r["train_ms"] > 0 and r["forward_ms"] > 0 for r in rows)
     assert by_impl["rj auto"]["auto_picks"] == "scan"
     assert by_impl["rj auto"]["train_ms"] == by_impl["rj scan"]["train_ms"]
