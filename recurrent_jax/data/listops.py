@@ -51,6 +51,8 @@ OPERATOR_PROBABILITY = 0.25  # of a node above max_depth (the LRA's 1 − VALUE_
 
 
 def median_rounded_down(args) -> int:
+    """``[MED``: the median of digits, the mean of the middle two rounded
+    down for an even count."""
     return int(statistics.median(args))  # args >= 0: int() rounds down
 
 
@@ -59,6 +61,11 @@ APPLY = (min, max, median_rounded_down, lambda args: sum(args) % 10)
 
 @dataclasses.dataclass(frozen=True)
 class ListOpsOptions:
+    """The task's options (``config.data`` keys): split sizes, the kept
+    lengths in tokens, the deepest node (the root is at depth 1), the most
+    arguments of an operator, and the seed of the splits. The defaults are
+    the LRA's."""
+
     train_size: int = 96_000
     test_size: int = 2_000
     min_length: int = 500
@@ -144,6 +151,7 @@ def _as_ids(batch: Batch) -> Batch:
 
 
 def build_listops(options: ListOpsOptions) -> TaskSpec:
+    """The task: token ids in, the value's class out (many-to-one)."""
     train, test = splits(options)
     device_train = functools.cache(lambda: on_device(train))
     device_test = functools.cache(lambda: on_device(test._replace(xs=test.xs.astype(np.int32))))
