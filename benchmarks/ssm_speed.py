@@ -119,7 +119,7 @@ def measure(cell_name, shape, args):
     for program, fns in runnable.items():
         if args.memory_only:
             break
-        for name, ms in _timing.interleaved(fns, rounds, calls).items():
+        for name, ms in _timing.interleaved(fns, rounds, calls, args.warmup).items():
             next(r for r in rows if r["impl"] == name)[f"{program}_ms"] = ms
     if "rj auto" not in models:
         same = next(r for r in rows if r["impl"] == f"rj {chosen}")
@@ -172,6 +172,7 @@ def main(argv=None):
     parser.add_argument("--shapes", nargs="+", default=None, help="B,T,H,N each")
     parser.add_argument("--rounds", type=int, default=None, help="5; 2 above T = 4096")
     parser.add_argument("--calls", type=int, default=None, help="timed calls a round: 3; 1")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before the rounds")
     parser.add_argument("--max-temp-gib", type=float, default=6.0)
     parser.add_argument("--memory-only", action="store_true", help="compile, report memory")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, seconds")
