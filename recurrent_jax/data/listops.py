@@ -90,8 +90,9 @@ class _TooLong(Exception):
 
 def _expression(rng: random.Random, depth: int, options: ListOpsOptions, out: list) -> int:
     """Appends the tokens of one random expression at ``depth`` (the root's
-    is 1) to ``out`` and returns its value; raises ``_TooLong`` as soon as
-    ``out`` holds more than ``options.max_length`` tokens."""
+    is 1) to ``out`` and returns its value; raises ``_TooLong`` as soon as a
+    node would start past ``options.max_length`` tokens (bounding the work
+    spent on expressions that are rejected anyway)."""
     if len(out) >= options.max_length:
         raise _TooLong
     draw = rng.random  # uniform integers as int(k * draw()): randrange is 10x slower
