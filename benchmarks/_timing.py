@@ -9,9 +9,9 @@ import statistics
 import time
 
 
-def interleaved(fns: dict, rounds: int, calls: int = 3) -> dict:
+def interleaved(fns: dict, rounds: int, calls: int = 3, warmup: int = 2) -> dict:
     """Median ms of each fn over rounds in which every fn runs in turn: one
-    untimed call, then ``calls`` timed ones.
+    untimed call, then ``calls`` timed ones (after ``warmup`` calls of each).
 
     The untimed call absorbs what the previous implementation left behind:
     PyTorch's OpenMP threads keep spinning on both cores for a while after
@@ -21,8 +21,8 @@ def interleaved(fns: dict, rounds: int, calls: int = 3) -> dict:
     as in a training loop, while the rounds still share the machine's noise.
     """
     for fn in fns.values():
-        fn()
-        fn()
+        for _ in range(warmup):
+            fn()
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():

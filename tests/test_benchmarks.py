@@ -98,3 +98,17 @@ def test_tpu_scan_smoke(tmp_path):
         (form, solver) for form in bench.FORMS for solver in bench.SOLVERS
     }
     assert all(r["max_abs_error"] < 1e-5 and r["train_ms"] > 0 for r in results["solvers"])
+
+
+def test_ssm_speed_smoke(tmp_path):
+    """Each backend of the table is timed; "auto" is the row of what it picks
+    (the scan on CPUs), not timed twice; peers are left out when absent."""
+    bench = load("ssm_speed")
+    rows = bench.main(["--smoke", "--cells", "lru", "--json", str(tmp_path / "s.json")])
+    by_impl = {r["impl"]: r for r in rows}
+    assert list(by_impl)[:4] == ["rj scan", "rj associative", "rj chunked", "rj auto"]
+    assert all(r["train_ms"] > 0 and r["forward_ms"] > 0 for r in rows)
+    assert by_impl["rj auto"]["auto_picks"] == "scan"
+    assert by_impl["rj auto"]["train_ms"] == by_impl["rj scan"]["train_ms"]
+    ratios = bench.ratio_rows(rows)
+    assert ratios[0][:2] == ["lru", "2,32,8,4"] and ratios[0][3].endswith("x")

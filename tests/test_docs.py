@@ -28,6 +28,7 @@ PUBLIC_MODULES = [
     "recurrent_jax.short_conv",
     "recurrent_jax.packing",
     "recurrent_jax.cells.conv",
+    "recurrent_jax.data.listops",
     "recurrent_jax.train.models",
     "recurrent_jax.train.hparams",
     "recurrent_jax.nn",

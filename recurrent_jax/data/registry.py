@@ -17,6 +17,7 @@ from recurrent_jax.data import (
     corpora,
     digits,
     forecast,
+    listops,
     moving_digits,
     seq2seq_specs,
     synthetic,
@@ -30,6 +31,7 @@ _TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         *synthetic.TASKS,
+        *listops.TASKS,
         *topics.TASKS,
         *digits.TASKS,
         *moving_digits.TASKS,
