@@ -117,7 +117,8 @@ class Standardise(NamedTuple):
     def encode(self, x, seq_lengths):
         """``Inputs.encode``: raw features (N, T, D) standardised (jittable)."""
         valid = jnp.arange(x.shape[1])[None, :, None] < seq_lengths[:, None, None]
-        return jnp.where(valid, (x - self.mean) / self.std, 0.0)
+        mean, std = self.mean[None, None], self.std[None, None]  # (1, 1, D)
+        return jnp.where(valid, (x - mean) / std, 0.0)
 
 
 def prepare_splits(

@@ -23,8 +23,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax
-
 from recurrent_jax.data.base import TaskSpec
 from recurrent_jax.train.config import ConfigError, ExperimentConfig
 from recurrent_jax.train.eval_run import restore_run_config
@@ -128,7 +126,7 @@ def load_run(
     config = load_run_config(workdir, trust_code=trust_code, command="predict")
     saved = restore_run_config(workdir, config, step)
     setup = saved.program.setup
-    params = jax.device_get(saved.state.train.params)
+    params = saved.state.train.params
     return LoadedRun(config, setup.task, setup.model, params, saved.hparams, saved.step, workdir)
 
 

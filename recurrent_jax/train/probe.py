@@ -131,7 +131,7 @@ def _gru_gates(pre, hh, params) -> dict:
     x_r, x_z, x_n = jnp.split(pre, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(hh, 3, axis=-1)
     if "b_hh" in params:  # the double bias: b_hn sits inside r ⊙ (...)
-        h_n = h_n + params["b_hh"][2 * h_n.shape[-1] :]
+        h_n = h_n + rj.cells.base.lift(params["b_hh"][2 * h_n.shape[-1] :], h_n)
     reset = jax.nn.sigmoid(x_r + h_r)
     update = jax.nn.sigmoid(x_z + h_z)
     return {"reset": reset, "update": update, "candidate": jnp.tanh(x_n + reset * h_n)}
