@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import export as jax_export
 
+from recurrent_jax.data.base import MissingExtraError
 from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
 from recurrent_jax.train.config import ConfigError
 from recurrent_jax.train.models import make_model
@@ -62,8 +63,14 @@ def export(
             f"export: this run's model cannot be exported with a symbolic batch or length "
             f"({str(error).splitlines()[0][:200]}); pass batch_size= and num_steps="
         ) from None
+    try:
+        serialized = exported.serialize()
+    except ImportError:  # jax serialises with flatbuffers, an optional package of its own
+        raise MissingExtraError(
+            "export: serialising needs flatbuffers: pip install 'recurrent-jax[experiments]'"
+        ) from None
     path = Path(path)
-    path.write_bytes(exported.serialize())
+    path.write_bytes(serialized)
     return path
 
 

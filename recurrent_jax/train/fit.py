@@ -44,6 +44,12 @@ def fit(config, x, y, lengths=None, eval=None, *, workdir=None, progress: bool =
         raise ConfigError(
             f"config.data.task: expected 'arrays' to fit arrays in memory, got {config.data.task!r}"
         )
+    for key in ("path", "eval_path"):  # never silently replaced by the arrays given
+        if getattr(config.data.options, key):
+            given = getattr(config.data.options, key)
+            raise ConfigError(
+                f"config.data.{key}: expected '' to fit arrays in memory, got {given!r}"
+            )
     if workdir is not None:
         return _fit_in(config, Path(workdir), (x, y, lengths), eval, progress)
     task = arrays_task(config.data.options, x, y, lengths, eval)

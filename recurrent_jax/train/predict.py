@@ -45,7 +45,8 @@ def predict(run, xs, seq_lengths=None, *, batch_size: int | None = None, **optio
     Returns named arrays with a leading axis of N: ``classes`` and
     ``probabilities`` (classification), ``values`` (regression), per step
     with ``lengths`` (classes -1 and zeros past each length); a seq2seq
-    run's ``sequences``, ``lengths``, ``scores`` and decoded ``text``.
+    run's ``sequences``, ``lengths``, ``scores``, its ``source`` strings
+    and the decoded ``text``.
     """
     if run.task.kind == SEQ2SEQ:
         return _decode(run, xs, options)
@@ -146,7 +147,7 @@ def _decode(run, sources, options: dict) -> dict:
     key = options.pop("key", None)
     call = jax.jit(lambda p, b, k: run.model.predict(run.hparams, p, b, key=k, **options))
     out = jax.device_get(call(run.params, batch, key))
-    return out | {"text": np.array(s2s_data.decode(out["sequences"]))}
+    return out | {"source": np.array(sources), "text": np.array(s2s_data.decode(out["sequences"]))}
 
 
 def sample(
