@@ -23,7 +23,7 @@ pytest.importorskip("orbax.checkpoint")
 
 from recurrent_jax.data.arrays import save_arrays  # noqa: E402
 from recurrent_jax.data.base import Batch, DataError  # noqa: E402
-from recurrent_jax.train import from_config_dict, load_run, predict, rnn_model  # noqa: E402
+from recurrent_jax.train import export, from_config_dict, load_run, predict, rnn_model  # noqa: E402
 from recurrent_jax.train.config import ConfigError, base_config  # noqa: E402
 from recurrent_jax.train.eval_run import evaluate_run  # noqa: E402
 from recurrent_jax.train.loop import train_and_evaluate  # noqa: E402
@@ -244,6 +244,16 @@ def test_the_exported_function_reloads_without_recurrent_jax(lstm_run, tmp_path)
     np.testing.assert_allclose(out["probabilities"], want["probabilities"], atol=1e-6)
     # symbolic length: padding past each length changes nothing
     np.testing.assert_allclose(out["wide"], want["probabilities"], atol=1e-6)
+
+
+def test_the_export_lowers_for_gpus_too(lstm_run, tmp_path):
+    """Without a GPU: the file holds a CUDA lowering beside the CPU one (no
+    custom call of the package's own kernels in either)."""
+    run = load_run(lstm_run[0])
+    path = run.export(tmp_path / "both.jax", platforms=("cpu", "cuda"))
+    exported = export.load(path)
+    assert exported.platforms == ("cpu", "cuda")
+    assert "custom_call @recurrent_jax" not in exported.mlir_module()
 
 
 def test_bad_inputs_are_one_line_errors(lstm_run):

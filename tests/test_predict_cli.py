@@ -16,6 +16,7 @@ pytest.importorskip("ml_collections")
 pytest.importorskip("orbax.checkpoint")
 
 from recurrent_jax import cli  # noqa: E402
+from recurrent_jax.data import seq2seq_tasks as s2s_data  # noqa: E402
 from recurrent_jax.data.arrays import save_arrays  # noqa: E402
 from recurrent_jax.train import config_files, fit, from_config_dict, load_run  # noqa: E402
 from recurrent_jax.train.config import ConfigError, base_config  # noqa: E402
@@ -134,5 +135,11 @@ def test_a_seq2seq_run_predicts_what_decode_decodes(tmp_path):
     want = decode_run(tmp_path / "s2s", sources=sources)["samples"]
     got = load_run(tmp_path / "s2s").predict(sources)
     assert [f"{s} → {t}" for s, t in zip(sources, got["text"], strict=True)] == want
-    beam = load_run(tmp_path / "s2s").predict(sources, method="beam", beam_size=3)
+    run = load_run(tmp_path / "s2s")
+    beam = run.predict(sources, method="beam", beam_size=3)
     assert beam["sequences"].shape[0] == 3
+    src, src_lengths = s2s_data.encode(sources)
+    ids = dict(bos_id=s2s_data.BOS_ID, eos_id=s2s_data.EOS_ID, max_len=run.task.info["max_len"])
+    for door in ("as_nn", "as_nnx", "as_eqx"):  # each door's Seq2Seq holds the run's params
+        decoded = getattr(run, door)().decode(src, src_lengths, **ids)
+        np.testing.assert_array_equal(decoded.sequences, got["sequences"])
