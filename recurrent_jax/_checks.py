@@ -117,10 +117,14 @@ def check_key(name: str, key):
 
 
 def check_batch_shape(name: str, shape) -> tuple[int, ...]:
-    """A tuple of non-negative ints (a carry's batch axes)."""
-    if not isinstance(shape, Sequence) or not all(is_int(d) and d >= 0 for d in shape):
+    """A tuple of non-negative ints (a carry's batch axes); a symbolic
+    dimension of ``jax.export`` passes as it is."""
+    symbolic = jax.export.is_symbolic_dim
+    if not isinstance(shape, Sequence) or not all(
+        symbolic(d) or (is_int(d) and d >= 0) for d in shape
+    ):
         fail_type(name, "a tuple of ints >= 0, e.g. (32,)", shape)
-    return tuple(int(d) for d in shape)
+    return tuple(d if symbolic(d) else int(d) for d in shape)
 
 
 def check_cell(name: str, cell, *, layer_ok: bool = False):

@@ -5,6 +5,8 @@
     recurrent-jax train --workdir=DIR               # resumes the run saved there
     recurrent-jax eval --workdir=DIR [--step=best|latest|N] [--trust-code]
     recurrent-jax decode --workdir=DIR [--method=greedy|sample|beam] [--beam-size=K] [--source=S]
+    recurrent-jax predict --workdir=DIR --input=new.npz|.csv|.parquet|text.txt [--output=p.csv]
+    recurrent-jax predict --workdir=DIR --prompt="To be" [--length=N] [--temperature=T] [--top-k=K]
     recurrent-jax sweep --config=configs/adding_sweep.py[:smoke] [--workdir=DIR] [--config.sweep...]
     recurrent-jax sweep --workdir=DIR               # resumes the sweep saved there
     recurrent-jax sweep ... [--mesh.runs=N] [--mesh.data=M] [--distributed]   # devices, hosts
@@ -108,6 +110,14 @@ def cmd_decode(args, overrides) -> int:
     )
     print_report(report)
     return 0
+
+
+def cmd_predict(args, overrides) -> int:
+    """Predictions of a saved run for new inputs, or a language model's
+    continuation of ``--prompt`` (``recurrent_jax.train.predict_command``)."""
+    from recurrent_jax.train.predict_command import run_predict
+
+    return run_predict(args)
 
 
 def cmd_sweep(args, overrides) -> int:
@@ -227,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--seed", type=int, default=0, help="sampling seed")
     decode.add_argument("--source", action="append", help="a source string (repeatable)")
     decode.add_argument("--num-samples", type=int, default=10, help="lines to print")
+    add_predict(sub)
     sub.add_parser("list", help="list configs and tasks")
     sweep = sub.add_parser(
         "sweep",
@@ -273,6 +284,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_predict(sub) -> None:
+    predict = sub.add_parser(
+        "predict",
+        help="predict with a saved run on new inputs, or continue a prompt",
+        description="Predictions of a saved run: --input files (a .npz/.npy/.csv/.parquet of "
+        "arrays, or text files), --source strings (seq2seq) or a language model's --prompt.",
+    )
+    predict.add_argument("--workdir", required=True)
+    predict.add_argument("--step", default="best", help="best, latest or a step number")
+    predict.add_argument("--input", action="append", help="a file of inputs (text: repeatable)")
+    predict.add_argument("--source", action="append", help="a seq2seq source (repeatable)")
+    predict.add_argument("--prompt", help="text a language model continues")
+    predict.add_argument("--output", help="preds.npz or preds.csv (a prompt's: a text file)")
+    predict.add_argument("--length", type=int, help="symbols sampled after --prompt (200)")
+    predict.add_argument("--temperature", type=float, help="sampling temperature (0: argmax)")
+    predict.add_argument("--top-k", type=int, help="sample among the k most likely symbols")
+    predict.add_argument("--seed", type=int, default=0, help="sampling seed")
+    predict.add_argument("--method", default="greedy", choices=["greedy", "sample", "beam"])
+    predict.add_argument("--beam-size", type=int, help="beam width (--method=beam)")
+    predict.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha")
+    add_trust_code(predict)
+
+
 def add_trust_code(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--trust-code",
@@ -286,6 +320,7 @@ COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
     "decode": cmd_decode,
+    "predict": cmd_predict,
     "list": cmd_list,
     "sweep": cmd_sweep,
 }

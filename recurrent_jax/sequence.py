@@ -275,7 +275,8 @@ def length_mask(seq_lengths, num_steps: int) -> jax.Array:
     lengths = jnp.asarray(seq_lengths)
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise TypeError(f"seq_lengths: expected integers, got {_checks.describe(lengths)}")
-    if not _is_index(num_steps) or num_steps < 0:
+    symbolic = jax.export.is_symbolic_dim(num_steps)  # a shape-polymorphic export's T
+    if not symbolic and (not _is_index(num_steps) or num_steps < 0):
         raise ValueError(f"num_steps: expected a non-negative int, got {num_steps!r}")
     steps = jnp.arange(num_steps).reshape((1,) * lengths.ndim + (num_steps,))
     return steps < lengths[..., None]

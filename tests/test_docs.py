@@ -47,7 +47,10 @@ SMOKE = {"scaling.md": [('load_config("digits")', 'load_config("digits:smoke")')
          "own-data.md": [("num_steps=300", "num_steps=20"), ("eval_every=100", "eval_every=20"),
                          ("steps_per_call=50", "steps_per_call=10"),
                          ("num_steps=100", "num_steps=20"),
-                         ("eval_every=50", "eval_every=10")]}  # fmt: skip
+                         ("eval_every=50", "eval_every=10")],
+         "after-training.md": [("num_steps=200", "num_steps=20"),
+                               ("eval_every=100", "eval_every=20"),
+                               ("steps_per_call=50", "steps_per_call=10")]}  # fmt: skip
 RUNNER = """
 import sys
 namespace = {}

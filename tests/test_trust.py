@@ -140,8 +140,8 @@ def test_a_run_naming_anything_else_is_refused_and_nothing_is_called(
     workdir = copy_naming(own_run, tmp_path, **code)
     key, spec = next((k, v) for k, v in code.items() if ":" in v)  # the same task's inputs
     where = f"config.{key.replace('__', '.')}"
-    for command in ("eval", "decode"):
-        err = one_line([command, f"--workdir={workdir}"], capsys)
+    for command in (["eval"], ["decode"], ["predict", "--prompt=x"]):
+        err = one_line([*command, f"--workdir={workdir}"], capsys)
         assert f"{where}: the run in {workdir} names {spec!r}, code outside recurrent_jax" in err
         assert "pass --trust-code" in err
     err = one_line(["eval", f"--workdir={workdir}", "--trust-code"], capsys)  # still not called
@@ -159,7 +159,7 @@ def test_importing_a_module_a_run_names_needs_the_opt_in(own_run, tmp_path, caps
     (workdir / rundir.CONFIG_FILE).write_text(json.dumps(saved))
     err = one_line(["eval", f"--workdir={workdir}"], capsys)
     assert f"({folder / f'{module}.py'}) that importing runs; pass --trust-code" in err
-    for argv in (["train", "--no-progress"], ["decode"]):  # a resume, a decode: the same
+    for argv in (["train", "--no-progress"], ["decode"], ["predict", "--prompt=x"]):  # the same
         assert "pass --trust-code" in one_line([*argv, f"--workdir={workdir}"], capsys)
     assert imports_of(folder) == []  # its top level never ran
     err = one_line(["eval", f"--workdir={workdir}", "--trust-code"], capsys)
@@ -203,6 +203,18 @@ def test_a_sweep_or_a_json_config_naming_code_needs_the_opt_in(own_run, tmp_path
     assert sorted(tmp_path.rglob("*")) == before  # nothing written
     config_files.load_config(str(config), trust_code=True)
     assert imports_of(folder) == [str(folder / f"{module}.py")]  # trusted: imported, once
+
+
+def test_loading_a_run_in_python_needs_the_same_opt_in(own_run):
+    from recurrent_jax.train import load_run
+
+    workdir, module, folder = own_run
+    before = len(imports_of(folder))
+    with pytest.raises(ValueError, match=r"pass --trust-code \(trust_code=True\)"):
+        load_run(workdir)
+    assert len(imports_of(folder)) == before  # not imported
+    run = load_run(workdir, trust_code=True)
+    assert run.config.data.task == f"{module}:make_task" and run.step == 30
 
 
 def test_a_recorded_file_that_is_gone_is_a_one_line_error(own_run, tmp_path, capsys):

@@ -11,6 +11,7 @@ the device (``sample_train``) or streams its host ``Rows`` through grain
 from recurrent_jax.data.base import (
     Batch,
     DataError,
+    Inputs,
     MissingExtraError,
     Rows,
     Task,
@@ -23,6 +24,7 @@ from recurrent_jax.data.registry import get_task, register_task, task_names, tas
 __all__ = [
     "Batch",
     "DataError",
+    "Inputs",
     "MissingExtraError",
     "Rows",
     "Task",

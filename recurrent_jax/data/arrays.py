@@ -26,7 +26,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
+from typing import NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 
 from recurrent_jax import _checks
@@ -38,6 +40,7 @@ from recurrent_jax.data.base import (
     SEQUENCE,
     Batch,
     DataError,
+    Inputs,
     Rows,
     Task,
     TaskSpec,
@@ -45,7 +48,13 @@ from recurrent_jax.data.base import (
     path_option,
     sample_rows,
 )
-from recurrent_jax.data.files import Arrays, TableColumns, read_arrays, scored_class_ids
+from recurrent_jax.data.files import (
+    Arrays,
+    TableColumns,
+    check_arrays,
+    read_arrays,
+    scored_class_ids,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,26 +97,52 @@ class ArraysOptions:
 
 
 @functools.cache
-def load_splits(options: ArraysOptions) -> tuple[Arrays, Arrays]:
-    """(train, held-out) arrays: checked, split and normalised."""
+def load_splits(options: ArraysOptions) -> tuple[Arrays, Arrays, Standardise | None]:
+    """(train, held-out, statistics) of the files: see ``prepare_splits``."""
     data = read_arrays(options.path, options.columns(), max_gib=options.max_gib)
+    held_out = None
     if options.eval_path:
-        held_out = read_arrays(
-            options.eval_path, options.columns(), key="data.eval_path", max_gib=options.max_gib
-        )
+        columns, key = options.columns(), "data.eval_path"
+        held_out = read_arrays(options.eval_path, columns, key=key, max_gib=options.max_gib)
+    return prepare_splits(options, data, held_out, (options.path, options.eval_path))
+
+
+class Standardise(NamedTuple):
+    """The training split's per-feature ``mean`` and ``std`` (float32 (D,)):
+    features are read as (x − mean) / std, 0 past each row's length."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def encode(self, x, seq_lengths):
+        """``Inputs.encode``: raw features (N, T, D) standardised (jittable)."""
+        valid = jnp.arange(x.shape[1])[None, :, None] < seq_lengths[:, None, None]
+        mean, std = self.mean[None, None], self.std[None, None]  # (1, 1, D)
+        return jnp.where(valid, (x - mean) / std, 0.0)
+
+
+def prepare_splits(
+    options: ArraysOptions, data: Arrays, held_out: Arrays | None, sources: tuple = ("", "")
+) -> tuple[Arrays, Arrays, Standardise | None]:
+    """(train, held-out, statistics): ``data`` split (unless ``held_out``
+    is given), checked and, for float features with ``options.normalize``,
+    standardised in place with the training split's ``Standardise``
+    (``sources`` name the training and held-out data in errors)."""
+    if held_out is not None:
         train = data
-        _check_alike(options, train, held_out)
+        _check_alike(sources, train, held_out)
     else:
         train, held_out = _split(options, data)
-    _check_vocab(options, train, held_out)
-    if options.normalize and np.issubdtype(train.x.dtype, np.floating):
-        mean, std = _statistics(train)
-        for a in (train, held_out):  # in place: the splits are copies of the file's rows
-            x = a.x
-            x -= mean
-            x /= std
-            x[~_valid(a)] = 0.0
-    return train, held_out
+    _check_vocab(options, sources, train, held_out)
+    if not (options.normalize and np.issubdtype(train.x.dtype, np.floating)):
+        return train, held_out, None
+    statistics = Standardise(*_statistics(train))
+    for a in (train, held_out):  # in place: the splits are copies of the rows read
+        x = a.x
+        x -= statistics.mean
+        x /= statistics.std
+        x[~_valid(a)] = 0.0
+    return train, held_out, statistics
 
 
 def _valid(a: Arrays) -> np.ndarray:
@@ -137,20 +172,20 @@ def split_rows(data, fraction: float, seed: int):
     return take(np.sort(order[held:])), take(np.sort(order[:held]))
 
 
-def _check_alike(options: ArraysOptions, train: Arrays, held_out: Arrays) -> None:
+def _check_alike(sources: tuple, train: Arrays, held_out: Arrays) -> None:
     for name, a, b in (("x", train.x, held_out.x), ("y", train.y, held_out.y)):
         same_kind = a.dtype == b.dtype and a.ndim == b.ndim
         if not same_kind or a.shape[2:] != b.shape[2:]:
             raise DataError(
-                f"{options.eval_path}: {name}: expected the kind and trailing shape of "
-                f"{options.path}'s {a.dtype}{list(a.shape)}, got {b.dtype}{list(b.shape)}"
+                f"{sources[1]}: {name}: expected the kind and trailing shape of "
+                f"{sources[0]}'s {a.dtype}{list(a.shape)}, got {b.dtype}{list(b.shape)}"
             )
 
 
-def _check_vocab(options: ArraysOptions, train: Arrays, held_out: Arrays) -> None:
+def _check_vocab(options: ArraysOptions, sources: tuple, train: Arrays, held_out: Arrays) -> None:
     if not np.issubdtype(train.x.dtype, np.integer) or options.vocab_size is None:
         return
-    for file, arrays in ((options.path, train), (options.eval_path or options.path, held_out)):
+    for file, arrays in ((sources[0], train), (sources[1] or sources[0], held_out)):
         if arrays.x.size and arrays.x.max() >= options.vocab_size:
             raise DataError(
                 f"{file}: x: expected token ids < data.vocab_size={options.vocab_size}, "
@@ -171,11 +206,57 @@ def _statistics(train: Arrays) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_arrays(options: ArraysOptions) -> TaskSpec:
-    train, held_out = load_splits(options)
+    source = " and ".join(p for p in (options.path, options.eval_path) if p)
+    return arrays_spec(options, *load_splits(options), source=source)
+
+
+def arrays_spec(
+    options: ArraysOptions,
+    train: Arrays,
+    held_out: Arrays,
+    statistics: Standardise | None,
+    *,
+    source: str,
+) -> TaskSpec:
+    """The task of prepared splits (``prepare_splits``); its ``Inputs``
+    read new files with the options' columns and standardise features
+    with ``statistics``."""
     tokens = np.issubdtype(train.x.dtype, np.integer)
     vocab = _vocab_size(options, train, held_out) if tokens else None
-    source = " and ".join(p for p in (options.path, options.eval_path) if p)
-    return splits_spec(train, held_out, vocab, source=source, num_classes=options.num_classes)
+    inputs = Inputs(
+        encode=None if statistics is None else statistics.encode,
+        read=functools.partial(read_inputs, options),
+    )
+    return splits_spec(
+        train, held_out, vocab, source=source, num_classes=options.num_classes, inputs=inputs
+    )
+
+
+def read_inputs(options: ArraysOptions, path) -> tuple[np.ndarray, np.ndarray]:
+    """(x, lengths) of the file ``path`` as the task's files are read (its
+    columns and ``max_gib``), without targets."""
+    found = read_arrays(
+        path, options.columns(), key="--input", max_gib=options.max_gib, targets=False
+    )
+    return found.x, found.lengths
+
+
+def arrays_task(options: ArraysOptions, x, y, lengths=None, eval=None) -> TaskSpec:
+    """The arrays task of arrays in memory, as ``build_arrays`` makes it of
+    files: ``x``, ``y`` and ``lengths`` as a file holds them; ``eval``
+    ``(x, y)`` or ``(x, y, lengths)`` of the held-out split, else
+    ``options.valid_fraction`` of the rows is held out."""
+    data = check_arrays("arrays", x, y, lengths)
+    held_out = None if eval is None else check_arrays("eval arrays", *_eval_arrays(eval))
+    sources = ("arrays", "eval arrays" if eval is not None else "")
+    splits = prepare_splits(options, data, held_out, sources)
+    return arrays_spec(options, *splits, source="arrays in memory")
+
+
+def _eval_arrays(eval) -> tuple:
+    if not isinstance(eval, tuple | list) or len(eval) not in (2, 3):
+        raise DataError(f"eval: expected (x, y) or (x, y, lengths), got {type(eval).__name__}")
+    return (*eval, None) if len(eval) == 2 else tuple(eval)
 
 
 def splits_spec(

@@ -65,6 +65,32 @@ class Rows(NamedTuple):
     take: Callable[[Any], Batch]
 
 
+class Inputs(NamedTuple):
+    """How a built task reads new inputs as its model reads them, with the
+    readers, checks and statistics of its training split (a trained run's
+    ``predict``). A task without one takes inputs as its model reads them.
+
+    Attributes:
+      encode: ``encode(x, seq_lengths) -> xs``, pure and jittable: raw
+        inputs as the task's data files hold them (float (N, T, D)
+        features, int (N, T) ids; ``seq_lengths`` int (N,)) to what the
+        model reads (features standardised with the training split's mean
+        and deviation, symbols one-hot); None: as they are.
+      read: ``read(path) -> (x, seq_lengths)``: the inputs of a data file in
+        the task's own format and columns, read by its readers
+        (``recurrent_jax.data.readers``: no pickles, sizes checked first);
+        None: the ``arrays`` task's readers with their default columns.
+      tokenize: ``tokenize(text) -> ids`` (int32), the tokenizer of a text
+        task, built on its training split; None for other tasks.
+      max_length: ids kept of each text (text classification), else None.
+    """
+
+    encode: Callable[[Any, Any], jax.Array] | None = None
+    read: Callable[[Any], tuple] | None = None
+    tokenize: Callable[[str], Any] | None = None
+    max_length: int | None = None
+
+
 class TaskSpec(NamedTuple):
     """A built task, as the trainer sees it.
 
@@ -94,6 +120,8 @@ class TaskSpec(NamedTuple):
         model embeds (``model.embedding_size``); None for feature vectors.
       train_rows: the training rows on the host (``Rows``), for tasks that
         can be streamed (``config.data.stream``), else None.
+      inputs: how new inputs are read and encoded as the training data was
+        (``Inputs``), or None: inputs are given as the model reads them.
     """
 
     input_size: int
@@ -113,6 +141,7 @@ class TaskSpec(NamedTuple):
     spatial_shape: tuple = ()
     input_vocab: int | None = None
     train_rows: Rows | None = None
+    inputs: Inputs | None = None
 
 
 PATH_OPTION = "recurrent_jax.path"  # the metadata key of a task option holding a path

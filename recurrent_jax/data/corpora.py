@@ -32,7 +32,7 @@ import numpy as np
 from recurrent_jax import _checks
 from recurrent_jax.data import hub, readers, text, tokens, values
 from recurrent_jax.data.arrays import split_rows, splits_spec
-from recurrent_jax.data.base import DataError, Task, TaskSpec, path_option
+from recurrent_jax.data.base import DataError, Inputs, Task, TaskSpec, path_option
 from recurrent_jax.data.files import Arrays
 
 
@@ -73,7 +73,10 @@ def classification_spec(
         ids, lengths = tokens.pad([tokenizer.encode(t) for t in texts], options.max_length)
         labels = values.as_int32_ids(f"{source}: labels", np.asarray(labels), "class ids", ("row",))
         splits.append(Arrays(ids, labels, lengths))
-    return splits_spec(*splits, tokenizer.size, source=source, num_classes=num_classes)
+    inputs = Inputs(tokenize=tokenizer.encode, max_length=options.max_length)
+    return splits_spec(
+        *splits, tokenizer.size, source=source, num_classes=num_classes, inputs=inputs
+    )
 
 
 # --- a folder per class -----------------------------------------------------------
@@ -241,6 +244,7 @@ def _language_spec(options, train_texts, held_texts) -> TaskSpec:
         options.seq_len,
         one_hot=one_hot,
         source=f"config.data.dataset {options.dataset!r}",
+        tokenize=tokenizer.encode,
     )
 
 
@@ -312,8 +316,9 @@ def build_ptb(options: PTBOptions) -> TaskSpec:
         text.read_text(str(ptb_file(options.source, split)), "data.source")
         for split in ("train", options.eval_split)
     )
-    if options.tokens == "chars":  # char-PTB: one line a sentence, words joined by '_'
-        train_text, held_text = (t.replace(" ", "_") for t in (train_text, held_text))
+    chars = options.tokens == "chars"  # char-PTB: one line a sentence, words joined by '_'
+    as_read = (lambda t: t.replace(" ", "_")) if chars else (lambda t: t)  # noqa: E731
+    train_text, held_text = as_read(train_text), as_read(held_text)
     tokenizer = tokens.make_tokenizer(options.tokens, [train_text], None)
     train, held = tokenizer.encode(train_text), tokenizer.encode(held_text)
     one_hot = options.tokens == "chars"
@@ -325,6 +330,7 @@ def build_ptb(options: PTBOptions) -> TaskSpec:
         options.seq_len,
         one_hot=one_hot,
         source=f"config.data.source {options.source!r}",
+        tokenize=lambda t: tokenizer.encode(as_read(t)),
     )
 
 

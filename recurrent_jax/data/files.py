@@ -45,8 +45,9 @@ def read_arrays(
     targets: bool = True,
 ) -> Arrays:
     """The checked arrays of the file ``path`` (named ``config.<key>`` in
-    errors), whose arrays may declare at most ``max_gib`` GiB; without
-    ``targets``, ``y`` is neither needed nor read (inputs to predict on)."""
+    errors, or ``key`` itself when it is a flag such as ``--input``), whose
+    arrays may declare at most ``max_gib`` GiB; without ``targets``, ``y``
+    is neither needed nor read (inputs to predict on)."""
     try:
         raw = read_raw(path, columns, key=key, max_gib=max_gib, targets=targets)
         return check_arrays(path, raw["x"], raw.get("y") if targets else None, raw.get("lengths"))
@@ -59,7 +60,7 @@ def read_arrays(
 
 def read_raw(path, columns: TableColumns, *, key: str, max_gib: float, targets: bool) -> dict:
     """``x``, ``y`` and ``lengths`` of the file ``path`` as stored."""
-    what, file = f"config.{key}", Path(path)
+    what, file = (key if key.startswith("--") else f"config.{key}"), Path(path)
     wanted = ("x", "y") if targets else ("x",)
     if not str(path):
         raise DataError(f"{what}: expected a file of arrays, got ''")
@@ -84,7 +85,7 @@ def read_raw(path, columns: TableColumns, *, key: str, max_gib: float, targets: 
                 f"missing {missing}"
             )
     elif file.suffix in TABLES:
-        raw = read_table(file, columns, what, max_gib)
+        raw = read_table(file, columns, what, max_gib, targets=targets)
     else:
         raise DataError(
             f"{what}: expected a .npz file, a folder of x.npy and y.npy, or a "

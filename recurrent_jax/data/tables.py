@@ -32,14 +32,21 @@ class TableColumns(NamedTuple):
     target_per_step: bool
 
 
-def read_table(file: Path, columns: TableColumns, what: str, max_gib: float) -> dict:
-    """x float32 (N, T, D), y and lengths (N,) of the long table ``file``."""
+def read_table(
+    file: Path, columns: TableColumns, what: str, max_gib: float, *, targets: bool = True
+) -> dict:
+    """x float32 (N, T, D), y and lengths (N,) of the long table ``file``;
+    without ``targets`` no y, and the target column need not be there."""
     pa, table = _read(file, what)
+    if not targets and columns.target not in table.column_names:
+        columns = columns._replace(target=None)
     features = _checked_columns(file, pa, table, columns)
     order, lengths = _series(file, pa, table, columns)
     _check_padded_size(file, len(lengths), int(lengths.max()), len(features), max_gib)
     rows = [_floats(file, c, _column(file, table, c, "a number")) for c in features]
     x = _padded(np.stack(rows, -1), order, lengths)
+    if not targets:
+        return {"x": x, "lengths": lengths}
     target = _column(file, table, columns.target, "a target")
     if not np.issubdtype(target.dtype, np.integer):  # class ids stay ints
         target = _floats(file, columns.target, target)
@@ -54,7 +61,8 @@ def _checked_columns(file, pa, table, columns: TableColumns) -> list[str]:
     """The feature columns, after checking that every column named is there
     and holds numbers."""
     names = table.column_names
-    wanted = [columns.id, columns.time, columns.target, *columns.features]
+    target = [] if columns.target is None else [columns.target]
+    wanted = [columns.id, columns.time, *target, *columns.features]
     missing = [c for c in wanted if c not in names]
     if missing:
         raise DataError(f"{file}: expected the columns {missing} (data.*_column), got {names}")
@@ -64,7 +72,7 @@ def _checked_columns(file, pa, table, columns: TableColumns) -> list[str]:
         c for c in names if c not in (columns.id, columns.time, columns.target)
     ]
     _check_numbers(file, pa, table, columns.time, time=True)
-    for c in [*features, columns.target]:
+    for c in [*features, *target]:
         _check_numbers(file, pa, table, c, target=c == columns.target)
     return features
 

@@ -28,6 +28,7 @@ from recurrent_jax.data.base import (
     SEQUENCE,
     Batch,
     DataError,
+    Inputs,
     Rows,
     Task,
     TaskSpec,
@@ -35,6 +36,8 @@ from recurrent_jax.data.base import (
     one_hot,
     path_option,
 )
+
+one_hot_ids = one_hot  # ``lm_spec``'s argument of that name shadows it there
 
 DEFAULT_TEXT = Path(__file__).parent / "texts" / "founding.txt"
 
@@ -117,7 +120,15 @@ def build_text(options: TextOptions) -> TaskSpec:
     if options.tokens == "chars" and not options.eval_path:
         train, valid, vocab = load_text(options.path, options.seq_len, options.valid_fraction)
         decode = lambda ids: "".join(vocab[int(i)] for i in ids)  # noqa: E731
-        return lm_spec(train, valid, len(vocab), decode, options.seq_len, one_hot=True)
+        return lm_spec(
+            train,
+            valid,
+            len(vocab),
+            decode,
+            options.seq_len,
+            one_hot=True,
+            tokenize=functools.partial(char_ids, vocab),
+        )
     text = read_text(options.path or str(DEFAULT_TEXT))
     if options.eval_path:
         train_text, valid_text = text, read_text(options.eval_path, "data.eval_path")
@@ -136,16 +147,39 @@ def build_text(options: TextOptions) -> TaskSpec:
         options.seq_len,
         one_hot=one_hot,
         source=source,
+        tokenize=tokenizer.encode,
     )
 
 
+def char_ids(vocab: str, text: str) -> np.ndarray:
+    """The ids of the characters of ``text`` in ``vocab`` (the training
+    text's characters); a character it lacks is a one-line ``DataError``."""
+    index = {c: i for i, c in enumerate(vocab)}
+    unknown = sorted({c for c in text if c not in index})
+    if unknown:
+        raise DataError(
+            f"text: expected characters of the training text, got {len(unknown)} it does not "
+            f"hold: {''.join(unknown)[:40]!r}"
+        )
+    return np.array([index[c] for c in text], np.int32)
+
+
 def lm_spec(
-    train, valid, size: int, decode, seq_len: int, *, one_hot: bool, source: str = "the text"
+    train,
+    valid,
+    size: int,
+    decode,
+    seq_len: int,
+    *,
+    one_hot: bool,
+    source: str = "the text",
+    tokenize=None,
 ) -> TaskSpec:
     """Next-token prediction over windows of ``seq_len`` ids of the
     ``train`` and ``valid`` id streams: one-hot inputs, or ids the model
-    embeds (``source`` names the text in errors). The primary metric is bits per character (one-hot
-    characters) or perplexity (tokens)."""
+    embeds (``source`` names the text in errors; ``tokenize``, text -> ids,
+    reads new text for ``Inputs``). The primary metric is bits per
+    character (one-hot characters) or perplexity (tokens)."""
     T = seq_len
     check_windows(train, valid, T, source)
     train, valid_ids = np.asarray(train, np.int32), jnp.asarray(valid)
@@ -188,6 +222,10 @@ def lm_spec(
         decode=decode,
         input_vocab=None if one_hot else size,
         train_rows=Rows(len(train) - T, take),
+        inputs=Inputs(
+            encode=(lambda ids, lengths: one_hot_ids(ids, size)) if one_hot else None,
+            tokenize=tokenize,
+        ),
     )
 
 

@@ -50,3 +50,48 @@ def generate(
     start = (carries, jnp.asarray(first_id, jnp.int32))
     _, ids = jax.lax.scan(step, start, jax.random.split(key, length))
     return ids
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 7))
+def continue_ids(
+    model: RNNModelConfig,
+    params: dict,
+    prompt,
+    key,
+    length: int,
+    vocab_size: int,
+    temperature=1.0,
+    top_k: int | None = None,
+    rates: Rates | None = None,
+):
+    """``length`` symbol ids sampled after the ids ``prompt`` (P,), P >= 1.
+
+    The prompt is read in one call of the recurrent stack; then each step
+    draws from softmax(logits / temperature) of the last output, among the
+    ``top_k`` most likely symbols when given (``temperature=0``: the
+    argmax), and feeds the symbol back with the carry. ``rates``: the
+    run's regulariser rates (zoneout's expectation at evaluation).
+    """
+    network = make_network(model, rates)
+    w, b = params["readout"]["w"], params["readout"]["b"]
+    embed = params.get("embedding")  # token inputs, else one-hot symbols
+    width = vocab_size if embed is None else embed.shape[-1]
+
+    def read(ids, carries=None):
+        x = one_hot(ids, vocab_size) if embed is None else embed[ids]
+        carries, ys = network.apply(
+            params["rnn"], x.reshape(1, -1, width), initial_carry=carries, deterministic=True
+        )
+        return carries, ys[0, -1] @ w + b
+
+    def step(state, step_key):
+        carries, logits = state
+        if top_k is not None:
+            kth = jax.lax.top_k(logits, top_k)[0][-1]
+            logits = jnp.where(logits < kth, -jnp.inf, logits)
+        sampled = jax.random.categorical(step_key, logits / jnp.maximum(temperature, 1e-6))
+        token = jnp.where(temperature > 0, sampled, jnp.argmax(logits)).astype(jnp.int32)
+        return read(token[None], carries), token
+
+    _, ids = jax.lax.scan(step, read(prompt), jax.random.split(key, length))
+    return ids

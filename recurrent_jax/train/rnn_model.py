@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 
 import recurrent_jax as rj
-from recurrent_jax.data.base import LAST, Batch, TaskSpec, losses_and_metrics
+from recurrent_jax.cells.base import widen
+from recurrent_jax.data.base import LAST, REGRESSION, Batch, TaskSpec, losses_and_metrics
 from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
 from recurrent_jax.mamba import BLOCKS
 from recurrent_jax.train.config import ConfigError, RNNModelConfig
@@ -189,6 +190,18 @@ def evaluate(model: RNNModelConfig, task: TaskSpec, hparams, params, batch: Batc
     """(metrics, readout values) of deterministic outputs on ``batch``."""
     outputs = apply(model, task, params, batch, hparams.rates, key=None, deterministic=True)
     return losses_and_metrics(task, outputs, batch), outputs
+
+
+def predict(model: RNNModelConfig, task: TaskSpec, hparams, params, batch: Batch) -> dict:
+    """Named predictions for ``batch.xs`` (``batch.seq_lengths``; targets
+    unused): a classification's ``probabilities`` (softmax of the readout,
+    (B, C) or per step (B, T, C)) and ``classes`` (their argmax), a
+    regression's ``values`` (B, C) or (B, T, C)."""
+    outputs = apply(model, task, params, batch, hparams.rates, key=None, deterministic=True)
+    if task.kind == REGRESSION:
+        return {"values": outputs}
+    probabilities = jax.nn.softmax(widen(outputs), axis=-1)
+    return {"classes": jnp.argmax(outputs, axis=-1), "probabilities": probabilities}
 
 
 def write_eval(model, task, workdir, step, batch, outputs) -> None:

@@ -59,7 +59,7 @@ KINDS = {
     TRAIN: Kind(
         "a training run",
         CONFIG_FILE,
-        ("train", "eval", "decode"),
+        ("train", "eval", "decode", "predict"),
         "resume it with `recurrent-jax train --workdir={workdir}` or evaluate it with "
         "`recurrent-jax eval --workdir={workdir}`",
     ),
@@ -73,7 +73,7 @@ KINDS = {
     BEST_RUN: Kind(
         "the best run of a sweep",
         CONFIG_FILE,
-        ("eval", "decode"),
+        ("eval", "decode", "predict"),
         "evaluate it with `recurrent-jax eval --workdir={workdir}` (only its sweep writes it)",
     ),
 }
@@ -85,7 +85,7 @@ WRITES = {"train": TRAIN, "sweep": SWEEP}  # command -> the kind it makes
 
 def check(workdir, command: str) -> dict | None:
     """The marker of ``workdir`` if ``command`` ("train", "sweep", "eval",
-    "decode") may use it; None for a new or empty folder that ``command``
+    "decode", "predict") may use it; None for a new or empty folder that ``command``
     would make a run directory of. Otherwise a one-line ``ConfigError``
     naming what the directory holds and what to run; nothing is written."""
     workdir = Path(workdir)

@@ -142,6 +142,22 @@ def evaluate(model: ModelConfig, task: TaskSpec, hparams, params, batch: Seq2Seq
     return metrics, greedy
 
 
+def predict(
+    model: ModelConfig,
+    task: TaskSpec,
+    hparams,
+    params,
+    batch: Seq2SeqBatch,
+    method="greedy",
+    **options,
+) -> dict:
+    """The decoded ``sequences`` (B, L) of ``batch.src`` (``decode``'s
+    ``method`` and ``options``; ``L`` the width of ``batch.tgt_out``),
+    their ``lengths`` (B,) with the EOS and ``scores`` log P(Y|X)."""
+    decoded = decode(model, task, params, batch, method, **options)
+    return {"sequences": decoded.sequences, "lengths": decoded.lengths, "scores": decoded.scores}
+
+
 def write_eval(model, task, workdir, step, batch, outputs) -> None:
     """The samples file and attention map of each evaluation."""
     seq2seq_outputs.write_eval_outputs(workdir, step, batch, outputs)

@@ -29,6 +29,10 @@ class Model(NamedTuple):
         ``key`` the regularisers' randomness, ``step`` the update's index.
       evaluate: ``evaluate(hparams, params, batch) -> (metrics, outputs)``
         of deterministic outputs; ``metrics`` are scalars.
+      predict: ``predict(hparams, params, batch, **options) -> outputs``,
+        a dict of named arrays for the inputs of ``batch`` (its targets
+        are not read): the model's predictions, deterministic (options:
+        the family's, such as a seq2seq decoder's).
     Host side:
       write_eval: ``write_eval(workdir, step, batch, outputs)`` after each
         evaluation of a run (``batch``, ``outputs`` on the host).
@@ -40,6 +44,7 @@ class Model(NamedTuple):
     init: Callable
     loss: Callable
     evaluate: Callable
+    predict: Callable
     write_eval: Callable
     write_final: Callable
 

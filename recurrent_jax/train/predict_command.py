@@ -1,0 +1,76 @@
+"""``recurrent-jax predict``: a saved run's predictions for new inputs.
+
+    recurrent-jax predict --workdir=RUN --input=new.npz --output=preds.csv
+    recurrent-jax predict --workdir=RUN --input=a.txt --input=b.txt      # a text task
+    recurrent-jax predict --workdir=RUN --source="123+45" --method=beam --beam-size=4
+    recurrent-jax predict --workdir=RUN --prompt="To be" --temperature=0.8 --top-k=5
+
+Inputs are read as the run's data was (``train.predict``); the run is
+loaded through the checks of every command (``train.loaded.load_run``).
+Without ``--output`` the predictions are printed as CSV.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from recurrent_jax.train import predict
+from recurrent_jax.train.config import ConfigError
+from recurrent_jax.train.loaded import load_run
+
+
+def run_predict(args) -> int:
+    """``recurrent-jax predict``: ``args`` as the command line parses them;
+    the exit status."""
+    what, options = predict_options(args)
+    run = load_run(Path(args.workdir), step=args.step, trust_code=args.trust_code)
+    if what == "prompt":
+        length = options.pop("length", 200)
+        text = run.sample(args.prompt, length, seed=args.seed, **options)
+        if args.output:
+            Path(args.output).write_text(text + "\n")
+        print(text)
+        return 0
+    if what == "source":
+        if args.method == "sample":
+            import jax
+
+            options["key"] = jax.random.key(args.seed)
+        predictions = run.predict(args.source, method=args.method, **options)
+    else:
+        inputs = predict.read_inputs(run, args.input)
+        predictions = run.predict(*inputs) if isinstance(inputs, tuple) else run.predict(inputs)
+    if args.output:
+        path = predict.write_predictions(predictions, args.output)
+        shapes = {k: list(v.shape) for k, v in predictions.items()}
+        print(json.dumps({"workdir": args.workdir, "step": run.step, "output": str(path)} | shapes))
+    else:
+        header, rows = predict.csv_rows(predictions)
+        print("\n".join(",".join(map(str, row)) for row in [header, *rows]))
+    return 0
+
+
+def predict_options(args) -> tuple[str, dict]:
+    """Which of ``--input``, ``--source``, ``--prompt`` was given (exactly
+    one) and the options given for it; a flag of another is an error."""
+    given = [name for name in ("input", "source", "prompt") if getattr(args, name)]
+    if len(given) != 1:
+        raise ConfigError(f"--input, --source, --prompt: expected exactly one, got {given}")
+    what = given[0]
+    applies = {
+        "prompt": ("length", "temperature", "top_k"),
+        "source": {"sample": ("temperature", "top_k"), "beam": ("beam_size", "length_penalty")},
+    }
+    allowed = applies.get(what, ())
+    if what == "source":
+        allowed = allowed.get(args.method, ())
+    elif args.method != "greedy":
+        raise ConfigError(f"--method: decodes a seq2seq run's --source, not --{what}")
+    flags = ("length", "temperature", "top_k", "beam_size", "length_penalty")
+    options = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+    for name in options:
+        if name not in allowed:
+            where = f"--method={args.method}" if what == "source" else f"--{what}"
+            raise ConfigError(f"--{name.replace('_', '-')}: not an option of {where}")
+    return what, options
