@@ -136,7 +136,8 @@ def select(study, cells, sizes, rates, seeds, seq_len, budget):
 
 
 def decide(study, cells, sizes, chosen, seeds, seq_len, budget):
-    """Every cell at its rate on the fresh seeds, at ``seq_len``."""
+    """Every cell at its rate on the fresh seeds, at ``seq_len``; with
+    ``--report-only`` (None, None) where that sweep has not finished."""
     config = get_config(seq_len, budget, study.smoke)
     arms = {
         "model.cell": [cell_path(c) for c in cells],
@@ -145,7 +146,10 @@ def decide(study, cells, sizes, chosen, seeds, seq_len, budget):
     }
     fresh = range(seeds[0], sum(seeds))
     stage = _study.with_sweep(config, "verdict", {}, arms, fresh)
-    result = _study.run(study, stage, study.workdir / f"verdict_T{seq_len}")
+    folder = study.workdir / f"verdict_T{seq_len}"
+    if study.report_only and not (folder / "summary.json").exists():
+        return None, None  # not finished: the report says so
+    result = _study.run(study, stage, folder)
     by_arm = _study.group(result.rows, ["model.cell"])
     return result, {c: arm_summary(by_arm[(cell_path(c),)], result.curves) for c in cells}
 
@@ -178,17 +182,20 @@ def versus_leader(seq_len: int, summaries: dict) -> tuple[list[str], list[str]]:
 
 
 def verdict_line(seq_len: int, summaries: dict, tied: list[str], budget: Budget) -> str:
+    """The leader, the cells no test separates from it, the cells behind it."""
     solved = ", ".join(f"{c} {s['k']}/{s['n']}" for c, s in summaries.items())
-    ahead = [c for c in tied if summaries[c]["k"] > summaries[c]["n"] / 2]
     steps = f"{budget.num_steps} steps of batch {budget.batch_size}"
-    if not ahead:
+    best = tied[0]
+    if summaries[best]["k"] <= summaries[best]["n"] / 2:
         return (
             f"- **T={seq_len}** ({steps}): no cell solves most of its runs ({solved}); "
             "this budget separates nothing about memory here."
         )
+    behind = [c for c in summaries if c not in tied]
     return (
-        f"- **T={seq_len}** ({steps}): ahead, and not separable from each other: "
-        f"{', '.join(ahead)}; every other cell is behind (solved: {solved})."
+        f"- **T={seq_len}** ({steps}): {best} leads; not separable from it (solved fraction "
+        f"and final MSE): {', '.join(tied[1:]) or 'none'}; behind it, both tests or one "
+        f"decisive: {', '.join(behind) or 'none'} (solved: {solved})."
     )
 
 
@@ -279,15 +286,19 @@ def main(argv=None) -> Path:
     size_list = [sizes[c] for c in cells]
     selection, chosen = select(study, cells, size_list, rates, seeds, first, budgets[first])
     results, all_summaries, comparisons, verdicts = [selection], {}, [], []
+    steps = [budgets[first].num_steps]
     for seq_len, budget in budgets.items():
         result, summaries = decide(study, cells, size_list, chosen, seeds, seq_len, budget)
+        if result is None:
+            verdicts.append(f"- **T={seq_len}**: its verdict sweep has not finished; no result.")
+            continue
         results.append(result)
+        steps.append(budget.num_steps)
         all_summaries[seq_len] = summaries
         lines, tied = versus_leader(seq_len, summaries)
         comparisons += lines
         verdicts.append(verdict_line(seq_len, summaries, tied, budget))
     file = plot(study, all_summaries, cells)
-    steps = [budgets[first].num_steps] + [b.num_steps for b in budgets.values()]
     throughputs = "; ".join(
         f"{r.summary['name']}: {_throughput(r, n)}" for r, n in zip(results, steps, strict=True)
     )
