@@ -294,6 +294,7 @@ LINEAR_CELLS = {  # cell: (constructor of hidden size, the kernel's coefficient 
     "s4d": (lambda h: rj.cells.s4d(h, state_size=16), "complex"),
     "s6": (lambda h: rj.cells.s6(h, state_size=16), "real"),
     "minlstm-log": (lambda h: rj.cells.minlstm(h, log_space=True), "real"),
+    "mingru-log": (lambda h: rj.cells.mingru(h, log_space=True), "real"),
 }
 # In the default suite: the LRU, RG-LRU, minGRU and S5, and D-LinOSS
 # for the 2×2 blocks; the others (the same three forms) in the slow suite.

@@ -6,9 +6,10 @@ arbitrary axes and two TensorCores simulated, race detection on), against:
   coefficients of each form (real, complex, 2×2 blocks), and ``jax.grad`` of
   a ``lax.scan`` of the same recurrence;
 - the plain scan (``impl="scan"``) for every linear cell (LRU, RG-LRU,
-  minGRU, log-space minLSTM, S4D, S5, LinOSS, D-LinOSS, S6: real, complex
-  and 2×2-block coefficients): outputs, final carries, per-step carries
-  and gradients, with padding, resets and reverse, under ``jax.vmap``;
+  minGRU, log-space minGRU and minLSTM, S4D, S5, LinOSS, D-LinOSS, S6:
+  real, complex and 2×2-block coefficients): outputs, final carries,
+  per-step carries and gradients, with padding, resets and reverse, under
+  ``jax.vmap``;
 - the same sweep unsharded, for a sweep over a mesh of 4 CPU devices (in a
   child process: this file is also its script), where each device runs the
   kernel on its own runs' rows.
@@ -20,8 +21,10 @@ kernel computes the scan's own recurrence step by step, but XLA forms the
 coefficients in other fusions (FMA contraction, exp), an LRU's outputs are
 one GEMM over all steps instead of one per step (rounding bounded relative
 to the largest terms, hence normwise) and the backward sums over time and
-batch in another order: values to rel 2e-6, gradients to rel 1e-5, for
-params whose recurrence is itself well conditioned (``well_conditioned``).
+batch in another order: values to rel 1e-6, gradients to rel 1e-5 (the
+most measured over every cell and shape here, several seeds: 2.5e-7 and
+1.7e-6), for params whose recurrence is itself well conditioned
+(``well_conditioned``).
 """
 
 from __future__ import annotations
@@ -44,13 +47,14 @@ from jax.experimental.pallas import tpu as pltpu
 import recurrent_jax as rj
 from recurrent_jax import backends, pallas_tpu
 
-VALUES, GRADS = 2e-6, 1e-5
+VALUES, GRADS = 1e-6, 1e-5
 D = 3
 LINEAR_CELLS = {  # a cell the kernel serves is one line
     "lru": lambda h: rj.cells.lru(h, state_size=h - 1),
     "rglru": rj.cells.rglru,
     "mingru": rj.cells.mingru,
     "minlstm-log": lambda h: rj.cells.minlstm(h, log_space=True),
+    "mingru-log": lambda h: rj.cells.mingru(h, log_space=True),
     "s4d": lambda h: rj.cells.s4d(h, state_size=4),
     "s5": lambda h: rj.cells.s5(h, state_size=4, blocks=2),
     "linoss": lambda h: rj.cells.linoss(h, state_size=3),
@@ -245,20 +249,22 @@ def test_bad_input_is_named():
 
 
 def well_conditioned(params):
-    """``params`` drawn by ``random_params`` (N(0, 0.5²)) where the test
-    stays well conditioned: S5's continuous eigenvalues in the left
-    half-plane (Re Λ < 0, as its HiPPO-N init and any stable model), and
-    S6's projections of Δ, B and C scaled by 1/√fan-in (as its init).
-    Otherwise S5's states grow by up to e^{|Re Λ| Δ} a step, and at H = 130
-    S6's outputs reach 5e3, where sin's derivative in the test's loss
-    amplifies the rounding of the outputs: in both the float32 scan itself
-    then errs in the gradients by 6e-5 (S5, T = 11) and 1e-3 (S6) normwise
-    against a float64 scan, which no implementation can remove."""
-    params = dict(params)
+    """``params`` drawn by ``random_params`` (N(0, 0.5²)), made well
+    conditioned as the cells' own inits are: every weight matrix ``w_*``
+    scaled by 1/√fan-in, and S5's continuous eigenvalues in the left
+    half-plane (Re Λ < 0, as its HiPPO-N init and any stable model).
+    Otherwise wide cells' outputs reach 50 (LRU) to 5e3 (S6) at H = 130,
+    where the derivative of sin in the tests' losses amplifies their
+    rounding, and S5's states grow by up to e^{|Re Λ| Δ} a step: the float32
+    scan itself then errs in the gradients by 9e-6 (LRU), 1e-3 (S6) and
+    6e-5 (S5, T = 11) normwise against a float64 scan, an error no
+    implementation can remove (the kernel's own: 3e-6, 8e-4 and 8e-5)."""
+    params = {
+        name: value / float(np.sqrt(value.shape[0])) if name.startswith("w_") else value
+        for name, value in params.items()
+    }
     if "lambda_re" in params:
         params["lambda_re"] = -jnp.abs(params["lambda_re"])
-    for name in ("w_x", "w_dt") if "a_log" in params else ():
-        params[name] = params[name] / float(np.sqrt(params[name].shape[0]))
     return params
 
 
