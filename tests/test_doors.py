@@ -405,8 +405,10 @@ def test_eqx_filter_vmap_over_models(rng):
 @pytest.mark.parametrize("door", DOORS)
 def test_engine_reaches_every_door(door, rng):
     """``remat`` bounds a door's training memory as it bounds the core's
-    (T = 1024, √T segments: expect ≈ 16×, asserted ≥ 4×), and ``impl`` /
-    ``hoist`` pick the backend named in the profile scopes."""
+    (T = 1024, √T segments of the XLA scan: expect ≈ 16×, asserted ≥ 4×;
+    the C++ backend ``auto`` picks on CPUs keeps less per step to begin
+    with), and ``impl`` / ``hoist`` pick the backend named in the profile
+    scopes."""
     xs = normal(rng, (4, 1024, 16))
 
     def lowered(engine):
@@ -418,7 +420,7 @@ def test_engine_reaches_every_door(door, rng):
     def temp(engine):
         return lowered(engine).compile().memory_analysis().temp_size_in_bytes
 
-    assert temp(rj.Engine(remat=32)) * 4 < temp(rj.Engine())
+    assert temp(rj.Engine(impl="scan", remat=32)) * 4 < temp(rj.Engine(impl="scan"))
     text = lowered(rj.Engine(impl="scan", hoist=False)).as_text(debug_info=True)
     assert "recurrent_jax.scan" in text and "recurrent_jax.fused" not in text
 
