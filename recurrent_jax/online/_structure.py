@@ -1,0 +1,257 @@
+r"""Which state units each parameter feeds in one step, found once per cell.
+
+The carry of one example is read as U *units* of W components, ``(W, U)``
+planes: the components one unit's transition mixes. W = 1 for a real or
+log-space diagonal (LRU-like real cells, minGRU, RG-LRU, S6) and for the
+dense cells with one carry vector (Elman, GRU, MGU); W = 2 for a complex
+diagonal (``[Re h, Im h]``: LRU, S4D, S5), 2×2 blocks (LinOSS) and
+``LSTMCarry(h, c)`` (unit j is ``(h_j, c_j)``).
+
+The immediate Jacobian ``D_t = ∂h_t/∂θ`` (h_{t−1} held fixed) is sparse:
+param entry i feeds only some units. Its pattern is found numerically, by
+one VJP per unit at three points (two initialisations of the cell and a
+perturbed copy, random carries and inputs): a derivative that is nonzero
+at any point is a feed. Each leaf then gets a *colouring* of the units
+such that no entry feeds two units of one colour (greedy, as in the
+compressed Jacobians of Curtis, Powell & Reid 1974), and the trace of that
+leaf is stored compressed, one slot per colour: ``(C, W, *leaf)``, slot c
+of entry i holding ``∂h_{u(c,i)}/∂θ_i`` for the unit ``u(c, i)`` of colour c
+that i feeds. C = 1 where every entry feeds one unit (every diagonal input
+matrix, bias and per-unit parameter); S4D's Δ and input map feed the N/2
+modes of their channel (C = N/2), S6's input maps every unit (C = H·N).
+Leaves that feed no unit (readouts such as ``w_out``, ``d``) get no trace:
+their gradient is the ordinary per-step backprop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from recurrent_jax import parallel
+from recurrent_jax.cells.base import Cell, carry_dtype_of
+
+NUM_POINTS = 3  # where the pattern is probed: two initialisations and a perturbed copy
+
+
+class Units(NamedTuple):
+    """How one example's carry splits into ``count`` units of ``width``
+    components (the ``(W, U)`` planes)."""
+
+    width: int
+    count: int
+    treedef: Any  # the carry's structure
+    stacked: bool  # planes are the carry's leaves stacked (else one leaf reshaped)
+
+
+class Feeds(NamedTuple):
+    """The units one leaf feeds: ``units`` (C, *leaf) with the unit fed
+    through colour slot c (``count`` where none), axes along which it does
+    not change kept as size 1; ``colours`` (U,) the colour of each unit."""
+
+    units: np.ndarray
+    colours: np.ndarray
+
+
+class Structure(NamedTuple):
+    """What the diagonal traces need: the units, the params' tree, and per
+    param leaf (in ``tree_leaves`` order) its path and ``Feeds`` or None."""
+
+    units: Units
+    input_size: int
+    treedef: Any
+    paths: tuple
+    feeds: tuple
+
+
+def units_of(cell: Cell, params, carry, x) -> Units:
+    """The units of ``cell``'s per-example ``carry``: from the coefficient
+    form of ``cell.linear`` if it has one, else one unit per index of the
+    carry's equal-length leaves."""
+    leaves, treedef = jax.tree_util.tree_flatten(carry)
+    if cell.linear is not None:
+        (size,) = leaves[0].shape
+        coefficients = jax.eval_shape(
+            lambda p, x: cell.linear(p, transition_input(cell, p, x)), params, x
+        )
+        complex_ = jnp.issubdtype(coefficients[0].dtype, jnp.complexfloating)
+        width = 2 if isinstance(coefficients, parallel.BlockCoefficients) or complex_ else 1
+        return Units(width, size // width, treedef, stacked=False)
+    sizes = {leaf.shape for leaf in leaves}
+    if len(sizes) != 1 or len(next(iter(sizes))) != 1:
+        raise ValueError(
+            f"cell: online traces need a carry of equal-length vectors (one unit per index), "
+            f"got {cell.name} with leaf shapes {sorted(sizes)}; use rj.online.uoro"
+        )
+    return Units(len(leaves), leaves[0].shape[0], treedef, stacked=True)
+
+
+def to_planes(units: Units, carry) -> jax.Array:
+    """One example's carry as (W, U) planes."""
+    leaves = jax.tree_util.tree_leaves(carry)
+    if units.stacked:
+        return jnp.stack(leaves)
+    return leaves[0].reshape(units.width, units.count)
+
+
+def from_planes(units: Units, planes):
+    """(W, U) planes back to a carry."""
+    if units.stacked:
+        return jax.tree_util.tree_unflatten(units.treedef, list(planes))
+    return jax.tree_util.tree_unflatten(units.treedef, [planes.reshape(-1)])
+
+
+def transition_input(cell: Cell, params, x):
+    """``project`` of one example's input x (D,)."""
+    return cell.project(params, x[None])[0]
+
+
+def transition(cell: Cell, params, carry, x):
+    """One example's next carry from ``carry`` and the input x (D,)."""
+    return cell.update(params, carry, transition_input(cell, params, x), cell.read(carry))[0]
+
+
+def find(cell: Cell, input_size: int, seed: int = 0) -> Structure:
+    """The ``Structure`` of ``cell`` with ``input_size`` input features."""
+    key = jax.random.PRNGKey(seed)
+    with jax.ensure_compile_time_eval():
+        shapes = jax.eval_shape(lambda k: _points(cell, input_size, k), key)
+        one = lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype)  # noqa: E731
+        units = units_of(cell, *jax.tree_util.tree_map(one, shapes))
+        counts, labels = jax.jit(lambda k: _probes(cell, units, _points(cell, input_size, k)))(key)
+        counts, labels = [np.asarray(c) for c in counts], [np.asarray(lab) for lab in labels]
+        feeds = [_leaf_feeds(units, c, lab) for c, lab in zip(counts, labels, strict=True)]
+        shared = [i for i, f in enumerate(feeds) if f is _SHARED]
+        if shared:
+            patterns = jax.jit(lambda k: _shared_patterns(cell, units, shared, k, input_size))
+            for index, pattern in zip(shared, patterns(key), strict=True):
+                feeds[index] = _coloured(np.asarray(pattern).any(axis=0), units.count)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(shapes[0])
+    paths = tuple(jax.tree_util.keystr(path) for path, _ in paths)
+    return Structure(units, input_size, treedef, paths, tuple(feeds))
+
+
+def _points(cell, input_size, key):
+    """(params, carry, x), each stacked over ``NUM_POINTS`` points: two
+    initialisations and the first one perturbed, random carries and inputs."""
+    k_init, k_noise, k_h, k_x = jax.random.split(key, 4)
+    inits = jax.vmap(lambda k: cell.init(k, input_size))(jax.random.split(k_init, 2))
+    first = jax.tree_util.tree_map(lambda a: a[0], inits)
+    leaves, treedef = jax.tree_util.tree_flatten(first)
+    noise = [
+        (0.1 * (1.0 + jnp.abs(a)) * jax.random.normal(k, a.shape)).astype(a.dtype)
+        for a, k in zip(leaves, jax.random.split(k_noise, len(leaves)), strict=True)
+    ]
+    perturbed = [a + n for a, n in zip(leaves, noise, strict=True)]
+    perturbed = jax.tree_util.tree_unflatten(treedef, perturbed)
+    params = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b[None]]), inits, perturbed)
+    zeros = cell.initial_carry((NUM_POINTS,), carry_dtype_of(cell, first))
+    carry_leaves, carry_def = jax.tree_util.tree_flatten(zeros)
+    carry = [
+        0.5 * jax.random.normal(k, a.shape, a.dtype)
+        for a, k in zip(carry_leaves, jax.random.split(k_h, len(carry_leaves)), strict=True)
+    ]
+    dtype = carry[0].dtype
+    x = jax.random.normal(k_x, (NUM_POINTS, input_size), dtype)
+    return params, jax.tree_util.tree_unflatten(carry_def, carry), x
+
+
+def _unit_hits(cell, units, params, carry, x):
+    """``hits(n)``: per param leaf, bool, the entries whose derivative reaches unit n."""
+
+    def planes(p):
+        return to_planes(units, transition(cell, p, carry, x))
+
+    out, vjp = jax.vjp(planes, params)
+    components = jnp.eye(units.width, dtype=out.dtype)[:, :, None]
+
+    def hits(n):
+        one_unit = components * (jnp.arange(units.count) == n).astype(out.dtype)[None, None]
+        (grads,) = jax.vmap(vjp)(one_unit)
+        return [jnp.any(g != 0, axis=0) for g in jax.tree_util.tree_leaves(grads)]
+
+    return hits
+
+
+def _probe(cell, units, params, carry, x):
+    """Per leaf: how many units each entry feeds, and the last one."""
+    hits = _unit_hits(cell, units, params, carry, x)
+
+    def body(acc, n):
+        count, label = acc
+        hit = hits(n)
+        count = [c + h for c, h in zip(count, hit, strict=True)]
+        label = [jnp.where(h, n, lab) for lab, h in zip(label, hit, strict=True)]
+        return (count, label), None
+
+    leaves = jax.tree_util.tree_leaves(params)
+    count0 = [jnp.zeros(p.shape, jnp.int32) for p in leaves]
+    label0 = [jnp.full(p.shape, units.count, jnp.int32) for p in leaves]
+    units_ = jnp.arange(units.count, dtype=jnp.int32)
+    (count, label), _ = jax.lax.scan(body, (count0, label0), units_)
+    return count, label
+
+
+def _probes(cell, units, points):
+    """``_probe`` at every point (stacked on axis 0)."""
+    return jax.vmap(lambda *point: _probe(cell, units, *point))(*points)
+
+
+def _shared_patterns(cell, units, indices, key, input_size):
+    """``_patterns`` at every point."""
+    points = _points(cell, input_size, key)
+    return jax.vmap(lambda *point: _patterns(cell, units, indices, *point))(*points)
+
+
+def _patterns(cell, units, indices, params, carry, x):
+    """Per leaf of ``indices``: (U, *leaf) bool, the units each entry feeds."""
+    hits = _unit_hits(cell, units, params, carry, x)
+    return jax.lax.map(lambda n: [hits(n)[i] for i in indices], jnp.arange(units.count))
+
+
+_SHARED = object()  # a leaf whose entries feed several units: needs its whole pattern
+
+
+def _leaf_feeds(units, counts, labels):
+    """A leaf's ``Feeds`` from its probes (counts, labels (points, *leaf)):
+    None if it feeds no unit, ``_SHARED`` if some entry feeds several."""
+    label, agree = np.full(counts.shape[1:], units.count), True
+    for count, lab in zip(counts, labels, strict=True):
+        agree &= bool(np.all((count == 0) | (label == units.count) | (label == lab)))
+        label = np.where(count > 0, lab, label)
+    if np.all(label == units.count):
+        return None
+    if not agree or counts.max() > 1:
+        return _SHARED
+    return _compressed(label[None], np.zeros(units.count, np.int32))
+
+
+def _coloured(pattern, num_units) -> Feeds:
+    """Greedy colouring of the units so that no entry feeds two units of a
+    colour, and the unit of each colour that each entry feeds."""
+    flat = pattern.reshape(num_units, -1)
+    shared = flat.astype(np.int64) @ flat.T.astype(np.int64) > 0  # units sharing an entry
+    colours = np.full(num_units, -1)
+    for unit in range(num_units):
+        taken = set(colours[shared[unit] & (colours >= 0)].tolist())
+        colours[unit] = next(c for c in range(num_units) if c not in taken)
+    slots = []
+    for colour in range(colours.max() + 1):
+        in_colour = flat & (colours == colour)[:, None]
+        slots.append(np.where(in_colour.any(0), in_colour.argmax(0), num_units))
+    units = np.stack(slots).reshape(len(slots), *pattern.shape[1:])
+    return _compressed(units, colours)
+
+
+def _compressed(units, colours) -> Feeds:
+    """``Feeds`` with the leaf axes along which the unit map is constant
+    kept as size 1 (an input matrix's rows), so that gathering by it is
+    small and broadcasts."""
+    for axis in range(1, units.ndim):
+        first = units.take([0], axis=axis)
+        if np.all(units == first):
+            units = first
+    return Feeds(units.astype(np.int32), colours.astype(np.int32))
