@@ -8,5 +8,15 @@ whole stream.
 
 from recurrent_jax.online._diagonal import rtrl, snap1
 from recurrent_jax.online._learner import OnlineLearner, OnlineState, Step, accumulate
+from recurrent_jax.online._uoro import UoroTraces, uoro
 
-__all__ = ["OnlineLearner", "OnlineState", "Step", "accumulate", "rtrl", "snap1"]
+__all__ = [
+    "OnlineLearner",
+    "OnlineState",
+    "Step",
+    "UoroTraces",
+    "accumulate",
+    "rtrl",
+    "snap1",
+    "uoro",
+]

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrent_jax import _checks, parallel
-from recurrent_jax.cells.base import Cell, carry_dtype_of, recurrent_product, with_defaults
+from recurrent_jax.cells.base import Cell, carry_dtype_of, recurrent_product
 from recurrent_jax.online import _learner, _structure
 from recurrent_jax.online._structure import from_planes, to_planes, transition
 
@@ -72,14 +72,14 @@ def rtrl(cell: Cell, input_size: int) -> _learner.OnlineLearner:
       (C colour slots, W unit components; module doc of ``_structure``),
       and None for leaves that only read the state (readouts).
     """
-    cell = _check_cell(cell)
+    cell = _learner.check_cell(cell)
     if cell.linear is None:
         raise ValueError(
             f"cell: rtrl needs a cell linear in its carry (element-wise recurrence, "
             f"Cell.linear); {cell.name} has none, so no exact rule: use {APPROXIMATIONS}"
         )
     structure = _structure.find(cell, _checks.check_positive_int("input_size", input_size))
-    return _learner.learner(cell, _rule(cell, structure, _linear_blocks), "rtrl")
+    return _learner.learner(cell, _rule(cell, structure, _linear_blocks, masked=False), "rtrl")
 
 
 def snap1(cell: Cell, input_size: int) -> _learner.OnlineLearner:
@@ -100,7 +100,7 @@ def snap1(cell: Cell, input_size: int) -> _learner.OnlineLearner:
     Returns:
       An ``OnlineLearner`` with traces as ``rtrl``'s.
     """
-    cell = _check_cell(cell)
+    cell = _learner.check_cell(cell)
     if cell.linear is not None:
         raise ValueError(
             f"cell: {cell.name} is linear in its carry, where SnAp-1 equals exact RTRL; "
@@ -111,28 +111,21 @@ def snap1(cell: Cell, input_size: int) -> _learner.OnlineLearner:
         if feeds is not None and feeds.units.shape[0] > 1:
             raise ValueError(
                 f"cell: snap1 needs every param to feed one unit per step, but params{path} "
-                f"of {cell.name} feeds several (layer norm or a projection); use rj.online.uoro"
+                f"of {cell.name} feeds {feeds.units.shape[0]} within a step (a gate before "
+                "the recurrent product, layer norm or a projection); use rj.online.uoro"
             )
     blocks = _pointwise_blocks if _has_pointwise(cell, structure) else _jacobian_blocks
-    return _learner.learner(cell, _rule(cell, structure, blocks), "snap1")
-
-
-def _check_cell(cell):
-    cell = with_defaults(_checks.check_cell("cell", cell))
-    if cell.spatial_dims:
-        raise ValueError(
-            f"cell: online learning needs a cell without spatial axes, got {cell.name} "
-            f"with {cell.spatial_dims}"
-        )
-    return cell
+    return _learner.learner(cell, _rule(cell, structure, blocks, masked=True), "snap1")
 
 
 # --- the rule ---------------------------------------------------------------------
 
 
-def _rule(cell, structure, blocks) -> _learner.Rule:
+def _rule(cell, structure, blocks, masked) -> _learner.Rule:
     """The traces of ``structure`` propagated by ``blocks(cell, units,
-    params, carry, x) -> (W, W, U)``, one example's diagonal blocks."""
+    params, carry, x) -> (W, W, U)``, one example's diagonal blocks; with
+    ``masked``, only the components each entry feeds directly are kept
+    (SnAp-1's pattern: an LSTM's output gate feeds h_j but not c_j)."""
     units, feeds = structure.units, structure.feeds
     groups = _groups(feeds)
 
@@ -160,7 +153,7 @@ def _rule(cell, structure, blocks) -> _learner.Rule:
         derivatives, a = jax.vmap(one)(carry, x)
         a = _pad(a)
         new = [
-            None if f is None else _propagate(t, d, a, f.units)
+            None if f is None else _propagate(t, d, a, f.units, f.components if masked else None)
             for t, d, f in zip(_leaves(traces), derivatives, feeds, strict=True)
         ]
         return jax.tree_util.tree_unflatten(structure.treedef, new)
@@ -207,16 +200,20 @@ def _pad(a):
     return jnp.concatenate([a, jnp.zeros((*a.shape[:-1], 1), a.dtype)], axis=-1)
 
 
-def _propagate(trace, derivative, blocks, units):
+def _propagate(trace, derivative, blocks, units, mask=None):
     """``e ← A_u e + ∂F_u/∂θ`` for every slot: trace, derivative (E, C, W,
-    *leaf); blocks (E, W, W, U + 1); units (C, *leaf')."""
+    *leaf); blocks (E, W, W, U + 1); units (C, *leaf'); mask (C, W', *leaf')
+    bool or None."""
     a = blocks[..., units]  # (E, W, W, C, *leaf')
     width = trace.shape[2]
     rows = [
         sum(a[:, w, v] * trace[:, :, v] for v in range(width)) + derivative[:, :, w]
         for w in range(width)
     ]
-    return jnp.stack(rows, axis=2).astype(trace.dtype)
+    new = jnp.stack(rows, axis=2)
+    if mask is not None:
+        new = jnp.where(mask[None], new, jnp.zeros((), new.dtype))
+    return new.astype(trace.dtype)
 
 
 def _contract(trace, delta, units):

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrent_jax import _checks, _step
-from recurrent_jax.cells.base import Cell, carry_dtype_of
+from recurrent_jax.cells.base import Cell, carry_dtype_of, with_defaults
 from recurrent_jax.sequence import valid_steps
 
 
@@ -98,6 +98,17 @@ class Rule(NamedTuple):
     needs_key: bool = False
 
 
+def check_cell(cell) -> Cell:
+    """An ``rj.Cell`` without spatial axes, its defaults filled."""
+    cell = with_defaults(_checks.check_cell("cell", cell))
+    if cell.spatial_dims:
+        raise ValueError(
+            f"cell: online learning needs a cell without spatial axes, got {cell.name} "
+            f"with {cell.spatial_dims}"
+        )
+    return cell
+
+
 def learner(cell: Cell, rule: Rule, method: str) -> OnlineLearner:
     """The ``OnlineLearner`` that runs ``rule`` beside ``cell``."""
 
@@ -158,6 +169,8 @@ def accumulate(
     mask=None,
     resets=None,
     key=None,
+    time_major: bool = False,
+    return_outputs: bool = True,
 ):
     """Runs ``learner`` over a whole stream under ``lax.scan``, summing the
     per-step losses and gradients: the online gradient of
@@ -167,31 +180,40 @@ def accumulate(
     Args:
       learner: an ``OnlineLearner``.
       params: the cell's params (fixed over the stream).
-      xs: inputs (B..., T, D), batch-major.
+      xs: inputs (B..., T, D); (T, B..., D) with ``time_major``.
       loss_fn: ``loss_fn(head, y_t, target_t) -> scalar``.
       head: params of the loss (a readout), or None.
-      targets: a pytree of (B..., T, ...) leaves, read one step at a time;
-        None passes None.
+      targets: a pytree of leaves laid out as ``xs`` (B..., T, ...), read
+        one step at a time; None passes None.
       state: the state to start from (default ``learner.init``).
-      seq_lengths, mask, resets: as ``rj.unroll``.
+      seq_lengths, mask, resets: as ``rj.unroll`` (``mask`` and ``resets``
+        in the layout of ``xs``).
       key: the key of a stochastic learner when ``state`` is not given.
+      time_major: the layout of ``xs``, ``targets``, ``mask``, ``resets``
+        and the outputs. Time-major inputs and ``return_outputs=False``
+        keep no array of T steps beyond the inputs themselves.
+      return_outputs: stack y_t over the stream (else ``Step.y`` is None).
 
     Returns:
       ``(state, Step)``: the state after the stream; ``Step.loss``,
       ``grads`` and ``head_grads`` summed over the steps, ``Step.y``
-      (B..., T, H).
+      (B..., T, H) (or (T, B..., H)).
     """
-    _checks.check_inputs(xs, None, time_major=False)
-    batch, num_steps = xs.shape[:-2], xs.shape[-2]
+    for name, flag in dict(time_major=time_major, return_outputs=return_outputs).items():
+        _checks.check_bool(name, flag)
+    _checks.check_inputs(xs, None, time_major=time_major)
+    batch = xs.shape[1:-1] if time_major else xs.shape[:-2]
+    num_steps = xs.shape[0 if time_major else -2]
     if state is None:
         state = learner.init(params, batch, key)
-    over_time = lambda a: jnp.moveaxis(a, len(batch), 0)  # noqa: E731
-    valid = valid_steps(seq_lengths, mask, batch, num_steps, time_major=False)
+    to_time_major = (lambda a: a) if time_major else (lambda a: jnp.moveaxis(a, len(batch), 0))
+    valid = valid_steps(seq_lengths, mask, batch, num_steps, time_major=time_major)
     if resets is not None:
-        resets = over_time(_checks.check_mask("resets", resets, (*batch, num_steps)))
+        shape = (num_steps, *batch) if time_major else (*batch, num_steps)
+        resets = to_time_major(_checks.check_mask("resets", resets, shape))
     steps = dict(
-        x=over_time(xs),
-        target=jax.tree_util.tree_map(over_time, targets),
+        x=to_time_major(xs),
+        target=jax.tree_util.tree_map(to_time_major, targets),
         valid=valid,
         reset=resets,
     )
@@ -206,7 +228,7 @@ def accumulate(
         state, totals = carry
         state, out = one_step(state, inputs)
         totals = jax.tree_util.tree_map(jnp.add, totals, (out.loss, out.grads, out.head_grads))
-        return (state, totals), out.y
+        return (state, totals), (out.y if return_outputs else None)
 
     first = jax.tree_util.tree_map(lambda a: a[0], steps)
     out = jax.eval_shape(one_step, state, first)[1]
@@ -214,12 +236,9 @@ def accumulate(
         lambda s: jnp.zeros(s.shape, s.dtype), (out.loss, out.grads, out.head_grads)
     )
     (state, (loss, grads, head_grads)), ys = jax.lax.scan(body, (state, zeros), steps)
-    return state, Step(loss, over_time_back(ys, len(batch)), grads, head_grads)
-
-
-def over_time_back(ys, batch_ndim):
-    """(T, B..., H) -> (B..., T, H)."""
-    return jnp.moveaxis(ys, 0, batch_ndim)
+    if return_outputs and not time_major:
+        ys = jnp.moveaxis(ys, 0, len(batch))
+    return state, Step(loss, ys, grads, head_grads)
 
 
 # --- the example axis -------------------------------------------------------------

@@ -50,10 +50,13 @@ class Units(NamedTuple):
 class Feeds(NamedTuple):
     """The units one leaf feeds: ``units`` (C, *leaf) with the unit fed
     through colour slot c (``count`` where none), axes along which it does
-    not change kept as size 1; ``colours`` (U,) the colour of each unit."""
+    not change kept as size 1; ``colours`` (U,) the colour of each unit;
+    ``components`` (1, W, *leaf) bool, which components of its unit each
+    entry feeds directly (where C = 1; None where C > 1)."""
 
     units: np.ndarray
     colours: np.ndarray
+    components: np.ndarray | None
 
 
 class Structure(NamedTuple):
@@ -116,14 +119,15 @@ def transition(cell: Cell, params, carry, x):
 
 def find(cell: Cell, input_size: int, seed: int = 0) -> Structure:
     """The ``Structure`` of ``cell`` with ``input_size`` input features."""
-    key = jax.random.PRNGKey(seed)
-    with jax.ensure_compile_time_eval():
+    with jax.ensure_compile_time_eval():  # concrete even when called under a trace
+        key = jax.random.PRNGKey(seed)
         shapes = jax.eval_shape(lambda k: _points(cell, input_size, k), key)
         one = lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype)  # noqa: E731
         units = units_of(cell, *jax.tree_util.tree_map(one, shapes))
-        counts, labels = jax.jit(lambda k: _probes(cell, units, _points(cell, input_size, k)))(key)
-        counts, labels = [np.asarray(c) for c in counts], [np.asarray(lab) for lab in labels]
-        feeds = [_leaf_feeds(units, c, lab) for c, lab in zip(counts, labels, strict=True)]
+        probes = jax.jit(lambda k: _probes(cell, units, _points(cell, input_size, k)))(key)
+        feeds = [
+            _leaf_feeds(units, *(np.asarray(a) for a in leaf)) for leaf in zip(*probes, strict=True)
+        ]
         shared = [i for i, f in enumerate(feeds) if f is _SHARED]
         if shared:
             patterns = jax.jit(lambda k: _shared_patterns(cell, units, shared, k, input_size))
@@ -160,7 +164,8 @@ def _points(cell, input_size, key):
 
 
 def _unit_hits(cell, units, params, carry, x):
-    """``hits(n)``: per param leaf, bool, the entries whose derivative reaches unit n."""
+    """``hits(n)``: per param leaf, bool (W, *leaf), the entries whose
+    derivative reaches component w of unit n."""
 
     def planes(p):
         return to_planes(units, transition(cell, p, carry, x))
@@ -171,28 +176,31 @@ def _unit_hits(cell, units, params, carry, x):
     def hits(n):
         one_unit = components * (jnp.arange(units.count) == n).astype(out.dtype)[None, None]
         (grads,) = jax.vmap(vjp)(one_unit)
-        return [jnp.any(g != 0, axis=0) for g in jax.tree_util.tree_leaves(grads)]
+        return [g != 0 for g in jax.tree_util.tree_leaves(grads)]
 
     return hits
 
 
 def _probe(cell, units, params, carry, x):
-    """Per leaf: how many units each entry feeds, and the last one."""
+    """Per leaf: how many units each entry feeds, the last one, and which
+    components (W, *leaf) of the units it feeds."""
     hits = _unit_hits(cell, units, params, carry, x)
 
     def body(acc, n):
-        count, label = acc
+        count, label, parts = acc
         hit = hits(n)
-        count = [c + h for c, h in zip(count, hit, strict=True)]
-        label = [jnp.where(h, n, lab) for lab, h in zip(label, hit, strict=True)]
-        return (count, label), None
+        unit = [h.any(axis=0) for h in hit]
+        count = [c + h for c, h in zip(count, unit, strict=True)]
+        label = [jnp.where(h, n, lab) for lab, h in zip(label, unit, strict=True)]
+        parts = [p | h for p, h in zip(parts, hit, strict=True)]
+        return (count, label, parts), None
 
     leaves = jax.tree_util.tree_leaves(params)
     count0 = [jnp.zeros(p.shape, jnp.int32) for p in leaves]
     label0 = [jnp.full(p.shape, units.count, jnp.int32) for p in leaves]
+    parts0 = [jnp.zeros((units.width, *p.shape), bool) for p in leaves]
     units_ = jnp.arange(units.count, dtype=jnp.int32)
-    (count, label), _ = jax.lax.scan(body, (count0, label0), units_)
-    return count, label
+    return jax.lax.scan(body, (count0, label0, parts0), units_)[0]
 
 
 def _probes(cell, units, points):
@@ -209,15 +217,16 @@ def _shared_patterns(cell, units, indices, key, input_size):
 def _patterns(cell, units, indices, params, carry, x):
     """Per leaf of ``indices``: (U, *leaf) bool, the units each entry feeds."""
     hits = _unit_hits(cell, units, params, carry, x)
-    return jax.lax.map(lambda n: [hits(n)[i] for i in indices], jnp.arange(units.count))
+    return jax.lax.map(lambda n: [hits(n)[i].any(axis=0) for i in indices], jnp.arange(units.count))
 
 
 _SHARED = object()  # a leaf whose entries feed several units: needs its whole pattern
 
 
-def _leaf_feeds(units, counts, labels):
-    """A leaf's ``Feeds`` from its probes (counts, labels (points, *leaf)):
-    None if it feeds no unit, ``_SHARED`` if some entry feeds several."""
+def _leaf_feeds(units, counts, labels, parts):
+    """A leaf's ``Feeds`` from its probes (counts, labels (points, *leaf),
+    parts (points, W, *leaf)): None if it feeds no unit, ``_SHARED`` if
+    some entry feeds several."""
     label, agree = np.full(counts.shape[1:], units.count), True
     for count, lab in zip(counts, labels, strict=True):
         agree &= bool(np.all((count == 0) | (label == units.count) | (label == lab)))
@@ -226,7 +235,7 @@ def _leaf_feeds(units, counts, labels):
         return None
     if not agree or counts.max() > 1:
         return _SHARED
-    return _compressed(label[None], np.zeros(units.count, np.int32))
+    return _compressed(label[None], np.zeros(units.count, np.int32), parts.any(axis=0)[None])
 
 
 def _coloured(pattern, num_units) -> Feeds:
@@ -243,15 +252,24 @@ def _coloured(pattern, num_units) -> Feeds:
         in_colour = flat & (colours == colour)[:, None]
         slots.append(np.where(in_colour.any(0), in_colour.argmax(0), num_units))
     units = np.stack(slots).reshape(len(slots), *pattern.shape[1:])
-    return _compressed(units, colours)
+    return _compressed(units, colours, None)
 
 
-def _compressed(units, colours) -> Feeds:
-    """``Feeds`` with the leaf axes along which the unit map is constant
-    kept as size 1 (an input matrix's rows), so that gathering by it is
-    small and broadcasts."""
-    for axis in range(1, units.ndim):
-        first = units.take([0], axis=axis)
-        if np.all(units == first):
-            units = first
-    return Feeds(units.astype(np.int32), colours.astype(np.int32))
+def _compressed(units, colours, components) -> Feeds:
+    """``Feeds`` with the leaf axes along which the unit map (and the
+    component mask) is constant kept as size 1 (an input matrix's rows),
+    so that gathering by it is small and broadcasts."""
+    return Feeds(
+        _constant_axes_dropped(units).astype(np.int32),
+        colours.astype(np.int32),
+        None if components is None else _constant_axes_dropped(components),
+    )
+
+
+def _constant_axes_dropped(a):
+    """``a`` (C, [W,] *leaf) with the leaf axes along which it does not change kept as size 1."""
+    for axis in range(1, a.ndim):
+        first = a.take([0], axis=axis)
+        if np.all(a == first):
+            a = first
+    return a
