@@ -120,47 +120,46 @@ def transition(cell: Cell, params, carry, x):
 def find(cell: Cell, input_size: int, seed: int = 0) -> Structure:
     """The ``Structure`` of ``cell`` with ``input_size`` input features."""
     with jax.ensure_compile_time_eval():  # concrete even when called under a trace
-        key = jax.random.PRNGKey(seed)
-        shapes = jax.eval_shape(lambda k: _points(cell, input_size, k), key)
-        one = lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype)  # noqa: E731
-        units = units_of(cell, *jax.tree_util.tree_map(one, shapes))
-        probes = jax.jit(lambda k: _probes(cell, units, _points(cell, input_size, k)))(key)
+        points = _points(cell, input_size, seed)
+        one = lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype)  # noqa: E731
+        units = units_of(cell, *jax.tree_util.tree_map(one, points))
+        probes = jax.jit(lambda *point: _probes(cell, units, point))(*points)
         feeds = [
             _leaf_feeds(units, *(np.asarray(a) for a in leaf)) for leaf in zip(*probes, strict=True)
         ]
         shared = [i for i, f in enumerate(feeds) if f is _SHARED]
         if shared:
-            patterns = jax.jit(lambda k: _shared_patterns(cell, units, shared, k, input_size))
-            for index, pattern in zip(shared, patterns(key), strict=True):
+            patterns = jax.jit(lambda *point: _shared_patterns(cell, units, shared, point))
+            for index, pattern in zip(shared, patterns(*points), strict=True):
                 feeds[index] = _coloured(np.asarray(pattern).any(axis=0), units.count)
-    paths, treedef = jax.tree_util.tree_flatten_with_path(shapes[0])
+    paths, treedef = jax.tree_util.tree_flatten_with_path(points[0])
     paths = tuple(jax.tree_util.keystr(path) for path, _ in paths)
     return Structure(units, input_size, treedef, paths, tuple(feeds))
 
 
-def _points(cell, input_size, key):
+def _points(cell, input_size, seed):
     """(params, carry, x), each stacked over ``NUM_POINTS`` points: two
-    initialisations and the first one perturbed, random carries and inputs."""
-    k_init, k_noise, k_h, k_x = jax.random.split(key, 4)
-    inits = jax.vmap(lambda k: cell.init(k, input_size))(jax.random.split(k_init, 2))
-    first = jax.tree_util.tree_map(lambda a: a[0], inits)
-    leaves, treedef = jax.tree_util.tree_flatten(first)
-    noise = [
-        (0.1 * (1.0 + jnp.abs(a)) * jax.random.normal(k, a.shape)).astype(a.dtype)
-        for a, k in zip(leaves, jax.random.split(k_noise, len(leaves)), strict=True)
-    ]
-    perturbed = [a + n for a, n in zip(leaves, noise, strict=True)]
-    perturbed = jax.tree_util.tree_unflatten(treedef, perturbed)
-    params = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b[None]]), inits, perturbed)
-    zeros = cell.initial_carry((NUM_POINTS,), carry_dtype_of(cell, first))
-    carry_leaves, carry_def = jax.tree_util.tree_flatten(zeros)
-    carry = [
-        0.5 * jax.random.normal(k, a.shape, a.dtype)
-        for a, k in zip(carry_leaves, jax.random.split(k_h, len(carry_leaves)), strict=True)
-    ]
-    dtype = carry[0].dtype
-    x = jax.random.normal(k_x, (NUM_POINTS, input_size), dtype)
-    return params, jax.tree_util.tree_unflatten(carry_def, carry), x
+    initialisations and the first one perturbed, random carries and inputs.
+    Only the cell's init runs on JAX's generator (the fast "unsafe_rbg":
+    threefry's programs take long to compile); the rest is NumPy's."""
+    rng = np.random.default_rng(seed)
+    keys = jax.random.split(jax.random.key(seed, impl="unsafe_rbg"), NUM_POINTS - 1)
+    inits = jax.jit(jax.vmap(lambda k: cell.init(k, input_size)))(keys)
+
+    def perturbed(a):
+        a = np.asarray(a)
+        return np.concatenate(
+            [a, (a[0] + 0.1 * (1 + np.abs(a[0])) * rng.standard_normal(a.shape[1:]))[None]]
+        )
+
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(perturbed(a), a.dtype), inits)
+    first = jax.tree_util.tree_map(lambda a: a[0], params)
+    zeros = jax.eval_shape(lambda: cell.initial_carry((NUM_POINTS,), carry_dtype_of(cell, first)))
+    random = lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype)  # noqa: E731
+    carry = jax.tree_util.tree_map(random, zeros)
+    dtype = jax.tree_util.tree_leaves(carry)[0].dtype
+    x = jnp.asarray(rng.standard_normal((NUM_POINTS, input_size)), dtype)
+    return params, carry, x
 
 
 def _unit_hits(cell, units, params, carry, x):
@@ -208,9 +207,8 @@ def _probes(cell, units, points):
     return jax.vmap(lambda *point: _probe(cell, units, *point))(*points)
 
 
-def _shared_patterns(cell, units, indices, key, input_size):
+def _shared_patterns(cell, units, indices, points):
     """``_patterns`` at every point."""
-    points = _points(cell, input_size, key)
     return jax.vmap(lambda *point: _patterns(cell, units, indices, *point))(*points)
 
 
