@@ -19,7 +19,7 @@ Memory is XLA's compiled temp allocation (``compiled.memory_analysis()``:
 the buffers a call needs beyond its inputs and outputs), so the stream
 itself and the gradients are not counted; it is read for every T without
 running. Time is the median of ``--repeats`` runs at each T of
-``--time-steps``, divided by T.
+``--time-steps`` (the methods interleaved round by round), divided by T.
 """
 
 from __future__ import annotations
@@ -75,19 +75,22 @@ def methods(cell, input_size, window):
     return {"forward": forward, "bptt": bptt, f"tbptt-{window}": tbptt, "rtrl": online}
 
 
-def measure(fn, args, repeats):
-    """(temp MiB, ms per call or None)."""
-    compiled = jax.jit(fn).lower(*args).compile()
-    temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
+def measure(table, args, repeats):
+    """{name: (temp MiB, ms per call or None)}; the calls of all methods
+    interleaved round by round, so that a busy machine slows them alike."""
+    compiled = {name: jax.jit(fn).lower(*args).compile() for name, fn in table.items()}
+    temp = {name: c.memory_analysis().temp_size_in_bytes / 2**20 for name, c in compiled.items()}
     if not repeats:
-        return temp, None
-    jax.block_until_ready(compiled(*args))
-    times = []
+        return {name: (temp[name], None) for name in table}
+    times = {name: [] for name in table}
+    for c in compiled.values():  # warm up
+        jax.block_until_ready(c(*args))
     for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append((time.perf_counter() - start) * 1e3)
-    return temp, statistics.median(times)
+        for name, c in compiled.items():
+            start = time.perf_counter()
+            jax.block_until_ready(c(*args))
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: (temp[name], statistics.median(times[name])) for name in table}
 
 
 def main(argv=None):
@@ -119,14 +122,12 @@ def main(argv=None):
         else:
             xs = jax.ShapeDtypeStruct((T, B, H), jnp.float32)
             targets = jax.ShapeDtypeStruct((T, B, 1), jnp.float32)
-        baseline = None
-        for name, fn in table.items():
-            mib, ms = measure(fn, (params, head, xs, targets), args.repeats if timed else 0)
-            per_step = None if ms is None else ms / T
-            baseline = per_step if name == "forward" else baseline
-            ratio = "-" if per_step is None else f"{per_step / baseline:.1f}"
-            shown = "-" if per_step is None else f"{per_step:.4f}"
-            print(f"| {name} | {T} | {mib:.2f} | {shown} | {ratio} |", flush=True)
+        results = measure(table, (params, head, xs, targets), args.repeats if timed else 0)
+        baseline = results["forward"][1]
+        for name, (mib, ms) in results.items():
+            per_step = "-" if ms is None else f"{ms / T:.4f}"
+            ratio = "-" if ms is None else f"{ms / baseline:.1f}"
+            print(f"| {name} | {T} | {mib:.2f} | {per_step} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":

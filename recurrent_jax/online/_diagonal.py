@@ -38,6 +38,8 @@ Complex params follow JAX's convention: the trace of a complex entry z is
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -219,9 +221,12 @@ def _propagate(trace, derivative, blocks, units, mask=None):
 def _contract(trace, delta, units):
     """Σ over examples, slots and components of δ_u · e: trace (E, C, W,
     *leaf), delta (E, W, U + 1) -> (*leaf)."""
-    d = delta[..., units]  # (E, W, C, *leaf')
-    products = sum(d[:, w] * trace[:, :, w] for w in range(trace.shape[2]))
-    return jnp.sum(products, axis=(0, 1))
+    d = jnp.swapaxes(delta[..., units], 1, 2)  # (E, C, W, *leaf')
+    products = (d * trace).reshape(-1, math.prod(trace.shape[3:]))
+    # a sum over the leading axis as a GEMV: XLA:CPU reduces major axes ~20x slower
+    ones = jnp.ones((1, products.shape[0]), products.dtype)
+    total = jnp.matmul(ones, products, precision=jax.lax.Precision.HIGHEST)
+    return total.reshape(trace.shape[3:])
 
 
 # --- the diagonal blocks of ∂F/∂h ---------------------------------------------------
