@@ -397,7 +397,7 @@ def test_online_memory_does_not_grow_with_the_stream():
 # --- errors -----------------------------------------------------------------------------
 
 
-def test_errors_name_the_cell_and_what_to_use():
+def test_errors_name_the_cell_and_what_to_use(rng):
     with pytest.raises(ValueError, match=r"cell: rtrl .* lstm has none.*snap1.*uoro"):
         rj.online.rtrl(rj.cells.lstm(2), 1)
     with pytest.raises(ValueError, match=r"cell: lru is linear in its carry.*equals exact RTRL"):
@@ -412,3 +412,11 @@ def test_errors_name_the_cell_and_what_to_use():
         rj.online.uoro(rj.cells.elman(2)).init({}, (1,))
     with pytest.raises(ValueError, match=r"key: rtrl is deterministic"):
         learner("rtrl", "lru").init({}, (1,), jax.random.PRNGKey(0))
+    rtrl, params = learner("rtrl", "lru"), random_params(LINEAR_CELLS["lru"](), rng)
+    with pytest.raises(ValueError, match=r"params\['w_ih'\]: expected shape \(3, 6\)"):
+        rtrl.init(dict(params, w_ih=jnp.zeros((5, 6))), (1,))
+    with pytest.raises(ValueError, match=r"loss_fn: expected a scalar loss"):
+        rtrl.step(params, rtrl.init(params, (2,)), data(rng, 2, D), lambda head, y, target: y)
+    with pytest.raises(ValueError, match=r"reset: expected shape \(2,\)"):
+        rtrl.step(params, rtrl.init(params, (2,)), data(rng, 2, D), squared_error, data(rng, H, 2),
+                  reset=jnp.zeros((3,), bool))  # fmt: skip

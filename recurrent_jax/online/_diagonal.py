@@ -135,6 +135,7 @@ def _rule(cell, structure, blocks, masked) -> _learner.Rule:
         return _local_derivatives(cell, units, groups, params, carry, x)
 
     def init(params, examples, key):
+        _checks.check_params(cell, params, structure.input_size)
         carry = cell.initial_carry((), carry_dtype_of(cell, params))
         x = jnp.zeros(structure.input_size, jax.tree_util.tree_leaves(carry)[0].dtype)
         shapes = jax.eval_shape(local, params, carry, x)

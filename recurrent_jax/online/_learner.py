@@ -125,6 +125,8 @@ def learner(cell: Cell, rule: Rule, method: str) -> OnlineLearner:
 
     def step(params, state, x, loss_fn, head=None, target=None, *, valid=None, reset=None):
         batch = x.shape[:-1]
+        if valid is not None:
+            valid = _checks.check_mask("valid", valid, batch)
         restart = _restarts(batch, valid, reset)
         options = _step.StepOptions(
             reset_carry=None if reset is None else cell.initial_carry(batch, _dtype(state.carry))
@@ -136,6 +138,8 @@ def learner(cell: Cell, rule: Rule, method: str) -> OnlineLearner:
             return loss_fn(head, y, target), (new, y)
 
         loss, vjp, (carry, y) = jax.vjp(objective, params, head, state.carry, has_aux=True)
+        if jnp.shape(loss) != ():
+            _checks.fail("loss_fn", "a scalar loss of (head, y_t, target_t)", loss)
         direct, head_grads, delta = vjp(jnp.ones_like(loss))
         traces = _flatten_examples(state.traces, batch)
         through_traces = rule.gradient(params, traces, _flatten_examples(delta, batch))
@@ -249,7 +253,7 @@ def _restarts(batch, valid, reset):
     if reset is None:
         return None
     reset = _checks.check_mask("reset", reset, batch)
-    return reset if valid is None else reset & _checks.check_mask("valid", valid, batch)
+    return reset if valid is None else reset & valid
 
 
 def _dtype(carry):
