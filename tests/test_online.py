@@ -60,7 +60,7 @@ LINEAR_CELLS = {
     "linoss": lambda: rj.cells.linoss(H, state_size=2, param_dtype=F64),
     "d-linoss": lambda: rj.cells.linoss(H, state_size=2, damping=True, param_dtype=F64),
 }
-FAST = {"lru", "s4d"}  # complex, one slot and a colouring; the other forms in the slow suite
+FAST = {"lru"}  # the complex form; the others (log, blocks, colourings) in the slow suite
 
 
 @pytest.fixture(autouse=True)
@@ -268,7 +268,8 @@ DENSE_CELLS = {
 }
 
 
-@pytest.mark.parametrize("name", ["rglru", pytest.param("mingru", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["rglru", "mingru"])
 def test_snap1_equals_rtrl_on_a_diagonal_cell(rng, name):
     """A diagonal cell with ``linear`` hidden: SnAp-1 finds its Jacobian
     diagonal by ``jacfwd`` and must give RTRL's gradient."""
