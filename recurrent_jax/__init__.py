@@ -1,6 +1,6 @@
 """recurrent_jax: recurrent networks in JAX, pure cells to sweeps."""
 
-from recurrent_jax import backends, cells, initializers, layers
+from recurrent_jax import backends, cells, initializers, layers, online
 from recurrent_jax.cells import Cell, LSTMCarry
 from recurrent_jax.engine import Engine
 from recurrent_jax.layers import Layer, bidirectional, layer, stack
@@ -28,6 +28,7 @@ __all__ = [
     "length_mask",
     "mamba_block",
     "nn",
+    "online",
     "pack",
     "stack",
     "sweep",

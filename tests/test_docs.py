@@ -24,6 +24,7 @@ PUBLIC_MODULES = [
     "recurrent_jax.engine",
     "recurrent_jax.backends",
     "recurrent_jax.layers",
+    "recurrent_jax.online",
     "recurrent_jax.mamba",
     "recurrent_jax.short_conv",
     "recurrent_jax.packing",
@@ -108,6 +109,7 @@ def test_public_names_have_docstrings(module_name):
 REFERENCED_PACKAGES = [
     "recurrent_jax",
     "recurrent_jax.cells",
+    "recurrent_jax.online",
     "recurrent_jax.nn",
     "recurrent_jax.nnx",
     "recurrent_jax.eqx",
