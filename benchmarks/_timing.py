@@ -8,6 +8,8 @@ import json
 import statistics
 import time
 
+import jax
+
 
 def interleaved(fns: dict, rounds: int, calls: int = 3, warmup: int = 2) -> dict:
     """Median ms of each fn over rounds in which every fn runs in turn: one
@@ -48,3 +50,18 @@ def print_table(headers, rows) -> None:
     print("|" + "---|" * len(headers))
     for row in rows:
         print("| " + " | ".join(str(cell) for cell in row) + " |")
+
+
+def temp_and_time(compiled, args, repeats: int):
+    """(XLA's temp allocation in MiB, median ms of ``repeats`` calls after
+    one untimed call, or None when ``repeats`` is 0) of a compiled program."""
+    temp_mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
+    if not repeats:
+        return temp_mib, None
+    jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append((time.perf_counter() - start) * 1e3)
+    return temp_mib, statistics.median(times)

@@ -18,13 +18,16 @@ Time is the median of ``--repeats`` steps.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import recurrent_jax as rj
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing  # noqa: E402
 
 
 def step_fn(cell, impl, remat, time_major):
@@ -37,16 +40,7 @@ def step_fn(cell, impl, remat, time_major):
 
 def measure(cell, impl, remat, args, repeats, time_major):
     compiled = step_fn(cell, impl, remat, time_major).lower(*args).compile()
-    temp_mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
-    if not repeats:
-        return temp_mib, None
-    jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append((time.perf_counter() - start) * 1e3)
-    return temp_mib, statistics.median(times)
+    return _timing.temp_and_time(compiled, args, repeats)
 
 
 def main(argv=None):

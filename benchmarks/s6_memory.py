@@ -15,13 +15,16 @@ and xs), time-major. ``--time`` adds the median time of ``--repeats`` runs.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import recurrent_jax as rj
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing  # noqa: E402
 
 
 def programs(cell, impl, chunk_length):
@@ -38,16 +41,7 @@ def programs(cell, impl, chunk_length):
 
 def measure(fn, args, repeats):
     compiled = jax.jit(fn).lower(*args).compile()
-    temp_mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
-    if not repeats:
-        return temp_mib, None
-    jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append((time.perf_counter() - start) * 1e3)
-    return temp_mib, statistics.median(times)
+    return _timing.temp_and_time(compiled, args, repeats)
 
 
 def main(argv=None):
