@@ -271,6 +271,28 @@ def group(rows: list[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
     return dict(groups)
 
 
+def solved_summary(runs: list[dict], curves, solved_below: float) -> dict:
+    """One arm's verdict runs: final MSEs, which are below ``solved_below``,
+    the solved count with its exact interval, the median final MSE and the
+    median first step below the threshold (None when no run got there)."""
+    import _stats  # a sibling of this module, as the studies import it
+
+    finals = [r["final_mse"] for r in runs]
+    solved = [v < solved_below for v in finals]
+    k, n = sum(solved), len(runs)
+    steps = [first_step_below(curves.get(r["run_id"], []), solved_below) for r in runs]
+    steps = [s for s in steps if s is not None]
+    return {
+        "finals": finals,
+        "solved": solved,
+        "k": k,
+        "n": n,
+        "interval": _stats.rate_interval(k, n),
+        "median": median(finals),
+        "steps": median(steps) if steps else None,
+    }
+
+
 def median(values: Iterable[float]) -> float:
     values = [v for v in values if v == v]  # drop NaN (diverged runs)
     return statistics.median(values) if values else float("nan")

@@ -104,20 +104,7 @@ def pick(rows: list[dict]) -> float:
 
 
 def arm_summary(runs: list[dict], curves) -> dict:
-    finals = [r["final_mse"] for r in runs]
-    solved = [v < SOLVED for v in finals]
-    k, n = sum(solved), len(runs)
-    steps = [_study.first_step_below(curves.get(r["run_id"], []), SOLVED) for r in runs]
-    steps = [s for s in steps if s is not None]
-    return {
-        "finals": finals,
-        "solved": solved,
-        "k": k,
-        "n": n,
-        "interval": _stats.rate_interval(k, n),
-        "median": _study.median(finals),
-        "steps": _study.median(steps) if steps else None,
-    }
+    return _study.solved_summary(runs, curves, SOLVED)
 
 
 def describe(runs: list[dict]) -> str:
