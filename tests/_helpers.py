@@ -118,3 +118,27 @@ def auto_backend_for_plain_cells() -> str:
 
 def leaf_dtypes(tree):
     return {jnp.dtype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(tree)}
+
+
+def one_line(argv, capsys) -> str:
+    """The command's error: exit 2 and one line on stderr, which it returns."""
+    from recurrent_jax import cli  # the experiment layer loads on first use
+
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("recurrent-jax: error: ") and "\n" not in err, err
+    return err
+
+
+# A config file training the `arrays` task on a file of one's own (smoke sizes).
+ARRAYS_CONFIG = """
+from recurrent_jax.train.config import base_config, shrink_to_smoke
+
+def get_config(arg=None):
+    config = base_config("arrays", name="mine")
+    config.data.update(path=arg or "data.npz", batch_size=8, eval_size=8)
+    config.model.update(hidden_size=8)
+    shrink_to_smoke(config)
+    config.lock()
+    return config
+"""

@@ -9,19 +9,12 @@ import json
 import os
 
 import pytest
+from _helpers import one_line
 
 pytest.importorskip("ml_collections")
 
-from recurrent_jax import cli  # noqa: E402
 from recurrent_jax.train import config_files, from_config_dict, to_dict  # noqa: E402
 from recurrent_jax.train.config import NAME_MAX_LENGTH, ConfigError  # noqa: E402
-
-
-def one_line(argv, capsys) -> str:
-    code = cli.main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("recurrent-jax: error: ") and "\n" not in err, err
-    return err
 
 
 def smoke() -> dict:

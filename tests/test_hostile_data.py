@@ -24,6 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from _helpers import ARRAYS_CONFIG
 
 pytest.importorskip("ml_collections")
 
@@ -32,18 +33,6 @@ from recurrent_jax import cli  # noqa: E402
 from recurrent_jax.data import arrays as arrays_task  # noqa: E402
 from recurrent_jax.data import corpora, files, readers, text  # noqa: E402
 from recurrent_jax.data.base import DataError  # noqa: E402
-
-ARRAYS_CONFIG = """
-from recurrent_jax.train.config import base_config, shrink_to_smoke
-
-def get_config(arg=None):
-    config = base_config("arrays", name="mine")
-    config.data.update(path=arg or "data.npz", batch_size=8, eval_size=8)
-    config.model.update(hidden_size=8)
-    shrink_to_smoke(config)
-    config.lock()
-    return config
-"""
 
 
 def cli_error(tmp_path, capsys, *overrides) -> str:

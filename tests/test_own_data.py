@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import ARRAYS_CONFIG
 
 pytest.importorskip("ml_collections")
 pytest.importorskip("orbax.checkpoint")
@@ -263,19 +264,6 @@ def test_long_tables_become_padded_series(suffix, tmp_path, rng):
 
 
 # --- one-line errors, nothing written -----------------------------------------------------
-
-
-ARRAYS_CONFIG = """
-from recurrent_jax.train.config import base_config, shrink_to_smoke
-
-def get_config(arg=None):
-    config = base_config("arrays", name="mine")
-    config.data.update(path=arg or "data.npz", batch_size=8, eval_size=8)
-    config.model.update(hidden_size=8)
-    shrink_to_smoke(config)
-    config.lock()
-    return config
-"""
 
 
 def arrays_config(folder: Path) -> Path:

@@ -17,11 +17,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from _helpers import one_line
 
 pytest.importorskip("ml_collections")
 pytest.importorskip("orbax.checkpoint")
 
-from recurrent_jax import _imports, cli  # noqa: E402
+from recurrent_jax import _imports  # noqa: E402
 from recurrent_jax.train import config_files, from_config_dict, rundir  # noqa: E402
 from recurrent_jax.train.loop import train_and_evaluate  # noqa: E402
 
@@ -85,13 +86,6 @@ def project(folder: Path, module: str, task_attribute="make_task") -> Path:
 def imports_of(folder: Path) -> list[str]:
     log = folder / "imported.log"
     return log.read_text().splitlines() if log.exists() else []
-
-
-def one_line(argv, capsys) -> str:
-    code = cli.main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("recurrent-jax: error: ") and "\n" not in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
