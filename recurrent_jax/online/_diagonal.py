@@ -76,7 +76,7 @@ def rtrl(cell: Cell, input_size: int) -> _learner.OnlineLearner:
       LRU (``rj.cells.lru``, recognised by its params and checked against its
       equation) the rule written from its algebra runs instead, with complex
       traces (B..., N) per per-unit param and (B..., N, D) for ``w_ih``, the
-      complex B (``_lru``): a quarter of the numbers and ~4x faster.
+      complex B (``_lru``): half the memory and ~4x faster.
     """
     cell = _learner.check_cell(cell)
     if cell.linear is None:
