@@ -102,7 +102,8 @@ def model(task: Task):
         return cell.init(k_cell, task.inputs), head
 
     def logits(head, y):
-        return jax.nn.relu(y @ head["w1"] + head["b1"]) @ head["w2"] + head["b2"]
+        lift = lambda b: b.reshape((1,) * (y.ndim - 1) + b.shape)  # noqa: E731
+        return jax.nn.relu(y @ head["w1"] + lift(head["b1"])) @ head["w2"] + lift(head["b2"])
 
     return cell, init, logits
 

@@ -42,14 +42,15 @@ def rule(cell: Cell, input_size: int) -> _learner.Rule | None:
     """The LRU's rule for ``cell``, or None where its algebra is not the LRU's."""
     if cell.linear is None:
         return None
+    shapes = jax.eval_shape(lambda key: cell.init(key, input_size), jax.random.PRNGKey(0))
+    if not isinstance(shapes, dict) or tuple(sorted(shapes)) != NAMES:
+        return None  # decided without compiling anything
+    n = shapes["nu_log"].shape
+    if len(n) != 1 or shapes["w_ih"].shape != (input_size, 2 * n[0]):
+        return None
     with jax.ensure_compile_time_eval():
         params, carry, x = _structure._points(cell, input_size, seed=2)
-        if not isinstance(params, dict) or tuple(sorted(params)) != NAMES:
-            return None
-        nu = params["nu_log"]
-        if nu.ndim != 2 or params["w_ih"].shape[1:] != (input_size, 2 * nu.shape[1]):
-            return None
-        if carry.shape[-1:] != (2 * nu.shape[1],) or not _agrees(cell, params, carry, x):
+        if carry.shape[-1:] != (2 * n[0],) or not _agrees(cell, params, carry, x):
             return None
     return _learner.Rule(functools.partial(_init, cell, input_size), _gradient, _advance)
 
