@@ -4,6 +4,7 @@ truncated BPTT, for the LRU over long streams.
     python benchmarks/online_memory.py                      # H = D = 128, B = 8
     python benchmarks/online_memory.py --steps 1000 10000   # fewer lengths
     python benchmarks/online_memory.py --no-time            # memory only
+    python benchmarks/online_memory.py --steps 1000 --generic  # + RTRL with generic traces
 
 Every method computes the gradient of Σ_t ½‖y_t W − target_t‖² over a
 time-major stream (T, B, D), y from an LRU (``rj.cells.lru(H)``):
@@ -13,7 +14,10 @@ time-major stream (T, B, D), y from an LRU (``rj.cells.lru(H)``):
 - ``tbptt-k``: the stream in windows of k steps, each window's gradient
   taken alone and summed, the carry passed on with its gradient stopped
   (what a truncated online learner does; biased);
-- ``rtrl``: ``rj.online.accumulate`` with ``rj.online.rtrl`` (exact).
+- ``rtrl``: ``rj.online.accumulate`` with ``rj.online.rtrl`` (exact; for
+  the LRU the rule written from its algebra);
+- ``rtrl-generic`` (``--generic``): the same with the generic traces that
+  ``rtrl`` uses for cells without a rule of their own (the LRU's before it).
 
 Memory is XLA's compiled temp allocation (``compiled.memory_analysis()``:
 the buffers a call needs beyond its inputs and outputs), so the stream
@@ -38,7 +42,7 @@ def squared_error(head, y, target):
     return 0.5 * jnp.sum((y @ head - target) ** 2)
 
 
-def methods(cell, input_size, window):
+def methods(cell, input_size, window, generic=False):
     rtrl = rj.online.rtrl(cell, input_size)
 
     def forward(params, head, xs, targets):
@@ -66,13 +70,21 @@ def methods(cell, input_size, window):
         zeros = jax.tree_util.tree_map(jnp.zeros_like, (params, head))
         return jax.lax.scan(body, (carry, zeros), (split(xs), split(targets)))[0][1]
 
-    def online(params, head, xs, targets):
+    def online(params, head, xs, targets, learner=rtrl):
         out = rj.online.accumulate(
-            rtrl, params, xs, squared_error, head, targets, time_major=True, return_outputs=False
-        )[1]
+            learner, params, xs, squared_error, head, targets, time_major=True,
+            return_outputs=False,
+        )[1]  # fmt: skip
         return out.grads, out.head_grads
 
-    return {"forward": forward, "bptt": bptt, f"tbptt-{window}": tbptt, "rtrl": online}
+    table = {"forward": forward, "bptt": bptt, f"tbptt-{window}": tbptt, "rtrl": online}
+    if generic:
+        from recurrent_jax.online import _diagonal, _learner
+
+        rule = _diagonal.exact_rule(rtrl.cell, input_size, specialised=False)
+        slow = _learner.learner(rtrl.cell, rule, "rtrl")
+        table["rtrl-generic"] = lambda *args: online(*args, learner=slow)
+    return table
 
 
 def measure(table, args, repeats):
@@ -102,12 +114,13 @@ def main(argv=None):
     parser.add_argument("--window", type=int, default=100, help="k of truncated BPTT")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-time", action="store_true", help="memory only")
+    parser.add_argument("--generic", action="store_true", help="also RTRL with generic traces")
     args = parser.parse_args(argv)
     B, H = args.batch, args.hidden
     cell = rj.cells.lru(H)
     params = cell.init(jax.random.PRNGKey(0), H)
     head = jax.random.normal(jax.random.PRNGKey(1), (H, 1)) / H**0.5
-    table = methods(cell, H, args.window)
+    table = methods(cell, H, args.window, args.generic)
     print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}")
     print(f"LRU H=N=D={H}, B={B}, loss at every step; memory = compiled temp MiB")
     print("| method | T | temp MiB | ms / step | × forward |")

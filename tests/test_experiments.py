@@ -28,7 +28,7 @@ NEEDS = {"ucr_benchmark": "aeon"}  # studies whose data comes from an optional p
 
 def test_every_study_is_listed():
     expected = {"long_range_memory", "forget_bias", "gru_vs_lstm", "parallel_cells"}
-    assert expected | {"ucr_benchmark", "copy_memory"} <= set(STUDIES)
+    assert expected | {"ucr_benchmark", "copy_memory", "online_copy"} <= set(STUDIES)
     assert "addition_breakdown" not in STUDIES  # analysis/ holds tools, not studies
 
 

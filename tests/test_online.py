@@ -34,6 +34,7 @@ from jax.flatten_util import ravel_pytree
 
 import recurrent_jax as rj
 from recurrent_jax.cells import base
+from recurrent_jax.online import _diagonal, _learner
 
 F64 = jnp.float64
 EXACT = dict(atol=1e-10, rtol=1e-10)  # float64 sums of a few steps: ~1e-15 (module doc)
@@ -78,6 +79,13 @@ def learner(method, name, input_size=D):
     if method == "snap1-hidden":  # the cell with its linearity hidden
         return rj.online.snap1(cell._replace(linear=None), input_size)
     return getattr(rj.online, method)(cell, input_size)
+
+
+def exact_learner(cell, input_size, specialised):
+    """RTRL with the cell's own rule (where it has one) or the generic traces."""
+    cell = _learner.check_cell(cell)
+    rule = _diagonal.exact_rule(cell, input_size, specialised=specialised)
+    return _learner.learner(cell, rule, "rtrl")
 
 
 def data(rng, *shape):
@@ -156,15 +164,18 @@ def test_each_step_gives_the_gradient_of_the_loss_so_far(rng):
         assert_close(total, jax.tree_util.tree_map(operator.itemgetter(t), so_far), **EXACT)
 
 
-def test_hand_worked_one_unit_lru():
+@pytest.mark.parametrize("specialised", [True, False], ids=["lru-rule", "generic"])
+def test_hand_worked_one_unit_lru(specialised):
     """h_t = λ h_{t−1} + γ B x_t with λ = e^{−ν + iθ} = 0.5i (ν = ln 2,
     θ = π/2), γ = 1, B = 1, x = 1, 2, 3, y_t = Re h_t, loss Σ_t y_t.
 
     h: 1, 2 + 0.5i, 2.75 + i. ∂λ/∂ log θ = iθλ = −π/4 and
     ∂λ/∂ log ν = −νλ = −(ln 2/2) i, so with e_t = λ e_{t−1} + (∂λ) h_{t−1}:
     e_{log θ}: 0, −π/4, 0.5i(−π/4) − (π/4)(2 + 0.5i) = −π/2 − (π/4) i;
-    e_{log ν}: 0, −(ln 2/2) i, ln 2/2 − (ln 2) i; e_{Re B} = e_{log γ} = h_t,
-    e_{Im B} = i h_t. The gradient sums Re e_t over the steps.
+    e_{log ν}: 0, −(ln 2/2) i, ln 2/2 − (ln 2) i; e_B = e_{log γ} = h_t
+    (so e_{Re B} = h_t, e_{Im B} = i h_t). The gradient sums Re e_t over the
+    steps. The LRU's own rule keeps the complex traces; the generic one
+    their [Re, Im] components, one per real column of B.
     """
     cell = rj.cells.lru(1, state_size=1, param_dtype=F64)
     params = {
@@ -176,19 +187,27 @@ def test_hand_worked_one_unit_lru():
         "d": jnp.array([0.0]),
     }
     xs = jnp.array([[[1.0], [2.0], [3.0]]])
-    rtrl = rj.online.rtrl(cell, 1)
+    rtrl = exact_learner(cell, 1, specialised)
     state, out = rj.online.accumulate(rtrl, params, xs, lambda head, y, target: jnp.sum(y))
     ln2, pi = math.log(2.0), math.pi
     np.testing.assert_allclose(out.y[0, :, 0], [1.0, 2.0, 2.75], atol=1e-14)
-    traces = state.traces  # (B, C, W, *leaf): W = [Re, Im]
     expected = {
-        "theta_log": [[-pi / 2], [-pi / 4]],
-        "nu_log": [[ln2 / 2], [-ln2]],
-        "gamma_log": [[2.75], [1.0]],
-        "w_ih": [[[2.75, -1.0]], [[1.0, 2.75]]],
+        "theta_log": -pi / 2 - pi / 4 * 1j,
+        "nu_log": ln2 / 2 - ln2 * 1j,
+        "gamma_log": 2.75 + 1j,
     }
-    for name, want in expected.items():
-        np.testing.assert_allclose(traces[name][0, 0], want, atol=1e-14, err_msg=name)
+    traces = state.traces
+    if specialised:  # (B, N) complex; w_ih (B, N, D) complex
+        for name, want in expected.items():
+            np.testing.assert_allclose(traces[name][0, 0], want, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(traces["w_ih"][0, 0, 0], 2.75 + 1j, atol=1e-14)
+    else:  # (B, C, W, *leaf): W = [Re, Im]
+        for name, want in expected.items():
+            got = traces[name][0, 0, :, 0]
+            np.testing.assert_allclose(got, [want.real, want.imag], atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(
+            traces["w_ih"][0, 0], [[[2.75, -1.0]], [[1.0, 2.75]]], atol=1e-14
+        )
     assert traces["w_out"] is None and traces["d"] is None  # readouts: plain backprop
     grads = {
         "theta_log": [-0.75 * pi],
@@ -200,6 +219,68 @@ def test_hand_worked_one_unit_lru():
     }
     for name, want in grads.items():
         np.testing.assert_allclose(out.grads[name], want, atol=1e-14, err_msg=name)
+
+
+def test_lru_rule_equals_the_generic_traces_at_every_step(rng):
+    """The LRU's own rule (complex traces, one per entry of the complex B)
+    against the generic traces found by ``_structure``: equal gradients at
+    every step of a stream with padding and resets, and the same traces
+    (e_{Re B} = e_B, e_{Im B} = i e_B as [Re, Im] components)."""
+    cell, params, xs, head, targets = problem(rng, "lru")
+    resets = jnp.zeros((B, T), bool).at[0, 2].set(True).at[1, 1].set(True)
+    valid = jnp.arange(T)[None] < jnp.array(LENGTHS)[:, None]
+    runs = {}
+    for specialised in (True, False):
+        rtrl = exact_learner(cell, D, specialised)
+
+        def body(state, t, rtrl=rtrl):
+            state, out = rtrl.step(params, state, xs[:, t], squared_error, head, targets[:, t],
+                                   valid=valid[:, t], reset=resets[:, t])  # fmt: skip
+            return state, out.grads
+
+        start = rtrl.init(params, (B,))
+        runs[specialised] = jax.jit(lambda s, body=body: jax.lax.scan(body, s, jnp.arange(T)))(
+            start
+        )
+    (fast_state, fast), (slow_state, slow) = runs[True], runs[False]
+    assert jnp.iscomplexobj(fast_state.traces["w_ih"])  # the LRU's rule was chosen
+    assert_close(fast, slow, **EXACT)
+    e_b = fast_state.traces["w_ih"]  # (B, N, D) complex
+    components = slow_state.traces["w_ih"][:, 0]  # (B, W, D, 2N)
+    e_b = jnp.swapaxes(e_b, 1, 2)
+    want = jnp.concatenate(
+        [jnp.stack([e_b.real, e_b.imag], 1), jnp.stack([-e_b.imag, e_b.real], 1)], -1
+    )
+    np.testing.assert_allclose(components, want, **EXACT)
+    for name in ("gamma_log", "nu_log", "theta_log"):
+        e = fast_state.traces[name]
+        np.testing.assert_allclose(slow_state.traces[name][:, 0], jnp.stack([e.real, e.imag], 1),
+                                   **EXACT, err_msg=name)  # fmt: skip
+
+
+def test_lru_rule_needs_the_lru_algebra(rng):
+    """A cell with the LRU's params but another transition (here the
+    input term doubled) keeps the generic traces, and is still exact."""
+    lru = LINEAR_CELLS["lru"]()
+
+    def update(params, carry, xp, h_in):
+        xp = xp.at[..., : 2 * 3].multiply(2.0)
+        return lru.update(params, carry, xp, h_in)
+
+    def linear(params, xp):
+        return lru.linear(params, xp.at[..., : 2 * 3].multiply(2.0))
+
+    cell = lru._replace(update=update, linear=linear, step=lambda p, c, x: update(p, c, x, c))
+    params = random_params(cell, rng)
+    xs, head, targets = data(rng, B, T, D), data(rng, H, 2), data(rng, B, T, 2)
+    rtrl = rj.online.rtrl(cell, D)
+    state, out = jax.jit(
+        lambda: rj.online.accumulate(rtrl, params, xs, squared_error, head, targets)
+    )()
+    assert not jnp.iscomplexobj(state.traces["w_ih"])  # the generic rule
+    assert_close(
+        (out.grads, out.head_grads), bptt_gradient(cell, params, xs, head, targets), **EXACT
+    )
 
 
 def complex_diagonal_cell(state_size, hidden_size):

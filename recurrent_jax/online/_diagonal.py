@@ -46,7 +46,7 @@ import numpy as np
 
 from recurrent_jax import _checks, parallel
 from recurrent_jax.cells.base import Cell, carry_dtype_of, recurrent_product
-from recurrent_jax.online import _learner, _structure
+from recurrent_jax.online import _learner, _lru, _structure
 from recurrent_jax.online._structure import from_planes, to_planes, transition
 
 APPROXIMATIONS = (
@@ -72,7 +72,11 @@ def rtrl(cell: Cell, input_size: int) -> _learner.OnlineLearner:
       An ``OnlineLearner``; ``OnlineState.traces`` is a tree like the params
       with, per leaf that feeds the state, an array (B..., C, W, *leaf)
       (C colour slots, W unit components; module doc of ``_structure``),
-      and None for leaves that only read the state (readouts).
+      and None for leaves that only read the state (readouts). For the
+      LRU (``rj.cells.lru``, recognised by its params and checked against its
+      equation) the rule written from its algebra runs instead, with complex
+      traces (B..., N) per per-unit param and (B..., N, D) for ``w_ih``, the
+      complex B (``_lru``): half the memory and ~4x faster.
     """
     cell = _learner.check_cell(cell)
     if cell.linear is None:
@@ -80,8 +84,19 @@ def rtrl(cell: Cell, input_size: int) -> _learner.OnlineLearner:
             f"cell: rtrl needs a cell linear in its carry (element-wise recurrence, "
             f"Cell.linear); {cell.name} has none, so no exact rule: use {APPROXIMATIONS}"
         )
-    structure = _structure.find(cell, _checks.check_positive_int("input_size", input_size))
-    return _learner.learner(cell, _rule(cell, structure, _linear_blocks, masked=False), "rtrl")
+    return _learner.learner(cell, exact_rule(cell, input_size), "rtrl")
+
+
+def exact_rule(cell: Cell, input_size: int, specialised: bool = True) -> _learner.Rule:
+    """RTRL's rule for a cell with ``Cell.linear``: the one written from the
+    cell's algebra where there is one (``_lru``), else the traces found by
+    ``_structure``."""
+    input_size = _checks.check_positive_int("input_size", input_size)
+    rule = _lru.rule(cell, input_size) if specialised else None
+    if rule is not None:
+        return rule
+    structure = _structure.find(cell, input_size)
+    return _rule(cell, structure, _linear_blocks, masked=False)
 
 
 def snap1(cell: Cell, input_size: int) -> _learner.OnlineLearner:
