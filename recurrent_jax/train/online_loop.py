@@ -1,0 +1,370 @@
+r"""Training on one long stream: ``training.gradient`` other than "bptt".
+
+The task's training sequences are read end to end as one stream, the carry
+never reset between them (sequence k of the stream is ``sample_train``'s
+batch drawn from ``fold_in(stream key, k)``, so the stream is a function of
+its position and a resumed run reads what an uninterrupted one does). A
+training step is one update of the params after ``update_every`` stream
+steps; the objective of an update is the task's loss over its steps, the
+weighted mean over the batch and the steps as ``model.loss`` takes it.
+
+- "rtrl", "snap1", "uoro": the gradient is carried forward (``rj.online``),
+  each recurrent layer with its own learner and traces. Nothing of earlier
+  steps is kept: the state is the carries, the traces, the current
+  sequence of the task (one batch of it, as ``sample_train`` gives it) and
+  the stream position.
+- "truncated": backpropagation through the last ``update_every`` steps
+  (TBPTT; ``rj.truncated_unroll``'s rule, one window per update), the
+  carry's gradient stopped between updates.
+
+Stacks (``model.num_layers`` > 1), as Zucchet et al. 2023 (§3, "Online
+learning of long-range dependencies", NeurIPS) do: layer l's traces hold
+dh^l/dθ^l with the layer's inputs taken as given, and at every step the
+gradient reaches the params of the layers below (and the embedding) by
+backprop through this step only (spatial backprop),
+
+.. math::  \frac{dL_t}{dθ^l} ≈ \frac{∂L_t}{∂h^l_t}\Big|_{h^{k>l}_{t−1}}\,\frac{dh^l_t}{dθ^l},
+
+dropping their influence through the upper layers' past carries h^{k>l}_{t−1}.
+Exact (BPTT's gradient, to rounding, for "rtrl") with one recurrent layer
+reading the task's features; approximate below the top layer of a stack
+and for an embedding. Cost per stream step: the learners' and L(L+1)/2 cell
+steps for L layers (each layer's step re-runs the layers above it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import recurrent_jax as rj
+from recurrent_jax.cells.base import Cell, carry_dtype_of, widen
+from recurrent_jax.data.base import REGRESSION, SEQUENCE, Batch, TaskSpec
+from recurrent_jax.mamba import BLOCKS
+from recurrent_jax.train import rnn_model
+from recurrent_jax.train.config import ConfigError, ExperimentConfig
+
+ONLINE = ("rtrl", "snap1", "uoro")  # the gradients carried forward
+_UORO_KEYS = 7  # fold_in tag of UORO's noise (apart from the data's and dropout's)
+
+
+class Online(NamedTuple):
+    """What the stream's stages close over (``core.Setup.online``).
+
+    gradient: ``training.gradient``; update_every: K stream steps per update;
+    model: the ``RNNModelConfig``; cells: one per layer; learners: one
+    ``rj.online.OnlineLearner`` per layer (None for "truncated");
+    segment_length: T of the task's sequences.
+    """
+
+    gradient: str
+    update_every: int
+    model: Any
+    cells: tuple
+    learners: tuple | None
+    segment_length: int
+
+
+class StreamState(NamedTuple):
+    """One run's state on the stream, as checkpointed.
+
+    step: updates done (int32); params, opt_state: as ``core.TrainState``;
+    layers: per recurrent layer an ``rj.online.OnlineState`` (its carry and
+    traces; traces None for "truncated", the key always None: UORO's noise
+    is drawn from the run's key and the position); segment: the task's
+    sequence being read (``Batch``, (B, T, ...)); position: stream steps read.
+    """
+
+    step: jax.Array
+    params: dict
+    opt_state: Any
+    layers: tuple
+    segment: Batch
+    position: jax.Array
+
+
+def make_online(config: ExperimentConfig, task: TaskSpec) -> Online | None:
+    """The ``Online`` of ``config`` (None for "bptt"); an option the stream
+    cannot honour is a ``ConfigError`` naming it."""
+    t, model = config.training, config.model
+    if t.gradient == "bptt":
+        return None
+    _check(config, task)
+    cell = rnn_model.make_cell(model)
+    sizes = [task.input_size if task.input_vocab is None else model.embedding_size]
+    sizes += [model.hidden_size] * (model.num_layers - 1)
+    learners = None
+    if t.gradient in ONLINE:
+        learners = tuple(_learner(t.gradient, cell, size) for size in sizes)
+    length = jax.eval_shape(lambda k: task.sample_train(k, 1), jax.random.key(0)).targets.shape[1]
+    return Online(t.gradient, t.update_every, model, (cell,) * len(sizes), learners, length)
+
+
+def _check(config: ExperimentConfig, task: TaskSpec) -> None:
+    model, gradient = config.model, config.training.gradient
+    where = f"with training.gradient={gradient!r}"
+    if model.KIND != "rnn":
+        raise ConfigError(f"config.model.kind: expected 'rnn' {where}, got {model.KIND!r}")
+    if task.output_mode != SEQUENCE or not task.causal:
+        raise ConfigError(
+            f"config.data.task: expected a causal task with an output at every step {where} "
+            f"(it is read as one stream), got {config.data.task!r}"
+        )
+    if model.cell in BLOCKS or model.cell in rj.cells.CONV_REGISTRY:
+        raise ConfigError(f"config.model.cell: expected a cell of vectors {where}, got {model.cell!r}")
+    if config.data.stream:
+        raise ConfigError(f"config.data.stream: expected False {where} (the stream is on device), got True")
+    for name in ("bidirectional", "residual", *rnn_model.Rates._fields):
+        if getattr(model, name):
+            raise ConfigError(
+                f"config.model.{name}: expected {0.0 if name in rnn_model.Rates._fields else False} "
+                f"{where}, got {getattr(model, name)!r}"
+            )
+
+
+def _learner(gradient: str, cell: Cell, input_size: int):
+    """The ``rj.online`` learner of ``gradient``, its refusal a ConfigError."""
+    if gradient == "uoro":
+        return rj.online.uoro(cell)
+    try:
+        return getattr(rj.online, gradient)(cell, input_size)
+    except ValueError as error:
+        if gradient == "snap1" and cell.linear is not None:
+            raise ConfigError(
+                f"config.training.gradient: 'snap1' on the {cell.name} cell (linear in its carry) "
+                "equals 'rtrl', its exact gradient; use 'rtrl'"
+            ) from None
+        if gradient == "rtrl":
+            raise ConfigError(
+                f"config.training.gradient: 'rtrl' has no exact rule for the {cell.name} cell "
+                f"(not linear in its carry); it can use {_approximations(cell, input_size)}"
+            ) from None
+        raise ConfigError(f"config.training.gradient: {error}") from None
+
+
+def _approximations(cell: Cell, input_size: int) -> str:
+    try:
+        rj.online.snap1(cell, input_size)
+    except ValueError:
+        return "'uoro' (unbiased, noisy)"
+    return "'snap1' (biased) or 'uoro' (unbiased, noisy)"
+
+
+# --- the stages -----------------------------------------------------------------------
+
+
+def init_state(setup, hparams, keys) -> StreamState:
+    """Step 0 (``keys``: the run's ``core.RunKeys``): params and optimizer
+    state as ``core.init_state``, zero carries and traces, the stream's
+    first sequence."""
+    online = setup.online
+    params = setup.model.init(hparams, keys.init)
+    opt_state = setup.optimizer.transform(hparams).init(params)
+    batch = setup.batch_size
+    if online.learners is None:
+        dtype = carry_dtype_of(online.cells[0], params["rnn"]["layer_0"])
+        layers = tuple(rj.online.OnlineState(c.initial_carry((batch,), dtype), None) for c in online.cells)
+    else:
+        layers = tuple(
+            _without_key(learner.init(params["rnn"][f"layer_{i}"], (batch,), _uoro_key(learner, keys, i, 0)))
+            for i, learner in enumerate(online.learners)
+        )
+    zero = jnp.zeros((), jnp.int32)
+    return StreamState(zero, params, opt_state, layers, _segment(setup, keys, zero), zero)
+
+
+def run_steps(setup, hparams, keys, state: StreamState):
+    """``setup.steps_per_call`` updates under one ``lax.scan``, metrics per
+    update (as ``core.run_steps``)."""
+    update = lambda s, _: train_step(setup, hparams, keys, s)  # noqa: E731
+    return jax.lax.scan(update, state, None, length=setup.steps_per_call)
+
+
+def train_step(setup, hparams, keys, state: StreamState):
+    """One update after ``update_every`` stream steps."""
+    if setup.online.learners is None:
+        grads, sums, state = _truncated_window(setup, keys, state)
+    else:
+        grads, sums, state = _online_window(setup, keys, state)
+    weight = jnp.maximum(sums.pop("weight"), 1.0)
+    grads = jax.tree_util.tree_map(lambda g: g / weight.astype(g.dtype), grads)
+    updates, opt_state = setup.optimizer.transform(hparams).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {name: value / weight for name, value in sums.items()}
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["learning_rate"] = setup.optimizer.learning_rate(hparams, state.step)
+    state = state._replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return state, metrics
+
+
+# --- the stream -----------------------------------------------------------------------
+
+
+def _segment(setup, keys, index) -> Batch:
+    """Sequence ``index`` of the stream: a batch of the task, weights filled."""
+    batch = setup.task.sample_train(jax.random.fold_in(keys.train, index), setup.batch_size)
+    weights = jnp.ones(batch.targets.shape[:2]) if batch.weights is None else batch.weights
+    return batch._replace(weights=weights.astype(jnp.float32), seq_lengths=None)
+
+
+def _read(setup, keys, segment: Batch, position):
+    """The inputs, targets and weights of stream step ``position`` (B, ...)
+    and the segment they come from (the next one drawn at its start)."""
+    length = setup.online.segment_length
+    within = position % length
+    segment = jax.lax.cond(
+        (within == 0) & (position > 0),
+        lambda: _segment(setup, keys, position // length),
+        lambda: segment,
+    )
+    at = lambda a: jax.lax.dynamic_index_in_dim(a, within, axis=1, keepdims=False)  # noqa: E731
+    return jax.tree_util.tree_map(at, segment), segment
+
+
+def _inputs(setup, params, xs):
+    """The first layer's inputs: features, or token ids embedded."""
+    return xs if setup.task.input_vocab is None else params["embedding"][xs]
+
+
+def _step_sums(task: TaskSpec, outputs, target, weight) -> dict:
+    """Σ_b w_b ℓ_b of one step (readout values (B, C)), the metric's sum and Σ w."""
+    if task.kind == REGRESSION:
+        per = jnp.mean(jnp.square(outputs - target), axis=-1)
+        weight = weight.astype(per.dtype)
+        return {"loss": jnp.sum(per * weight), "mse": jnp.sum(per * weight), "weight": jnp.sum(weight)}
+    log_probs = jax.nn.log_softmax(widen(outputs), axis=-1)  # as losses_and_metrics
+    nll = -jnp.take_along_axis(log_probs, target[..., None], axis=-1)[..., 0]
+    weight = weight.astype(nll.dtype)
+    correct = (jnp.argmax(outputs, axis=-1) == target).astype(nll.dtype)
+    return {
+        "loss": jnp.sum(nll * weight),
+        "accuracy": jnp.sum(correct * weight),
+        "weight": jnp.sum(weight),
+    }
+
+
+def _readout(readout, y):
+    return y @ readout["w"] + readout["b"]
+
+
+# --- TBPTT ----------------------------------------------------------------------------
+
+
+def _truncated_window(setup, keys, state: StreamState):
+    """The gradient of the window's summed loss by backprop through its
+    ``update_every`` steps, from the carries of the last window (stopped)."""
+    steps, segment, position = _gather(setup, keys, state)
+    network = rnn_model.make_network(setup.online.model)
+
+    def window_loss(params):
+        xs = _inputs(setup, params, steps.xs)
+        carries = tuple(jax.lax.stop_gradient(layer.carry) for layer in state.layers)
+        carries, ys = network.apply(params["rnn"], xs, initial_carry=carries, deterministic=True)
+        sums = _step_sums(setup.task, _readout(params["readout"], ys), steps.targets, steps.weights)
+        return sums["loss"], (sums, carries)
+
+    grads, (sums, carries) = jax.grad(window_loss, has_aux=True)(state.params)
+    layers = tuple(layer._replace(carry=c) for layer, c in zip(state.layers, carries, strict=True))
+    return grads, sums, state._replace(layers=layers, segment=segment, position=position)
+
+
+def _gather(setup, keys, state: StreamState):
+    """The window's steps as a ``Batch`` (B, K, ...), the segment and position after it."""
+
+    def one(carry, _):
+        segment, position = carry
+        step, segment = _read(setup, keys, segment, position)
+        return (segment, position + 1), step
+
+    (segment, position), steps = jax.lax.scan(
+        one, (state.segment, state.position), None, length=setup.online.update_every
+    )
+    steps = jax.tree_util.tree_map(lambda a: None if a is None else jnp.moveaxis(a, 0, 1), steps)
+    return steps, segment, position
+
+
+# --- RTRL, SnAp-1, UORO ----------------------------------------------------------------
+
+
+def _online_window(setup, keys, state: StreamState):
+    """The window's summed gradient, one stream step at a time (module doc)."""
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+    first = jax.tree_util.tree_map(lambda a: a[:, 0], state.segment)
+    shapes = jax.eval_shape(lambda: stream_step(setup, keys, state.params, state.layers, first, 0))
+    sums0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[2])
+
+    def one(carry, _):
+        layers, segment, position, grads, sums = carry
+        step, segment = _read(setup, keys, segment, position)
+        layers, g, s = stream_step(setup, keys, state.params, layers, step, position)
+        grads = jax.tree_util.tree_map(jnp.add, grads, g)
+        sums = jax.tree_util.tree_map(jnp.add, sums, s)
+        return (layers, segment, position + 1, grads, sums), None
+
+    init = (state.layers, state.segment, state.position, zeros, sums0)
+    (layers, segment, position, grads, sums), _ = jax.lax.scan(
+        one, init, None, length=setup.online.update_every
+    )
+    return grads, sums, state._replace(layers=layers, segment=segment, position=position)
+
+
+def stream_step(setup, keys, params, layers, step: Batch, position):
+    """One stream step of every layer's learner: (layers, grads of Σ_b w ℓ
+    for all params, the step's sums). Layer l's loss is the layers above
+    it run one step from their carries, then the readout (module doc)."""
+    online, task = setup.online, setup.task
+    top = len(online.cells) - 1
+    x = _inputs(setup, params, step.xs)
+    target = (step.targets, step.weights)
+    rnn, new_layers, grads = params["rnn"], [], {"rnn": {}}
+
+    def above(l):  # layer l's loss_fn: the stack above it at this step, then the readout
+        def loss_fn(readout, y, target):
+            for j in range(l + 1, top + 1):
+                cell, p = online.cells[j], rnn[f"layer_{j}"]
+                _, y = cell.step(p, layers[j].carry, cell.project(p, y[:, None])[:, 0])
+            return _step_sums(task, _readout(readout, y), *target)["loss"]
+
+        return loss_fn
+
+    for l, learner in enumerate(online.learners):
+        name = f"layer_{l}"
+        layer = layers[l]._replace(key=_uoro_key(learner, keys, l, position))
+        layer, out = learner.step(rnn[name], layer, x, above(l), params["readout"], target)
+        new_layers.append(_without_key(layer))
+        grads["rnn"][name] = out.grads
+        x = out.y
+    grads["readout"] = out.head_grads
+    sums = _step_sums(task, _readout(params["readout"], x), *target)
+    if "embedding" in params:
+        grads["embedding"] = _embedding_grads(setup, params, layers, step, target)
+    return tuple(new_layers), grads, sums
+
+
+def _embedding_grads(setup, params, layers, step, target):
+    """The embedding's gradient through this step only (spatial backprop)."""
+    online = setup.online
+
+    def loss(embedding):
+        y = embedding[step.xs]
+        for j, cell in enumerate(online.cells):
+            p = params["rnn"][f"layer_{j}"]
+            _, y = cell.step(p, layers[j].carry, cell.project(p, y[:, None])[:, 0])
+        return _step_sums(setup.task, _readout(params["readout"], y), *target)["loss"]
+
+    return jax.grad(loss)(params["embedding"])
+
+
+def _uoro_key(learner, keys, layer: int, position):
+    """UORO's key for ``layer`` at stream step ``position`` (None for the others)."""
+    if learner.method != "uoro":
+        return None
+    key = jax.random.fold_in(jax.random.fold_in(keys.train, _UORO_KEYS), layer)
+    return jax.random.fold_in(key, position)
+
+
+def _without_key(layer):
+    return layer._replace(key=None)
