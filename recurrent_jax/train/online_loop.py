@@ -114,9 +114,13 @@ def _check(config: ExperimentConfig, task: TaskSpec) -> None:
             f"(it is read as one stream), got {config.data.task!r}"
         )
     if model.cell in BLOCKS or model.cell in rj.cells.CONV_REGISTRY:
-        raise ConfigError(f"config.model.cell: expected a cell of vectors {where}, got {model.cell!r}")
+        raise ConfigError(
+            f"config.model.cell: expected a cell of vectors {where}, got {model.cell!r}"
+        )
     if config.data.stream:
-        raise ConfigError(f"config.data.stream: expected False {where} (the stream is on device), got True")
+        raise ConfigError(
+            f"config.data.stream: expected False {where} (the stream is on device), got True"
+        )
     for name in ("bidirectional", "residual", *rnn_model.Rates._fields):
         if getattr(model, name):
             raise ConfigError(
@@ -166,10 +170,14 @@ def init_state(setup, hparams, keys) -> StreamState:
     batch = setup.batch_size
     if online.learners is None:
         dtype = carry_dtype_of(online.cells[0], params["rnn"]["layer_0"])
-        layers = tuple(rj.online.OnlineState(c.initial_carry((batch,), dtype), None) for c in online.cells)
+        layers = tuple(
+            rj.online.OnlineState(c.initial_carry((batch,), dtype), None) for c in online.cells
+        )
     else:
         layers = tuple(
-            _without_key(learner.init(params["rnn"][f"layer_{i}"], (batch,), _uoro_key(learner, keys, i, 0)))
+            _without_key(
+                learner.init(params["rnn"][f"layer_{i}"], (batch,), _uoro_key(learner, keys, i, 0))
+            )
             for i, learner in enumerate(online.learners)
         )
     zero = jnp.zeros((), jnp.int32)
@@ -185,19 +193,28 @@ def run_steps(setup, hparams, keys, state: StreamState):
 
 def train_step(setup, hparams, keys, state: StreamState):
     """One update after ``update_every`` stream steps."""
-    if setup.online.learners is None:
-        grads, sums, state = _truncated_window(setup, keys, state)
-    else:
-        grads, sums, state = _online_window(setup, keys, state)
+    grads, sums, state = window_gradient(setup, keys, state)
     weight = jnp.maximum(sums.pop("weight"), 1.0)
     grads = jax.tree_util.tree_map(lambda g: g / weight.astype(g.dtype), grads)
-    updates, opt_state = setup.optimizer.transform(hparams).update(grads, state.opt_state, state.params)
+    updates, opt_state = setup.optimizer.transform(hparams).update(
+        grads, state.opt_state, state.params
+    )
     params = optax.apply_updates(state.params, updates)
     metrics = {name: value / weight for name, value in sums.items()}
     metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["learning_rate"] = setup.optimizer.learning_rate(hparams, state.step)
     state = state._replace(step=state.step + 1, params=params, opt_state=opt_state)
     return state, metrics
+
+
+def window_gradient(setup, keys, state: StreamState):
+    """``(grads, sums, state)`` after reading ``update_every`` stream steps
+    at the params of ``state``: the gradient of Σ_{t,b} w ℓ over them (not
+    yet divided by Σ w), the sums of the loss, the metric and the weights,
+    and the state with the carries, traces and position moved on."""
+    if setup.online.learners is None:
+        return _truncated_window(setup, keys, state)
+    return _online_window(setup, keys, state)
 
 
 # --- the stream -----------------------------------------------------------------------
@@ -234,7 +251,11 @@ def _step_sums(task: TaskSpec, outputs, target, weight) -> dict:
     if task.kind == REGRESSION:
         per = jnp.mean(jnp.square(outputs - target), axis=-1)
         weight = weight.astype(per.dtype)
-        return {"loss": jnp.sum(per * weight), "mse": jnp.sum(per * weight), "weight": jnp.sum(weight)}
+        return {
+            "loss": jnp.sum(per * weight),
+            "mse": jnp.sum(per * weight),
+            "weight": jnp.sum(weight),
+        }
     log_probs = jax.nn.log_softmax(widen(outputs), axis=-1)  # as losses_and_metrics
     nll = -jnp.take_along_axis(log_probs, target[..., None], axis=-1)[..., 0]
     weight = weight.astype(nll.dtype)
@@ -247,7 +268,8 @@ def _step_sums(task: TaskSpec, outputs, target, weight) -> dict:
 
 
 def _readout(readout, y):
-    return y @ readout["w"] + readout["b"]
+    bias = readout["b"]
+    return y @ readout["w"] + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
 
 
 # --- TBPTT ----------------------------------------------------------------------------
