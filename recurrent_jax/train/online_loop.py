@@ -123,9 +123,9 @@ def _check(config: ExperimentConfig, task: TaskSpec) -> None:
         )
     for name in ("bidirectional", "residual", *rnn_model.Rates._fields):
         if getattr(model, name):
+            off = 0.0 if name in rnn_model.Rates._fields else False
             raise ConfigError(
-                f"config.model.{name}: expected {0.0 if name in rnn_model.Rates._fields else False} "
-                f"{where}, got {getattr(model, name)!r}"
+                f"config.model.{name}: expected {off} {where}, got {getattr(model, name)!r}"
             )
 
 
@@ -343,19 +343,19 @@ def stream_step(setup, keys, params, layers, step: Batch, position):
     target = (step.targets, step.weights)
     rnn, new_layers, grads = params["rnn"], [], {"rnn": {}}
 
-    def above(l):  # layer l's loss_fn: the stack above it at this step, then the readout
+    def above(index):  # a layer's loss_fn: the stack above it at this step, then the readout
         def loss_fn(readout, y, target):
-            for j in range(l + 1, top + 1):
+            for j in range(index + 1, top + 1):
                 cell, p = online.cells[j], rnn[f"layer_{j}"]
                 _, y = cell.step(p, layers[j].carry, cell.project(p, y[:, None])[:, 0])
             return _step_sums(task, _readout(readout, y), *target)["loss"]
 
         return loss_fn
 
-    for l, learner in enumerate(online.learners):
-        name = f"layer_{l}"
-        layer = layers[l]._replace(key=_uoro_key(learner, keys, l, position))
-        layer, out = learner.step(rnn[name], layer, x, above(l), params["readout"], target)
+    for i, learner in enumerate(online.learners):
+        name = f"layer_{i}"
+        layer = layers[i]._replace(key=_uoro_key(learner, keys, i, position))
+        layer, out = learner.step(rnn[name], layer, x, above(i), params["readout"], target)
         new_layers.append(_without_key(layer))
         grads["rnn"][name] = out.grads
         x = out.y
