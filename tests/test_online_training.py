@@ -90,9 +90,8 @@ def two_windows(config):
 
 def bptt_grads(setup, hparams, params, batch, weight):
     """∇ Σ w ℓ by ``jax.grad`` of the model's own loss (a weighted mean)."""
-    grads, _ = jax.grad(setup.model.loss, argnums=1, has_aux=True)(
-        hparams, params, batch, jax.random.key(0), 0
-    )
+    grad = jax.jit(jax.grad(setup.model.loss, argnums=1, has_aux=True))
+    grads, _ = grad(hparams, params, batch, jax.random.key(0), 0)
     return jax.tree_util.tree_map(lambda g: g * weight, grads)
 
 
@@ -191,7 +190,7 @@ def truncated_in_depth(setup, params, batch):
             total = total + jnp.sum(nll * batch.weights[:, t])
         return total
 
-    return jax.grad(loss)(params)
+    return jax.jit(jax.grad(loss))(params)
 
 
 def test_two_layers_equal_truncation_in_depth_and_differ_from_bptt(x64):
@@ -267,9 +266,10 @@ def test_run_i_of_a_vmapped_sweep_equals_the_run_alone():
     hparams, keys = stack_hparams(configs), stack_keys([0, 1, 2])
     program = compile_runs(configs[0], len(configs))
     states, metrics = program.train(hparams, keys)
+    alone = jax.jit(core.make_train(configs[0]))  # the rates are traced: one program serves all
     finals = []
     for i, config in enumerate(configs):
-        want, want_metrics = jax.jit(core.make_train(config))(core.default_hparams(config), keys[i])
+        want, want_metrics = alone(core.default_hparams(config), keys[i])
         got = jax.tree_util.tree_map(lambda a, i=i: a[i], states.params)
         assert_trees_close(got, want.params, rtol=2e-5, atol=2e-6)
         assert int(states.position[i]) == int(want.position) == 48
