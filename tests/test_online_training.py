@@ -107,6 +107,7 @@ def relative_difference(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
+@pytest.mark.slow
 def test_rtrl_over_two_windows_equals_bptt_over_the_stream(x64):
     setup, hparams, state, grads, weight, stream = two_windows(stream_config())
     assert stream.xs.shape[1] == 2 * T and float(weight) > 0
@@ -230,7 +231,9 @@ def checkpoint_leaves(workdir, config):
     return jax.tree_util.tree_leaves(state)
 
 
-@pytest.mark.parametrize("gradient, layers", [("rtrl", 2), ("uoro", 1)])
+@pytest.mark.parametrize(
+    "gradient, layers", [pytest.param("rtrl", 2, marks=pytest.mark.slow), ("uoro", 1)]
+)
 def test_a_run_stopped_mid_stream_and_resumed_equals_an_uninterrupted_one(
     gradient, layers, tmp_path
 ):
