@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import one_line
 
 pytest.importorskip("ml_collections")
 pytest.importorskip("orbax.checkpoint")
@@ -357,3 +358,16 @@ def test_a_task_without_an_output_at_every_step_is_refused():
             training__gradient="rtrl",
             training__update_every=4,
         )
+
+
+def test_the_command_line_refuses_rtrl_on_an_lstm_in_one_line(tmp_path, capsys):
+    argv = [
+        "train",
+        "--config=copy:smoke",
+        "--config.training.gradient=rtrl",
+        "--config.training.update_every=4",
+        f"--workdir={tmp_path / 'run'}",
+    ]
+    err = one_line(argv, capsys)
+    assert "'rtrl' has no exact rule for the lstm cell" in err and "'snap1'" in err
+    assert not (tmp_path / "run").exists()
