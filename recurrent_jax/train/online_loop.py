@@ -17,19 +17,12 @@ weighted mean over the batch and the steps as ``model.loss`` takes it.
   (TBPTT; ``rj.truncated_unroll``'s rule, one window per update), the
   carry's gradient stopped between updates.
 
-Stacks (``model.num_layers`` > 1), as Zucchet et al. 2023 (§3, "Online
-learning of long-range dependencies", NeurIPS) do: layer l's traces hold
-dh^l/dθ^l with the layer's inputs taken as given, and at every step the
-gradient reaches the params of the layers below (and the embedding) by
-backprop through this step only (spatial backprop),
-
-.. math::  \frac{dL_t}{dθ^l} ≈ \frac{∂L_t}{∂h^l_t}\Big|_{h^{k>l}_{t−1}}\,\frac{dh^l_t}{dθ^l},
-
-dropping their influence through the upper layers' past carries h^{k>l}_{t−1}.
-Exact (BPTT's gradient, to rounding, for "rtrl") with one recurrent layer
-reading the task's features; approximate below the top layer of a stack
-and for an embedding. Cost per stream step: the learners' and L(L+1)/2 cell
-steps for L layers (each layer's step re-runs the layers above it).
+Stacks (``model.num_layers`` > 1) are ``rj.online.stack``: each layer's
+traces for its own params, the layers below reached by backprop through
+the current step only (Zucchet et al. 2023, §3). Exact (BPTT's gradient,
+to rounding, for "rtrl") with one recurrent layer reading the task's
+features; approximate below the top layer of a stack, and for an
+embedding (its gradient is this step's backprop alone).
 """
 
 from __future__ import annotations
@@ -55,16 +48,16 @@ class Online(NamedTuple):
     """What the stream's stages close over (``core.Setup.online``).
 
     gradient: ``training.gradient``; update_every: K stream steps per update;
-    model: the ``RNNModelConfig``; cells: one per layer; learners: one
-    ``rj.online.OnlineLearner`` per layer (None for "truncated");
-    segment_length: T of the task's sequences.
+    model: the ``RNNModelConfig``; cells: one per layer; learner: the
+    layers' ``rj.online.stack`` (None for "truncated"); segment_length: T
+    of the task's sequences.
     """
 
     gradient: str
     update_every: int
     model: Any
     cells: tuple
-    learners: tuple | None
+    learner: Any
     segment_length: int
 
 
@@ -72,16 +65,17 @@ class StreamState(NamedTuple):
     """One run's state on the stream, as checkpointed.
 
     step: updates done (int32); params, opt_state: as ``core.TrainState``;
-    layers: per recurrent layer an ``rj.online.OnlineState`` (its carry and
-    traces; traces None for "truncated", the key always None: UORO's noise
-    is drawn from the run's key and the position); segment: the task's
-    sequence being read (``Batch``, (B, T, ...)); position: stream steps read.
+    layers: the stack's ``rj.online.OnlineState``: a tuple of the layers'
+    carries and one of their traces (None for "truncated"); its key None
+    (UORO's noise is drawn from the run's key and the position); segment:
+    the task's sequence being read (``Batch``, (B, T, ...)); position:
+    stream steps read.
     """
 
     step: jax.Array
     params: dict
     opt_state: Any
-    layers: tuple
+    layers: Any
     segment: Batch
     position: jax.Array
 
@@ -96,11 +90,11 @@ def make_online(config: ExperimentConfig, task: TaskSpec) -> Online | None:
     cell = rnn_model.make_cell(model)
     sizes = [task.input_size if task.input_vocab is None else model.embedding_size]
     sizes += [model.hidden_size] * (model.num_layers - 1)
-    learners = None
+    learner = None
     if t.gradient in ONLINE:
-        learners = tuple(_learner(t.gradient, cell, size) for size in sizes)
+        learner = rj.online.stack([_learner(t.gradient, cell, size) for size in sizes])
     length = jax.eval_shape(lambda k: task.sample_train(k, 1), jax.random.key(0)).targets.shape[1]
-    return Online(t.gradient, t.update_every, model, (cell,) * len(sizes), learners, length)
+    return Online(t.gradient, t.update_every, model, (cell,) * len(sizes), learner, length)
 
 
 def _check(config: ExperimentConfig, task: TaskSpec) -> None:
@@ -168,18 +162,13 @@ def init_state(setup, hparams, keys) -> StreamState:
     params = setup.model.init(hparams, keys.init)
     opt_state = setup.optimizer.transform(hparams).init(params)
     batch = setup.batch_size
-    if online.learners is None:
+    if online.learner is None:
         dtype = carry_dtype_of(online.cells[0], params["rnn"]["layer_0"])
-        layers = tuple(
-            rj.online.OnlineState(c.initial_carry((batch,), dtype), None) for c in online.cells
-        )
+        carries = tuple(c.initial_carry((batch,), dtype) for c in online.cells)
+        layers = rj.online.OnlineState(carries, None)
     else:
-        layers = tuple(
-            _without_key(
-                learner.init(params["rnn"][f"layer_{i}"], (batch,), _uoro_key(learner, keys, i, 0))
-            )
-            for i, learner in enumerate(online.learners)
-        )
+        key = _uoro_key(online, keys, 0)
+        layers = online.learner.init(params["rnn"], (batch,), key)._replace(key=None)
     zero = jnp.zeros((), jnp.int32)
     return StreamState(zero, params, opt_state, layers, _segment(setup, keys, zero), zero)
 
@@ -212,7 +201,7 @@ def window_gradient(setup, keys, state: StreamState):
     at the params of ``state``: the gradient of Σ_{t,b} w ℓ over them (not
     yet divided by Σ w), the sums of the loss, the metric and the weights,
     and the state with the carries, traces and position moved on."""
-    if setup.online.learners is None:
+    if setup.online.learner is None:
         return _truncated_window(setup, keys, state)
     return _online_window(setup, keys, state)
 
@@ -283,13 +272,13 @@ def _truncated_window(setup, keys, state: StreamState):
 
     def window_loss(params):
         xs = _inputs(setup, params, steps.xs)
-        carries = tuple(jax.lax.stop_gradient(layer.carry) for layer in state.layers)
+        carries = jax.lax.stop_gradient(state.layers.carry)
         carries, ys = network.apply(params["rnn"], xs, initial_carry=carries, deterministic=True)
         sums = _step_sums(setup.task, _readout(params["readout"], ys), steps.targets, steps.weights)
         return sums["loss"], (sums, carries)
 
     grads, (sums, carries) = jax.grad(window_loss, has_aux=True)(state.params)
-    layers = tuple(layer._replace(carry=c) for layer, c in zip(state.layers, carries, strict=True))
+    layers = state.layers._replace(carry=carries)
     return grads, sums, state._replace(layers=layers, segment=segment, position=position)
 
 
@@ -334,39 +323,31 @@ def _online_window(setup, keys, state: StreamState):
 
 
 def stream_step(setup, keys, params, layers, step: Batch, position):
-    """One stream step of every layer's learner: (layers, grads of Σ_b w ℓ
-    for all params, the step's sums). Layer l's loss is the layers above
-    it run one step from their carries, then the readout (module doc)."""
+    """One stream step of the stack's learner: (layers, grads of Σ_b w ℓ
+    for all params, the step's sums)."""
     online, task = setup.online, setup.task
-    top = len(online.cells) - 1
-    x = _inputs(setup, params, step.xs)
     target = (step.targets, step.weights)
-    rnn, new_layers, grads = params["rnn"], [], {"rnn": {}}
-
-    def above(index):  # a layer's loss_fn: the stack above it at this step, then the readout
-        def loss_fn(readout, y, target):
-            for j in range(index + 1, top + 1):
-                cell, p = online.cells[j], rnn[f"layer_{j}"]
-                _, y = cell.step(p, layers[j].carry, cell.project(p, y[:, None])[:, 0])
-            return _step_sums(task, _readout(readout, y), *target)["loss"]
-
-        return loss_fn
-
-    for i, learner in enumerate(online.learners):
-        name = f"layer_{i}"
-        layer = layers[i]._replace(key=_uoro_key(learner, keys, i, position))
-        layer, out = learner.step(rnn[name], layer, x, above(i), params["readout"], target)
-        new_layers.append(_without_key(layer))
-        grads["rnn"][name] = out.grads
-        x = out.y
-    grads["readout"] = out.head_grads
-    sums = _step_sums(task, _readout(params["readout"], x), *target)
+    x = _inputs(setup, params, step.xs)
+    before = layers.carry
+    layers = layers._replace(key=_uoro_key(online, keys, position))
+    layers, out = online.learner.step(
+        params["rnn"], layers, x, _loss_fn(task), params["readout"], target
+    )
+    grads = {"rnn": out.grads, "readout": out.head_grads}
     if "embedding" in params:
-        grads["embedding"] = _embedding_grads(setup, params, layers, step, target)
-    return tuple(new_layers), grads, sums
+        grads["embedding"] = _embedding_grads(setup, params, before, step, target)
+    sums = _step_sums(task, _readout(params["readout"], out.y), *target)
+    return layers._replace(key=None), grads, sums
 
 
-def _embedding_grads(setup, params, layers, step, target):
+def _loss_fn(task):
+    def loss_fn(readout, y, target):
+        return _step_sums(task, _readout(readout, y), *target)["loss"]
+
+    return loss_fn
+
+
+def _embedding_grads(setup, params, carries, step, target):
     """The embedding's gradient through this step only (spatial backprop)."""
     online = setup.online
 
@@ -374,19 +355,14 @@ def _embedding_grads(setup, params, layers, step, target):
         y = embedding[step.xs]
         for j, cell in enumerate(online.cells):
             p = params["rnn"][f"layer_{j}"]
-            _, y = cell.step(p, layers[j].carry, cell.project(p, y[:, None])[:, 0])
-        return _step_sums(setup.task, _readout(params["readout"], y), *target)["loss"]
+            _, y = cell.step(p, carries[j], cell.project(p, y))
+        return _loss_fn(setup.task)(params["readout"], y, target)
 
     return jax.grad(loss)(params["embedding"])
 
 
-def _uoro_key(learner, keys, layer: int, position):
-    """UORO's key for ``layer`` at stream step ``position`` (None for the others)."""
-    if learner.method != "uoro":
+def _uoro_key(online, keys, position):
+    """The stack's key at stream step ``position``: for UORO, else None."""
+    if online.gradient != "uoro":
         return None
-    key = jax.random.fold_in(jax.random.fold_in(keys.train, _UORO_KEYS), layer)
-    return jax.random.fold_in(key, position)
-
-
-def _without_key(layer):
-    return layer._replace(key=None)
+    return jax.random.fold_in(jax.random.fold_in(keys.train, _UORO_KEYS), position)
