@@ -11,6 +11,9 @@ against independent oracles.
   (each step's loss with the upper layer's past carry computed from the
   lower layer's outputs held constant), and differs from BPTT in the lower
   layer only.
+- Token inputs: the embedding's gradient equals a brute force with the
+  past carries computed from the embedding held constant; the cell's
+  gradient stays BPTT's.
 - A run stopped and resumed writes the records and checkpoint of an
   uninterrupted one, bit for bit; run i of a vmapped sweep equals the run
   trained alone.
@@ -55,7 +58,7 @@ def x64():
     jax.config.update("jax_enable_x64", was_on)
 
 
-def stream_config(gradient="rtrl", **overrides):
+def stream_config(gradient="rtrl", spec="copy:smoke", **overrides):
     options = dict(
         model__cell="lru",
         model__dtype="float64",
@@ -68,7 +71,7 @@ def stream_config(gradient="rtrl", **overrides):
         optimizer__schedule="constant",
         optimizer__warmup_steps=0,
     )
-    return experiment(**(options | overrides))
+    return experiment(spec, **(options | overrides))
 
 
 def two_windows(config):
@@ -209,6 +212,50 @@ def test_two_layers_equal_truncation_in_depth_and_differ_from_bptt(x64):
     assert_trees_close(grads["readout"], bptt["readout"], **EXACT)
     lower, lower_bptt = grads["rnn"]["layer_0"]["nu_log"], bptt["rnn"]["layer_0"]["nu_log"]
     assert relative_difference(lower, lower_bptt) > 1e-3
+
+
+def embedding_cut(setup, params, batch):
+    """Brute force: Σ_t ∇ L_t with the carry h_{t−1} computed from the
+    embedding held constant (the cell's params live)."""
+    cell = setup.online.cells[0]
+    ids, steps = batch.xs, batch.xs.shape[1]
+
+    def loss(params):
+        p, readout = params["rnn"]["layer_0"], params["readout"]
+        live, fixed = params["embedding"][ids], jax.lax.stop_gradient(params["embedding"])[ids]
+        total = 0.0
+        for t in range(steps):
+            carry = cell.initial_carry((ids.shape[0],), live.dtype)
+            if t:
+                carry, _ = rj.unroll(cell, p, fixed[:, :t])
+            _, y = cell.step(p, carry, cell.project(p, live[:, t]))
+            log_probs = jax.nn.log_softmax(y @ readout["w"] + readout["b"][None], axis=-1)
+            nll = -jnp.take_along_axis(log_probs, batch.targets[:, t, None], axis=-1)[:, 0]
+            total = total + jnp.sum(nll * batch.weights[:, t])
+        return total
+
+    return jax.jit(jax.grad(loss))(params)
+
+
+@pytest.mark.slow
+def test_an_embedding_learns_through_the_current_step_only(x64):
+    config = stream_config(
+        spec="char_lm:smoke",
+        training__update_every=6,  # the first 6 steps of a sequence of 16
+        data__tokens="words",
+        data__max_vocab=50,
+        model__embedding_size=5,
+    )
+    setup = core.make_setup(config)
+    hparams, keys = core.default_hparams(config), core.run_keys(jax.random.key(2))
+    state = online_loop.init_state(setup, hparams, keys)
+    assert state.segment.xs.shape[1] == 16 and "embedding" in state.params
+    grads, sums, _ = jax.jit(lambda s: online_loop.window_gradient(setup, keys, s))(state)
+    window = jax.tree_util.tree_map(lambda a: a[:, :6], state.segment)
+    assert_trees_close(grads, embedding_cut(setup, state.params, window), **EXACT)
+    bptt = bptt_grads(setup, hparams, state.params, window, sums["weight"])
+    assert_trees_close(grads["rnn"], bptt["rnn"], **EXACT)  # the cell: exact
+    assert relative_difference(grads["embedding"], bptt["embedding"]) > 1e-3
 
 
 # --- runs: resume and sweeps ----------------------------------------------------------
