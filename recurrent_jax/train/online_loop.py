@@ -2,7 +2,7 @@ r"""Training on one long stream: ``training.gradient`` other than "bptt".
 
 The task's training sequences are read end to end as one stream, the carry
 never reset between them (sequence k of the stream is ``sample_train``'s
-batch drawn from ``fold_in(stream key, k)``, so the stream is a function of
+batch drawn from ``fold_in(data key, k)``, so the stream is a function of
 its position and a resumed run reads what an uninterrupted one does). A
 training step is one update of the params after ``update_every`` stream
 steps; the objective of an update is the task's loss over its steps, the
@@ -41,7 +41,6 @@ from recurrent_jax.train import rnn_model
 from recurrent_jax.train.config import ConfigError, ExperimentConfig
 
 ONLINE = ("rtrl", "snap1", "uoro")  # the gradients carried forward
-_UORO_KEYS = 7  # fold_in tag of UORO's noise (apart from the data's and dropout's)
 
 
 class Online(NamedTuple):
@@ -209,9 +208,16 @@ def window_gradient(setup, keys, state: StreamState):
 # --- the stream -----------------------------------------------------------------------
 
 
+def _stream_keys(keys):
+    """(data, noise): the keys of the stream's sequences and of UORO's noise,
+    each folded with the index of what it draws (a sequence, a step)."""
+    return jax.random.split(keys.train)
+
+
 def _segment(setup, keys, index) -> Batch:
     """Sequence ``index`` of the stream: a batch of the task, weights filled."""
-    batch = setup.task.sample_train(jax.random.fold_in(keys.train, index), setup.batch_size)
+    data = _stream_keys(keys)[0]
+    batch = setup.task.sample_train(jax.random.fold_in(data, index), setup.batch_size)
     weights = jnp.ones(batch.targets.shape[:2]) if batch.weights is None else batch.weights
     return batch._replace(weights=weights.astype(jnp.float32), seq_lengths=None)
 
@@ -293,7 +299,7 @@ def _gather(setup, keys, state: StreamState):
     (segment, position), steps = jax.lax.scan(
         one, (state.segment, state.position), None, length=setup.online.update_every
     )
-    steps = jax.tree_util.tree_map(lambda a: None if a is None else jnp.moveaxis(a, 0, 1), steps)
+    steps = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, 1), steps)
     return steps, segment, position
 
 
@@ -365,4 +371,4 @@ def _uoro_key(online, keys, position):
     """The stack's key at stream step ``position``: for UORO, else None."""
     if online.gradient != "uoro":
         return None
-    return jax.random.fold_in(jax.random.fold_in(keys.train, _UORO_KEYS), position)
+    return jax.random.fold_in(_stream_keys(keys)[1], position)
