@@ -36,6 +36,7 @@ HEADED_CELLS = ("lstm", "gru", "elman")  # the cells with ``num_heads``
 POOLINGS = ("last", "mean", "max")  # many-to-one readouts of the rnn model
 LR_SCHEDULES = ("constant", "warmup_cosine")
 DTYPES = ("float32", "float64")  # model.dtype: of the params and the computation
+GRADIENTS = ("bptt", "truncated", "rtrl", "snap1", "uoro")  # training.gradient
 
 
 # --- the sections -------------------------------------------------------------
@@ -351,6 +352,15 @@ class TrainingConfig:
 
     ``fast_compile`` compiles with XLA's backend optimisation level 0: about
     twice as fast to compile and several times slower to run, for smoke runs.
+
+    ``gradient``: how the params' gradient is taken. "bptt" (default):
+    backpropagation through each sampled batch of sequences. The others read
+    the task as one long stream (its sequences end to end, the carry never
+    reset) and update the params every ``update_every`` stream steps, one
+    update a training step (``train.online_loop``): "truncated" backprops
+    through the last ``update_every`` steps only (TBPTT, the carry's gradient
+    stopped between updates); "rtrl", "snap1" and "uoro" carry the gradient
+    forward (``rj.online``), with no sequence stored.
     """
 
     num_steps: int = 1000
@@ -359,8 +369,23 @@ class TrainingConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     fast_compile: bool = False
+    gradient: str = "bptt"
+    update_every: int = 0
 
     def __post_init__(self):
+        _checks.check_choice("gradient", self.gradient, GRADIENTS)
+        _checks.check_non_negative_int("update_every", self.update_every)
+        if self.gradient == "bptt" and self.update_every:
+            _checks.fail(
+                "update_every",
+                "0 with gradient='bptt' (it sets the stream steps per update of the "
+                "online gradients)",
+                self.update_every,
+            )
+        if self.gradient != "bptt" and not self.update_every:
+            _checks.fail(
+                "update_every", f"stream steps per update (>= 1) with gradient={self.gradient!r}", 0
+            )
         _checks.check_positive("num_steps", self.num_steps)
         _checks.check_positive("steps_per_call", self.steps_per_call)
         _checks.check_positive("eval_every", self.eval_every)

@@ -22,6 +22,7 @@ import optax
 from recurrent_jax.data import registry
 from recurrent_jax.data.base import Batch, TaskSpec
 from recurrent_jax.train import hparams as hparams_table
+from recurrent_jax.train import online_loop
 from recurrent_jax.train.config import ConfigError, ExperimentConfig, OptimizerConfig
 from recurrent_jax.train.hparams import HParams, default_hparams  # noqa: F401
 from recurrent_jax.train.models import make_model, use_dtype
@@ -61,6 +62,7 @@ class Setup(NamedTuple):
     steps_per_call: int
     num_calls: int  # of steps_per_call steps in the whole run
     streamed: bool = False  # batches come from the host (config.data.stream)
+    online: online_loop.Online | None = None  # training.gradient other than "bptt"
 
 
 def make_setup(config: ExperimentConfig, task: TaskSpec | None = None) -> Setup:
@@ -76,6 +78,7 @@ def make_setup(config: ExperimentConfig, task: TaskSpec | None = None) -> Setup:
         t.steps_per_call,
         t.num_steps // t.steps_per_call,
         config.data.stream,
+        online_loop.make_online(config, task),
     )
 
 
@@ -156,7 +159,10 @@ def _chain(o: OptimizerConfig, hparams: HParams, shape) -> optax.GradientTransfo
 
 
 def init_state(setup: Setup, hparams: HParams, key) -> TrainState:
-    """Step 0: the model's params drawn from ``key`` and the optimizer state."""
+    """Step 0: the model's params drawn from ``key`` and the optimizer state
+    (a stream's ``online_loop.StreamState`` when ``setup.online``)."""
+    if setup.online is not None:
+        return online_loop.init_state(setup, hparams, run_keys(key))
     params = setup.model.init(hparams, run_keys(key).init)
     opt_state = setup.optimizer.transform(hparams).init(params)
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state)
@@ -182,7 +188,10 @@ def train_step(setup: Setup, hparams: HParams, key, state: TrainState, batch=Non
 def run_steps(setup: Setup, hparams: HParams, key, state: TrainState, batches=None):
     """``setup.steps_per_call`` updates under one ``lax.scan``; metrics
     are per step, shape (steps_per_call,). ``batches``: the call's batches
-    from the host (a streamed run), fields (steps_per_call, batch, ...)."""
+    from the host (a streamed run), fields (steps_per_call, batch, ...).
+    With ``setup.online``: updates on the task's stream (``online_loop``)."""
+    if setup.online is not None:
+        return online_loop.run_steps(setup, hparams, run_keys(key), state)
     if setup.streamed and batches is None:
         raise ConfigError(
             "config.data.stream: a streamed run's steps take their batches from the host "
