@@ -34,13 +34,16 @@ def check_task(model: ModelConfig, task: TaskSpec) -> None:
 def network(model: ModelConfig, vocab_size: int, forget_bias=None) -> s2s.Seq2SeqModel:
     """The ``Seq2SeqModel`` of a config over a shared vocabulary of
     ``vocab_size``; ``forget_bias`` (traced at init) reaches every LSTM."""
-    options = None if forget_bias is None else {"forget_bias": forget_bias}
+    options = model.network_options()
+    cell_options = dict(options.pop("cell_options"))  # the cells' own, then the traced bias
+    if forget_bias is not None:
+        cell_options["forget_bias"] = forget_bias
     return s2s.make_seq2seq(
         src_vocab_size=vocab_size,
         tgt_vocab_size=vocab_size,
-        cell_options=options,
+        cell_options=cell_options or None,
         param_dtype=jnp.dtype(model.dtype),
-        **model.network_options(),
+        **options,
     )
 
 
