@@ -472,9 +472,11 @@ def task_options(task: str) -> type:
 def model_kind(task: str) -> str:
     """The model kind that trains on the task named ``task``."""
     from recurrent_jax.data import registry
-    from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
 
-    return Seq2SeqModelConfig.KIND if registry.get_task(task).pattern == SEQ2SEQ else "rnn"
+    kind = registry.get_task(task).model_kind
+    with config_errors("config"):
+        _checks.check_choice("data.task's model_kind", kind, MODEL_KINDS)
+    return kind
 
 
 def model_dict(model: ModelConfig) -> dict:
