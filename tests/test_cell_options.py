@@ -5,6 +5,8 @@ axis, and come back with a loaded run."""
 
 from __future__ import annotations
 
+import importlib
+import sys
 import textwrap
 
 import jax
@@ -46,11 +48,10 @@ def leaky(hidden_size, *, leak: float = 0.5, scale: float = 0.3) -> rj.Cell:
 
 @pytest.fixture
 def leaky(tmp_path, monkeypatch):
-    (tmp_path / "my_cells.py").write_text(textwrap.dedent(LEAKY))
+    (tmp_path / "option_cells.py").write_text(textwrap.dedent(LEAKY))
     monkeypatch.syspath_prepend(str(tmp_path))
-    import importlib
-
-    return importlib.import_module("my_cells").leaky
+    monkeypatch.delitem(sys.modules, "option_cells", raising=False)  # this test's own file
+    return importlib.import_module("option_cells").leaky
 
 
 def _config(cell, options, task="adding", **model):
@@ -106,7 +107,7 @@ def test_a_built_in_cells_option_gives_the_directly_built_cell(cell, options, ot
 
 
 def test_an_own_cells_option_reaches_training_and_a_loaded_run(leaky, tmp_path):
-    raw = _config("my_cells:leaky", {"leak": 0.9}, task="arrays")
+    raw = _config("option_cells:leaky", {"leak": 0.9}, task="arrays")
     raw.data.update(path="", batch_size=8, eval_size=8)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 5, 2)).astype(np.float32)
@@ -127,9 +128,9 @@ def test_an_own_cells_option_reaches_training_and_a_loaded_run(leaky, tmp_path):
 def test_unknown_owned_and_bad_options_are_one_line_errors(leaky):
     cases = [
         (
-            "my_cells:leaky",
+            "option_cells:leaky",
             {"leek": 0.9},
-            r"unknown option 'leek' of the my_cells:leaky cell; it takes \['leak', 'scale'\]",
+            r"unknown option 'leek' of the option_cells:leaky cell; it takes \['leak', 'scale'\]",
         ),
         (
             "s4d",

@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("ml_collections")
 pytest.importorskip("orbax.checkpoint")
 
+import recurrent_jax.data as rj_data  # noqa: E402
 from recurrent_jax import cli  # noqa: E402
 from recurrent_jax.data import pairs  # noqa: E402
 from recurrent_jax.data.base import DataError  # noqa: E402
@@ -218,3 +219,26 @@ def test_files_of_sources_to_predict_on_are_read_as_the_task_reads_them(tmp_path
     np.savez(tmp_path / "bad.npz", source=np.array([[1, 2]]), source_lengths=[3])
     with pytest.raises(DataError, match=r"source_lengths: expected values in \[0, 2\]"):
         pairs.read_sources(options, ids, tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("separator", ["", " "])
+def test_a_vocabulary_encodes_and_decodes_back(separator):
+    symbols = ("a", "b", "c") if not separator else ("10", "11", "12")
+    vocab = rj_data.Seq2SeqVocab(symbols, symbols[::-1], separator)
+    texts = [separator.join(t) for t in (symbols, symbols[:1], symbols[::-1] * 2)]
+    ids, lengths = vocab.encode(texts, "target", width=6)
+    assert ids.shape == (3, 6) and list(lengths) == [3, 1, 6]
+    assert (ids[0, 3:] == vocab.pad_id).all() and ids.min() >= 0 and ids.max() < vocab.target_size
+    assert vocab.decode(ids) == texts  # the oracle: the texts themselves
+    with_eos = np.concatenate([ids[:, :1], np.full((3, 1), vocab.eos_id), ids[:, 1:]], 1)
+    assert vocab.decode(with_eos) == [t[: len(symbols[0])] for t in texts]  # stops at EOS
+    with pytest.raises(DataError, match="target 1: expected at most 2 symbols, got 3"):
+        vocab.encode([texts[1], texts[0]], "target", width=2)
+
+
+def test_the_arrays_task_points_a_file_of_pairs_to_the_pairs_task(tmp_path):
+    from recurrent_jax.data import arrays
+
+    np.savez(tmp_path / "p.npz", source=np.ones((2, 3), int), target=np.ones((2, 2), int))
+    with pytest.raises(DataError, match="source/target pairs train with data.task='pairs'"):
+        arrays.load_splits(arrays.ArraysOptions(path=str(tmp_path / "p.npz")))

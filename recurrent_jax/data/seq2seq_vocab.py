@@ -40,14 +40,19 @@ class Seq2SeqVocab(NamedTuple):
 
     @property
     def source_size(self) -> int:
+        """The source side's ids: the specials and its symbols."""
         return FIRST + len(self.source)
 
     @property
     def target_size(self) -> int:
+        """The target side's ids: the specials and its symbols."""
         return FIRST + len(self.target)
 
     def symbols(self, text: str) -> list[str]:
-        return text.split(self.separator) if self.separator else list(text)
+        """The symbols of ``text``: its characters, or its separated tokens."""
+        if not self.separator:
+            return list(text)
+        return text.split() if self.separator.isspace() else text.split(self.separator)
 
     def encode(self, texts, side: str = "source", width: int | None = None):
         """Strings to ``(ids int32 (N, width), lengths (N,))``, padded with
@@ -56,13 +61,14 @@ class Seq2SeqVocab(NamedTuple):
         index = {s: FIRST + i for i, s in enumerate(getattr(self, side))}
         rows = []
         for n, text in enumerate(texts):
-            unknown = sorted({s for s in self.symbols(text) if s not in index})
+            symbols = self.symbols(text) if text else []
+            unknown = sorted({s for s in symbols if s not in index})
             if unknown:
                 raise DataError(
                     f"{side} {n}: symbols {unknown[:5]} are not in the task's {side} "
                     f"vocabulary of {len(index)}"
                 )
-            rows.append([index[s] for s in self.symbols(text)] if text else [])
+            rows.append([index[s] for s in symbols])
         lengths = np.array([len(r) for r in rows], np.int32)
         width = int(lengths.max(initial=1)) if width is None else width
         if lengths.size and lengths.max() > width:
@@ -96,4 +102,5 @@ class Seq2SeqVocab(NamedTuple):
         return names.get(i) or (symbols[i - FIRST] if FIRST <= i < self.size(side) else "?")
 
     def size(self, side: str) -> int:
+        """``source_size`` or ``target_size``."""
         return self.source_size if side == "source" else self.target_size
