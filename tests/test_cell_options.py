@@ -18,7 +18,7 @@ pytest.importorskip("ml_collections")
 pytest.importorskip("orbax.checkpoint")
 
 import recurrent_jax as rj  # noqa: E402
-from recurrent_jax.sweep import parse_sweep  # noqa: E402
+from recurrent_jax.sweep import parse_sweep, run_sweep  # noqa: E402
 from recurrent_jax.train import (  # noqa: E402
     config_files,
     core,
@@ -205,3 +205,26 @@ def test_the_command_line_sets_an_option(leaky, tmp_path, capsys):
         capsys,
     )
     assert "unknown option 'nit' of the s4d cell" in err
+
+
+@pytest.mark.slow
+def test_a_swept_option_trains_and_its_best_run_loads_with_it(leaky, tmp_path):
+    raw = _config("option_cells:leaky", {}, task="arrays").to_dict()
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 5, 2)).astype(np.float32)
+    y = (x[:, :, 0].sum(1) > 0).astype(np.int32)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    raw["data"].update(path=str(tmp_path / "d.npz"), batch_size=8, eval_size=8)
+    raw["sweep"] = {"grid": {"model": {"cell_options": {"leak": [0.2, 0.9]}}}}
+    summary = run_sweep(parse_sweep(raw), tmp_path / "sweep", progress=False)
+    assert summary["status"] == "completed" and summary["counts"]["completed"] == 2
+    best = load_run(tmp_path / "sweep" / "best_run", trust_code=True)
+    leak = best.config.model.cell_options["leak"]
+    assert leak in (0.2, 0.9)
+    new = rng.normal(size=(3, 5, 2)).astype(np.float32)
+    h = np.asarray(best.states(new)["layer_0/outputs"])
+    encoded = np.asarray(best.task.inputs.encode(new, np.full(3, 5)))
+    layer = best.params["rnn"]["layer_0"]
+    np.testing.assert_allclose(h, _numpy_leaky(layer, encoded, leak), atol=1e-5)
+    other = 0.9 if leak == 0.2 else 0.2
+    assert not np.allclose(h, _numpy_leaky(layer, encoded, other), atol=1e-3)
