@@ -159,6 +159,18 @@ def test_a_run_on_own_pairs_trains_decodes_and_predicts(trained, tmp_path, capsy
     assert list(beam["text"]) == list(want["text"])
 
 
+def test_each_door_decodes_a_pairs_run_as_it_does(trained):
+    pytest.importorskip("equinox")
+    run = load_run(trained)
+    vocab, sources = run.task.vocab, ["abc", "ed", "b"]
+    src, src_lengths = vocab.encode(sources)
+    ids = dict(bos_id=vocab.bos_id, eos_id=vocab.eos_id, max_len=run.task.info["max_len"])
+    want = run.predict(sources)["sequences"]
+    for door in ("as_nn", "as_eqx"):  # the source and target vocabularies' sizes differ
+        decoded = getattr(run, door)().decode(src, src_lengths, **ids)
+        np.testing.assert_array_equal(decoded.sequences, want)
+
+
 def test_unknown_symbols_and_bad_pair_files_are_one_line_errors(trained, tmp_path, capsys):
     run = load_run(trained)
     with pytest.raises(
