@@ -21,6 +21,7 @@ any other callable — and checks the value it returns.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.machinery
 import importlib.util
@@ -259,6 +260,7 @@ def checked_function(
     except TypeError as error:
         raise ValueError(f"{what}: {spec!r} cannot be called with {args!r} ({error})") from None
 
+    @functools.wraps(found)  # its signature: a config's options are checked against it
     def call(*call_args, **options):
         made = found(*call_args, **options)
         if not isinstance(made, returns):

@@ -17,6 +17,7 @@ pytest.importorskip("ml_collections")
 
 from recurrent_jax import cli  # noqa: E402
 from recurrent_jax.data import seq2seq_tasks as s2s_data  # noqa: E402
+from recurrent_jax.data.seq2seq_specs import CHAR_VOCAB  # noqa: E402
 from recurrent_jax.seq2seq import beam_search  # noqa: E402
 from recurrent_jax.train import (
     config_files,  # noqa: E402
@@ -63,12 +64,12 @@ def test_decode_with_beam_equals_beam_search_on_restored_params(run_dir, capsys)
     run = restore_run(run_dir)
     config, params = run.config, run.state.train.params
     batch = jax.device_get(run.program.eval_batch(run.key))
-    model = stages.network(config.model, run.program.setup.task.input_size)
+    model = stages.network(config.model, run.program.setup.task)
     state = model.initial_decoder_state(params, batch.src, batch.src_lengths)
     step_fn = functools.partial(model.decode_step, params)
     ids = dict(bos_id=s2s_data.BOS_ID, eos_id=s2s_data.EOS_ID, pad_id=s2s_data.PAD_ID)
     direct = beam_search(step_fn, state, beam_size=3, max_len=batch.tgt_out.shape[1], **ids)
-    want = format_samples(batch.src, batch.src_lengths, direct.sequences, batch.tgt_out)
+    want = format_samples(CHAR_VOCAB, batch.src, batch.src_lengths, direct.sequences, batch.tgt_out)
     assert (run_dir / "decoded_beam.txt").read_text().splitlines() == want
 
 

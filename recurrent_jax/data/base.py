@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -97,7 +97,9 @@ class TaskSpec(NamedTuple):
     Attributes:
       input_size: D.
       output_size: C, the readout's features.
-      kind: "regression" or "classification".
+      kind: "regression", "classification" or "seq2seq" (batches are then
+        ``Seq2SeqBatch``, the vocabularies ``vocab``; a seq2seq model trains
+        on it).
       output_mode: "last" (many-to-one) or "sequence" (many-to-many).
       causal: outputs may use only the past (a bidirectional model would
         cheat: language modelling, forecasting, copy).
@@ -122,11 +124,15 @@ class TaskSpec(NamedTuple):
         can be streamed (``config.data.stream``), else None.
       inputs: how new inputs are read and encoded as the training data was
         (``Inputs``), or None: inputs are given as the model reads them.
+      vocab: a seq2seq task's vocabularies
+        (``recurrent_jax.data.seq2seq_vocab.Seq2SeqVocab``: symbols and the
+        PAD, BOS, EOS ids; ``input_size`` and ``output_size`` are its
+        source and target sizes), else None.
     """
 
     input_size: int
     output_size: int
-    kind: str
+    kind: Literal["regression", "classification", "seq2seq"]
     output_mode: str
     causal: bool
     sample_train: Callable[[jax.Array, int], Batch]
@@ -142,6 +148,7 @@ class TaskSpec(NamedTuple):
     input_vocab: int | None = None
     train_rows: Rows | None = None
     inputs: Inputs | None = None
+    vocab: Any = None
 
 
 PATH_OPTION = "recurrent_jax.path"  # the metadata key of a task option holding a path
@@ -164,8 +171,15 @@ def path_options(options: type) -> dict[str, bool]:
     return {f.name: f.metadata[PATH_OPTION] for f in fields if PATH_OPTION in f.metadata}
 
 
+MODEL_KINDS = ("rnn", "seq2seq")  # ``Task.model_kind``: the model family that trains on it
+
+
 class Task(NamedTuple):
-    """A registry entry: ``build(options) -> TaskSpec``."""
+    """A registry entry: ``build(options) -> TaskSpec``.
+
+    ``pattern`` is free text for listings ("many-to-one"); ``model_kind``
+    decides the model family a config of the task starts from (``rnn``,
+    or ``seq2seq`` for a task whose ``TaskSpec.kind`` is "seq2seq")."""
 
     name: str
     description: str
@@ -173,6 +187,7 @@ class Task(NamedTuple):
     options: type  # frozen dataclass of task-specific config fields
     build: Callable[[Any], TaskSpec]
     extra: str | None = None  # optional packages it needs, for messages
+    model_kind: Literal["rnn", "seq2seq"] = "rnn"
 
 
 def losses_and_metrics(task: TaskSpec, outputs: jax.Array, batch: Batch) -> dict:

@@ -80,9 +80,11 @@ def read_raw(path, columns: TableColumns, *, key: str, max_gib: float, targets: 
         raw = readers.read_npz(file, what, (*wanted, "lengths"), budget)
         missing = [k for k in wanted if k not in raw]
         if missing:
+            paired = "source" in readers.read_npz(file, what, ("source",), budget)
+            pairs = "; source/target pairs train with data.task='pairs'" if paired else ""
             raise DataError(
                 f"{file}: expected the keys {' and '.join(wanted)} (lengths optional), "
-                f"missing {missing}"
+                f"missing {missing}{pairs}"
             )
     elif file.suffix in TABLES:
         raw = read_table(file, columns, what, max_gib, targets=targets)

@@ -19,6 +19,7 @@ from recurrent_jax.data import (
     forecast,
     listops,
     moving_digits,
+    pairs,
     seq2seq_specs,
     synthetic,
     text,
@@ -40,6 +41,7 @@ _TASKS: dict[str, Task] = {
         *text.TASKS,
         *seq2seq_specs.TASKS,
         *arrays.TASKS,
+        *pairs.TASKS,
         *corpora.TASKS,
     ]
 }

@@ -15,8 +15,10 @@ import functools
 from recurrent_jax import _checks
 from recurrent_jax.data import seq2seq_tasks as s2s
 from recurrent_jax.data.base import SEQUENCE, Task, TaskSpec
+from recurrent_jax.data.seq2seq_vocab import Seq2SeqVocab
 
 SEQ2SEQ = "seq2seq"
+CHAR_VOCAB = Seq2SeqVocab(tuple(s2s.CHARS), tuple(s2s.CHARS))  # ids as ``seq2seq_tasks``'
 
 
 def seq2seq_spec(sample_train, eval_set, *, max_len: int, info: dict) -> TaskSpec:
@@ -34,6 +36,7 @@ def seq2seq_spec(sample_train, eval_set, *, max_len: int, info: dict) -> TaskSpe
         primary_metric="exact_match",
         higher_is_better=True,
         info={"max_len": max_len, **info},
+        vocab=CHAR_VOCAB,
     )
 
 
@@ -100,6 +103,7 @@ TASKS = [
         "seq2seq",
         AdditionOptions,
         build_addition,
+        model_kind=SEQ2SEQ,
     ),
     Task(
         "reversal",
@@ -107,6 +111,7 @@ TASKS = [
         "seq2seq",
         ReversalOptions,
         build_reversal,
+        model_kind=SEQ2SEQ,
     ),
     Task(
         "dates",
@@ -114,5 +119,6 @@ TASKS = [
         "seq2seq",
         DatesOptions,
         build_dates,
+        model_kind=SEQ2SEQ,
     ),
 ]

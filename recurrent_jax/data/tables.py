@@ -37,7 +37,7 @@ def read_table(
 ) -> dict:
     """x float32 (N, T, D), y and lengths (N,) of the long table ``file``;
     without ``targets`` no y, and the target column need not be there."""
-    pa, table = _read(file, what)
+    pa, table = read(file, what)
     if not targets and columns.target not in table.column_names:
         columns = columns._replace(target=None)
     features = _checked_columns(file, pa, table, columns)
@@ -95,7 +95,9 @@ def _padded(rows: np.ndarray, order: np.ndarray, lengths: np.ndarray) -> np.ndar
     return out
 
 
-def _read(file: Path, what: str):
+def read(file: Path, what: str, text_columns: tuple = ()):
+    """(pyarrow, the table of ``file``); a CSV's ``text_columns`` are read
+    as strings, never inferred as numbers ("007" stays "007")."""
     try:
         import pyarrow
         import pyarrow.csv
@@ -107,13 +109,14 @@ def _read(file: Path, what: str):
     with readers.open_regular(file, what) as f:
         try:
             if file.suffix == ".csv":
-                return pyarrow, _read_csv(pyarrow.csv, f)
+                types = {c: pyarrow.string() for c in text_columns}
+                return pyarrow, _read_csv(pyarrow.csv, f, types=types)
             return pyarrow, pyarrow.parquet.read_table(f)
         except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
             raise DataError(f"{file}: cannot be read as a table ({_reason(error)})") from None
 
 
-def _read_csv(csv, f, threads: bool = True):
+def _read_csv(csv, f, threads: bool = True, types: dict | None = None):
     """The CSV table of ``f``; a malformed row is named by its line, never
     shown (its text is data)."""
     malformed = []
@@ -128,13 +131,14 @@ def _read_csv(csv, f, threads: bool = True):
             f,
             read_options=csv.ReadOptions(use_threads=threads),
             parse_options=csv.ParseOptions(invalid_row_handler=refuse),
+            convert_options=csv.ConvertOptions(column_types=types or {}),
         )
     except ValueError:
         if not malformed:
             raise
         row = malformed[0]
         if row.number is None and threads:  # without threads the row's line is known
-            return _read_csv(csv, f, threads=False)
+            return _read_csv(csv, f, threads=False, types=types)
         raise ValueError(
             f"line {row.number}: expected {row.expected_columns} columns, got "
             f"{row.actual_columns} (a quote left open, or a comma too many or too few)"

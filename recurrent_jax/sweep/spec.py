@@ -29,6 +29,9 @@ from recurrent_jax.train.config import (
 from recurrent_jax.train.config_files import parse_value
 
 SWEEP_KEYS = ("vmap", "grid", "seeds", "zip", "runs_per_call")
+# Sections whose keys the config does not list: each run's config checks them
+# (``model.cell_options``: named by the cell's constructor).
+OPEN_SECTIONS = ("model.cell_options",)
 MAX_RUNS = 10_000  # runs of one sweep (each holds its whole config); more: several sweeps
 AXIS_FORMS = (
     "a list, {'log': [lo, hi], 'num': n}, {'linear': [lo, hi], 'num': n} "
@@ -195,11 +198,11 @@ def _flatten_fields(where: str, path: str, fields, base: Mapping) -> dict:
         raise ConfigError(f"{where}: expected {{field: axis}}, got {fields!r}")
     out = {}
     for field, axis in fields.items():
-        if field not in base:
+        if field not in base and path not in OPEN_SECTIONS:
             raise ConfigError(f"{where}.{field}: unknown key; valid keys: {sorted(base)}")
         if path == "training" and field == "seed":
             raise ConfigError(f"{where}.{field}: use sweep.seeds for seeds")
-        if isinstance(base[field], Mapping) and isinstance(axis, Mapping):
+        if isinstance(base.get(field), Mapping) and isinstance(axis, Mapping):
             nested = _flatten_fields(f"{where}.{field}", f"{path}.{field}", axis, base[field])
             out.update(nested)
         else:

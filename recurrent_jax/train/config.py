@@ -23,6 +23,7 @@ from recurrent_jax.engine import Engine
 from recurrent_jax.layers import RATES
 from recurrent_jax.seq2seq import model as seq2seq_model
 from recurrent_jax.seq2seq import training as seq2seq_training
+from recurrent_jax.train import cell_options as cell_options_lib
 from recurrent_jax.train import references
 from recurrent_jax.train.references import IMPORTS_KEY
 
@@ -55,7 +56,9 @@ class _RecurrentModel:
     compile naming why. ``dtype``: of every param and of the computation,
     "float32" or "float64" (a float64 run turns on ``jax_enable_x64`` for
     its process before anything is built; carries, losses and metrics are
-    then float64 too).
+    then float64 too). ``cell_options``: keyword options of the cell's
+    constructor (``{"init": "inv"}`` for ``s4d``, a researcher's cell's
+    own), checked against its signature (``train.cell_options``).
     """
 
     KIND: ClassVar[str]
@@ -67,6 +70,7 @@ class _RecurrentModel:
     engine: Engine = Engine()
     forget_bias: float = 1.0
     dtype: str = "float32"
+    cell_options: dict = dataclasses.field(default_factory=cell_options_lib.Options)
 
     def __post_init__(self):
         _checks.check_choice("dtype", self.dtype, DTYPES)
@@ -74,6 +78,7 @@ class _RecurrentModel:
             _checks.check_choice("cell", self.cell, self.CELLS)
         _checks.check_positive("hidden_size", self.hidden_size)
         _checks.check_positive("num_layers", self.num_layers)
+        self._check_cell_options()
         impl = self.engine.impl
         family = self.cell_constructor() if _imports.is_import_path(self.cell) else self.cell
         linear = family in mamba.BLOCKS or cells.linear_in_carry(family)  # a block's SSM is linear
@@ -87,6 +92,15 @@ class _RecurrentModel:
                 f"the default 1.0 (it sets the forget gate of LSTMs; model.cell is {self.cell!r})",
                 self.forget_bias,
             )
+
+    def _check_cell_options(self):
+        """``cell_options`` named by the constructor's signature, tried by
+        building the cell once (a convolutional cell is built by the task)."""
+        make = self.cell_constructor()
+        options = cell_options_lib.check(self.cell_options, make, self.cell)
+        object.__setattr__(self, "cell_options", options)
+        if options and self.cell not in cells.CONV_REGISTRY:
+            cell_options_lib.trial(make, self.hidden_size, options)
 
     def cell_constructor(self):
         """The cell family's constructor: built in, or a researcher's own
@@ -155,7 +169,7 @@ class RNNModelConfig(_RecurrentModel):
         if self.embedding_size is not None:
             _checks.check_positive_int("embedding_size", self.embedding_size)
         if _imports.is_import_path(self.cell):  # it gives a Cell, or an error naming the path
-            self.cell_constructor()(self.hidden_size)
+            self.cell_constructor()(self.hidden_size, **self.cell_options)
         _checks.check_non_negative("num_heads", self.num_heads)
         if self.num_heads and self.cell not in HEADED_CELLS:
             _checks.fail(
@@ -483,14 +497,17 @@ def task_options(task: str) -> type:
 def model_kind(task: str) -> str:
     """The model kind that trains on the task named ``task``."""
     from recurrent_jax.data import registry
-    from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
 
-    return Seq2SeqModelConfig.KIND if registry.get_task(task).pattern == SEQ2SEQ else "rnn"
+    kind = registry.get_task(task).model_kind
+    with config_errors("config"):
+        _checks.check_choice("data.task's model_kind", kind, MODEL_KINDS)
+    return kind
 
 
 def model_dict(model: ModelConfig) -> dict:
     """The plain dict of a model config, its ``kind`` first."""
-    return {"kind": model.KIND, **dataclasses.asdict(model)}
+    out = {"kind": model.KIND, **dataclasses.asdict(model)}
+    return out | {"cell_options": dict(model.cell_options)}
 
 
 def warmup_cosine(config, learning_rate, warmup_steps, *, name="adam", weight_decay=0.0):
@@ -646,6 +663,8 @@ def _coerce(key: str, value, hint):
         return value
     elif isinstance(value, list | tuple) and tuple in allowed:
         return tuple(value)
+    elif isinstance(value, Mapping) and dict in allowed:
+        return dict(value)
     if Any in allowed:
         return value
     names = " or ".join(t.__name__ if t is not type(None) else "None" for t in allowed)

@@ -161,16 +161,17 @@ def apply_overrides(config, overrides: list[tuple[str, str]]):
         for name in parents:
             _check_key(node, name, where)
             node, where = node[name], f"{where}.{name}"
-        _check_key(node, leaf, where)
+        if where not in OPEN_SECTIONS:  # their keys are checked with the section
+            _check_key(node, leaf, where)
         if dotted == "data.task" and text != node[leaf]:
             switch_task(config, text)
             continue
-        value = parse_value(f"{where}.{leaf}", text, node[leaf])
+        value = parse_value(f"{where}.{leaf}", text, node.get(leaf))
         try:
             with config.unlocked():
                 node[leaf] = value
         except (TypeError, ValueError):  # ml_collections refuses a change of type
-            kind = type(node[leaf]).__name__
+            kind = type(node.get(leaf)).__name__
             raise ConfigError(f"{where}.{leaf}: expected {kind}, got {text!r}") from None
     return config
 
@@ -213,6 +214,7 @@ def _check_key(node, name, where):
     check_keys(where, {name: None}, node.keys())
 
 
+OPEN_SECTIONS = ("config.model.cell_options",)  # a cell's own options, any name
 NONE = ("None", "null")  # an optional key set back to None
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from recurrent_jax.data import seq2seq_tasks as s2s_data
+from recurrent_jax.data.base import DataError
+from recurrent_jax.data.seq2seq_tasks import Seq2SeqBatch
 from recurrent_jax.seq2seq.model import DECODE_METHODS
 from recurrent_jax.train import seq2seq_model
 from recurrent_jax.train.config import ConfigError
@@ -24,12 +25,13 @@ from recurrent_jax.train.loop import load_run_config
 from recurrent_jax.train.seq2seq_outputs import format_samples
 
 
-def source_batch(sources: list[str], max_len: int) -> s2s_data.Seq2SeqBatch:
-    """A batch of raw source strings (no targets: ``tgt_out`` is all PAD of
-    width ``max_len``, which sets the decoders' maximum length)."""
-    src, lengths = s2s_data.encode(sources)
-    pad = np.zeros((len(sources), max_len), np.int32)
-    return s2s_data.Seq2SeqBatch(src, lengths, pad, pad, np.ones(len(sources), np.int32))
+def source_batch(vocab, sources: list[str], max_len: int) -> Seq2SeqBatch:
+    """A batch of raw source strings in the task's ``vocab`` (no targets:
+    ``tgt_out`` is all PAD of width ``max_len``, which sets the decoders'
+    maximum length); an unknown symbol is a one-line ``DataError``."""
+    src, lengths = vocab.encode(sources, "source")
+    pad = np.full((len(sources), max_len), vocab.pad_id, np.int32)
+    return Seq2SeqBatch(src, lengths, pad, pad, np.ones(len(sources), np.int32))
 
 
 def decode_run(
@@ -62,7 +64,10 @@ def decode_run(
     task = run.program.setup.task
     params, batch = run.state.train.params, jax.device_get(run.program.eval_batch(run.key))
     if sources:
-        batch = source_batch(sources, batch.tgt_out.shape[1])
+        try:
+            batch = source_batch(task.vocab, sources, batch.tgt_out.shape[1])
+        except DataError as error:
+            raise DataError(f"--source: {error}") from None
     if method == "beam":
         options.setdefault("beam_size", config.model.beam_size or 4)
     key = jax.random.key(seed) if method == "sample" else None
@@ -72,9 +77,10 @@ def decode_run(
     sequences = np.asarray(decoded.sequences)
     report = {"workdir": str(workdir), "step": run.step, "method": method, "options": options}
     if sources:
-        lines = [f"{s} → {p}" for s, p in zip(sources, s2s_data.decode(sequences), strict=True)]
+        decoded_texts = task.vocab.decode(sequences)
+        lines = [f"{s} → {p}" for s, p in zip(sources, decoded_texts, strict=True)]
     else:
-        lines = format_samples(batch.src, batch.src_lengths, sequences, batch.tgt_out)
+        lines = format_samples(task.vocab, batch.src, batch.src_lengths, sequences, batch.tgt_out)
         report["exact_match"] = float(seq2seq_model.exact_match(sequences, batch))
     (workdir / f"decoded_{method}.txt").write_text("\n".join(lines) + "\n")
     report["samples"] = lines[:num_samples]

@@ -75,7 +75,7 @@ def _fit_in(config: ExperimentConfig, workdir: Path, data, eval, progress) -> Lo
     options = dataclasses.replace(config.data.options, **{k: str(p) for k, p in paths.items()})
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, options=options))
     train_and_evaluate(config, workdir, progress=progress)
-    return load_run(workdir)
+    return load_run(workdir, trust_code=True)  # the code it names: this process's own config
 
 
 def _triple(eval) -> tuple | None:

@@ -132,7 +132,6 @@ def _cut_to_lengths(out: dict, lengths) -> dict:
 
 
 def _decode(run, sources, options: dict) -> dict:
-    from recurrent_jax.data import seq2seq_tasks as s2s_data
     from recurrent_jax.train.decode import source_batch
 
     if not (isinstance(sources, list | tuple) and all(isinstance(s, str) for s in sources)):
@@ -141,13 +140,14 @@ def _decode(run, sources, options: dict) -> dict:
     if width is None:
         width = jax.eval_shape(run.task.eval_set, jax.random.key(0), 1).tgt_out.shape[1]
     try:
-        batch = source_batch(list(sources), options.pop("max_len", width))
-    except ValueError as error:
+        batch = source_batch(run.task.vocab, list(sources), options.pop("max_len", width))
+    except DataError as error:
         raise DataError(f"xs: {error}") from None
     key = options.pop("key", None)
     call = jax.jit(lambda p, b, k: run.model.predict(run.hparams, p, b, key=k, **options))
     out = jax.device_get(call(run.params, batch, key))
-    return out | {"source": np.array(sources), "text": np.array(s2s_data.decode(out["sequences"]))}
+    text = run.task.vocab.decode(out["sequences"])
+    return out | {"source": np.array(sources), "text": np.array(text)}
 
 
 def sample(
@@ -192,6 +192,13 @@ def read_inputs(run, paths: list[str]):
     the run's data files are (``Inputs.read``), or text files, one text
     each (a text task)."""
     paths = [Path(p) for p in paths]
+    if run.task.kind == SEQ2SEQ:  # a file of sources, read by the task (its vocabulary)
+        if len(paths) != 1 or run.task.inputs is None or run.task.inputs.read is None:
+            raise DataError(
+                f"--input: expected one file of sources for the {run.config.data.task!r} task's "
+                "reader, or --source strings"
+            )
+        return run.task.inputs.read(paths[0])
     array_files = [p for p in paths if p.suffix in ARRAY_FILES or p.is_dir()]
     if array_files and len(paths) > 1:
         raise DataError(f"--input: expected one file of arrays or text files, got {len(paths)}")

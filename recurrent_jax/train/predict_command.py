@@ -3,6 +3,7 @@
     recurrent-jax predict --workdir=RUN --input=new.npz --output=preds.csv
     recurrent-jax predict --workdir=RUN --input=a.txt --input=b.txt      # a text task
     recurrent-jax predict --workdir=RUN --source="123+45" --method=beam --beam-size=4
+    recurrent-jax predict --workdir=RUN --input=sources.txt --output=decoded.csv  # seq2seq
     recurrent-jax predict --workdir=RUN --prompt="To be" --temperature=0.8 --top-k=5
 
 Inputs are read as the run's data was (``train.predict``); the run is
@@ -32,15 +33,18 @@ def run_predict(args) -> int:
             Path(args.output).write_text(text + "\n")
         print(text)
         return 0
-    if what == "source":
-        if args.method == "sample":
-            import jax
+    if args.method != "greedy":  # a seq2seq run's decoder (the default is greedy)
+        options["method"] = args.method
+    if args.method == "sample":
+        import jax
 
-            options["key"] = jax.random.key(args.seed)
-        predictions = run.predict(args.source, method=args.method, **options)
+        options["key"] = jax.random.key(args.seed)
+    if what == "source":
+        predictions = run.predict(args.source, **options)
     else:
         inputs = predict.read_inputs(run, args.input)
-        predictions = run.predict(*inputs) if isinstance(inputs, tuple) else run.predict(inputs)
+        inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+        predictions = run.predict(*inputs, **options)
     if args.output:
         path = predict.write_predictions(predictions, args.output)
         shapes = {k: list(v.shape) for k, v in predictions.items()}
@@ -62,15 +66,16 @@ def predict_options(args) -> tuple[str, dict]:
         "prompt": ("length", "temperature", "top_k"),
         "source": {"sample": ("temperature", "top_k"), "beam": ("beam_size", "length_penalty")},
     }
-    allowed = applies.get(what, ())
-    if what == "source":
+    allowed = applies.get("source" if what == "input" else what, ())
+    if what != "prompt":  # sources given, or a file of them (a seq2seq run)
         allowed = allowed.get(args.method, ())
     elif args.method != "greedy":
-        raise ConfigError(f"--method: decodes a seq2seq run's --source, not --{what}")
+        raise ConfigError(f"--method: decodes a seq2seq run's sources, not --{what}")
     flags = ("length", "temperature", "top_k", "beam_size", "length_penalty")
     options = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
     for name in options:
         if name not in allowed:
-            where = f"--method={args.method}" if what == "source" else f"--{what}"
+            decoding = what == "source" or (what == "input" and args.method != "greedy")
+            where = f"--method={args.method}" if decoding else f"--{what}"
             raise ConfigError(f"--{name.replace('_', '-')}: not an option of {where}")
     return what, options

@@ -70,8 +70,10 @@ def make_cell(model: RNNModelConfig, spatial_dims: int = 0, forget_bias=None):
     block (``mamba``) comes as ``block(**layer_options) -> Layer`` of
     ``hidden_size`` features, as ``layers.cell_stack`` takes it."""
     if model.cell in BLOCKS:
-        return functools.partial(BLOCKS[model.cell], model.hidden_size)
-    options = {"num_heads": model.num_heads} if model.num_heads else {}
+        return functools.partial(BLOCKS[model.cell], model.hidden_size, **model.cell_options)
+    options = dict(model.cell_options)  # the cell's own (``config.model.cell_options``)
+    if model.num_heads:
+        options["num_heads"] = model.num_heads
     if forget_bias is not None:
         options["forget_bias"] = forget_bias
     if model.bias != "double":  # the cells' default: a cell of one's own need not take it

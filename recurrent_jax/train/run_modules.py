@@ -54,10 +54,9 @@ def _shape(run) -> dict:
 
 
 def _seq2seq_options(run) -> dict:
-    model = run.config.model
-    vocab = run.task.input_size
+    model, vocab = run.config.model, run.task.vocab
     options = dict(model.network_options(), param_dtype=jnp.dtype(model.dtype))
-    return dict(src_vocab_size=vocab, tgt_vocab_size=vocab, **options)
+    return dict(src_vocab_size=vocab.source_size, tgt_vocab_size=vocab.target_size, **options)
 
 
 def _input_features(run) -> int:

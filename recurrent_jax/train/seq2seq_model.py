@@ -1,6 +1,7 @@
 """The seq2seq model family (``model.kind="seq2seq"``): the attention
-encoder–decoder of ``recurrent_jax.seq2seq`` on the character seq2seq
-tasks, as the ``Model`` stages of ``train.stages`` (each function here takes
+encoder–decoder of ``recurrent_jax.seq2seq`` on a seq2seq task (its
+vocabularies and PAD/BOS/EOS ids are the task's ``TaskSpec.vocab``), as
+the ``Model`` stages of ``train.stages`` (each function here takes
 ``(model, task, ...)`` and then the stage's own arguments).
 
 The network is ``seq2seq.make_seq2seq`` called with the config's fields of
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 from recurrent_jax import seq2seq as s2s
 from recurrent_jax.data.base import TaskSpec
 from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
-from recurrent_jax.data.seq2seq_tasks import BOS_ID, EOS_ID, PAD_ID, Seq2SeqBatch
+from recurrent_jax.data.seq2seq_tasks import Seq2SeqBatch
 from recurrent_jax.train import seq2seq_outputs
 from recurrent_jax.train.config import ConfigError
 from recurrent_jax.train.config import Seq2SeqModelConfig as ModelConfig
@@ -29,18 +30,26 @@ def check_task(model: ModelConfig, task: TaskSpec) -> None:
         raise ConfigError(
             f"config.model.kind: expected 'rnn' for a {task.kind} task, got {model.KIND!r}"
         )
+    if task.vocab is None:
+        raise ConfigError(
+            "config.data.task: expected a seq2seq task with its vocabularies (TaskSpec.vocab), "
+            "got None"
+        )
 
 
-def network(model: ModelConfig, vocab_size: int, forget_bias=None) -> s2s.Seq2SeqModel:
-    """The ``Seq2SeqModel`` of a config over a shared vocabulary of
-    ``vocab_size``; ``forget_bias`` (traced at init) reaches every LSTM."""
-    options = None if forget_bias is None else {"forget_bias": forget_bias}
+def network(model: ModelConfig, task: TaskSpec, forget_bias=None) -> s2s.Seq2SeqModel:
+    """The ``Seq2SeqModel`` of a config over the task's source and target
+    vocabularies; ``forget_bias`` (traced at init) reaches every LSTM."""
+    options = model.network_options()
+    cell_options = dict(options.pop("cell_options"))  # the cells' own, then the traced bias
+    if forget_bias is not None:
+        cell_options["forget_bias"] = forget_bias
     return s2s.make_seq2seq(
-        src_vocab_size=vocab_size,
-        tgt_vocab_size=vocab_size,
-        cell_options=options,
+        src_vocab_size=task.vocab.source_size,
+        tgt_vocab_size=task.vocab.target_size,
+        cell_options=cell_options or None,
         param_dtype=jnp.dtype(model.dtype),
-        **model.network_options(),
+        **options,
     )
 
 
@@ -48,7 +57,7 @@ def init(model: ModelConfig, task: TaskSpec, hparams, key: jax.Array) -> dict:
     """The encoder–decoder's params; LSTMs' forget-gate biases start at
     ``hparams.forget_bias``."""
     forget_bias = hparams.forget_bias if model.cell == "lstm" else None
-    return network(model, task.input_size, forget_bias).init(key)
+    return network(model, task, forget_bias).init(key)
 
 
 def sampling_probability(model: ModelConfig, hparams, step):
@@ -78,7 +87,7 @@ def forced_metrics(model: ModelConfig, logits, batch: Seq2SeqBatch) -> dict:
 def loss(model: ModelConfig, task: TaskSpec, hparams, params, batch: Seq2SeqBatch, key, step):
     """(loss, metrics) of one training batch; scheduled sampling when the
     config enables it, teacher forcing otherwise."""
-    net = network(model, task.input_size)
+    net = network(model, task)
     if model.sampling_prob:
         p = sampling_probability(model, hparams, step)
         out = net.apply(
@@ -100,15 +109,16 @@ def loss(model: ModelConfig, task: TaskSpec, hparams, params, batch: Seq2SeqBatc
 def decode(model: ModelConfig, task, params, batch: Seq2SeqBatch, method="greedy", **options):
     """``seq2seq.decode`` of ``batch.src`` with the task's ids; ``max_len``
     is the width of ``batch.tgt_out``."""
+    vocab = task.vocab
     return s2s.decode(
-        network(model, task.input_size),
+        network(model, task),
         params,
         batch.src,
         batch.src_lengths,
         method=method,
-        bos_id=BOS_ID,
-        eos_id=EOS_ID,
-        pad_id=PAD_ID,
+        bos_id=vocab.bos_id,
+        eos_id=vocab.eos_id,
+        pad_id=vocab.pad_id,
         max_len=batch.tgt_out.shape[1],
         **options,
     )
@@ -124,7 +134,7 @@ def evaluate(model: ModelConfig, task: TaskSpec, hparams, params, batch: Seq2Seq
     attention (B, L, S)): teacher-forced ``loss``, ``token_accuracy``,
     ``sequence_accuracy``; ``exact_match`` of greedy decoding; and
     ``beam_exact_match`` with a ``model.beam_size``."""
-    out = network(model, task.input_size).apply(params, batch.src, batch.src_lengths, batch.tgt_in)
+    out = network(model, task).apply(params, batch.src, batch.src_lengths, batch.tgt_in)
     metrics = forced_metrics(model, out.logits, batch)
     greedy = decode(model, task, params, batch)
     metrics["exact_match"] = exact_match(greedy.sequences, batch)
@@ -160,7 +170,7 @@ def predict(
 
 def write_eval(model, task, workdir, step, batch, outputs) -> None:
     """The samples file and attention map of each evaluation."""
-    seq2seq_outputs.write_eval_outputs(workdir, step, batch, outputs)
+    seq2seq_outputs.write_eval_outputs(task.vocab, workdir, step, batch, outputs)
 
 
 def write_final(model, task, end) -> tuple[list[str], str | None]:

@@ -13,28 +13,27 @@ from pathlib import Path
 
 import numpy as np
 
-from recurrent_jax.data import seq2seq_tasks as s2s_data
 from recurrent_jax.train.plots import _pyplot
 
 SAMPLES_DIR = "samples"
 PLOTS_DIR = "plots"
 
 
-def format_samples(src, src_lengths, predictions, targets) -> list[str]:
-    """``source → prediction | target ✓/✗`` lines (ids (N, ·) arrays)."""
-    sources = s2s_data.decode(src, src_lengths)
-    predicted = s2s_data.decode(predictions)
-    wanted = s2s_data.decode(targets)
+def format_samples(vocab, src, src_lengths, predictions, targets) -> list[str]:
+    """``source → prediction | target ✓/✗`` lines (ids (N, ·) arrays of
+    the task's ``vocab``)."""
+    sources = vocab.decode(src, src_lengths, side="source")
+    predicted = vocab.decode(predictions)
+    wanted = vocab.decode(targets)
     return [
         f"{s} → {p} | {t} {'✓' if p == t else '✗'}"
         for s, p, t in zip(sources, predicted, wanted, strict=True)
     ]
 
 
-def tokens(ids, length: int) -> list[str]:
-    """Tick labels: the characters of ``ids[:length]`` (EOS as ``</s>``)."""
-    names = {s2s_data.PAD_ID: "<pad>", s2s_data.BOS_ID: "<s>", s2s_data.EOS_ID: "</s>"}
-    return [names.get(int(t), s2s_data.CHARS[int(t) - 3]) for t in np.asarray(ids)[:length]]
+def tokens(vocab, ids, length: int, side: str) -> list[str]:
+    """Tick labels: the symbols of ``ids[:length]`` (EOS as ``</s>``)."""
+    return [vocab.token(int(t), side) for t in np.asarray(ids)[:length]]
 
 
 def plot_attention(examples, path: Path, title: str) -> Path | None:
@@ -63,13 +62,15 @@ def plot_attention(examples, path: Path, title: str) -> Path | None:
 
 
 def write_eval_outputs(
-    workdir: Path, step: int, batch, decoded, *, num_samples: int = 32, num_maps: int = 3
+    vocab, workdir: Path, step: int, batch, decoded, *, num_samples: int = 32, num_maps: int = 3
 ) -> list[Path]:
     """Writes the samples file and the attention PNG of one evaluation;
     ``batch`` a host ``Seq2SeqBatch``, ``decoded`` the greedy ``Decoded``."""
     n = min(num_samples, batch.src.shape[0])
     sequences = np.asarray(decoded.sequences)
-    lines = format_samples(batch.src[:n], batch.src_lengths[:n], sequences[:n], batch.tgt_out[:n])
+    lines = format_samples(
+        vocab, batch.src[:n], batch.src_lengths[:n], sequences[:n], batch.tgt_out[:n]
+    )
     text = workdir / SAMPLES_DIR / f"step_{step:06d}.txt"
     text.parent.mkdir(parents=True, exist_ok=True)
     text.write_text("\n".join(lines) + "\n")
@@ -78,8 +79,8 @@ def write_eval_outputs(
         examples = [
             (
                 np.asarray(decoded.aux)[i],
-                tokens(batch.src[i], int(batch.src_lengths[i])),
-                tokens(sequences[i], int(np.asarray(decoded.lengths)[i])),
+                tokens(vocab, batch.src[i], int(batch.src_lengths[i]), "source"),
+                tokens(vocab, sequences[i], int(np.asarray(decoded.lengths)[i]), "target"),
             )
             for i in range(min(num_maps, n))
         ]
