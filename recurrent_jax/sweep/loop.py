@@ -90,7 +90,7 @@ def run_sweep(
     rundir.check(workdir, "sweep")
     folders, sizes = {}, {}
     for point in plan.points:  # data, model sizes, folders: checked before the workdir is touched
-        setup = core.make_setup(point.config)
+        setup = runs.setup_of(point.config)  # built once: the point's program reuses it
         sizes[point.index] = memory.check_fits(setup, core.default_hparams(point.config))
         folders |= references.data_folders(point.config.data)
     claimed = rundir.claim(

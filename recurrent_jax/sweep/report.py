@@ -30,7 +30,7 @@ from recurrent_jax.train.checkpoint import checkpointer, save_tree
 from recurrent_jax.train.loop import prepare_workdir
 from recurrent_jax.train.metrics import METRICS_FILE, read_metrics
 from recurrent_jax.train.plots import _pyplot
-from recurrent_jax.train.runs import Best, RunsState
+from recurrent_jax.train.runs import Best, RunsState, setup_of
 
 TABLE_CSV, TABLE_MD, SUMMARY_FILE = "runs.csv", "runs.md", "summary.json"
 BEST_DIR, BEST_FILE, CANDIDATE_FILE = "best_run", "best.json", "state.npz"
@@ -56,12 +56,12 @@ def update_best_run(runs, best: Best, task, directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
     rundir.mark(rundir.make_workdir(directory), rundir.BEST_RUN, name=run.config.name)
     prepare_workdir(run.config, directory)
-    state = jax.tree_util.tree_map(lambda a: a[i], best.state)
+    state = jax.tree_util.tree_map(lambda a: a[i : i + 1], best.state)  # run axis of 1
     if jax.process_count() > 1:
         save_tree(directory / CANDIDATE_FILE, state)
     else:
         save_best(directory, state, float(scores[i]), task, streamed_calls(run.config, state))
-    record = {"run_id": run.run_id, "score": float(scores[i]), "step": int(state.step)}
+    record = {"run_id": run.run_id, "score": float(scores[i]), "step": int(state.step[0])}
     partial = directory / f"{BEST_FILE}.partial"
     partial.write_text(json.dumps(record) + "\n")
     os.replace(partial, directory / BEST_FILE)  # last, and whole: the best run is complete
@@ -85,11 +85,12 @@ def read_best(directory: Path) -> dict | None:
 
 
 def save_best(directory: Path, state, score: float, task, calls_read=None) -> None:
-    """The best run's training ``state`` as a run directory's checkpoint:
-    the ``RunsState`` of one run, so ``recurrent-jax eval`` reloads it
-    (``calls_read``: a streamed run's stream position at that state)."""
-    best = Best(state, jnp.asarray(score, jnp.float32))
-    one_run = RunsState(state.step, state, best, calls_read)
+    """The best run's training ``state`` (run axis of 1) as a run
+    directory's checkpoint: the ``RunsState`` of a training run, so
+    ``recurrent-jax eval`` reloads it (``calls_read``: a streamed run's
+    stream position at that state)."""
+    best = Best(state, jnp.full((1,), score, jnp.float32))
+    one_run = RunsState(state.step[0], state, best, calls_read)
     checkpoints = checkpointer(directory / "checkpoints", task, 1, process_local=True)
     checkpoints.save(one_run, {task.primary_metric: score if task.higher_is_better else -score})
     checkpoints.close()
@@ -100,18 +101,17 @@ def streamed_calls(config, state):
     ``steps_per_call`` steps), or None for an in-memory run."""
     if not config.data.stream:
         return None
-    return jnp.asarray(state.step // config.training.steps_per_call, jnp.int32)
+    return jnp.asarray(state.step[0] // config.training.steps_per_call, jnp.int32)
 
 
 # --- the table -------------------------------------------------------------------
 
 
 def primary_metric(plan: SweepPlan) -> tuple[str, bool]:
-    """The task's primary metric and whether higher is better."""
-    from recurrent_jax.data import registry
-
-    spec = registry.get_task(plan.base.data.task).build(plan.base.data.options)
-    return spec.primary_metric, spec.higher_is_better
+    """The task's primary metric and whether higher is better (the task of
+    the last grid point, built for its program: ``runs.setup_of``)."""
+    task = setup_of(plan.points[-1].config).task
+    return task.primary_metric, task.higher_is_better
 
 
 def table_rows(plan: SweepPlan, records: list[dict], runs=None) -> list[dict]:

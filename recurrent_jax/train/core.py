@@ -64,7 +64,8 @@ class Setup(NamedTuple):
 
 
 def make_setup(config: ExperimentConfig, task: TaskSpec | None = None) -> Setup:
-    """The setup of ``config`` (its task built unless given)."""
+    """The setup of ``config`` (its task built unless given); the model is
+    built here, once, which checks that it can train on the task."""
     task = build_task(config) if task is None else task
     t = config.training
     return Setup(
@@ -96,10 +97,9 @@ def compiler_options(config: ExperimentConfig) -> dict | None:
 
 
 def build_task(config: ExperimentConfig) -> TaskSpec:
-    """Builds the task and checks that the model can train on it."""
+    """Builds the task (``make_setup`` checks the model against it)."""
     use_dtype(config.model)  # before the task's arrays exist
     task = registry.get_task(config.data.task).build(config.data.options)
-    make_model(config.model, task)
     if config.data.stream and task.train_rows is None:
         raise ConfigError(
             f"config.data.stream: task {config.data.task!r} has no rows on the host to stream "
