@@ -61,8 +61,8 @@ def test_decode_with_beam_equals_beam_search_on_restored_params(run_dir, capsys)
     report = json.loads(out[out.index("\n{") + 1 :])
     assert report["method"] == "beam" and 0.0 <= report["exact_match"] <= 1.0
     run = restore_run(run_dir)
-    config, params = run.config, run.state.train.params
-    batch = jax.device_get(run.program.eval_batch(run.key))
+    config, params = run.config, run.params
+    batch = jax.device_get(run.program.eval_batch(run.keys[0]))
     model = stages.network(config.model, run.program.setup.task.input_size)
     state = model.initial_decoder_state(params, batch.src, batch.src_lengths)
     step_fn = functools.partial(model.decode_step, params)

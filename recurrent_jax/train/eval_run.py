@@ -70,7 +70,9 @@ def restore_run(
         directory = workdir / "checkpoints" / f"point-{point}"
     else:
         if run not in (None, 0):
-            raise ConfigError(f"--run: expected none (or 0) for {workdir}, which holds one run, got {run!r}")
+            raise ConfigError(
+                f"--run: expected none (or 0) for {workdir}, which holds one run, got {run!r}"
+            )
         config = load_run_config(workdir, trust_code=trust_code, command=command)
         directory, index, size = workdir / "checkpoints", 0, 1
     program = compile_runs(config, 1)
@@ -115,20 +117,25 @@ def _sweep_run(workdir: Path, run, trust_code: bool):
 def _restore(checkpoints, step: int, like: RunsState, size: int) -> RunsState:
     """Checkpoint ``step`` of ``size`` runs shaped as ``like`` (one run's);
     a one-run checkpoint of the earlier layout (no run axis) gets one."""
-    stacked = lambda a: jax.ShapeDtypeStruct((size, *a.shape[1:]), a.dtype)  # noqa: E731
-    runs = lambda tree, f: jax.tree_util.tree_map(f, tree)  # noqa: E731
+
+    def runs(f, tree=like):
+        map_runs = lambda t: jax.tree_util.tree_map(f, t)  # noqa: E731
+        return tree._replace(train=map_runs(tree.train), best=map_runs(tree.best))
+
     try:
-        return checkpoints.restore(step, like._replace(train=runs(like.train, stacked), best=runs(like.best, stacked)))
+        return checkpoints.restore(
+            step, runs(lambda a: jax.ShapeDtypeStruct((size, *a.shape[1:]), a.dtype))
+        )
     except CheckpointError as error:
         if size != 1:
             raise
-        unstacked = lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype)  # noqa: E731
         try:
-            old = checkpoints.restore(step, like._replace(train=runs(like.train, unstacked), best=runs(like.best, unstacked)))
+            old = checkpoints.restore(
+                step, runs(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype))
+            )
         except CheckpointError:
             raise error from None
-        add = lambda a: a[None]  # noqa: E731
-        return old._replace(train=runs(old.train, add), best=runs(old.best, add))
+        return runs(lambda a: a[None], old)
 
 
 def evaluate_run(
