@@ -19,7 +19,8 @@ from recurrent_jax.data import seq2seq_tasks as s2s_data
 from recurrent_jax.seq2seq.model import DECODE_METHODS
 from recurrent_jax.train import seq2seq_model
 from recurrent_jax.train.config import ConfigError
-from recurrent_jax.train.eval_run import first, restore_run
+from recurrent_jax.train.eval_run import restore_run
+from recurrent_jax.train.runs import first
 from recurrent_jax.train.seq2seq_outputs import format_samples
 
 

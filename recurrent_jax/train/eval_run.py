@@ -22,7 +22,14 @@ from recurrent_jax.train.checkpoint import CheckpointError, checkpointer
 from recurrent_jax.train.config import ConfigError, ExperimentConfig, config_errors
 from recurrent_jax.train.hparams import HParams
 from recurrent_jax.train.loop import load_run_config
-from recurrent_jax.train.runs import Program, RunsState, compile_runs, stack_hparams, stack_keys
+from recurrent_jax.train.runs import (
+    Program,
+    RunsState,
+    compile_runs,
+    first,
+    stack_hparams,
+    stack_keys,
+)
 
 
 class SavedRun(NamedTuple):
@@ -41,11 +48,6 @@ class SavedRun(NamedTuple):
     def params(self):
         """The run's params, without the run axis."""
         return first(self.state.train.params)
-
-
-def first(tree):
-    """Run 0 of a tree of stacked runs."""
-    return jax.tree_util.tree_map(lambda a: a[0], tree)
 
 
 def restore_run(

@@ -25,8 +25,9 @@ from typing import Any, NamedTuple
 
 from recurrent_jax.data.base import TaskSpec
 from recurrent_jax.train.config import ExperimentConfig
-from recurrent_jax.train.eval_run import first, restore_run
+from recurrent_jax.train.eval_run import restore_run
 from recurrent_jax.train.hparams import HParams
+from recurrent_jax.train.runs import first
 from recurrent_jax.train.stages import Model
 
 

@@ -28,7 +28,7 @@ from recurrent_jax.train import config_files, core, host_loop, memory, reference
 from recurrent_jax.train.checkpoint import checkpointer, restore_newest
 from recurrent_jax.train.config import ExperimentConfig, config_errors, from_config_dict, to_dict
 from recurrent_jax.train.metrics import MetricsWriter, has_eval
-from recurrent_jax.train.runs import Program, compile_runs, stack_hparams, stack_keys
+from recurrent_jax.train.runs import Program, compile_runs, first, stack_hparams, stack_keys
 from recurrent_jax.train.stages import RunEnd
 
 CONFIG_FILE = rundir.CONFIG_FILE
@@ -80,8 +80,8 @@ class RunLoop:
         self.checkpoints, self.writer, self.write_eval = checkpoints, writer, write_eval
         self.stop_on_divergence = stop_on_divergence
         self.message, self.eval_outputs = "", None
-        first = jax.tree_util.tree_map(lambda a: a[0], self.keys)
-        self.eval_batch = jax.device_get(program.eval_batch(first)) if write_eval else None
+        one = program.eval_batch(first(self.keys)) if write_eval else None
+        self.eval_batch = jax.device_get(one)
         fresh = jax.eval_shape(program.init, self.hparams, self.keys)
         latest, restored = restore_newest(checkpoints, self._unpadded(fresh), log)
         if latest is None:
@@ -133,7 +133,7 @@ class RunLoop:
             self.message = self._diverged_message(self.step, "eval metrics")
             return None
         if self.eval_batch is not None:
-            self.eval_outputs = jax.tree_util.tree_map(lambda a: a[0], jax.device_get(outputs))
+            self.eval_outputs = first(jax.device_get(outputs))
             if self.write_eval is not None:
                 self.write_eval(self.step, self.eval_batch, self.eval_outputs)
         best = float((np.max if task.higher_is_better else np.min)(values)) if values.size else None
@@ -273,7 +273,7 @@ def train_and_evaluate(
                 workdir,
                 config.name,
                 run.step,
-                jax.tree_util.tree_map(lambda a: a[0], jax.device_get(run.state.train.params)),
+                first(jax.device_get(run.state.train.params)),
                 run.eval_batch,
                 run.eval_outputs,
                 status == host_loop.DIVERGED,

@@ -295,6 +295,11 @@ def stack_hparams(configs: list[ExperimentConfig], traced=()) -> core.HParams:
     )
 
 
+def first(tree):
+    """Run 0 of a tree of stacked runs."""
+    return jax.tree_util.tree_map(lambda a: a[0], tree)
+
+
 def stack_keys(seeds) -> jax.Array:
     """(N,) typed keys, ``jax.random.key(seed)`` each (as a solo run's)."""
     return jnp.stack([jax.random.key(int(s)) for s in seeds])
