@@ -144,8 +144,11 @@ class Checkpointer:
         of ``like`` (a freshly initialised state)."""
         if self._host:
             target = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), like)
-        else:
-            target = jax.tree_util.tree_map(self._ocp.utils.to_shape_dtype_struct, like)
+        else:  # onto one device: a checkpoint saved over a mesh reads on any devices
+            one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree_util.tree_map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), like
+            )
         path = self.directory / str(step)
         try:
             restored = self.manager.restore(step, args=self._ocp.args.StandardRestore(target))
