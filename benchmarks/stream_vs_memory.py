@@ -55,7 +55,7 @@ def call(cfg, threads: int):
     """One training call of ``cfg``'s program, state carried between calls."""
     program = runs.compile_runs(cfg)
     hparams, key = runs.stack_hparams([cfg]), runs.stack_keys([0])
-    stream = program.open_stream(cfg.data, threads) if cfg.data.stream else None
+    stream = program.open_stream(cfg.data, threads)
     state = [program.init(hparams, key)]
 
     def run():

@@ -32,7 +32,7 @@ def merge_outputs(plan: SweepPlan, workdir: Path, status: str, points: list, sec
     the merged summary. ``workdir`` must be shared by the processes."""
     own = {r.run_id for point in plan.points for r in own_runs(point)}
     records = read_metrics(dist.process_path(workdir / METRICS_FILE))
-    rows = report.table_rows(plan, records, [r for r in plan.runs if r.run_id in own])
+    rows = report.run_rows(plan, records, [r for r in plan.runs if r.run_id in own])
     dist.write_run_table(dist.process_path(workdir / PROCESS_TABLE), rows)
     state = {"status": status, "points": points}
     dist.process_path(workdir / PROCESS_STATUS).write_text(json.dumps(state, default=str) + "\n")
@@ -103,10 +103,9 @@ def merge_best_runs(plan: SweepPlan, workdir: Path, directories) -> None:
             run = next(r for r in plan.runs if r.run_id == record["run_id"])
             program = runs.compile_runs(run.config, 1)
             hparams, keys = runs.stack_hparams([run.config]), runs.stack_keys([0])
-            like = jax.eval_shape(program.init, hparams, keys).train
+            like = jax.eval_shape(program.init, hparams, keys)
             best = load_tree(target / report.CANDIDATE_FILE, like)
-            calls = report.streamed_calls(run.config, best)
-            report.save_best(target, best, record["score"], program.setup.task, calls)
+            report.save_best(target, best, record["score"], program.setup.task)
             (target / report.CANDIDATE_FILE).unlink()
     for d in directories:
         shutil.rmtree(d, ignore_errors=True)

@@ -12,6 +12,7 @@ and the host loop calls them between its calls.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -218,12 +219,13 @@ def make_train(config: ExperimentConfig, task: TaskSpec | None = None):
             "config.data.stream: make_train runs whole runs on the device, with the data "
             "there; expected False, got True (a streamed run is driven by the host loop)"
         )
+    return functools.partial(whole_run, setup)
 
-    def train(hparams: HParams, key: jax.Array):
-        state = init_state(setup, hparams, key)
-        call = lambda s, _: run_steps(setup, hparams, key, s)  # noqa: E731
-        state, train_metrics = jax.lax.scan(call, state, None, length=setup.num_calls)
-        eval_metrics, _ = evaluate(setup, hparams, key, state)
-        return state, {"train": train_metrics, "eval": eval_metrics}
 
-    return train
+def whole_run(setup: Setup, hparams: HParams, key: jax.Array):
+    """A whole run in one call: ``make_train``'s ``train``."""
+    state = init_state(setup, hparams, key)
+    call = lambda s, _: run_steps(setup, hparams, key, s)  # noqa: E731
+    state, train_metrics = jax.lax.scan(call, state, None, length=setup.num_calls)
+    eval_metrics, _ = evaluate(setup, hparams, key, state)
+    return state, {"train": train_metrics, "eval": eval_metrics}

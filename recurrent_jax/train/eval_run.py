@@ -19,9 +19,13 @@ import jax
 
 from recurrent_jax.train import config_files, references, rundir
 from recurrent_jax.train.checkpoint import CheckpointError, checkpointer
-from recurrent_jax.train.config import ConfigError, ExperimentConfig, config_errors
+from recurrent_jax.train.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_errors,
+    from_config_dict,
+)
 from recurrent_jax.train.hparams import HParams
-from recurrent_jax.train.loop import load_run_config
 from recurrent_jax.train.runs import (
     Program,
     RunsState,
@@ -64,19 +68,25 @@ def restore_run(
     ``workdir``: a directory ``command`` reads (``rundir.check``): a
     training run or a sweep's ``best_run/`` (``run`` None or 0), or a sweep
     (``run``: its run id). The code its config names outside the package
-    is imported only with ``trust_code`` (``loop.load_run_config``)."""
+    is imported from the files the run recorded, and only with
+    ``trust_code`` (``references.admit_code``): loading a run runs it."""
     workdir = Path(workdir)
-    marker = rundir.check(workdir, command)
-    if marker is not None and marker["kind"] == rundir.SWEEP:
-        config, point, index, size = _sweep_run(workdir, run, trust_code)
+    kind = rundir.check(workdir, command)["kind"]
+    path = workdir / rundir.KINDS[kind].config_file
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no saved config; is {workdir} a run directory?")
+    raw = config_files.read_json(path)
+    with config_errors(""):
+        references.admit_code(raw, source=f"the run in {workdir}", trust=trust_code, search=False)
+    if kind == rundir.SWEEP:
+        config, point, index, size = _sweep_run(workdir, raw, run)
         directory = workdir / "checkpoints" / f"point-{point}"
+    elif run not in (None, 0):
+        raise ConfigError(
+            f"--run: expected none (or 0) for {workdir}, which holds one run, got {run!r}"
+        )
     else:
-        if run not in (None, 0):
-            raise ConfigError(
-                f"--run: expected none (or 0) for {workdir}, which holds one run, got {run!r}"
-            )
-        config = load_run_config(workdir, trust_code=trust_code, command=command)
-        directory, index, size = workdir / "checkpoints", 0, 1
+        config, directory, index, size = from_config_dict(raw), workdir / "checkpoints", 0, 1
     program = compile_runs(config, 1)
     hparams, keys = stack_hparams([config]), stack_keys([config.training.seed])
     like = jax.eval_shape(program.init, hparams, keys)
@@ -97,14 +107,11 @@ def restore_run(
     return SavedRun(config, program, hparams, keys, chosen, state)
 
 
-def _sweep_run(workdir: Path, run, trust_code: bool):
+def _sweep_run(workdir: Path, raw: dict, run):
     """(config, grid point, index in the point, runs in the point) of run
-    ``run`` of the sweep in ``workdir``."""
+    ``run`` of the sweep saved as ``raw`` in ``workdir``."""
     from recurrent_jax.sweep.spec import parse_sweep  # the sweep's own file, read by its layer
 
-    raw = config_files.read_json(workdir / rundir.KINDS[rundir.SWEEP].config_file)
-    with config_errors(""):
-        references.admit_code(raw, source=f"the sweep in {workdir}", trust=trust_code, search=False)
     plan = parse_sweep(raw)
     if not (isinstance(run, int) and 0 <= run < len(plan.runs)):
         raise ConfigError(
@@ -121,23 +128,19 @@ def _restore(checkpoints, step: int, like: RunsState, size: int) -> RunsState:
     a one-run checkpoint of the earlier layout (no run axis) gets one."""
 
     def runs(f, tree=like):
-        map_runs = lambda t: jax.tree_util.tree_map(f, t)  # noqa: E731
-        return tree._replace(train=map_runs(tree.train), best=map_runs(tree.best))
+        on_runs = lambda t: jax.tree_util.tree_map(f, t)  # noqa: E731
+        return tree._replace(train=on_runs(tree.train), best=on_runs(tree.best))
 
+    shaped = lambda *n: runs(lambda a: jax.ShapeDtypeStruct((*n, *a.shape[1:]), a.dtype))  # noqa: E731
     try:
-        return checkpoints.restore(
-            step, runs(lambda a: jax.ShapeDtypeStruct((size, *a.shape[1:]), a.dtype))
-        )
+        return checkpoints.restore(step, shaped(size))
     except CheckpointError as error:
         if size != 1:
             raise
         try:
-            old = checkpoints.restore(
-                step, runs(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype))
-            )
+            return runs(lambda a: a[None], checkpoints.restore(step, shaped()))
         except CheckpointError:
             raise error from None
-        return runs(lambda a: a[None], old)
 
 
 def evaluate_run(

@@ -24,9 +24,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from recurrent_jax.train import config_files, core, host_loop, memory, references, rundir
+from recurrent_jax.train import core, host_loop, memory, references, rundir
 from recurrent_jax.train.checkpoint import checkpointer, restore_newest
-from recurrent_jax.train.config import ExperimentConfig, config_errors, from_config_dict, to_dict
+from recurrent_jax.train.config import ExperimentConfig, from_config_dict, to_dict
 from recurrent_jax.train.metrics import MetricsWriter, has_eval
 from recurrent_jax.train.runs import Program, compile_runs, first, stack_hparams, stack_keys
 from recurrent_jax.train.stages import RunEnd
@@ -39,7 +39,10 @@ class TrainingDiverged(FloatingPointError):
 
 
 class RunLoop:
-    """N >= 1 runs of ``program`` on the host (``host_loop.Runs``).
+    """N >= 1 runs of ``program`` on the host, between the calls that
+    ``host_loop.drive`` makes: ``step``, ``evaluated(step)`` (already in
+    the metrics file), ``run_steps()`` and ``evaluate()`` (what the progress
+    bar shows, or None on divergence) and ``save()``.
 
     Attributes:
       program, hparams, keys: the compiled stages and each run's inputs
@@ -168,11 +171,6 @@ class RunLoop:
 # --- a training run ------------------------------------------------------------------
 
 
-def open_stream(program: Program, config: ExperimentConfig):
-    """The run's ``data.stream.Stream`` when ``config.data.stream``, else None."""
-    return program.open_stream(config.data) if program.setup.streamed else None
-
-
 def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
     """Saves the resolved config in ``workdir`` (a run directory), with the
     file of each module it names (``references.recorded_imports``); an
@@ -183,23 +181,6 @@ def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
     read = lambda saved: to_dict(from_config_dict(saved))  # as this version reads it  # noqa: E731
     rundir.save_or_match(workdir / CONFIG_FILE, saved, read, "run")
     return workdir
-
-
-def load_run_config(
-    workdir: Path, *, trust_code: bool = False, command: str = "eval"
-) -> ExperimentConfig:
-    """The config of the run in ``workdir``, a directory ``command`` may
-    read (``rundir.check``). The code it names is imported from the files
-    the run recorded, and outside the package only with ``trust_code``
-    (``references.admit_code``): loading a run runs that code."""
-    rundir.check(workdir, command)
-    path = Path(workdir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no saved config; is {workdir} a run directory?")
-    raw = config_files.read_json(path)
-    with config_errors(""):
-        references.admit_code(raw, source=f"the run in {workdir}", trust=trust_code, search=False)
-    return from_config_dict(raw)
 
 
 def train_and_evaluate(
@@ -263,7 +244,7 @@ def train_and_evaluate(
                 write_eval=lambda step, batch, outputs: model.write_eval(
                     workdir, step, batch, outputs
                 ),
-                stream=open_stream(program, config),
+                stream=program.open_stream(config.data),
                 log=log,
             )
             status, seconds = host_loop.drive(
@@ -296,4 +277,4 @@ def train_and_evaluate(
     return summary
 
 
-__all__ = ["RunLoop", "TrainingDiverged", "load_run_config", "train_and_evaluate"]
+__all__ = ["RunLoop", "TrainingDiverged", "train_and_evaluate"]

@@ -96,14 +96,14 @@ class Program(NamedTuple):
             return self.unpad(outputs)
         return outputs
 
-    def open_stream(self, data: DataConfig, threads: int = 2) -> Stream:
+    def open_stream(self, data: DataConfig, threads: int = 2) -> Stream | None:
         """The host-fed batches of a streamed run (``data``: the run's
         ``config.data``, whose ``shuffle_seed`` and ``prefetch`` it uses),
         each call's batches put on the device split over the mesh's
-        ``data`` axis."""
+        ``data`` axis; None for a run whose data is on the device."""
         setup = self.setup
         if not setup.streamed:
-            raise ValueError("data.stream: this program's config is not streamed")
+            return None
         place = jax.device_put
         if self.mesh is not None:  # (steps, batch, ...): the batch split over data
             split = P(None, dist.DATA) if self.mesh.shape[dist.DATA] > 1 else P()
@@ -173,7 +173,7 @@ def _compile(config, num_runs, runs_per_call, mesh) -> Program:
     total = dist.padded_runs(num_runs, mesh) if mesh else num_runs
     mapped = lambda fn: over_runs(fn, runs_per_call, total, mesh)  # noqa: E731
     init_runs = mapped(functools.partial(_init_run, setup))
-    whole_runs = mapped(functools.partial(whole_run, setup))
+    whole_runs = mapped(functools.partial(core.whole_run, setup))
 
     def runs_init(hparams, keys):
         train, best = init_runs(hparams, keys)
@@ -228,15 +228,6 @@ def _eval_run(setup: core.Setup, hparams, key, state, best: Best, batch=None):
         lambda new, old: jnp.where(better, new, old), Best(state, score), best
     )
     return metrics, outputs, best
-
-
-def whole_run(setup: core.Setup, hparams, key):
-    """A whole run in one call: ``core.make_train``'s ``train``."""
-    state = core.init_state(setup, hparams, key)
-    call = lambda s, _: core.run_steps(setup, hparams, key, s)  # noqa: E731
-    state, train_metrics = jax.lax.scan(call, state, None, length=setup.num_calls)
-    eval_metrics, _ = core.evaluate(setup, hparams, key, state)
-    return state, {"train": train_metrics, "eval": eval_metrics}
 
 
 # --- mapping over the run axis -------------------------------------------------------
