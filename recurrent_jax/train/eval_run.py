@@ -70,7 +70,25 @@ def restore_run(
     (``run``: its run id). The code its config names outside the package
     is imported from the files the run recorded, and only with
     ``trust_code`` (``references.admit_code``): loading a run runs it."""
-    workdir = Path(workdir)
+    config, directory, index, size = _locate(Path(workdir), run, trust_code, command)
+    program = compile_runs(config, 1)
+    hparams, keys = stack_hparams([config]), stack_keys([config.training.seed])
+    like = jax.eval_shape(program.init, hparams, keys)
+    checkpoints = checkpointer(directory, program.setup.task, config.training.keep_checkpoints)
+    try:
+        chosen = choose_step(checkpoints, "latest" if step == "best" else step)
+        state = _restore(checkpoints, chosen, like, index, size)
+    finally:
+        checkpoints.close()
+    if step == "best" and bool(state.best.score[0] > -float("inf")):
+        state = state._replace(train=state.best.state)  # the run's state at its best eval
+        chosen = int(state.train.step[0])
+    return SavedRun(config, program, hparams, keys, chosen, state)
+
+
+def _locate(workdir: Path, run, trust_code: bool, command: str):
+    """(config, checkpoint directory, index among its runs, runs there) of
+    run ``run`` of ``workdir``."""
     kind = rundir.check(workdir, command)["kind"]
     path = workdir / rundir.KINDS[kind].config_file
     if not path.is_file():
@@ -78,38 +96,10 @@ def restore_run(
     raw = config_files.read_json(path)
     with config_errors(""):
         references.admit_code(raw, source=f"the run in {workdir}", trust=trust_code, search=False)
-    if kind == rundir.SWEEP:
-        config, point, index, size = _sweep_run(workdir, raw, run)
-        directory = workdir / "checkpoints" / f"point-{point}"
-    elif run not in (None, 0):
-        raise ConfigError(
-            f"--run: expected none (or 0) for {workdir}, which holds one run, got {run!r}"
-        )
-    else:
-        config, directory, index, size = from_config_dict(raw), workdir / "checkpoints", 0, 1
-    program = compile_runs(config, 1)
-    hparams, keys = stack_hparams([config]), stack_keys([config.training.seed])
-    like = jax.eval_shape(program.init, hparams, keys)
-    checkpoints = checkpointer(directory, program.setup.task, config.training.keep_checkpoints)
-    try:
-        chosen = choose_step(checkpoints, "latest" if step == "best" else step)
-        saved = _restore(checkpoints, chosen, like, size)
-    finally:
-        checkpoints.close()
-    pick = lambda a: a[index : index + 1]  # noqa: E731
-    state = saved._replace(
-        train=jax.tree_util.tree_map(pick, saved.train),
-        best=jax.tree_util.tree_map(pick, saved.best),
-    )
-    if step == "best" and bool(state.best.score[0] > -float("inf")):
-        state = state._replace(train=state.best.state)  # the run's state at its best eval
-        chosen = int(state.train.step[0])
-    return SavedRun(config, program, hparams, keys, chosen, state)
-
-
-def _sweep_run(workdir: Path, raw: dict, run):
-    """(config, grid point, index in the point, runs in the point) of run
-    ``run`` of the sweep saved as ``raw`` in ``workdir``."""
+    if kind != rundir.SWEEP:
+        if run not in (None, 0):
+            raise ConfigError(f"--run: expected none (or 0) for {workdir}, one run, got {run!r}")
+        return from_config_dict(raw), workdir / "checkpoints", 0, 1
     from recurrent_jax.sweep.spec import parse_sweep  # the sweep's own file, read by its layer
 
     plan = parse_sweep(raw)
@@ -118,14 +108,20 @@ def _sweep_run(workdir: Path, raw: dict, run):
             f"--run: expected a run id 0..{len(plan.runs) - 1} of the sweep in {workdir} "
             f"(its best run: {workdir}/best_run), got {run!r}"
         )
-    chosen = plan.runs[run]
-    point = plan.points[chosen.point]
-    return chosen.config, point.index, point.runs.index(chosen), len(point.runs)
+    point = plan.points[plan.runs[run].point]
+    index = point.runs.index(plan.runs[run])
+    return (
+        plan.runs[run].config,
+        workdir / "checkpoints" / f"point-{point.index}",
+        index,
+        len(point.runs),
+    )
 
 
-def _restore(checkpoints, step: int, like: RunsState, size: int) -> RunsState:
-    """Checkpoint ``step`` of ``size`` runs shaped as ``like`` (one run's);
-    a one-run checkpoint of the earlier layout (no run axis) gets one."""
+def _restore(checkpoints, step: int, like: RunsState, index: int, size: int) -> RunsState:
+    """Run ``index`` of the ``size`` runs of checkpoint ``step``, shaped as
+    ``like`` (one run's); a one-run checkpoint of the earlier layout (no run
+    axis) gets one."""
 
     def runs(f, tree=like):
         on_runs = lambda t: jax.tree_util.tree_map(f, t)  # noqa: E731
@@ -133,14 +129,15 @@ def _restore(checkpoints, step: int, like: RunsState, size: int) -> RunsState:
 
     shaped = lambda *n: runs(lambda a: jax.ShapeDtypeStruct((*n, *a.shape[1:]), a.dtype))  # noqa: E731
     try:
-        return checkpoints.restore(step, shaped(size))
+        saved = checkpoints.restore(step, shaped(size))
     except CheckpointError as error:
         if size != 1:
             raise
         try:
-            return runs(lambda a: a[None], checkpoints.restore(step, shaped()))
+            saved = runs(lambda a: a[None], checkpoints.restore(step, shaped()))
         except CheckpointError:
             raise error from None
+    return runs(lambda a: a[index : index + 1], saved)
 
 
 def evaluate_run(
