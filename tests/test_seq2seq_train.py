@@ -126,9 +126,9 @@ def test_unknown_key_and_mismatched_task(capsys):
     rnn = config_files.load_config("adding:smoke").to_dict()
     s2s = config_files.load_config("seq2seq_addition:smoke").to_dict()
     with pytest.raises(ConfigError, match="config.model.kind: expected 'rnn'"):
-        core.build_task(from_config_dict({**rnn, "model": s2s["model"]}))
+        core.make_setup(from_config_dict({**rnn, "model": s2s["model"]}))
     with pytest.raises(ConfigError, match="config.model.kind: expected 'seq2seq'"):
-        core.build_task(from_config_dict({**s2s, "model": rnn["model"]}))
+        core.make_setup(from_config_dict({**s2s, "model": rnn["model"]}))
 
 
 def test_a_key_of_another_model_kind_is_an_error_naming_it():
