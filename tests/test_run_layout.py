@@ -167,21 +167,27 @@ def test_resume_reads_every_kind(adding, kind, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_checkpoint_without_the_run_axis_is_read(adding, tmp_path):
-    """A training run saved by the earlier layout (one run, no run axis)."""
+def test_a_checkpoint_without_the_run_axis_is_read_and_resumed(adding, tmp_path):
+    """A training run saved by the earlier layout (one run, no run axis) at
+    step 10: read as it was saved, and resumed to the recorded run's end."""
     old = tmp_path / "old"
-    shutil.copytree(adding["train"], old, ignore=shutil.ignore_patterns("checkpoints"))
-    saved = restore_run(adding["train"], step="latest")
+    skip = shutil.ignore_patterns("checkpoints", "summary.json")
+    shutil.copytree(adding["train"], old, ignore=skip)
+    saved = restore_run(adding["train"], step=10)
     state = saved.state._replace(
         train=runs.first(saved.state.train), best=runs.first(saved.state.best)
     )
     ckpt = checkpointer(old / "checkpoints", saved.program.setup.task, 3)
-    ckpt.save(state, {"mse": float(saved.state.best.score[0])})
+    ckpt.save(state, {"mse": -float(saved.state.best.score[0])})
     ckpt.close()
     again = restore_run(old, step="latest")
-    assert again.step == saved.step
+    assert again.step == saved.step == 10
     for a, b in zip(jax.tree.leaves(again.state), jax.tree.leaves(saved.state), strict=True):
         np.testing.assert_array_equal(a, b)
+    summary = train_and_evaluate(saved.config, old, progress=False)
+    assert summary["resumed_from"] == 10
+    recorded = (adding["train"] / "metrics.jsonl").read_text()
+    assert (old / "metrics.jsonl").read_text() == recorded
 
 
 @pytest.fixture(scope="module")

@@ -120,24 +120,14 @@ def _locate(workdir: Path, run, trust_code: bool, command: str):
 
 def _restore(checkpoints, step: int, like: RunsState, index: int, size: int) -> RunsState:
     """Run ``index`` of the ``size`` runs of checkpoint ``step``, shaped as
-    ``like`` (one run's); a one-run checkpoint of the earlier layout (no run
-    axis) gets one."""
+    ``like`` (one run's)."""
 
-    def runs(f, tree=like):
+    def runs(f, tree):
         on_runs = lambda t: jax.tree_util.tree_map(f, t)  # noqa: E731
         return tree._replace(train=on_runs(tree.train), best=on_runs(tree.best))
 
-    shaped = lambda *n: runs(lambda a: jax.ShapeDtypeStruct((*n, *a.shape[1:]), a.dtype))  # noqa: E731
-    try:
-        saved = checkpoints.restore(step, shaped(size))
-    except CheckpointError as error:
-        if size != 1:
-            raise
-        try:
-            saved = runs(lambda a: a[None], checkpoints.restore(step, shaped()))
-        except CheckpointError:
-            raise error from None
-    return runs(lambda a: a[index : index + 1], saved)
+    shaped = lambda a: jax.ShapeDtypeStruct((size, *a.shape[1:]), a.dtype)  # noqa: E731
+    return runs(lambda a: a[index : index + 1], checkpoints.restore(step, runs(shaped, like)))
 
 
 def evaluate_run(
