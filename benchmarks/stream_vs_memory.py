@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _timing  # noqa: E402
 
 from recurrent_jax.data.arrays import save_arrays  # noqa: E402
-from recurrent_jax.train import core, runs  # noqa: E402
+from recurrent_jax.train import runs  # noqa: E402
 from recurrent_jax.train.config import base_config, from_config_dict  # noqa: E402
 
 
@@ -54,8 +54,8 @@ def config(path: Path, args, stream: bool):
 def call(cfg, threads: int):
     """One training call of ``cfg``'s program, state carried between calls."""
     program = runs.compile_runs(cfg)
-    hparams, key = core.default_hparams(cfg), jax.random.key(0)
-    stream = program.open_stream(cfg.data, threads) if cfg.data.stream else None
+    hparams, key = runs.stack_hparams([cfg]), runs.stack_keys([0])
+    stream = program.open_stream(cfg.data, threads)
     state = [program.init(hparams, key)]
 
     def run():

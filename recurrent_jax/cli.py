@@ -3,7 +3,8 @@
     recurrent-jax                                   # trains configs/adding.py
     recurrent-jax train --config=configs/adding.py[:smoke] [--workdir=DIR] [--config.a.b=v ...]
     recurrent-jax train --workdir=DIR               # resumes the run saved there
-    recurrent-jax eval --workdir=DIR [--step=best|latest|N] [--trust-code]
+    recurrent-jax train ... [--mesh.runs=N] [--mesh.data=M]   # the run's batch over devices
+    recurrent-jax eval --workdir=DIR [--run=I] [--step=best|latest|N] [--trust-code]
     recurrent-jax decode --workdir=DIR [--method=greedy|sample|beam] [--beam-size=K] [--source=S]
     recurrent-jax predict --workdir=DIR --input=new.npz|.csv|.parquet|text.txt [--output=p.csv]
     recurrent-jax predict --workdir=DIR --prompt="To be" [--length=N] [--temperature=T] [--top-k=K]
@@ -61,7 +62,9 @@ def cmd_train(args, overrides) -> int:
     experiment = from_config_dict(apply_overrides(config, overrides))
     workdir = Path(args.workdir or default_workdir(experiment.name, args.config))
     print(f"workdir: {workdir}  (resume: recurrent-jax train --workdir={workdir})", flush=True)
-    summary = train_and_evaluate(experiment, workdir, progress=not args.no_progress)
+    given = args.mesh_runs is not None or args.mesh_data is not None
+    mesh = sweep_mesh(args.mesh_runs, args.mesh_data) if given else None
+    summary = train_and_evaluate(experiment, workdir, progress=not args.no_progress, mesh=mesh)
     print(format_run_summary(summary))
     return 0 if summary["status"] == "completed" else 130
 
@@ -75,7 +78,7 @@ def default_workdir(name: str, spec: str | None) -> Path:
 def cmd_eval(args, overrides) -> int:
     from recurrent_jax.train.eval_run import evaluate_run
 
-    report = evaluate_run(Path(args.workdir), args.step, trust_code=args.trust_code)
+    report = evaluate_run(Path(args.workdir), args.step, run=args.run, trust_code=args.trust_code)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -100,6 +103,7 @@ def cmd_decode(args, overrides) -> int:
             raise ConfigError(f"{flag}: not an option of --method={args.method}")
     report = decode_run(
         Path(args.workdir),
+        run=args.run,
         method=args.method,
         step=args.step,
         sources=args.source,
@@ -221,13 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", help="run directory (default runs/<name>-<time>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     evaluate = sub.add_parser("eval", help="reload a run's best checkpoint and report")
-    evaluate.add_argument("--workdir", required=True)
-    evaluate.add_argument("--step", default="best", help="best, latest or a step number")
     decode = sub.add_parser("decode", help="decode a saved seq2seq run (greedy, sample, beam)")
     for command in (train, evaluate, decode):
         add_trust_code(command)
-    decode.add_argument("--workdir", required=True)
-    decode.add_argument("--step", default="best", help="best, latest or a step number")
+    for command in (evaluate, decode):
+        add_run_choice(command)
     decode.add_argument("--method", default="greedy", choices=["greedy", "sample", "beam"])
     decode.add_argument("--beam-size", type=int, help="beam width (default: the config's, or 4)")
     decode.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha")
@@ -256,18 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="runs per vmapped call (0: auto)",
     )
-    sweep.add_argument(
-        "--mesh.runs",
-        dest="mesh_runs",
-        type=int,
-        help="devices the runs are split over (default: all local devices / --mesh.data)",
-    )
-    sweep.add_argument(
-        "--mesh.data",
-        dest="mesh_data",
-        type=int,
-        help="devices each run's batch is split over (default 1)",
-    )
+    for command in (train, sweep):
+        command.add_argument(
+            "--mesh.runs",
+            dest="mesh_runs",
+            type=int,
+            help="devices the runs are split over (default: all local devices / --mesh.data)",
+        )
+        command.add_argument(
+            "--mesh.data",
+            dest="mesh_data",
+            type=int,
+            help="devices each run's batch is split over (default 1)",
+        )
     sweep.add_argument(
         "--distributed",
         action="store_true",
@@ -291,8 +294,7 @@ def add_predict(sub) -> None:
         description="Predictions of a saved run: --input files (a .npz/.npy/.csv/.parquet of "
         "arrays, or text files), --source strings (seq2seq) or a language model's --prompt.",
     )
-    predict.add_argument("--workdir", required=True)
-    predict.add_argument("--step", default="best", help="best, latest or a step number")
+    add_run_choice(predict)
     predict.add_argument("--input", action="append", help="a file of inputs (text: repeatable)")
     predict.add_argument("--source", action="append", help="a seq2seq source (repeatable)")
     predict.add_argument("--prompt", help="text a language model continues")
@@ -305,6 +307,12 @@ def add_predict(sub) -> None:
     predict.add_argument("--beam-size", type=int, help="beam width (--method=beam)")
     predict.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha")
     add_trust_code(predict)
+
+
+def add_run_choice(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--workdir", required=True, help="a run directory, or a sweep's")
+    command.add_argument("--run", type=int, help="run id I of a sweep's --workdir")
+    command.add_argument("--step", default="best", help="best, latest or a step number")
 
 
 def add_trust_code(command: argparse.ArgumentParser) -> None:

@@ -222,16 +222,16 @@ def test_every_damaged_checkpoint_is_moved_aside(three_checkpoints, tmp_path, da
 
 
 def program_inputs(config):
-    from recurrent_jax.train import core
+    from recurrent_jax.train import runs
 
-    return core.default_hparams(config), jax.random.key(config.training.seed)
+    return runs.stack_hparams([config]), runs.stack_keys([config.training.seed])
 
 
 def test_a_rewrite_of_the_metrics_cut_short_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "metrics.jsonl"
     writer = MetricsWriter(path)
     for step in (10, 20, 30):
-        writer.write(step, "train", {"loss": 1.0 / step})
+        writer.write(step, "train", {"loss": [1.0 / step]})
     before = path.read_text()
     original = Path.write_text
 

@@ -421,10 +421,10 @@ def test_a_float64_run_from_its_config(tmp_path):
     jax.config.update("jax_enable_x64", False)  # the run turns it on; the fixture restores it
     summary = train_and_evaluate(float64_experiment(), tmp_path, progress=False)
     assert summary["status"] == "completed" and jax.config.read("jax_enable_x64")
-    run = restore_run(tmp_path, "latest")
-    params = run.state.train.params
+    run = restore_run(tmp_path, step="latest")
+    params = run.params
     assert_float64(params)
-    batch = run.program.eval_batch(run.key)
+    batch = run.program.eval_batch(run.keys[0])
     xs, targets = np.asarray(batch.xs, np.float64), np.asarray(batch.targets, np.float64)
     zeros = (np.zeros((xs.shape[0], 4)),) * 2
     _, ys, _ = np_unroll("lstm", params["rnn"]["layer_0"], zeros, xs)

@@ -284,7 +284,7 @@ def test_load_run_refuses_what_it_cannot_read(lstm_run, tmp_path):
     (tmp_path / "files" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="has no run.json"):
         load_run(tmp_path / "files")
-    with pytest.raises(ConfigError, match="run: expected None"):
+    with pytest.raises(ConfigError, match="--run: expected none"):
         load_run(lstm_run[0], run=3)
     with pytest.raises(Exception, match="no checkpoint at step 7"):
         load_run(lstm_run[0], step=7)

@@ -62,8 +62,8 @@ def test_decode_with_beam_equals_beam_search_on_restored_params(run_dir, capsys)
     report = json.loads(out[out.index("\n{") + 1 :])
     assert report["method"] == "beam" and 0.0 <= report["exact_match"] <= 1.0
     run = restore_run(run_dir)
-    config, params = run.config, run.state.train.params
-    batch = jax.device_get(run.program.eval_batch(run.key))
+    config, params = run.config, run.params
+    batch = jax.device_get(run.program.eval_batch(run.keys[0]))
     model = stages.network(config.model, run.program.setup.task)
     state = model.initial_decoder_state(params, batch.src, batch.src_lengths)
     step_fn = functools.partial(model.decode_step, params)
@@ -127,9 +127,9 @@ def test_unknown_key_and_mismatched_task(capsys):
     rnn = config_files.load_config("adding:smoke").to_dict()
     s2s = config_files.load_config("seq2seq_addition:smoke").to_dict()
     with pytest.raises(ConfigError, match="config.model.kind: expected 'rnn'"):
-        core.build_task(from_config_dict({**rnn, "model": s2s["model"]}))
+        core.make_setup(from_config_dict({**rnn, "model": s2s["model"]}))
     with pytest.raises(ConfigError, match="config.model.kind: expected 'seq2seq'"):
-        core.build_task(from_config_dict({**s2s, "model": rnn["model"]}))
+        core.make_setup(from_config_dict({**s2s, "model": rnn["model"]}))
 
 
 def test_a_key_of_another_model_kind_is_an_error_naming_it():

@@ -27,7 +27,7 @@ from recurrent_jax.train import (  # noqa: E402
 from recurrent_jax.train.checkpoint import CheckpointError, checkpointer  # noqa: E402
 from recurrent_jax.train.loop import TrainingDiverged, train_and_evaluate  # noqa: E402
 from recurrent_jax.train.metrics import read_metrics  # noqa: E402
-from recurrent_jax.train.runs import compile_runs  # noqa: E402
+from recurrent_jax.train.runs import compile_runs, stack_hparams, stack_keys  # noqa: E402
 from recurrent_jax.train.summary import format_run_summary  # noqa: E402
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py"))
@@ -88,7 +88,7 @@ def test_smoke_config_trains_end_to_end(name, tmp_path):
 
 def _checkpoint_state(workdir: Path, config):
     program = compile_runs(config)
-    like = jax.eval_shape(program.init, core.default_hparams(config), jax.random.key(0))
+    like = jax.eval_shape(program.init, stack_hparams([config]), stack_keys([0]))
     ckpt = checkpointer(workdir / "checkpoints", program.setup.task, 5)
     state = ckpt.restore(ckpt.latest_step(), like)
     ckpt.close()
@@ -239,7 +239,7 @@ def test_a_run_stopped_before_its_first_checkpoint_writes_each_record_once(
 def test_incompatible_checkpoint_is_a_clear_error(uninterrupted):
     full_dir, config = uninterrupted
     program = compile_runs(config)
-    like = jax.eval_shape(program.init, core.default_hparams(config), jax.random.key(0))
+    like = jax.eval_shape(program.init, stack_hparams([config]), stack_keys([0]))
     wider = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape + (2,)), like.train.params)
     like = like._replace(train=like.train._replace(params=wider))
     ckpt = checkpointer(full_dir / "checkpoints", program.setup.task, 5)
@@ -263,16 +263,18 @@ def test_static_config_ignores_traced_and_host_values():
 
 
 def _solo_run(config, hparams, key):
-    """A run through the host loop's compiled stages (one run, unvmapped)."""
+    """A run through the host loop's compiled stages (a run axis of 1)."""
     program = compile_runs(config)
+    hparams, key = jax.tree_util.tree_map(lambda a: a[None], (hparams, key))
     state = program.init(hparams, key)
     chunks = []
     for _ in range(config.training.num_steps // config.training.steps_per_call):
         state, metrics = program.run_steps(hparams, key, state)
         chunks.append(metrics)
     train = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *chunks)
-    evals = program.evaluate(hparams, key, state, program.eval_batch(key))[0]
-    return state.train.params, {"train": train, "eval": evals}
+    evals = program.evaluate(hparams, key, state, program.eval_batch(key[0]))[0]
+    one = lambda a: a[0] if a.ndim == 1 else a[:, 0]  # noqa: E731
+    return state.train.params, jax.tree_util.tree_map(one, {"train": train, "eval": evals})
 
 
 def test_vmap_over_learning_rates_equals_solo_runs():
@@ -288,6 +290,7 @@ def test_vmap_over_learning_rates_equals_solo_runs():
     for i, rate in enumerate(rates):
         want = _solo_run(config, base._replace(learning_rate=rate), key)
         got = jax.tree_util.tree_map(lambda a, i=i: a[i], (states.params, metrics))
+        want = (jax.tree_util.tree_map(lambda a: a[0], want[0]), want[1])
         for g, w in zip(
             jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True
         ):

@@ -22,8 +22,8 @@ from recurrent_jax.train.eval_run import restore_run
 
 def breakdown(workdir: str, size: int, seed: int, step: str = "best") -> tuple[str, float]:
     """(Markdown table, overall exact match) of ``size`` held-out sums."""
-    run = restore_run(workdir, step)
-    config, params, chosen = run.config, run.state.train.params, run.step
+    run = restore_run(workdir, step=step)
+    config, params, chosen = run.config, run.params, run.step
     digits = config.data.options.max_digits
     batch = seq2seq_tasks.addition(jax.random.key(seed), size, max_digits=digits, split="eval")
     decoded = seq2seq_model.decode(config.model, run.program.setup.task, params, batch)

@@ -27,7 +27,7 @@ from recurrent_jax.sweep.spec import GridPoint, SweepPlan
 from recurrent_jax.train import core, host_loop, memory, references, rundir, runs
 from recurrent_jax.train.checkpoint import ProcessCheckpointer, checkpointer
 from recurrent_jax.train.config import from_config_dict, to_dict
-from recurrent_jax.train.loop import RunLoop, open_stream
+from recurrent_jax.train.loop import RunLoop
 from recurrent_jax.train.metrics import METRICS_FILE, MetricsWriter
 from recurrent_jax.train.summary import finished_summary
 
@@ -90,7 +90,7 @@ def run_sweep(
     rundir.check(workdir, "sweep")
     folders, sizes = {}, {}
     for point in plan.points:  # data, model sizes, folders: checked before the workdir is touched
-        setup = core.make_setup(point.config)
+        setup = runs.setup_of(point.config)  # built once: the point's program reuses it
         sizes[point.index] = memory.check_fits(setup, core.default_hparams(point.config))
         folders |= references.data_folders(point.config.data)
     claimed = rundir.claim(
@@ -151,7 +151,7 @@ def _run_point(
             writer=writer,
             run_ids=[r.run_id for r in own],
             stop_on_divergence=False,
-            stream=open_stream(program, point.config),  # every run reads the same batches
+            stream=program.open_stream(point.config.data),  # every run reads the same batches
         )
         log(_describe(plan, point, own, program, loop.start_step, bytes_per_run))
         status, seconds = host_loop.drive(

@@ -19,7 +19,7 @@ import jax
 from recurrent_jax import distributed as dist
 from recurrent_jax.sweep import report
 from recurrent_jax.sweep.spec import GridPoint, SweepPlan
-from recurrent_jax.train import core
+from recurrent_jax.train import runs
 from recurrent_jax.train.checkpoint import load_tree
 from recurrent_jax.train.metrics import METRICS_FILE, read_metrics
 
@@ -32,7 +32,7 @@ def merge_outputs(plan: SweepPlan, workdir: Path, status: str, points: list, sec
     the merged summary. ``workdir`` must be shared by the processes."""
     own = {r.run_id for point in plan.points for r in own_runs(point)}
     records = read_metrics(dist.process_path(workdir / METRICS_FILE))
-    rows = report.table_rows(plan, records, [r for r in plan.runs if r.run_id in own])
+    rows = report.run_rows(plan, records, [r for r in plan.runs if r.run_id in own])
     dist.write_run_table(dist.process_path(workdir / PROCESS_TABLE), rows)
     state = {"status": status, "points": points}
     dist.process_path(workdir / PROCESS_STATUS).write_text(json.dumps(state, default=str) + "\n")
@@ -101,12 +101,11 @@ def merge_best_runs(plan: SweepPlan, workdir: Path, directories) -> None:
             shutil.move(candidates[winner], target)
             record = records[winner]
             run = next(r for r in plan.runs if r.run_id == record["run_id"])
-            setup = core.make_setup(run.config)
-            hparams = core.default_hparams(run.config)
-            like = jax.eval_shape(lambda: core.init_state(setup, hparams, jax.random.key(0)))
+            program = runs.compile_runs(run.config, 1)
+            hparams, keys = runs.stack_hparams([run.config]), runs.stack_keys([0])
+            like = jax.eval_shape(program.init, hparams, keys)
             best = load_tree(target / report.CANDIDATE_FILE, like)
-            calls = report.streamed_calls(run.config, best)
-            report.save_best(target, best, record["score"], setup.task, calls)
+            report.save_best(target, best, record["score"], program.setup.task)
             (target / report.CANDIDATE_FILE).unlink()
     for d in directories:
         shutil.rmtree(d, ignore_errors=True)

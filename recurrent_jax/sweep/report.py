@@ -30,7 +30,7 @@ from recurrent_jax.train.checkpoint import checkpointer, save_tree
 from recurrent_jax.train.loop import prepare_workdir
 from recurrent_jax.train.metrics import METRICS_FILE, read_metrics
 from recurrent_jax.train.plots import _pyplot
-from recurrent_jax.train.runs import Best, RunsState
+from recurrent_jax.train.runs import Best, RunsState, setup_of
 
 TABLE_CSV, TABLE_MD, SUMMARY_FILE = "runs.csv", "runs.md", "summary.json"
 BEST_DIR, BEST_FILE, CANDIDATE_FILE = "best_run", "best.json", "state.npz"
@@ -56,12 +56,15 @@ def update_best_run(runs, best: Best, task, directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
     rundir.mark(rundir.make_workdir(directory), rundir.BEST_RUN, name=run.config.name)
     prepare_workdir(run.config, directory)
-    state = jax.tree_util.tree_map(lambda a: a[i], best.state)
+    train = jax.tree_util.tree_map(lambda a: a[i : i + 1], best.state)  # run axis of 1
+    step, score = train.step[0], jnp.full((1,), scores[i], jnp.float32)
+    calls = step // run.config.training.steps_per_call if run.config.data.stream else None
+    state = RunsState(step, train, Best(train, score), calls)  # a training run's
     if jax.process_count() > 1:
         save_tree(directory / CANDIDATE_FILE, state)
     else:
-        save_best(directory, state, float(scores[i]), task, streamed_calls(run.config, state))
-    record = {"run_id": run.run_id, "score": float(scores[i]), "step": int(state.step)}
+        save_best(directory, state, float(scores[i]), task)
+    record = {"run_id": run.run_id, "score": float(scores[i]), "step": int(step)}
     partial = directory / f"{BEST_FILE}.partial"
     partial.write_text(json.dumps(record) + "\n")
     os.replace(partial, directory / BEST_FILE)  # last, and whole: the best run is complete
@@ -84,45 +87,28 @@ def read_best(directory: Path) -> dict | None:
     return record if valid else None
 
 
-def save_best(directory: Path, state, score: float, task, calls_read=None) -> None:
-    """The best run's training ``state`` as a run directory's checkpoint:
-    the ``RunsState`` of one run, so ``recurrent-jax eval`` reloads it
-    (``calls_read``: a streamed run's stream position at that state)."""
-    best = Best(state, jnp.asarray(score, jnp.float32))
-    one_run = RunsState(state.step, state, best, calls_read)
+def save_best(directory: Path, state: RunsState, score: float, task) -> None:
+    """The best run's ``state`` (a training run's: a run axis of 1) as the
+    checkpoint of the run directory ``directory``."""
     checkpoints = checkpointer(directory / "checkpoints", task, 1, process_local=True)
-    checkpoints.save(one_run, {task.primary_metric: score if task.higher_is_better else -score})
+    checkpoints.save(state, {task.primary_metric: score if task.higher_is_better else -score})
     checkpoints.close()
-
-
-def streamed_calls(config, state):
-    """The calls a streamed run had read at ``state`` (one per call of
-    ``steps_per_call`` steps), or None for an in-memory run."""
-    if not config.data.stream:
-        return None
-    return jnp.asarray(state.step // config.training.steps_per_call, jnp.int32)
 
 
 # --- the table -------------------------------------------------------------------
 
 
 def primary_metric(plan: SweepPlan) -> tuple[str, bool]:
-    """The task's primary metric and whether higher is better."""
-    from recurrent_jax.data import registry
-
-    spec = registry.get_task(plan.base.data.task).build(plan.base.data.options)
-    return spec.primary_metric, spec.higher_is_better
-
-
-def table_rows(plan: SweepPlan, records: list[dict], runs=None) -> list[dict]:
-    """The run table's rows of ``runs`` (default: all) from their metrics."""
-    return run_rows(plan, records, *primary_metric(plan), runs=runs)
+    """The task's primary metric and whether higher is better (the task of
+    the last grid point, built for its program: ``runs.setup_of``)."""
+    task = setup_of(plan.points[-1].config).task
+    return task.primary_metric, task.higher_is_better
 
 
-def run_rows(
-    plan: SweepPlan, records: list[dict], primary: str, higher: bool, runs=None
-) -> list[dict]:
-    """One row per run: swept values, status, final eval metrics, best eval."""
+def run_rows(plan: SweepPlan, records: list[dict], runs=None) -> list[dict]:
+    """One row per run of ``runs`` (default: all): swept values, status,
+    final eval metrics, best eval."""
+    primary, higher = primary_metric(plan)
     by_run = defaultdict(list)
     for r in records:
         by_run[r.get("run_id")].append(r)
@@ -338,7 +324,7 @@ def write_report(
     ``rows``: the run table (default: built from ``metrics.jsonl``)."""
     primary, higher = primary_metric(plan)
     records = read_metrics(Path(workdir) / METRICS_FILE)
-    rows = run_rows(plan, records, primary, higher) if rows is None else rows
+    rows = run_rows(plan, records) if rows is None else rows
     best = best_row(rows, primary, higher)
     write_tables(rows, workdir, best["run_id"] if best else None)
     final = f"final_{primary}"
@@ -408,4 +394,4 @@ def format_sweep_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["format_sweep_summary", "table_rows", "update_best_run", "write_report"]
+__all__ = ["format_sweep_summary", "run_rows", "update_best_run", "write_report"]

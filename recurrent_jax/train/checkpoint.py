@@ -141,11 +141,29 @@ class Checkpointer:
 
     def restore(self, step: int, like):
         """The state saved at ``step``, with the structure, shapes and dtypes
-        of ``like`` (a freshly initialised state)."""
+        of ``like`` (a freshly initialised state). A one-run state saved
+        before the run axis (arrays without its leading 1) gets it."""
+        try:
+            return self._restore_as(step, like)
+        except CheckpointError as error:
+            stacked = [a.shape[0] for a in jax.tree_util.tree_leaves(like) if a.ndim]
+            if set(stacked) != {1}:
+                raise
+            lose = lambda a: jax.ShapeDtypeStruct(a.shape[1:] if a.ndim else (), a.dtype)  # noqa: E731
+            try:
+                old = self._restore_as(step, jax.tree_util.tree_map(lose, like))
+            except CheckpointError:
+                raise error from None
+            return jax.tree_util.tree_map(lambda a, b: a[None] if b.ndim else a, old, like)
+
+    def _restore_as(self, step: int, like):
         if self._host:
             target = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), like)
-        else:
-            target = jax.tree_util.tree_map(self._ocp.utils.to_shape_dtype_struct, like)
+        else:  # onto one device: a checkpoint saved over a mesh reads on any devices
+            one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree_util.tree_map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), like
+            )
         path = self.directory / str(step)
         try:
             restored = self.manager.restore(step, args=self._ocp.args.StandardRestore(target))
@@ -241,6 +259,8 @@ def _quiet_orbax_shutdown() -> None:
     def hook(unraisable):
         error = unraisable.exc_value
         if isinstance(error, RuntimeError) and str(error) in _ORBAX_SHUTDOWN_NOISE:
+            return
+        if any(path in str(error) for path in _DAMAGED):  # a read of one that failed
             return
         previous(unraisable)
 

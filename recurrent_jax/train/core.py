@@ -12,6 +12,7 @@ and the host loop calls them between its calls.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -66,7 +67,8 @@ class Setup(NamedTuple):
 
 
 def make_setup(config: ExperimentConfig, task: TaskSpec | None = None) -> Setup:
-    """The setup of ``config`` (its task built unless given)."""
+    """The setup of ``config`` (its task built unless given); the model is
+    built here, once, which checks that it can train on the task."""
     task = build_task(config) if task is None else task
     t = config.training
     return Setup(
@@ -99,10 +101,9 @@ def compiler_options(config: ExperimentConfig) -> dict | None:
 
 
 def build_task(config: ExperimentConfig) -> TaskSpec:
-    """Builds the task and checks that the model can train on it."""
+    """Builds the task (``make_setup`` checks the model against it)."""
     use_dtype(config.model)  # before the task's arrays exist
     task = registry.get_task(config.data.task).build(config.data.options)
-    make_model(config.model, task)
     if config.data.stream and task.train_rows is None:
         raise ConfigError(
             f"config.data.stream: task {config.data.task!r} has no rows on the host to stream "
@@ -227,12 +228,13 @@ def make_train(config: ExperimentConfig, task: TaskSpec | None = None):
             "config.data.stream: make_train runs whole runs on the device, with the data "
             "there; expected False, got True (a streamed run is driven by the host loop)"
         )
+    return functools.partial(whole_run, setup)
 
-    def train(hparams: HParams, key: jax.Array):
-        state = init_state(setup, hparams, key)
-        call = lambda s, _: run_steps(setup, hparams, key, s)  # noqa: E731
-        state, train_metrics = jax.lax.scan(call, state, None, length=setup.num_calls)
-        eval_metrics, _ = evaluate(setup, hparams, key, state)
-        return state, {"train": train_metrics, "eval": eval_metrics}
 
-    return train
+def whole_run(setup: Setup, hparams: HParams, key: jax.Array):
+    """A whole run in one call: ``make_train``'s ``train``."""
+    state = init_state(setup, hparams, key)
+    call = lambda s, _: run_steps(setup, hparams, key, s)  # noqa: E731
+    state, train_metrics = jax.lax.scan(call, state, None, length=setup.num_calls)
+    eval_metrics, _ = evaluate(setup, hparams, key, state)
+    return state, {"train": train_metrics, "eval": eval_metrics}

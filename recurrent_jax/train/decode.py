@@ -20,8 +20,8 @@ from recurrent_jax.data.seq2seq_tasks import Seq2SeqBatch
 from recurrent_jax.seq2seq.model import DECODE_METHODS
 from recurrent_jax.train import seq2seq_model
 from recurrent_jax.train.config import ConfigError
-from recurrent_jax.train.eval_run import restore_run_config
-from recurrent_jax.train.loop import load_run_config
+from recurrent_jax.train.eval_run import restore_run
+from recurrent_jax.train.runs import first
 from recurrent_jax.train.seq2seq_outputs import format_samples
 
 
@@ -37,6 +37,7 @@ def source_batch(vocab, sources: list[str], max_len: int) -> Seq2SeqBatch:
 def decode_run(
     workdir,
     *,
+    run: int | None = None,
     method: str = "greedy",
     step: str | int = "best",
     sources: list[str] | None = None,
@@ -45,24 +46,25 @@ def decode_run(
     trust_code: bool = False,
     **options,
 ) -> dict:
-    """Decodes the run's held-out set (or ``sources``) with ``method``
+    """Decodes run ``run`` of ``workdir`` (``eval_run.restore_run``) on
+    its held-out set (or ``sources``) with ``method``
     ("greedy", "sample" or "beam"; ``options`` as for
     ``recurrent_jax.seq2seq.decode``: ``beam_size``, ``length_penalty``,
     ``coverage_penalty``, ``temperature``, ``top_k``). Writes all lines to
-    ``decoded_<method>.txt`` and returns a report with ``exact_match`` (on
-    the held-out set) and the first ``num_samples`` lines. ``trust_code``:
-    see ``eval_run.restore_run``."""
+    ``decoded_<method>.txt`` (run i of a sweep: ``.run-<i>.txt``) and
+    returns a report with ``exact_match`` (on the held-out set) and the
+    first ``num_samples`` lines."""
     if method not in DECODE_METHODS:
         raise ConfigError(f"--method: expected one of {list(DECODE_METHODS)}, got {method!r}")
     workdir = Path(workdir)
-    config = load_run_config(workdir, trust_code=trust_code, command="decode")
+    saved = restore_run(workdir, run, step, trust_code=trust_code, command="decode")
+    config = saved.config
     if config.model.KIND != "seq2seq":
         raise ConfigError(
             f"config.model.kind: expected 'seq2seq' to decode {workdir}, got {config.model.KIND!r}"
         )
-    run = restore_run_config(workdir, config, step)
-    task = run.program.setup.task
-    params, batch = run.state.train.params, jax.device_get(run.program.eval_batch(run.key))
+    task, params = saved.program.setup.task, saved.params
+    batch = jax.device_get(saved.program.eval_batch(first(saved.keys)))
     if sources:
         try:
             batch = source_batch(task.vocab, sources, batch.tgt_out.shape[1])
@@ -75,14 +77,15 @@ def decode_run(
         lambda p, b: seq2seq_model.decode(config.model, task, p, b, method, key=key, **options)
     )(params, batch)
     sequences = np.asarray(decoded.sequences)
-    report = {"workdir": str(workdir), "step": run.step, "method": method, "options": options}
+    report = {"workdir": str(workdir), "step": saved.step, "method": method, "options": options}
     if sources:
         decoded_texts = task.vocab.decode(sequences)
         lines = [f"{s} → {p}" for s, p in zip(sources, decoded_texts, strict=True)]
     else:
         lines = format_samples(task.vocab, batch.src, batch.src_lengths, sequences, batch.tgt_out)
         report["exact_match"] = float(seq2seq_model.exact_match(sequences, batch))
-    (workdir / f"decoded_{method}.txt").write_text("\n".join(lines) + "\n")
+    name = f"decoded_{method}" + ("" if run is None else f".run-{run}")
+    (workdir / f"{name}.txt").write_text("\n".join(lines) + "\n")
     report["samples"] = lines[:num_samples]
     return report
 

@@ -1,8 +1,8 @@
 """The one host loop: calls of compiled steps, evaluations, progress,
 interrupts and stop signals, for a solo run and for a sweep's grid point.
 
-``drive(runs, training, ...)`` advances any ``Runs`` (the state of one run,
-or the stacked state of a grid point's runs) to ``training.num_steps``:
+``drive(runs, training, ...)`` advances a ``loop.RunLoop`` (the stacked
+state of a training run's or a grid point's runs) to ``training.num_steps``:
 after every call of ``steps_per_call`` steps it updates the progress bar,
 evaluates every ``eval_every`` steps and at the end, and checks for a stop
 request; an interrupt saves the state, so running again resumes there.
@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
 
 from recurrent_jax.train.progress import Progress
 
@@ -30,29 +29,8 @@ BLOCKED_SECONDS = 10.0
 TERMINATED = 128 + signal.SIGTERM  # the exit status of a process a SIGTERM ended
 
 
-class Runs(Protocol):
-    """What ``drive`` advances; the device state lives in the implementation."""
-
-    @property
-    def step(self) -> int: ...
-
-    def evaluated(self, step: int) -> bool:
-        """Whether the metrics file already holds the evaluation at ``step``."""
-
-    def run_steps(self) -> dict | None:
-        """Runs one compiled call of steps and writes its metrics; returns
-        what the progress bar shows, or None when the run diverged."""
-
-    def evaluate(self) -> dict | None:
-        """Evaluates, writes and checkpoints; returns what the progress bar
-        shows, or None when the run diverged."""
-
-    def save(self) -> None:
-        """Checkpoints the current state (on an interrupt)."""
-
-
 def drive(
-    runs: Runs, training, *, show_progress: bool, stop_requested: Callable[[int], bool]
+    runs, training, *, show_progress: bool, stop_requested: Callable[[int], bool]
 ) -> tuple[str, float]:
     """Advances ``runs`` to ``training.num_steps``; returns the status
     (``COMPLETED``, ``INTERRUPTED`` or ``DIVERGED``) and the seconds spent."""
@@ -68,7 +46,7 @@ def drive(
     return status, time.perf_counter() - start
 
 
-def _advance(runs: Runs, t, bar: Progress, stop_requested) -> str:
+def _advance(runs, t, bar: Progress, stop_requested) -> str:
     if runs.step < t.num_steps and stop_requested(runs.step):
         return INTERRUPTED  # before the first call: nothing new to save
     if runs.step % t.eval_every == 0 and not runs.evaluated(runs.step):

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from recurrent_jax.data.base import TaskSpec
-from recurrent_jax.train.config import ConfigError, ExperimentConfig
-from recurrent_jax.train.eval_run import restore_run_config
+from recurrent_jax.train.config import ExperimentConfig
+from recurrent_jax.train.eval_run import restore_run
 from recurrent_jax.train.hparams import HParams
-from recurrent_jax.train.loop import load_run_config
+from recurrent_jax.train.runs import first
 from recurrent_jax.train.stages import Model
 
 
@@ -107,27 +107,23 @@ class LoadedRun(NamedTuple):
 def load_run(
     workdir, run: int | None = None, step: str | int = "best", *, trust_code: bool = False
 ) -> LoadedRun:
-    """The run in ``workdir`` (a ``train`` run or a sweep's ``best_run/``)
-    at its checkpoint ``step``: "best" (the best held-out score), "latest"
-    or a saved step number.
+    """Run ``run`` of ``workdir`` at its checkpoint ``step``: "best" (the
+    state at its best held-out score), "latest" or a saved step number.
 
-    ``run``: which run of the directory; None for the one run a training
-    run or a ``best_run/`` holds. The code the run's config names outside
-    the package (``data.task``, ``model.cell`` by import path) is imported
-    only with ``trust_code``. A directory that is not a run directory a
-    command may read, a missing checkpoint or a checkpoint that does not
-    match the config is a one-line error; nothing is written.
+    ``workdir``: a ``train`` run or a sweep's ``best_run/`` (``run`` None),
+    or a sweep (``run``: the run id). The code the run's config names
+    outside the package (``data.task``, ``model.cell`` by import path) is
+    imported only with ``trust_code``. A directory that is not a run
+    directory a command may read, a missing checkpoint or a checkpoint that
+    does not match the config is a one-line error; nothing is written
+    (``eval_run.restore_run``, the reader of every command).
     """
-    workdir = Path(workdir)
-    if run is not None:
-        raise ConfigError(
-            f"run: expected None for {workdir}, which holds a single run, got {run!r}"
-        )
-    config = load_run_config(workdir, trust_code=trust_code, command="predict")
-    saved = restore_run_config(workdir, config, step)
+    saved = restore_run(workdir, run, step, trust_code=trust_code, command="predict")
     setup = saved.program.setup
-    params = saved.state.train.params
-    return LoadedRun(config, setup.task, setup.model, params, saved.hparams, saved.step, workdir)
+    hparams = first(saved.hparams)
+    return LoadedRun(
+        saved.config, setup.task, setup.model, saved.params, hparams, saved.step, Path(workdir)
+    )
 
 
 __all__ = ["LoadedRun", "load_run"]

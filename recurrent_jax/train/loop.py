@@ -4,8 +4,9 @@
 calls (``host_loop.drive`` advances it): it restores the newest intact
 checkpoint, appends each call's metrics to ``metrics.jsonl`` (one record
 per run and step; a sweep's carry its ``run_id``), evaluates, checkpoints
-and decides what divergence does: a solo run stops (``TrainingDiverged``),
-a sweep marks the run and goes on. A solo run is a sweep of one, unvmapped.
+and decides what divergence does: a training run stops
+(``TrainingDiverged``), a sweep marks the run and goes on. A training run
+is a sweep of one: the same program, state and checkpoints, a run axis of 1.
 
 A run directory holds ``run.json`` (what owns it: ``rundir``),
 ``config.json`` (re-launchable: ``recurrent-jax train
@@ -21,12 +22,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
-from recurrent_jax.train import config_files, core, host_loop, memory, references, rundir
+from recurrent_jax.train import core, host_loop, memory, references, rundir
 from recurrent_jax.train.checkpoint import checkpointer, restore_newest
-from recurrent_jax.train.config import ExperimentConfig, config_errors, from_config_dict, to_dict
+from recurrent_jax.train.config import ExperimentConfig, from_config_dict, to_dict
 from recurrent_jax.train.metrics import MetricsWriter, has_eval
-from recurrent_jax.train.runs import Program, compile_runs
+from recurrent_jax.train.runs import Program, compile_runs, first, stack_hparams, stack_keys
 from recurrent_jax.train.stages import RunEnd
 
 CONFIG_FILE = rundir.CONFIG_FILE
@@ -37,7 +39,10 @@ class TrainingDiverged(FloatingPointError):
 
 
 class RunLoop:
-    """N >= 1 runs of ``program`` on the host (``host_loop.Runs``).
+    """N >= 1 runs of ``program`` on the host, between the calls that
+    ``host_loop.drive`` makes: ``step``, ``evaluated(step)`` (already in
+    the metrics file), ``run_steps()`` and ``evaluate()`` (what the progress
+    bar shows, or None on divergence) and ``save()``.
 
     Attributes:
       program, hparams, keys: the compiled stages and each run's inputs
@@ -46,8 +51,8 @@ class RunLoop:
         without ``run_id``).
       state: the ``runs.RunsState`` on device; ``start_step`` where it
         started (restored or 0).
-      eval_batch, eval_outputs: one run's held-out batch and latest outputs
-        (host copies; None for several runs).
+      eval_batch, eval_outputs: the first run's held-out batch and latest
+        outputs (host copies), when ``write_eval`` is given; else None.
       message: why the runs stopped, when they diverged.
       stream: a streamed run's ``data.stream.Stream`` (``Program.open_stream``),
         sought to the restored state's calls; None on the in-memory path.
@@ -78,8 +83,8 @@ class RunLoop:
         self.checkpoints, self.writer, self.write_eval = checkpoints, writer, write_eval
         self.stop_on_divergence = stop_on_divergence
         self.message, self.eval_outputs = "", None
-        solo = program.num_runs is None
-        self.eval_batch = jax.device_get(program.eval_batch(self.keys)) if solo else None
+        one = program.eval_batch(first(self.keys)) if write_eval else None
+        self.eval_batch = jax.device_get(one)
         fresh = jax.eval_shape(program.init, self.hparams, self.keys)
         latest, restored = restore_newest(checkpoints, self._unpadded(fresh), log)
         if latest is None:
@@ -131,7 +136,7 @@ class RunLoop:
             self.message = self._diverged_message(self.step, "eval metrics")
             return None
         if self.eval_batch is not None:
-            self.eval_outputs = jax.device_get(outputs)
+            self.eval_outputs = first(jax.device_get(outputs))
             if self.write_eval is not None:
                 self.write_eval(self.step, self.eval_batch, self.eval_outputs)
         best = float((np.max if task.higher_is_better else np.min)(values)) if values.size else None
@@ -140,7 +145,7 @@ class RunLoop:
         if not values.size:
             return {f"{name} (all runs diverged)": math.nan}
         if self.run_ids is None:
-            return {k: float(v) for k, v in metrics.items()}
+            return {k: float(v[0]) for k, v in metrics.items()}
         return {f"median {name}": float(np.median(values)), f"best {name}": best}
 
     def save(self) -> None:
@@ -163,12 +168,7 @@ class RunLoop:
         )
 
 
-# --- one run -------------------------------------------------------------------------
-
-
-def open_stream(program: Program, config: ExperimentConfig):
-    """The run's ``data.stream.Stream`` when ``config.data.stream``, else None."""
-    return program.open_stream(config.data) if program.setup.streamed else None
+# --- a training run ------------------------------------------------------------------
 
 
 def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
@@ -183,23 +183,6 @@ def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
     return workdir
 
 
-def load_run_config(
-    workdir: Path, *, trust_code: bool = False, command: str = "eval"
-) -> ExperimentConfig:
-    """The config of the run in ``workdir``, a directory ``command`` may
-    read (``rundir.check``). The code it names is imported from the files
-    the run recorded, and outside the package only with ``trust_code``
-    (``references.admit_code``): loading a run runs that code."""
-    rundir.check(workdir, command)
-    path = Path(workdir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no saved config; is {workdir} a run directory?")
-    raw = config_files.read_json(path)
-    with config_errors(""):
-        references.admit_code(raw, source=f"the run in {workdir}", trust=trust_code, search=False)
-    return from_config_dict(raw)
-
-
 def train_and_evaluate(
     config: ExperimentConfig,
     workdir,
@@ -207,9 +190,14 @@ def train_and_evaluate(
     progress: bool = True,
     should_stop: Callable[[int], bool] | None = None,
     log: Callable[[str], None] = host_loop.notice,
+    mesh: Mesh | None = None,
 ) -> dict:
     """Trains (resuming from the newest intact checkpoint in ``workdir``),
     evaluates and writes the run directory. Returns the summary.
+
+    The run is ``runs.compile_runs(config, 1, mesh=mesh)``: with a ``mesh``
+    (``distributed.make_mesh``) its batch is split over the ``data`` axis
+    (and the run repeated over ``runs``); its checkpoints are the same.
 
     ``should_stop(step)`` is checked after every call (as SIGTERM and a
     first Ctrl-C are): when true the state is saved and the run ends with
@@ -225,7 +213,7 @@ def train_and_evaluate(
     from recurrent_jax.train.summary import finished_summary, write_summary
 
     rundir.check(workdir, "train")
-    program = compile_runs(config)  # the data is read and checked before the workdir is touched
+    program = compile_runs(config, 1, mesh=mesh)  # the data is read before the workdir is touched
     memory.check_fits(program.setup, core.default_hparams(config))
     model = program.setup.model
     with (
@@ -249,14 +237,14 @@ def train_and_evaluate(
         try:
             run = RunLoop(
                 program,
-                core.default_hparams(config),
-                jax.random.key(config.training.seed),
+                stack_hparams([config]),
+                stack_keys([config.training.seed]),
                 checkpoints=checkpoints,
                 writer=writer,
                 write_eval=lambda step, batch, outputs: model.write_eval(
                     workdir, step, batch, outputs
                 ),
-                stream=open_stream(program, config),
+                stream=program.open_stream(config.data),
                 log=log,
             )
             status, seconds = host_loop.drive(
@@ -266,7 +254,7 @@ def train_and_evaluate(
                 workdir,
                 config.name,
                 run.step,
-                jax.device_get(run.state.train.params),
+                first(jax.device_get(run.state.train.params)),
                 run.eval_batch,
                 run.eval_outputs,
                 status == host_loop.DIVERGED,
@@ -289,4 +277,4 @@ def train_and_evaluate(
     return summary
 
 
-__all__ = ["RunLoop", "TrainingDiverged", "load_run_config", "train_and_evaluate"]
+__all__ = ["RunLoop", "TrainingDiverged", "train_and_evaluate"]

@@ -62,8 +62,11 @@ def estimate(setup: core.Setup, hparams) -> RunBytes:
 
 def estimate_run_bytes(config: ExperimentConfig) -> int:
     """Device bytes one run of ``config`` needs in a training step (its
-    state and the step; see ``estimate``), for sizing a sweep's calls."""
-    bytes_ = estimate(core.make_setup(config), core.default_hparams(config))
+    state and the step; see ``estimate``), for sizing a sweep's calls; the
+    setup is its programs' (``runs.setup_of``), not built again."""
+    from recurrent_jax.train.runs import setup_of
+
+    bytes_ = estimate(setup_of(config), core.default_hparams(config))
     return bytes_.state + bytes_.step
 
 

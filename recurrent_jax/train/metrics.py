@@ -47,19 +47,19 @@ class MetricsWriter:
 
     def write(self, step: int, split: str, metrics: dict, run_ids=None) -> None:
         """One record per run: ``metrics`` values are (N,) arrays for the
-        ``run_ids``, or scalars for a solo run (``run_ids`` None)."""
+        ``run_ids``; ``run_ids`` None: one run, whose records have no id."""
         runs = [None] if run_ids is None else list(run_ids)
         lines = []
         for i, run_id in enumerate(runs):
             record = {} if run_id is None else {"run_id": run_id}
             record |= {"step": int(step), "split": split}
-            record |= {k: _number(v if run_id is None else v[i]) for k, v in metrics.items()}
+            record |= {k: _number(v[i]) for k, v in metrics.items()}
             lines.append(json.dumps(record) + "\n")
         with self.path.open("a") as f:
             f.writelines(lines)
         if self.tb is not None and run_ids is None:
             for name, value in metrics.items():
-                self.tb.add_scalar(f"{split}/{name}", float(value), int(step))
+                self.tb.add_scalar(f"{split}/{name}", float(value[0]), int(step))
 
     def close(self) -> None:
         if self.tb is not None:

@@ -25,7 +25,7 @@ def run_predict(args) -> int:
     """``recurrent-jax predict``: ``args`` as the command line parses them;
     the exit status."""
     what, options = predict_options(args)
-    run = load_run(Path(args.workdir), step=args.step, trust_code=args.trust_code)
+    run = load_run(Path(args.workdir), args.run, args.step, trust_code=args.trust_code)
     if what == "prompt":
         length = options.pop("length", 200)
         text = run.sample(args.prompt, length, seed=args.seed, **options)

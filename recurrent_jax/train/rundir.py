@@ -66,9 +66,8 @@ KINDS = {
     SWEEP: Kind(
         "a sweep",
         "sweep.json",
-        ("sweep",),
-        "resume it with `recurrent-jax sweep --workdir={workdir}` or evaluate its best run "
-        "with `recurrent-jax eval --workdir={workdir}/best_run`",
+        ("sweep", "eval", "decode", "predict"),
+        "resume it with `recurrent-jax sweep --workdir={workdir}`",
     ),
     BEST_RUN: Kind(
         "the best run of a sweep",

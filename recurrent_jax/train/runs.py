@@ -3,16 +3,15 @@
 A ``Program`` holds the jitted stages of ``train.core`` for one config:
 ``init``, ``run_steps`` (one call of ``training.steps_per_call`` steps),
 ``evaluate`` (which also keeps each run's best state) and ``train`` (whole
-runs in one call). ``num_runs=None`` is one run, unvmapped (``recurrent-jax
-train``, ``eval``, ``decode``); ``num_runs=N`` stacks N runs on a leading
-axis (a sweep's grid point): ``jax.vmap``, or vmapped groups of
-``runs_per_call`` runs under ``lax.map`` when they do not fit in memory at
-once. With a ``mesh`` (``distributed.make_mesh``) the run axis is padded to
+runs in one call). ``num_runs=N`` stacks N runs on a leading axis, one
+layout for a training run (N = 1) and a sweep's grid point: ``jax.vmap``,
+or vmapped groups of ``runs_per_call`` runs under ``lax.map`` when they do
+not fit in memory at once. With a ``mesh`` (``distributed.make_mesh``) the run axis is padded to
 a multiple of its ``runs`` size and split over it, and each run's batch
 over ``data``; ``Program.place`` pads and shards inputs, ``unpad`` strips
-the padding. Programs are cached: configs that share
-``core.static_config`` share one compile. How much memory a run needs:
-``train.memory``.
+the padding. Programs are cached (the last ``CACHED_PROGRAMS``): configs
+that share ``core.static_config`` share one compile and one build of the
+task and model (``setup_of``). How much memory a run needs: ``train.memory``.
 """
 
 from __future__ import annotations
@@ -42,8 +41,8 @@ class Best(NamedTuple):
 
 class RunsState(NamedTuple):
     """The state of N >= 1 runs, as checkpointed: steps done by every run,
-    each run's training state and best so far (leading axis N, none for one
-    unvmapped run) and, for a streamed run, the calls read from its
+    each run's training state and best so far (leading axis N) and, for a
+    streamed run, the calls read from its
     ``data.stream.Stream`` (an int32 scalar; None otherwise)."""
 
     step: jax.Array
@@ -57,8 +56,8 @@ class Program(NamedTuple):
 
     Attributes:
       setup: the ``core.Setup`` the stages close over.
-      num_runs: N, or None for one unvmapped run.
-      total: N padded to the mesh (1 for one run).
+      num_runs: N.
+      total: N padded to the mesh.
       runs_per_call: runs vmapped at once (None: all of them).
       mesh: the ``(runs, data)`` mesh, or None.
       init: ``(hparams, keys) -> RunsState``.
@@ -67,16 +66,17 @@ class Program(NamedTuple):
         streamed run's call of batches (``open_stream``), the same for
         every run.
       evaluate: ``(hparams, keys, state, batch=None) -> (metrics, outputs,
-        state)``; ``batch`` and ``outputs`` (held-out batch and model
-        outputs) for one run only, else None.
-      eval_batch: ``(keys) -> batch``, the held-out batch (one run).
+        state)``; ``batch``: a held-out batch every run is scored on (else
+        each run draws its own, and ``outputs`` is None), ``outputs`` the
+        runs' model outputs on it (leading axis N).
+      eval_batch: ``(key) -> batch``, the held-out batch of one run's key.
       whole_runs: ``(hparams, keys) -> (train states, metrics)``, whole runs
         in one call (``core.make_train``), on inputs already placed
         (``train`` places them).
     """
 
     setup: core.Setup
-    num_runs: int | None
+    num_runs: int
     total: int
     runs_per_call: int | None
     mesh: Mesh | None
@@ -96,14 +96,14 @@ class Program(NamedTuple):
             return self.unpad(outputs)
         return outputs
 
-    def open_stream(self, data: DataConfig, threads: int = 2) -> Stream:
+    def open_stream(self, data: DataConfig, threads: int = 2) -> Stream | None:
         """The host-fed batches of a streamed run (``data``: the run's
         ``config.data``, whose ``shuffle_seed`` and ``prefetch`` it uses),
         each call's batches put on the device split over the mesh's
-        ``data`` axis."""
+        ``data`` axis; None for a run whose data is on the device."""
         setup = self.setup
         if not setup.streamed:
-            raise ValueError("data.stream: this program's config is not streamed")
+            return None
         place = jax.device_put
         if self.mesh is not None:  # (steps, batch, ...): the batch split over data
             split = P(None, dist.DATA) if self.mesh.shape[dist.DATA] > 1 else P()
@@ -129,7 +129,7 @@ class Program(NamedTuple):
         n = self.num_runs
 
         def strip(a):
-            if n is None or a.shape[0] == n:
+            if a.shape[0] == n:
                 return a
             if isinstance(a, jax.ShapeDtypeStruct):
                 return jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype)
@@ -138,35 +138,42 @@ class Program(NamedTuple):
         return jax.tree_util.tree_map(strip, tree)
 
 
+CACHED_PROGRAMS = 4  # compiled programs kept alive (each holds its task's device data)
+
+
 def compile_runs(
     config: ExperimentConfig,
-    num_runs: int | None = None,
+    num_runs: int = 1,
     *,
     runs_per_call: int | None = None,
     mesh: Mesh | None = None,
 ) -> Program:
-    """The ``Program`` of ``num_runs`` runs of ``config`` (see the module
+    """The ``Program`` of ``num_runs`` >= 1 runs of ``config`` (see the module
     docstring); ``runs_per_call`` None or >= ``num_runs`` vmaps all at once."""
-    if num_runs is None and (runs_per_call is not None or mesh is not None):
-        raise ValueError("num_runs: runs_per_call and mesh need a number of runs, got None")
+    if not (isinstance(num_runs, int) and num_runs >= 1):
+        raise ValueError(f"num_runs: expected an int >= 1, got {num_runs!r}")
     return _compile(core.static_config(config), num_runs, runs_per_call, mesh)
 
 
-@functools.cache
+def setup_of(config: ExperimentConfig) -> core.Setup:
+    """The ``core.Setup`` (task and model) the programs of ``config`` close
+    over: built once while it is among the last ``CACHED_PROGRAMS`` asked for."""
+    return _setup(core.static_config(config))
+
+
+_setup = functools.lru_cache(maxsize=CACHED_PROGRAMS)(core.make_setup)
+
+
+@functools.lru_cache(maxsize=CACHED_PROGRAMS)
 def _compile(config, num_runs, runs_per_call, mesh) -> Program:
-    task = core.build_task(config)
-    if mesh is not None:
-        task = dist.data_parallel_task(task, mesh, config.data.batch_size)
-    setup = core.make_setup(config, task)
-    total = 1 if num_runs is None else (dist.padded_runs(num_runs, mesh) if mesh else num_runs)
-    mapped = (
-        (lambda fn: fn)
-        if num_runs is None
-        else (lambda fn: over_runs(fn, runs_per_call, total, mesh))
-    )
+    setup = _setup(config)
+    if mesh is not None:  # each run's batches split over the mesh's data axis
+        task = dist.data_parallel_task(setup.task, mesh, config.data.batch_size)
+        setup = setup._replace(task=task)
+    total = dist.padded_runs(num_runs, mesh) if mesh else num_runs
+    mapped = lambda fn: over_runs(fn, runs_per_call, total, mesh)  # noqa: E731
     init_runs = mapped(functools.partial(_init_run, setup))
-    eval_runs = mapped(functools.partial(_eval_run, setup))
-    whole_runs = mapped(functools.partial(whole_run, setup))
+    whole_runs = mapped(functools.partial(core.whole_run, setup))
 
     def runs_init(hparams, keys):
         train, best = init_runs(hparams, keys)
@@ -182,11 +189,10 @@ def _compile(config, num_runs, runs_per_call, mesh) -> Program:
         return state, metrics
 
     def runs_evaluate(hparams, keys, state: RunsState, batch=None):
-        if batch is not None and num_runs is not None:
-            raise ValueError("batch: the held-out batch is given for one run only, got N runs")
-        args = (hparams, keys, state.train, state.best) + ((batch,) if batch is not None else ())
-        metrics, outputs, best = eval_runs(*args)
-        return metrics, (None if num_runs is not None else outputs), state._replace(best=best)
+        # A given batch is closed over, not mapped: every run is scored on it.
+        scored = lambda h, k, s, b: _eval_run(setup, h, k, s, b, batch)  # noqa: E731
+        metrics, outputs, best = mapped(scored)(hparams, keys, state.train, state.best)
+        return metrics, (None if batch is None else outputs), state._replace(best=best)
 
     jit = functools.partial(jax.jit, compiler_options=core.compiler_options(config))
     return Program(
@@ -224,15 +230,6 @@ def _eval_run(setup: core.Setup, hparams, key, state, best: Best, batch=None):
     return metrics, outputs, best
 
 
-def whole_run(setup: core.Setup, hparams, key):
-    """A whole run in one call: ``core.make_train``'s ``train``."""
-    state = core.init_state(setup, hparams, key)
-    call = lambda s, _: core.run_steps(setup, hparams, key, s)  # noqa: E731
-    state, train_metrics = jax.lax.scan(call, state, None, length=setup.num_calls)
-    eval_metrics, _ = core.evaluate(setup, hparams, key, state)
-    return state, {"train": train_metrics, "eval": eval_metrics}
-
-
 # --- mapping over the run axis -------------------------------------------------------
 
 
@@ -245,7 +242,11 @@ def over_runs(
     With a ``mesh`` the run axis (``total``, a multiple of its ``runs`` size
     ``D``) is split in ``D`` contiguous blocks, one a device; a group takes
     ``runs_per_call // D`` runs of every block, so each device keeps working on
-    its own runs."""
+    its own runs. One run (``total`` 1) runs unbatched inside its run axis:
+    the numbers of a plain ``jit(fn)``, which ``vmap`` rounds differently."""
+    if total == 1:
+        one = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)  # noqa: E731
+        return lambda *args: jax.tree_util.tree_map(lambda a: a[None], fn(*one(args)))
     if mesh is None:
         if runs_per_call is None or runs_per_call >= total:
             return jax.vmap(fn)
@@ -283,6 +284,11 @@ def stack_hparams(configs: list[ExperimentConfig], traced=()) -> core.HParams:
     return core.HParams(
         *(None if values[0] is None else jnp.stack(values) for values in zip(*each, strict=True))
     )
+
+
+def first(tree):
+    """Run 0 of a tree of stacked runs."""
+    return jax.tree_util.tree_map(lambda a: a[0], tree)
 
 
 def stack_keys(seeds) -> jax.Array:
