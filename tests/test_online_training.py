@@ -33,8 +33,8 @@ pytest.importorskip("orbax.checkpoint")
 
 import recurrent_jax as rj  # noqa: E402
 from recurrent_jax.train import config_files, core, from_config_dict, online_loop  # noqa: E402
-from recurrent_jax.train.checkpoint import checkpointer  # noqa: E402
 from recurrent_jax.train.config import ConfigError  # noqa: E402
+from recurrent_jax.train.eval_run import restore_run  # noqa: E402
 from recurrent_jax.train.loop import train_and_evaluate  # noqa: E402
 from recurrent_jax.train.runs import compile_runs, stack_hparams, stack_keys  # noqa: E402
 
@@ -270,13 +270,8 @@ RUN = dict(
 )
 
 
-def checkpoint_leaves(workdir, config):
-    program = compile_runs(config)
-    like = jax.eval_shape(program.init, core.default_hparams(config), jax.random.key(0))
-    ckpt = checkpointer(workdir / "checkpoints", program.setup.task, 5)
-    state = ckpt.restore(ckpt.latest_step(), like)
-    ckpt.close()
-    return jax.tree_util.tree_leaves(state)
+def checkpoint_leaves(workdir):
+    return jax.tree_util.tree_leaves(restore_run(workdir, step="latest").state)
 
 
 @pytest.mark.parametrize(
@@ -296,17 +291,13 @@ def test_a_run_stopped_mid_stream_and_resumed_equals_an_uninterrupted_one(
     second = train_and_evaluate(config, part, progress=False)
     assert second["status"] == "completed" and second["step"] == 12
     assert (part / "metrics.jsonl").read_text() == (full / "metrics.jsonl").read_text()
-    got, want = checkpoint_leaves(part, config), checkpoint_leaves(full, config)
+    got, want = checkpoint_leaves(part), checkpoint_leaves(full)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
-    state = compile_runs(config).init(core.default_hparams(config), jax.random.key(0))
-    assert int(state.train.position) == 0  # the checkpoint holds the stream's position: 12·4
-    restored = checkpointer(full / "checkpoints", compile_runs(config).setup.task, 5)
-    like = jax.eval_shape(
-        compile_runs(config).init, core.default_hparams(config), jax.random.key(0)
-    )
-    assert int(restored.restore(restored.latest_step(), like).train.position) == 48
-    restored.close()
+    program, one = compile_runs(config, 1), stack_hparams([config])
+    state = program.init(one, stack_keys([config.training.seed]))
+    assert int(state.train.position[0]) == 0  # the checkpoint holds the stream's position: 12·4
+    assert int(restore_run(full, step="latest").state.train.position[0]) == 48
 
 
 def test_run_i_of_a_vmapped_sweep_equals_the_run_alone():

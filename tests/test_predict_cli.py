@@ -57,8 +57,11 @@ def test_fit_in_memory_is_the_run_of_a_file_of_the_same_arrays(regression_run, t
     latest = load_run(folder / "run", step="latest")
     assert in_memory.step == latest.step == 40
     leaves = zip(_leaves(in_memory.params), _leaves(latest.params), strict=True)
-    for got, want in leaves:  # the same rows, split, statistics, keys: the same params
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    # The same rows, split, statistics and keys give the same params, up to
+    # float32 rounding: one compiled call of 40 steps against the run's
+    # calls of 20 fuse differently (a row or key out of place moves them by 1e-2).
+    for got, want in leaves:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     summary = json.loads((folder / "run" / "summary.json").read_text())
     np.testing.assert_allclose(in_memory.metrics["mse"], summary["final_eval"]["mse"], rtol=1e-6)
     saved = fit(small_config(), *data, workdir=tmp_path / "run", progress=False)
