@@ -8,7 +8,8 @@ run the call is an error listing every reason; "auto" takes the first
 backend of ``TABLE`` with no reasons of either kind. ``TABLE`` is in the
 order measurement prefers (benchmarks/RESULTS.md): on TPUs the Pallas TPU
 kernel for cells linear in their carry (recurrentgemma's measurements; ours
-await a TPU), parallel-in-time scans where they win, then the CPU
+await a TPU), the FFT convolution for time-invariant cells (S4D),
+parallel-in-time scans where they win, then the CPU
 extension's recurrences on CPUs, then the fused custom VJP, then the plain
 scan, which runs everything.
 
@@ -30,10 +31,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _step, cpu, cudnn, deer, fused, parallel
-from recurrent_jax.cells.base import Cell
+from recurrent_jax import _step, convolution, cpu, cudnn, deer, fused, parallel
+from recurrent_jax.cells.base import Cell, widen
 
-# Options of a call that some backend cannot honour (names as in rj.unroll).
+# Options of a call that some backend cannot honour, or honours at a cost
+# (an initial carry: the FFT convolution adds its terms only when one is given).
 OPTIONS = (
     "mask",
     "reverse",
@@ -43,6 +45,7 @@ OPTIONS = (
     "zoneout",
     "remat",
     "no_hoist",
+    "initial_carry",
 )
 
 
@@ -185,7 +188,9 @@ def _projecting_in_step(cell: Cell) -> Cell:
         return cell.update(params, carry, jnp.squeeze(xp, time_axis), h_in)
 
     identity = lambda params, xs: xs  # noqa: E731
-    return cell._replace(project=identity, update=update, pointwise=None, linear=None)
+    return cell._replace(
+        project=identity, update=update, pointwise=None, linear=None, time_invariant=None
+    )
 
 
 def _fused_blockers(call):
@@ -329,6 +334,46 @@ def _chunked_run(call, carry0, inputs, options):
     return parallel.linear_scan(call.cell, call.params, carry0, inputs, options, length, keep)
 
 
+# Why each per-step option stops the FFT convolution (it sees a row only whole).
+_FFT_OPTIONS = {
+    "mask": "`mask` is set: a convolution needs each row's valid steps as one prefix "
+    "(give `seq_lengths`)",
+    "resets": "`resets` is set: a restart inside a row breaks the convolution",
+    "return_carries": "`return_carries` is set: a convolution forms no per-step carries "
+    "('scan' or 'chunked' return them)",
+    "recurrent_dropout": "`recurrent_dropout` is set: it edits the carry at every step",
+    "zoneout": "`zoneout` is set: it edits the carry at every step",
+    "remat": "`remat` is set: a convolution keeps no per-step carries to rematerialise",
+}
+
+
+def _fft_blockers(call):
+    reasons = []
+    if call.cell.time_invariant is None:
+        reasons.append(
+            f"it needs a time-invariant cell (`Cell.time_invariant`, as S4D's); the "
+            f"{call.cell.name} cell is not"
+        )
+    reasons += [why for name, why in _FFT_OPTIONS.items() if name in call.uses]
+    return reasons + _no_hoist(call)
+
+
+def _fft_run(call, carry0, inputs, options):
+    u = widen(_project(call, inputs).xp, carry0.dtype)
+    system = call.cell.time_invariant(call.params)
+    h0 = None
+    if "initial_carry" in call.uses:
+        re, im = jnp.split(carry0, 2, axis=-1)
+        h0 = jax.lax.complex(re, im).reshape(*carry0.shape[:-1], *system.transition.shape)
+    start = None
+    if inputs.valid is not None and "reverse" in call.uses:  # flipped: the block ends at T
+        start = u.shape[0] - lengths_of(inputs.valid, u.shape[0], u.shape[1:-1])
+    final, ys = convolution.run(system, u, h0, inputs.valid, start)
+    final = final.reshape(*final.shape[:-2], -1)
+    final = jnp.concatenate([jnp.real(final), jnp.imag(final)], axis=-1)
+    return final.astype(carry0.dtype), ys, None
+
+
 def _deer_run(call, carry0, inputs, options):
     e = call.engine
     opts = deer.DeerOptions(e.deer_tol, e.deer_max_iters, e.deer_quasi)
@@ -336,8 +381,11 @@ def _deer_run(call, carry0, inputs, options):
 
 
 def _cudnn_blockers(call):
-    in_use = {name: name in call.uses for name in OPTIONS if name != "no_hoist"}
+    in_use = {name: name in call.uses for name in OPTIONS if name not in _CUDNN_TAKES}
     return cudnn.blockers(call.cell, call.params, call.xs, in_use) + _no_hoist(call)
+
+
+_CUDNN_TAKES = ("no_hoist", "initial_carry")  # refused by _no_hoist; run by the kernel
 
 
 def _cudnn_run(call, carry0, inputs, options):
@@ -360,6 +408,7 @@ TABLE = {
             _cudnn_run,
         ),
         Backend("pallas_tpu", _pallas_tpu_blockers, _pallas_tpu_auto_blockers, _pallas_tpu_run),
+        Backend("fft", _fft_blockers, _never, _fft_run),
         Backend("associative", _linear_blockers, _associative_auto_blockers, _associative_run),
         Backend(
             "chunked",
