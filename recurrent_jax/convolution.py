@@ -90,12 +90,12 @@ def run(system: DiagonalSystem, u, h0=None, valid=None, start=None):
         lengths = valid.sum(-2)[..., 0].astype(jnp.int32)
     start = jnp.zeros(batch_shape, jnp.int32) if start is None else start
     powers = _Powers(system.transition, num_steps)
-    kernel = 2.0 * jnp.real(powers.table(system.output * system.input))  # (T, H)
+    kernel = 2.0 * powers.table(system.output * system.input)  # (T, H)
     # D u is the kernel's tap at lag 0: u then has one reader, the FFT
     kernel = kernel.at[0].add(system.feedthrough.astype(kernel.dtype))
     ys = causal_convolution(u, kernel.astype(u.dtype))
     if h0 is not None:
-        free = 2.0 * jnp.real(powers.table(system.output * system.transition, h0))
+        free = 2.0 * powers.table(system.output * system.transition, h0)
         ys = ys + _roll_rows(free.astype(u.dtype), start, valid is not None)
     if valid is not None:
         ys = jnp.where(valid, ys, jnp.zeros((), ys.dtype))
@@ -151,14 +151,17 @@ class _Powers:
         self.fine = jnp.exp(steps[: self.inner] * log_a)  # (R, H, M)
 
     def table(self, scale, state=None):
-        """``Σ_m scale_m Ā_m^t``, complex (T, H); with a state (B..., H, M)
-        ``Σ_m scale_m Ā_m^t state_m``, complex (B..., T, H)."""
+        """``Re Σ_m scale_m Ā_m^t``, real (T, H); with a state (B..., H, M)
+        ``Re Σ_m scale_m Ā_m^t state_m``, real (B..., T, H). One real
+        product over [Re, Im] stacked (a quarter of a complex one's work)."""
+        coarse = self.coarse
+        if state is not None:
+            coarse = coarse.reshape(self.outer, *(1,) * (state.ndim - 2), *state.shape[-2:])
+            coarse = coarse * state[None]
         fine = self.fine * scale[None]
-        if state is None:
-            out = jnp.einsum("qhm,rhm->qrh", self.coarse, fine)
-        else:
-            coarse = self.coarse.reshape(self.outer, *(1,) * (state.ndim - 2), *state.shape[-2:])
-            out = jnp.einsum("q...hm,rhm->...qrh", coarse * state[None], fine)
+        coarse = jnp.concatenate([jnp.real(coarse), -jnp.imag(coarse)], axis=-1)
+        fine = jnp.concatenate([jnp.real(fine), jnp.imag(fine)], axis=-1)
+        out = jnp.einsum("q...hm,rhm->...qrh", coarse, fine)
         out = out.reshape(*out.shape[:-3], -1, out.shape[-1])
         return out[..., : self.num_steps, :]
 
@@ -167,8 +170,8 @@ class _Powers:
         pad = self.outer * self.inner - self.num_steps
         u = jnp.concatenate([u, jnp.zeros((*u.shape[:-2], pad, u.shape[-1]), u.dtype)], axis=-2)
         u = u.reshape(*u.shape[:-2], self.outer, self.inner, u.shape[-1])  # (B..., Q, R, H)
-        fine = self.fine.astype(jnp.result_type(u.dtype, self.fine.dtype))
-        inner = jnp.einsum("...qrh,rhm->...hmq", u.astype(fine.dtype), fine)
+        parts = [jnp.einsum("...qrh,rhm->...hmq", u, f) for f in (self.fine.real, self.fine.imag)]
+        inner = jax.lax.complex(*parts)
         coarse = jnp.moveaxis(self.coarse, 0, -1)  # (H, M, Q)
         return jnp.sum(inner * _lead(coarse, inner.ndim), axis=-1)
 
