@@ -334,43 +334,15 @@ def _chunked_run(call, carry0, inputs, options):
     return parallel.linear_scan(call.cell, call.params, carry0, inputs, options, length, keep)
 
 
-# Why each per-step option stops the FFT convolution (it sees a row only whole).
-_FFT_OPTIONS = {
-    "mask": "`mask` is set: a convolution needs each row's valid steps as one prefix "
-    "(give `seq_lengths`)",
-    "resets": "`resets` is set: a restart inside a row breaks the convolution",
-    "return_carries": "`return_carries` is set: a convolution forms no per-step carries "
-    "('scan' or 'chunked' return them)",
-    "recurrent_dropout": "`recurrent_dropout` is set: it edits the carry at every step",
-    "zoneout": "`zoneout` is set: it edits the carry at every step",
-    "remat": "`remat` is set: a convolution keeps no per-step carries to rematerialise",
-}
-
-
 def _fft_blockers(call):
-    reasons = []
-    if call.cell.time_invariant is None:
-        reasons.append(
-            f"it needs a time-invariant cell (`Cell.time_invariant`, as S4D's); the "
-            f"{call.cell.name} cell is not"
-        )
-    reasons += [why for name, why in _FFT_OPTIONS.items() if name in call.uses]
-    return reasons + _no_hoist(call)
+    return convolution.blockers(call.cell, call.uses) + _no_hoist(call)
 
 
 def _fft_run(call, carry0, inputs, options):
     u = widen(_project(call, inputs).xp, carry0.dtype)
+    initial = carry0 if "initial_carry" in call.uses else None
     system = call.cell.time_invariant(call.params)
-    h0 = None
-    if "initial_carry" in call.uses:
-        re, im = jnp.split(carry0, 2, axis=-1)
-        h0 = jax.lax.complex(re, im).reshape(*carry0.shape[:-1], *system.transition.shape)
-    start = None
-    if inputs.valid is not None and "reverse" in call.uses:  # flipped: the block ends at T
-        start = u.shape[0] - lengths_of(inputs.valid, u.shape[0], u.shape[1:-1])
-    final, ys = convolution.run(system, u, h0, inputs.valid, start)
-    final = final.reshape(*final.shape[:-2], -1)
-    final = jnp.concatenate([jnp.real(final), jnp.imag(final)], axis=-1)
+    final, ys = convolution.run_carry(system, u, initial, inputs.valid, "reverse" in call.uses)
     return final.astype(carry0.dtype), ys, None
 
 

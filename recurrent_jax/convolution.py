@@ -61,6 +61,48 @@ class DiagonalSystem(NamedTuple):
     feedthrough: jax.Array
 
 
+# Why each per-step option of ``rj.unroll`` stops the convolution (it sees a row whole).
+REFUSED = {
+    "mask": "`mask` is set: a convolution needs each row's valid steps as one prefix "
+    "(give `seq_lengths`)",
+    "resets": "`resets` is set: a restart inside a row breaks the convolution",
+    "return_carries": "`return_carries` is set: a convolution forms no per-step carries "
+    "('scan' or 'chunked' return them)",
+    "recurrent_dropout": "`recurrent_dropout` is set: it edits the carry at every step",
+    "zoneout": "`zoneout` is set: it edits the carry at every step",
+    "remat": "`remat` is set: a convolution keeps no per-step carries to rematerialise",
+}
+
+
+def blockers(cell, uses) -> list[str]:
+    """Why ``impl="fft"`` cannot run ``cell`` with the options ``uses``."""
+    reasons = [why for name, why in REFUSED.items() if name in uses]
+    if cell.time_invariant is None:
+        reasons.insert(
+            0,
+            f"it needs a time-invariant cell (`Cell.time_invariant`, as S4D's); the "
+            f"{cell.name} cell is not",
+        )
+    return reasons
+
+
+def run_carry(system: DiagonalSystem, u, carry0, valid, reverse: bool):
+    """``run`` on the engine's terms: carries as real planes (B..., 2·H·M)
+    ``[Re x, Im x]``, ``carry0`` None for zeros; ``valid`` (T, B...) already
+    flipped with the inputs when ``reverse`` (each row's block then ends at T).
+    Returns ``(final carry, ys (T, B..., H))``."""
+    h0 = None
+    if carry0 is not None:
+        re, im = jnp.split(carry0, 2, axis=-1)
+        h0 = jax.lax.complex(re, im).reshape(*carry0.shape[:-1], *system.transition.shape)
+    start = None
+    if valid is not None and reverse:
+        start = u.shape[0] - valid.sum(0).astype(jnp.int32)
+    final, ys = run(system, u, h0, valid, start)
+    final = final.reshape(*final.shape[:-2], -1)
+    return jnp.concatenate([jnp.real(final), jnp.imag(final)], axis=-1), ys
+
+
 def run(system: DiagonalSystem, u, h0=None, valid=None, start=None):
     """Outputs and final state of ``system`` over ``u`` (see the module doc).
 
