@@ -117,6 +117,25 @@ def test_batch_rows_in_groups(rows, monkeypatch):
     assert_trees_close(grads("fft"), want, atol=1e-4 * scale)
 
 
+def test_groups_only_on_cpu_hosts(monkeypatch):
+    """The grouping loop is for CPU caches: traced as on a GPU host, the
+    rows go through one FFT call (no loop in the program)."""
+    from unittest import mock
+
+    from recurrent_jax import convolution
+
+    monkeypatch.setattr(convolution, "_FFT_GROUP", 128 * H)  # one row per group
+    cell, params, xs, _ = s4d_setup("zoh", "lin", jnp.float32)
+
+    def text(platform):
+        with mock.patch.object(jax, "default_backend", lambda: platform):
+            fn = jax.jit(lambda p, x: rj.unroll(cell, p, x, impl="fft")[1])
+            return fn.lower(params, xs).as_text()
+
+    assert "stablehlo.while" in text("cpu")
+    assert "stablehlo.while" not in text("gpu")
+
+
 @pytest.mark.parametrize("method", ["zoh", "bilinear"])
 def test_fft_equals_the_oracle_loop_at_1000_steps(method):
     """Against the float64 NumPy loop of S4D's recurrence (``ssm_oracles``,
