@@ -152,11 +152,12 @@ def run(system: DiagonalSystem, u, h0=None, valid=None, start=None):
 
 # Padded samples one FFT call takes at a time on a CPU: the batch rows of
 # u go through lax.map in groups of about this many samples (one row at
-# least). On a 2-core CPU a (16·128, 2048) transform pipeline ran 3–5x
-# faster in batch rows of 128 channels than whole: the whole one streams
-# its complex intermediates through memory, a group of 2^18 (2 MiB of
-# complex64) stays in L2. Accelerators take every row in one call (a loop
-# over groups would serialise them); the host that traces decides.
+# least). On a shared 2-core CPU under load a (16·128, 2048) transform
+# pipeline ran 3–5x faster in batch rows of 128 channels than whole (a
+# group of 2^18, 2 MiB of complex64, stays in L2 while other processes
+# contend for memory); on the same machine quiet it made no difference.
+# Accelerators take every row in one call (a loop over groups would
+# serialise them); the host that traces decides.
 _FFT_GROUP = 2**18
 
 
