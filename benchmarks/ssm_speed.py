@@ -5,6 +5,7 @@ beside the same models from memorax and linax, interleaved in one process.
     python benchmarks/ssm_speed.py                   # the two shapes below
     python benchmarks/ssm_speed.py --smoke           # seconds; part of the tests
     python benchmarks/ssm_speed.py --cells s6 --shapes 8,16384,64,64 --rounds 2
+    python benchmarks/ssm_speed.py --cells s4d --impls scan fft   # some of our rows only
 
 A shape is (B, T, H, N): batch, steps, channels (input and output width H)
 and the state size N of each cell (``state_size=N``; ``_ssm_peers`` says how
@@ -38,7 +39,7 @@ import _timing  # noqa: E402
 
 SHAPES = [(16, 1024, 128, 64), (8, 16384, 64, 64)]
 SMOKE_SHAPES = [(2, 32, 8, 4)]
-IMPLS = ("scan", "associative", "chunked", "auto")
+IMPLS = ("scan", "fft", "associative", "chunked", "auto")
 CELLS = {  # (H, N) -> cell; s5 in one block (the initialisation only)
     "s5": lambda h, n: rj.cells.s5(h, state_size=n, blocks=1),
     "s4d": lambda h, n: rj.cells.s4d(h, state_size=n),
@@ -65,12 +66,21 @@ def auto_choice(cell_name, shape) -> str:
     return rj.backends.choose(call).name
 
 
-def candidates(cell_name, shape):
-    """{row name: (params, forward)}: ours per impl, then each importable
-    peer. "auto" is left out when it picks one of ``IMPLS`` (the same
-    program; ``measure`` copies that row)."""
+def runs(cell_name, impl) -> bool:
+    """Whether our ``impl`` can run ``cell_name`` (shapes only, nothing compiled)."""
+    cell = rj.cells.base.with_defaults(CELLS[cell_name](4, 4))
+    call = rj.backends.Call(cell, {}, jnp.zeros((2, 1, 4)), rj.Engine(), frozenset())
+    return impl == "auto" or not rj.backends.blockers(rj.backends.TABLE[impl], call)
+
+
+def candidates(cell_name, shape, impls=IMPLS):
+    """{row name: (params, forward)}: ours per impl of ``impls`` that runs
+    the cell, then each importable peer. "auto" is left out when it picks
+    one of ``IMPLS`` (the same program; ``measure`` copies that row)."""
     chosen = auto_choice(cell_name, shape)
-    impls = [i for i in IMPLS if i != "auto" or chosen not in IMPLS]
+    impls = [i for i in impls if runs(cell_name, i) and (i != "auto" or chosen not in IMPLS)]
+    if chosen not in impls and "auto" not in impls:
+        impls.append(chosen)  # the default's row is always measured
     out = {f"rj {impl}": ours(cell_name, shape, impl) for impl in impls}
     for name, build in _ssm_peers.PEERS[cell_name].items():
         try:
@@ -103,7 +113,7 @@ def measure(cell_name, shape, args):
     memory budget."""
     xs = jax.random.normal(jax.random.PRNGKey(1), shape[:3])
     rows, runnable = [], {"train": {}, "forward": {}}
-    models, chosen = candidates(cell_name, shape)
+    models, chosen = candidates(cell_name, shape, args.impls)
     for name, (params, forward) in models.items():
         row = dict(cell=cell_name, shape=shape, impl=name)
         for program, compiled in compiled_programs(params, forward, xs).items():
@@ -123,7 +133,8 @@ def measure(cell_name, shape, args):
             next(r for r in rows if r["impl"] == name)[f"{program}_ms"] = ms
     if "rj auto" not in models:
         same = next(r for r in rows if r["impl"] == f"rj {chosen}")
-        rows.insert(len(IMPLS) - 1, same | {"impl": "rj auto"})  # after the explicit impls
+        ours_rows = sum(r["impl"].startswith("rj ") for r in rows)
+        rows.insert(ours_rows, same | {"impl": "rj auto"})  # after the explicit impls
     for row in rows:
         row["auto_picks"] = chosen
     return rows
@@ -157,10 +168,11 @@ def ratio_rows(rows):
         for program in ("train", "forward"):
             ms = {name: r[f"{program}_ms"] for name, r in group.items()}
             peers = [m for name, m in ms.items() if not name.startswith("rj") and m is not None]
-            parallel = [m for m in (ms["rj associative"], ms["rj chunked"]) if m is not None]
+            parallel = [ms.get(f"rj {i}") for i in ("associative", "chunked")]
+            parallel = [m for m in parallel if m is not None]
             line += [
                 ratio(min(peers), ms["rj auto"]) if peers else "-",
-                ratio(ms["rj scan"], min(parallel)) if parallel else "-",
+                ratio(ms.get("rj scan"), min(parallel)) if parallel else "-",
             ]
         out.append(line)
     return out
@@ -170,6 +182,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
     parser.add_argument("--shapes", nargs="+", default=None, help="B,T,H,N each")
+    parser.add_argument(
+        "--impls",
+        nargs="+",
+        default=list(IMPLS),
+        choices=IMPLS,
+        help="our rows (those that can run the cell; auto's is always in)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="5; 2 above T = 4096")
     parser.add_argument("--calls", type=int, default=None, help="timed calls a round: 3; 1")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls before the rounds")

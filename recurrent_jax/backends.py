@@ -8,7 +8,8 @@ run the call is an error listing every reason; "auto" takes the first
 backend of ``TABLE`` with no reasons of either kind. ``TABLE`` is in the
 order measurement prefers (benchmarks/RESULTS.md): on TPUs the Pallas TPU
 kernel for cells linear in their carry (recurrentgemma's measurements; ours
-await a TPU), parallel-in-time scans where they win, then the CPU
+await a TPU), the FFT convolution for time-invariant cells (S4D),
+parallel-in-time scans where they win, then the CPU
 extension's recurrences on CPUs, then the fused custom VJP, then the plain
 scan, which runs everything.
 
@@ -30,10 +31,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _step, cpu, cudnn, deer, fused, parallel
-from recurrent_jax.cells.base import Cell
+from recurrent_jax import _step, convolution, cpu, cudnn, deer, fused, parallel
+from recurrent_jax.cells.base import Cell, widen
 
-# Options of a call that some backend cannot honour (names as in rj.unroll).
+# Options of a call that some backend cannot honour, or honours at a cost
+# (an initial carry: the FFT convolution adds its terms only when one is given).
 OPTIONS = (
     "mask",
     "reverse",
@@ -43,6 +45,7 @@ OPTIONS = (
     "zoneout",
     "remat",
     "no_hoist",
+    "initial_carry",
 )
 
 
@@ -185,7 +188,9 @@ def _projecting_in_step(cell: Cell) -> Cell:
         return cell.update(params, carry, jnp.squeeze(xp, time_axis), h_in)
 
     identity = lambda params, xs: xs  # noqa: E731
-    return cell._replace(project=identity, update=update, pointwise=None, linear=None)
+    return cell._replace(
+        project=identity, update=update, pointwise=None, linear=None, time_invariant=None
+    )
 
 
 def _fused_blockers(call):
@@ -329,6 +334,18 @@ def _chunked_run(call, carry0, inputs, options):
     return parallel.linear_scan(call.cell, call.params, carry0, inputs, options, length, keep)
 
 
+def _fft_blockers(call):
+    return convolution.blockers(call.cell, call.uses) + _no_hoist(call)
+
+
+def _fft_run(call, carry0, inputs, options):
+    u = widen(_project(call, inputs).xp, carry0.dtype)
+    initial = carry0 if "initial_carry" in call.uses else None
+    system = call.cell.time_invariant(call.params)
+    final, ys = convolution.run_carry(system, u, initial, inputs.valid, "reverse" in call.uses)
+    return final.astype(carry0.dtype), ys, None
+
+
 def _deer_run(call, carry0, inputs, options):
     e = call.engine
     opts = deer.DeerOptions(e.deer_tol, e.deer_max_iters, e.deer_quasi)
@@ -336,8 +353,11 @@ def _deer_run(call, carry0, inputs, options):
 
 
 def _cudnn_blockers(call):
-    in_use = {name: name in call.uses for name in OPTIONS if name != "no_hoist"}
+    in_use = {name: name in call.uses for name in OPTIONS if name not in _CUDNN_TAKES}
     return cudnn.blockers(call.cell, call.params, call.xs, in_use) + _no_hoist(call)
+
+
+_CUDNN_TAKES = ("no_hoist", "initial_carry")  # refused by _no_hoist; run by the kernel
 
 
 def _cudnn_run(call, carry0, inputs, options):
@@ -360,6 +380,7 @@ TABLE = {
             _cudnn_run,
         ),
         Backend("pallas_tpu", _pallas_tpu_blockers, _pallas_tpu_auto_blockers, _pallas_tpu_run),
+        Backend("fft", _fft_blockers, _never, _fft_run),
         Backend("associative", _linear_blockers, _associative_auto_blockers, _associative_run),
         Backend(
             "chunked",

@@ -31,7 +31,9 @@ class Engine:
         (cuDNN's LSTM kernel on a CUDA GPU), "pallas" (a persistent kernel:
         all steps in one launch, W_hh on chip; opt-in until measured),
         "pallas_tpu" (a Pallas TPU kernel for cells linear in their carry;
-        "auto" takes it on TPUs, on CPUs it runs interpreted),
+        "auto" takes it on TPUs, on CPUs it runs interpreted), "fft" (a
+        time-invariant cell, S4D, as a causal convolution by FFT; "auto"
+        takes it unless a per-step option is on),
         "associative" / "chunked"
         (parallel in time, cells linear in their carry), "deer" (Newton
         iterations for any cell). "auto" takes the first backend of the

@@ -153,6 +153,7 @@ def unroll(
         "zoneout": keys[2] is not None or options.zoneout is not None,
         "remat": engine.remat is not None,
         "no_hoist": not engine.hoist,
+        "initial_carry": initial_carry is not None,
     }
     call = backends.Call(cell, params, xs, engine, frozenset(k for k, v in in_use.items() if v))
     backend = backends.choose(call)

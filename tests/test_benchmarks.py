@@ -112,3 +112,8 @@ def test_ssm_speed_smoke(tmp_path):
     assert by_impl["rj auto"]["train_ms"] == by_impl["rj scan"]["train_ms"]
     ratios = bench.ratio_rows(rows)
     assert ratios[0][:2] == ["lru", "2,32,8,4"] and ratios[0][3].endswith("x")
+    # s4d: "auto" takes the convolution; --impls leaves the parallel scans out
+    rows = bench.main(["--smoke", "--cells", "s4d", "--impls", "scan", "fft"])
+    by_impl = {r["impl"]: r for r in rows}
+    assert list(by_impl)[:3] == ["rj scan", "rj fft", "rj auto"]
+    assert by_impl["rj auto"]["auto_picks"] == "fft"

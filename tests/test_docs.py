@@ -23,6 +23,7 @@ PUBLIC_MODULES = [
     "recurrent_jax.cells",
     "recurrent_jax.engine",
     "recurrent_jax.backends",
+    "recurrent_jax.convolution",
     "recurrent_jax.layers",
     "recurrent_jax.online",
     "recurrent_jax.mamba",

@@ -209,9 +209,11 @@ def test_every_configs_training_function_exports(name, platform):
 # --- every backend that claims a platform ------------------------------------------------
 
 
-CLAIMS = {  # cells each backend is for: a plain LSTM, and a cell linear in its carry
+CLAIMS = {  # cells each backend is for: a plain LSTM, a cell linear in its carry, a
+    # time-invariant one (the FFT convolution)
     "lstm": lambda: rj.cells.lstm(32),
     "mingru": lambda: rj.cells.mingru(32),
+    "s4d": lambda: rj.cells.s4d(32, state_size=8),
 }
 
 

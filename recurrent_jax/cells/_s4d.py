@@ -2,7 +2,8 @@ r"""S4D (Gu, Gupta, Goel & Ré 2022, "On the Parameterization and
 Initialization of Diagonal State Space Models", NeurIPS, arXiv 2206.11893):
 H independent single-input single-output SSMs, one per channel, each a
 complex diagonal system of N/2 modes whose conjugates are implied. Linear
-in the carry, so it runs with ``impl="associative"`` and ``"chunked"``.
+in the carry, so it runs with ``impl="associative"`` and ``"chunked"``;
+time-invariant, so also as a convolution (``impl="fft"``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _checks
+from recurrent_jax import _checks, convolution
 from recurrent_jax.cells import _ssm, base
 
 INITS = ("lin", "inv")
@@ -131,6 +132,11 @@ def s4d(
     def step(params, carry, xp_t):
         return update(params, carry, xp_t, carry)
 
+    def time_invariant(params):
+        lam_bar, b_bar = discretized(params)
+        c = _ssm.as_complex(params["c"], cdt)
+        return convolution.DiagonalSystem(lam_bar, b_bar, c, params["d"].astype(cdt))
+
     return base.Cell(
         init=init_params,
         step=step,
@@ -142,4 +148,5 @@ def s4d(
         name="s4d",
         compute_dtype=dt,
         linear=linear,
+        time_invariant=time_invariant,
     )

@@ -115,6 +115,15 @@ class Cell(NamedTuple):
         leaves are (B..., *spatial, ·): ``initial_carry`` is called with
         (*batch, *spatial) as the batch shape. Only the "scan" backend runs
         such cells.
+      time_invariant: present when each of the cell's H channels is a
+        single-input single-output diagonal system whose coefficients do
+        not change over time (S4D): ``time_invariant(params) ->
+        convolution.DiagonalSystem`` (Ā, B̄, C complex (H, M), D (H,)) with
+        ``x_t = Ā ⊙ x_{t−1} + B̄ u_t`` and ``y_t = 2 Re Σ_m C_m x_{t,m} +
+        D u_t``, u the output of ``project``, and a carry (..., 2·H·M)
+        holding ``[Re x, Im x]``, each the (H, M) modes flattened
+        channel-major. ``step`` must compute the same. Enables
+        ``impl="fft"`` (``recurrent_jax.convolution``).
     """
 
     init: Callable[..., Params]
@@ -130,6 +139,7 @@ class Cell(NamedTuple):
     linear: Callable[..., Any] | None = None
     cudnn_kernel: str | None = None
     spatial_dims: int = 0
+    time_invariant: Callable[[Params], Any] | None = None
 
 
 def with_defaults(cell: Cell) -> Cell:
