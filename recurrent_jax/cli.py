@@ -138,8 +138,8 @@ def cmd_sweep(args, overrides) -> int:
         print(f"process {index} of {count}", flush=True)
     from recurrent_jax.sweep import enable_compilation_cache, format_sweep_summary, parse_sweep
     from recurrent_jax.sweep.loop import SWEEP_FILE, run_sweep
-    from recurrent_jax.sweep.spec import apply_sweep_overrides
     from recurrent_jax.train import rundir
+    from recurrent_jax.train.sweep_spec import apply_sweep_overrides
 
     marker = rundir.check(args.workdir, "sweep") if args.workdir else None
     saved = Path(args.workdir or ".") / SWEEP_FILE

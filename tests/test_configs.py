@@ -227,7 +227,7 @@ def test_base_config_has_every_key():
 def test_keys_of_no_release_are_unknown_keys(section, old, new):
     """There is no release before this one, so no key names to migrate: an
     old name is an unknown key, listing the valid ones."""
-    from recurrent_jax.sweep.spec import parse_sweep
+    from recurrent_jax.train.sweep_spec import parse_sweep
 
     raw = _raw()
     raw[section][old] = raw[section][new]

@@ -24,7 +24,6 @@ from recurrent_jax.sweep import (  # noqa: E402
     parse_sweep,
     run_sweep,
 )
-from recurrent_jax.sweep.spec import apply_sweep_overrides  # noqa: E402
 from recurrent_jax.train import (  # noqa: E402
     config_files,
     core,
@@ -39,6 +38,7 @@ from recurrent_jax.train.loop import train_and_evaluate  # noqa: E402
 from recurrent_jax.train.memory import choose_runs_per_call, estimate_run_bytes  # noqa: E402
 from recurrent_jax.train.metrics import read_metrics  # noqa: E402
 from recurrent_jax.train.runs import compile_runs, stack_hparams, stack_keys  # noqa: E402
+from recurrent_jax.train.sweep_spec import apply_sweep_overrides  # noqa: E402
 
 
 def sweep_config(sweep: dict, spec="adding:smoke", **overrides) -> dict:

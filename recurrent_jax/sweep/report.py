@@ -24,13 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recurrent_jax.sweep.spec import SweepPlan
 from recurrent_jax.train import rundir
 from recurrent_jax.train.checkpoint import checkpointer, save_tree
 from recurrent_jax.train.loop import prepare_workdir
 from recurrent_jax.train.metrics import METRICS_FILE, read_metrics
 from recurrent_jax.train.plots import _pyplot
 from recurrent_jax.train.runs import Best, RunsState, setup_of
+from recurrent_jax.train.sweep_spec import SweepPlan
 
 TABLE_CSV, TABLE_MD, SUMMARY_FILE = "runs.csv", "runs.md", "summary.json"
 BEST_DIR, BEST_FILE, CANDIDATE_FILE = "best_run", "best.json", "state.npz"
