@@ -39,9 +39,7 @@ def prepare_sweep_dir(plan: SweepPlan, workdir: Path) -> Path:
     config and sweep section, re-launchable with
     ``--config=<workdir>/sweep.json``, and the files of the code it names);
     an existing sweep there must be the same one (then it is resumed)."""
-    saved = {**to_dict(plan.base), "sweep": plan.section}
-    imports = references.recorded_imports(saved)
-    saved |= {references.IMPORTS_KEY: imports} if imports else {}
+    saved = references.with_imports({**to_dict(plan.base), "sweep": plan.section})
     path = workdir / SWEEP_FILE
     if jax.process_count() > 1:  # process 0 writes it; the others check it
         if jax.process_index() == 0 and not path.exists():

@@ -119,13 +119,11 @@ def _locate(workdir: Path, run, trust_code: bool, command: str):
 def _restore(checkpoints, step: int, like: RunsState, index: int, size: int) -> RunsState:
     """Run ``index`` of the ``size`` runs of checkpoint ``step``, shaped as
     ``like`` (one run's)."""
-
-    def runs(f, tree):
-        on_runs = lambda t: jax.tree_util.tree_map(f, t)  # noqa: E731
-        return tree._replace(train=on_runs(tree.train), best=on_runs(tree.best))
-
-    shaped = lambda a: jax.ShapeDtypeStruct((size, *a.shape[1:]), a.dtype)  # noqa: E731
-    return runs(lambda a: a[index : index + 1], checkpoints.restore(step, runs(shaped, like)))
+    leaves = lambda f: lambda tree: jax.tree_util.tree_map(f, tree)  # noqa: E731
+    shaped = leaves(lambda a: jax.ShapeDtypeStruct((size, *a.shape[1:]), a.dtype))
+    return checkpoints.restore(step, like.on_runs(shaped)).on_runs(
+        leaves(lambda a: a[index : index + 1])
+    )
 
 
 def evaluate_run(
