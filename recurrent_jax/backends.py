@@ -406,5 +406,10 @@ TABLE = {
     )
 }
 NAMES = tuple(TABLE)
-# the backends that run cells linear in their carry only
-LINEAR_ONLY = ("pallas_tpu", "associative", "chunked")
+# the ``Cell`` field a backend needs of every cell it runs (config-time check)
+CELL_NEEDS = {
+    "pallas_tpu": "linear",
+    "associative": "linear",
+    "chunked": "linear",
+    "fft": "time_invariant",
+}

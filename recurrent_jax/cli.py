@@ -3,7 +3,7 @@
     recurrent-jax                                   # trains configs/adding.py
     recurrent-jax train --config=configs/adding.py[:smoke] [--workdir=DIR] [--config.a.b=v ...]
     recurrent-jax train --workdir=DIR               # resumes the run saved there
-    recurrent-jax train ... [--mesh.runs=N] [--mesh.data=M]   # the run's batch over devices
+    recurrent-jax train ... [--mesh.data=M]         # the run's batch over M devices
     recurrent-jax eval --workdir=DIR [--run=I] [--step=best|latest|N] [--trust-code]
     recurrent-jax decode --workdir=DIR [--method=greedy|sample|beam] [--beam-size=K] [--source=S]
     recurrent-jax predict --workdir=DIR --input=new.npz|.csv|.parquet|text.txt [--output=p.csv]
@@ -51,6 +51,11 @@ def cmd_train(args, overrides) -> int:
     from recurrent_jax.train.loop import train_and_evaluate
     from recurrent_jax.train.summary import format_run_summary
 
+    if args.mesh_runs not in (None, 1):  # more would train copies of the one run
+        raise ConfigError(
+            f"--mesh.runs: expected 1 for a training run (a sweep spreads runs over "
+            f"devices; --mesh.data splits the run's batch), got {args.mesh_runs}"
+        )
     marker = rundir.check(args.workdir, "train") if args.workdir else None
     saved = Path(args.workdir or ".") / rundir.CONFIG_FILE
     if args.config is None and marker is not None:
@@ -63,7 +68,7 @@ def cmd_train(args, overrides) -> int:
     workdir = Path(args.workdir or default_workdir(experiment.name, args.config))
     print(f"workdir: {workdir}  (resume: recurrent-jax train --workdir={workdir})", flush=True)
     given = args.mesh_runs is not None or args.mesh_data is not None
-    mesh = sweep_mesh(args.mesh_runs, args.mesh_data) if given else None
+    mesh = sweep_mesh(1, args.mesh_data) if given else None
     summary = train_and_evaluate(experiment, workdir, progress=not args.no_progress, mesh=mesh)
     print(format_run_summary(summary))
     return 0 if summary["status"] == "completed" else 130
@@ -133,8 +138,8 @@ def cmd_sweep(args, overrides) -> int:
         print(f"process {index} of {count}", flush=True)
     from recurrent_jax.sweep import enable_compilation_cache, format_sweep_summary, parse_sweep
     from recurrent_jax.sweep.loop import SWEEP_FILE, run_sweep
-    from recurrent_jax.sweep.spec import apply_sweep_overrides
     from recurrent_jax.train import rundir
+    from recurrent_jax.train.sweep_spec import apply_sweep_overrides
 
     marker = rundir.check(args.workdir, "sweep") if args.workdir else None
     saved = Path(args.workdir or ".") / SWEEP_FILE
@@ -258,13 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="runs per vmapped call (0: auto)",
     )
+    runs_help = {
+        train: "1: a training run is one run (a sweep spreads runs over devices)",
+        sweep: "devices the runs are split over (default: all local devices / --mesh.data)",
+    }
     for command in (train, sweep):
-        command.add_argument(
-            "--mesh.runs",
-            dest="mesh_runs",
-            type=int,
-            help="devices the runs are split over (default: all local devices / --mesh.data)",
-        )
+        command.add_argument("--mesh.runs", dest="mesh_runs", type=int, help=runs_help[command])
         command.add_argument(
             "--mesh.data",
             dest="mesh_data",

@@ -114,6 +114,19 @@ def test_unknown_variant_is_an_error_listing_the_known_ones(capsys):
     )
 
 
+@pytest.mark.parametrize("runs", [2, 0])
+def test_train_mesh_runs_other_than_1_is_a_one_line_error(runs, tmp_path, capsys):
+    """R > 1 used to train R copies of the one run; nothing is written."""
+    workdir = tmp_path / "run"
+    argv = ["train", "--config=adding:smoke", f"--workdir={workdir}", f"--mesh.runs={runs}"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "recurrent-jax: error: --mesh.runs: expected 1 for a training run (a sweep spreads "
+        f"runs over devices; --mesh.data splits the run's batch), got {runs}"
+    )
+    assert not workdir.exists()
+
+
 def test_list_shows_whole_descriptions_and_variants(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out

@@ -131,6 +131,19 @@ def _raw(**changes):
             r"config\.model\.engine\.impl: expected a backend other than 'associative' for "
             r"the gru cell, got 'associative'",
         ),
+        (  # fft needs a time-invariant cell: linear in its carry (lru, mamba's s6) is not enough
+            {"model__cell": "lru", "model__engine__impl": "fft"},
+            r"config\.model\.engine\.impl: expected a backend other than 'fft' for the lru cell, "
+            r"got 'fft'",
+        ),
+        (
+            {"model__cell": "mamba", "model__engine__impl": "fft"},
+            r"config\.model\.engine\.impl: expected a backend other than 'fft' for the mamba",
+        ),
+        (
+            {"model__cell": "gru", "model__engine__impl": "fft"},
+            r"config\.model\.engine\.impl: expected a backend other than 'fft' for the gru",
+        ),
         (
             {"model__hidden_size": -3},
             r"config\.model\.hidden_size: expected a positive number, got -3",
@@ -177,6 +190,14 @@ def test_bad_values_name_the_key(changes, message):
         from_config_dict(_raw(**changes))
 
 
+@pytest.mark.parametrize(
+    "cell, impl", [("s4d", "fft"), ("lru", "associative"), ("mamba", "chunked")]
+)
+def test_backend_for_its_cells_is_accepted(cell, impl):
+    experiment = from_config_dict(_raw(model__cell=cell, model__engine__impl=impl))
+    assert experiment.model.engine.impl == impl
+
+
 def test_unknown_section():
     raw = _raw()
     raw["trainer"] = {}
@@ -206,7 +227,7 @@ def test_base_config_has_every_key():
 def test_keys_of_no_release_are_unknown_keys(section, old, new):
     """There is no release before this one, so no key names to migrate: an
     old name is an unknown key, listing the valid ones."""
-    from recurrent_jax.sweep.spec import parse_sweep
+    from recurrent_jax.train.sweep_spec import parse_sweep
 
     raw = _raw()
     raw[section][old] = raw[section][new]

@@ -52,8 +52,8 @@ def recurrent_jax_commands() -> list[list[str]]:
 def test_shell_commands_parse_and_their_configs_load(argv):
     pytest.importorskip("ml_collections")
     from recurrent_jax import cli
-    from recurrent_jax.sweep import spec
     from recurrent_jax.train import config_files
+    from recurrent_jax.train import sweep_spec as spec
     from recurrent_jax.train.config import from_config_dict
 
     flags, overrides = config_files.split_overrides(argv)

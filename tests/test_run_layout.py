@@ -252,3 +252,15 @@ def test_the_program_cache_holds_at_most_its_bound():
         assert runs._compile.cache_info().currsize <= runs.CACHED_PROGRAMS
         assert runs._setup.cache_info().currsize <= runs.CACHED_PROGRAMS
     assert runs._compile.cache_info().currsize == runs.CACHED_PROGRAMS
+
+
+def test_the_reader_of_runs_does_not_import_the_sweep_layer():
+    """``restore_run`` reads a sweep's run i through ``train.sweep_spec``: the
+    train layer never imports the sweep layer above it."""
+    code = (
+        "import sys, recurrent_jax.train, recurrent_jax.train.eval_run; "
+        "print(sorted(m for m in sys.modules if m.startswith('recurrent_jax.sweep')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

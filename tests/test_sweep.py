@@ -24,7 +24,6 @@ from recurrent_jax.sweep import (  # noqa: E402
     parse_sweep,
     run_sweep,
 )
-from recurrent_jax.sweep.spec import apply_sweep_overrides  # noqa: E402
 from recurrent_jax.train import (  # noqa: E402
     config_files,
     core,
@@ -36,9 +35,10 @@ from recurrent_jax.train.config import (
     from_config_dict,  # noqa: E402
 )
 from recurrent_jax.train.loop import train_and_evaluate  # noqa: E402
-from recurrent_jax.train.memory import choose_runs_per_call, estimate_run_bytes  # noqa: E402
+from recurrent_jax.train.memory import choose_runs_per_call, estimate  # noqa: E402
 from recurrent_jax.train.metrics import read_metrics  # noqa: E402
 from recurrent_jax.train.runs import compile_runs, stack_hparams, stack_keys  # noqa: E402
+from recurrent_jax.train.sweep_spec import apply_sweep_overrides  # noqa: E402
 
 
 def sweep_config(sweep: dict, spec="adding:smoke", **overrides) -> dict:
@@ -308,7 +308,8 @@ def test_a_hyperparameter_of_another_model_is_an_error(overrides, message):
 
 def test_runs_per_call_from_memory():
     config = plan_of({}).base
-    per_run = estimate_run_bytes(config)
+    need = estimate(core.make_setup(config), core.default_hparams(config))
+    per_run = need.state + need.step  # what a sweep sizes its calls by
     assert 10_000 < per_run < 10_000_000
     assert choose_runs_per_call(64, per_run, 2**40) == 64
     assert choose_runs_per_call(64, 1000, 16_000) == 8  # half of the free memory

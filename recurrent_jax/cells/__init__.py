@@ -36,13 +36,19 @@ CONV_REGISTRY = {"conv_lstm": conv_lstm, "conv_gru": conv_gru}
 """Convolutional families: ``name(features, kernel_size, spatial_dims=S, **options)``."""
 
 
+def declares(family, field: str) -> bool:
+    """Whether the cells of ``family`` have the optional ``Cell`` field
+    ``field`` (``"linear"``, ``"time_invariant"``): a ``REGISTRY`` name, or a
+    constructor ``hidden_size -> Cell``."""
+    if isinstance(family, str):
+        return family in REGISTRY and getattr(REGISTRY[family](1), field) is not None
+    return getattr(family(1), field) is not None
+
+
 def linear_in_carry(family) -> bool:
     """Whether the cells of ``family`` have ``Cell.linear`` (run with the
-    parallel-in-time backends): a ``REGISTRY`` name, or a constructor
-    ``hidden_size -> Cell``."""
-    if isinstance(family, str):
-        return family in REGISTRY and REGISTRY[family](1).linear is not None
-    return family(1).linear is not None
+    parallel-in-time backends)."""
+    return declares(family, "linear")
 
 
 __all__ = [
@@ -57,6 +63,7 @@ __all__ = [
     "conv_lstm",
     "elman",
     "gru",
+    "declares",
     "linear_in_carry",
     "linoss",
     "lru",

@@ -47,7 +47,7 @@ Command line::
 from recurrent_jax.sweep.compilation import CompileCounter, enable_compilation_cache
 from recurrent_jax.sweep.loop import run_sweep
 from recurrent_jax.sweep.report import format_sweep_summary
-from recurrent_jax.sweep.spec import GridPoint, Run, SweepPlan, parse_axis, parse_sweep
+from recurrent_jax.train.sweep_spec import GridPoint, Run, SweepPlan, parse_axis, parse_sweep
 
 __all__ = [
     "CompileCounter",

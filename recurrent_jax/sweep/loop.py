@@ -23,13 +23,13 @@ from jax.sharding import Mesh
 
 from recurrent_jax import distributed as dist
 from recurrent_jax.sweep import processes, report
-from recurrent_jax.sweep.spec import GridPoint, SweepPlan
 from recurrent_jax.train import core, host_loop, memory, references, rundir, runs
 from recurrent_jax.train.checkpoint import ProcessCheckpointer, checkpointer
 from recurrent_jax.train.config import from_config_dict, to_dict
 from recurrent_jax.train.loop import RunLoop
 from recurrent_jax.train.metrics import METRICS_FILE, MetricsWriter
 from recurrent_jax.train.summary import finished_summary
+from recurrent_jax.train.sweep_spec import GridPoint, SweepPlan, point_checkpoints
 
 SWEEP_FILE = "sweep.json"
 
@@ -39,9 +39,7 @@ def prepare_sweep_dir(plan: SweepPlan, workdir: Path) -> Path:
     config and sweep section, re-launchable with
     ``--config=<workdir>/sweep.json``, and the files of the code it names);
     an existing sweep there must be the same one (then it is resumed)."""
-    saved = {**to_dict(plan.base), "sweep": plan.section}
-    imports = references.recorded_imports(saved)
-    saved |= {references.IMPORTS_KEY: imports} if imports else {}
+    saved = references.with_imports({**to_dict(plan.base), "sweep": plan.section})
     path = workdir / SWEEP_FILE
     if jax.process_count() > 1:  # process 0 writes it; the others check it
         if jax.process_index() == 0 and not path.exists():
@@ -134,7 +132,7 @@ def _run_point(
         runs_per_call=_runs_per_call(plan, len(own), bytes_per_run, mesh),
         mesh=mesh,
     )
-    directory = dist.process_path(workdir / "checkpoints" / f"point-{point.index}")
+    directory = dist.process_path(point_checkpoints(workdir, point.index))
     keep = plan.base.training.keep_checkpoints
     task = program.setup.task
     if jax.process_count() > 1:  # orbax writes global arrays only: each process its own

@@ -18,10 +18,10 @@ import jax
 
 from recurrent_jax import distributed as dist
 from recurrent_jax.sweep import report
-from recurrent_jax.sweep.spec import GridPoint, SweepPlan
 from recurrent_jax.train import runs
 from recurrent_jax.train.checkpoint import load_tree
 from recurrent_jax.train.metrics import METRICS_FILE, read_metrics
+from recurrent_jax.train.sweep_spec import GridPoint, SweepPlan
 
 
 def merge_outputs(plan: SweepPlan, workdir: Path, status: str, points: list, seconds: float):

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -24,13 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recurrent_jax.sweep.spec import SweepPlan
+from recurrent_jax import distributed as dist
 from recurrent_jax.train import rundir
 from recurrent_jax.train.checkpoint import checkpointer, save_tree
 from recurrent_jax.train.loop import prepare_workdir
 from recurrent_jax.train.metrics import METRICS_FILE, read_metrics
-from recurrent_jax.train.plots import _pyplot
+from recurrent_jax.train.plots import _pyplot, save_figure
 from recurrent_jax.train.runs import Best, RunsState, setup_of
+from recurrent_jax.train.sweep_spec import SweepPlan
 
 TABLE_CSV, TABLE_MD, SUMMARY_FILE = "runs.csv", "runs.md", "summary.json"
 BEST_DIR, BEST_FILE, CANDIDATE_FILE = "best_run", "best.json", "state.npz"
@@ -146,11 +146,8 @@ def best_row(rows: list[dict], primary: str, higher: bool) -> dict | None:
 
 
 def write_tables(rows: list[dict], workdir: Path, best_id: int | None) -> None:
+    dist.write_run_table(workdir / TABLE_CSV, rows)
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    with (workdir / TABLE_CSV).open("w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [_cell(row.get(c)) for c in columns]
@@ -226,7 +223,7 @@ def plot_metric_vs_values(plan, rows, metric, workdir: Path) -> list[Path]:
         ax.set_ylabel(f"{metric} (mean ± std over seeds)")
         if any(c for c in combos):
             ax.legend(fontsize=7)
-        written.append(_save(plt, fig, workdir / f"{metric}_vs_{_file_name(name)}.png"))
+        written.append(save_figure(plt, fig, workdir / f"{metric}_vs_{_file_name(name)}.png"))
     return written
 
 
@@ -271,7 +268,7 @@ def plot_curves_by_value(plan, records, metric, workdir: Path) -> list[Path]:
             for v in (values if len(values) <= 8 else [values[0], values[-1]])
         ]
         axes[1].legend(handles=handles, fontsize=7)
-        written.append(_save(plt, fig, workdir / f"curves_by_{_file_name(name)}.png"))
+        written.append(save_figure(plt, fig, workdir / f"curves_by_{_file_name(name)}.png"))
     return written
 
 
@@ -303,15 +300,10 @@ def plot_heatmaps(plan, rows, metric, workdir: Path) -> list[Path]:
         ax.set_xlabel(a)
         ax.set_ylabel(b)
         fig.colorbar(image, ax=ax, label=f"{metric} (mean over seeds)")
-        written.append(_save(plt, fig, workdir / f"heatmap_{_file_name(a)}_{_file_name(b)}.png"))
+        written.append(
+            save_figure(plt, fig, workdir / f"heatmap_{_file_name(a)}_{_file_name(b)}.png")
+        )
     return written
-
-
-def _save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
 
 
 # --- the summary -----------------------------------------------------------------

@@ -52,13 +52,14 @@ class _RecurrentModel:
     ``rj.Engine`` (``model.engine.impl``, ``.remat``, ``.unroll``,
     ``.hoist``, ``.chunk_length``, ``.deer_*``); a parallel-in-time
     ``impl`` ("associative", "chunked") needs a cell linear in its carry,
-    and a backend that cannot run the model's calls fails at the first
-    compile naming why. ``dtype``: of every param and of the computation,
-    "float32" or "float64" (a float64 run turns on ``jax_enable_x64`` for
-    its process before anything is built; carries, losses and metrics are
-    then float64 too). ``cell_options``: keyword options of the cell's
-    constructor (``{"init": "inv"}`` for ``s4d``, a researcher's cell's
-    own), checked against its signature (``train.cell_options``).
+    ``"fft"`` a time-invariant one (``s4d``), and a backend that cannot run
+    the model's calls fails at the first compile naming why. ``dtype``: of
+    every param and of the computation, "float32" or "float64" (a float64
+    run turns on ``jax_enable_x64`` for its process before anything is
+    built; carries, losses and metrics are then float64 too).
+    ``cell_options``: keyword options of the cell's constructor
+    (``{"init": "inv"}`` for ``s4d``, a researcher's cell's own), checked
+    against its signature (``train.cell_options``).
     """
 
     KIND: ClassVar[str]
@@ -79,10 +80,10 @@ class _RecurrentModel:
         _checks.check_positive("hidden_size", self.hidden_size)
         _checks.check_positive("num_layers", self.num_layers)
         self._check_cell_options()
-        impl = self.engine.impl
+        impl, need = self.engine.impl, backends.CELL_NEEDS.get(self.engine.impl)
         family = self.cell_constructor() if _imports.is_import_path(self.cell) else self.cell
-        linear = family in mamba.BLOCKS or cells.linear_in_carry(family)  # a block's SSM is linear
-        if impl in backends.LINEAR_ONLY and not linear:
+        block = need == "linear" and family in mamba.BLOCKS  # a block's SSM is linear
+        if need and not (block or cells.declares(family, need)):
             _checks.fail(
                 "engine.impl", f"a backend other than {impl!r} for the {self.cell} cell", impl
             )

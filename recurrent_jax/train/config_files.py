@@ -14,7 +14,7 @@ config file are relative to its folder (``references``)::
     apply_overrides(config, overrides)   # parsed by the type already there
 
 The sweep's dialect (``--config.sweep.*``, new keys allowed) is
-``recurrent_jax.sweep.spec.apply_sweep_overrides``.
+``recurrent_jax.train.sweep_spec.apply_sweep_overrides``.
 """
 
 from __future__ import annotations

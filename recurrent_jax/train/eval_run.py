@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import jax
 
-from recurrent_jax.train import config_files, references, rundir
+from recurrent_jax.train import config_files, references, rundir, sweep_spec
 from recurrent_jax.train.checkpoint import CheckpointError, checkpointer
 from recurrent_jax.train.config import (
     ConfigError,
@@ -100,9 +100,7 @@ def _locate(workdir: Path, run, trust_code: bool, command: str):
         if run not in (None, 0):
             raise ConfigError(f"--run: expected none (or 0) for {workdir}, one run, got {run!r}")
         return from_config_dict(raw), workdir / "checkpoints", 0, 1
-    from recurrent_jax.sweep.spec import parse_sweep  # the sweep's own file, read by its layer
-
-    plan = parse_sweep(raw)
+    plan = sweep_spec.parse_sweep(raw)
     if not (isinstance(run, int) and 0 <= run < len(plan.runs)):
         raise ConfigError(
             f"--run: expected a run id 0..{len(plan.runs) - 1} of the sweep in {workdir} "
@@ -112,7 +110,7 @@ def _locate(workdir: Path, run, trust_code: bool, command: str):
     index = point.runs.index(plan.runs[run])
     return (
         plan.runs[run].config,
-        workdir / "checkpoints" / f"point-{point.index}",
+        sweep_spec.point_checkpoints(workdir, point.index),
         index,
         len(point.runs),
     )
@@ -121,13 +119,11 @@ def _locate(workdir: Path, run, trust_code: bool, command: str):
 def _restore(checkpoints, step: int, like: RunsState, index: int, size: int) -> RunsState:
     """Run ``index`` of the ``size`` runs of checkpoint ``step``, shaped as
     ``like`` (one run's)."""
-
-    def runs(f, tree):
-        on_runs = lambda t: jax.tree_util.tree_map(f, t)  # noqa: E731
-        return tree._replace(train=on_runs(tree.train), best=on_runs(tree.best))
-
-    shaped = lambda a: jax.ShapeDtypeStruct((size, *a.shape[1:]), a.dtype)  # noqa: E731
-    return runs(lambda a: a[index : index + 1], checkpoints.restore(step, runs(shaped, like)))
+    leaves = lambda f: lambda tree: jax.tree_util.tree_map(f, tree)  # noqa: E731
+    shaped = leaves(lambda a: jax.ShapeDtypeStruct((size, *a.shape[1:]), a.dtype))
+    return checkpoints.restore(step, like.on_runs(shaped)).on_runs(
+        leaves(lambda a: a[index : index + 1])
+    )
 
 
 def evaluate_run(

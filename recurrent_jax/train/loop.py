@@ -31,8 +31,6 @@ from recurrent_jax.train.metrics import MetricsWriter, has_eval
 from recurrent_jax.train.runs import Program, compile_runs, first, stack_hparams, stack_keys
 from recurrent_jax.train.stages import RunEnd
 
-CONFIG_FILE = rundir.CONFIG_FILE
-
 
 class TrainingDiverged(FloatingPointError):
     """The loss or an eval metric became NaN or Inf."""
@@ -90,8 +88,7 @@ class RunLoop:
         if latest is None:
             self.state = program.init(self.hparams, self.keys)
         else:  # saved without the padding: resumable on any number of devices
-            place = program.place
-            self.state = restored._replace(train=place(restored.train), best=place(restored.best))
+            self.state = restored.on_runs(program.place)
         self.start_step = latest or 0
         if stream is not None:
             stream.seek(self.state.data)
@@ -152,8 +149,7 @@ class RunLoop:
         self.checkpoints.save(self._unpadded(self.state))
 
     def _unpadded(self, state):
-        unpad = self.program.unpad
-        return state._replace(train=unpad(state.train), best=unpad(state.best))
+        return state.on_runs(self.program.unpad)
 
     def _diverged_message(self, step: int, what: str) -> str:
         last = self.checkpoints.latest_step()
@@ -173,13 +169,11 @@ class RunLoop:
 
 def prepare_workdir(config: ExperimentConfig, workdir: Path) -> Path:
     """Saves the resolved config in ``workdir`` (a run directory), with the
-    file of each module it names (``references.recorded_imports``); an
+    file of each module it names (``references.with_imports``); an
     existing run there must have the same config (then it is resumed)."""
-    resolved = to_dict(config)
-    imports = references.recorded_imports(resolved)
-    saved = {**resolved, references.IMPORTS_KEY: imports} if imports else resolved
+    saved = references.with_imports(to_dict(config))
     read = lambda saved: to_dict(from_config_dict(saved))  # as this version reads it  # noqa: E731
-    rundir.save_or_match(workdir / CONFIG_FILE, saved, read, "run")
+    rundir.save_or_match(workdir / rundir.CONFIG_FILE, saved, read, "run")
     return workdir
 
 
@@ -196,8 +190,8 @@ def train_and_evaluate(
     evaluates and writes the run directory. Returns the summary.
 
     The run is ``runs.compile_runs(config, 1, mesh=mesh)``: with a ``mesh``
-    (``distributed.make_mesh``) its batch is split over the ``data`` axis
-    (and the run repeated over ``runs``); its checkpoints are the same.
+    (``distributed.make_mesh``, a ``runs`` axis of 1) its batch is split over
+    the ``data`` axis; its checkpoints are the same.
 
     ``should_stop(step)`` is checked after every call (as SIGTERM and a
     first Ctrl-C are): when true the state is saved and the run ends with

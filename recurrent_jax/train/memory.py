@@ -23,7 +23,7 @@ import numpy as np
 
 from recurrent_jax.data.base import CLASSIFICATION
 from recurrent_jax.train import core
-from recurrent_jax.train.config import ConfigError, ExperimentConfig
+from recurrent_jax.train.config import ConfigError
 
 MEMORY_FRACTION = 0.5  # of free device memory the runs of one call may use
 LIMIT_ENV = "RECURRENT_JAX_MEMORY_LIMIT_GB"
@@ -58,16 +58,6 @@ def estimate(setup: core.Setup, hparams) -> RunBytes:
     )
     params = nbytes(state.params)
     return RunBytes(3 * nbytes(state), params + nbytes(step), nbytes(evaluation))
-
-
-def estimate_run_bytes(config: ExperimentConfig) -> int:
-    """Device bytes one run of ``config`` needs in a training step (its
-    state and the step; see ``estimate``), for sizing a sweep's calls; the
-    setup is its programs' (``runs.setup_of``), not built again."""
-    from recurrent_jax.train.runs import setup_of
-
-    bytes_ = estimate(setup_of(config), core.default_hparams(config))
-    return bytes_.state + bytes_.step
 
 
 def _train_batch(setup: core.Setup, key):

@@ -25,6 +25,16 @@ def _pyplot():
     return plt
 
 
+def save_figure(plt, fig, path: Path, *, tight: bool = True) -> Path:
+    """Writes ``fig`` to ``path`` at 80 dpi (laid out tight first, unless it
+    has a layout of its own) and closes it; returns ``path``."""
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def plot_learning_curves(
     records: list[dict], path: Path, title: str, baselines: dict | None = None, metric=None
 ) -> Path | None:
@@ -65,10 +75,7 @@ def plot_learning_curves(
     for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def _log_axis(ax) -> None:
@@ -137,10 +144,7 @@ def plot_predictions(
         else:
             _top_confusions(ax, true, pred, num_classes, class_names)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def _confusion_matrix(fig, ax, true, pred, num_classes: int, class_names) -> None:
@@ -194,10 +198,7 @@ def _plot_forecast(plt, predicted, truth, scored, path: Path, title: str) -> Pat
     ax.set_xlabel("step")
     ax.legend()
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def plot_frames(outputs, targets, path: Path, title: str, examples: int = 2) -> Path | None:
@@ -225,6 +226,4 @@ def plot_frames(outputs, targets, path: Path, title: str, examples: int = 2) -> 
                     ax.set_title(f"t+{t + 1}", fontsize=8)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="intensity")
     fig.suptitle(title)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, tight=False)  # laid out by "constrained"

@@ -10,7 +10,7 @@ directory when given on the command line or in Python
 
 Code: ``data.task`` and ``model.cell`` may name code by import path
 (``CODE_FIELDS``, also as values of ``sweep.grid``). A run directory
-records the file each was loaded from (``recorded_imports``, the
+records the file each was loaded from (``with_imports``, the
 ``imports`` key of its ``config.json``), and a config read from JSON
 imports only those files, and only when trusted if they lie outside the
 package (``admit_code``; see ``recurrent_jax._imports``).
@@ -99,12 +99,13 @@ def named_code(config: Mapping) -> dict[str, str]:
     return named
 
 
-def recorded_imports(config: Mapping) -> dict[str, str]:
-    """Import path -> the file its module was loaded from, for the code
-    outside the package that ``config`` names (already imported: the
-    config was checked)."""
+def with_imports(config: Mapping) -> dict:
+    """``config`` as a run directory saves it: with ``imports`` (import path
+    -> the file its module was loaded from) when it names code outside the
+    package (already imported: the config was checked)."""
     files = {spec: _imports.recorded_file(spec) for spec in named_code(config).values()}
-    return {spec: file for spec, file in sorted(files.items()) if file is not None}
+    imports = {spec: file for spec, file in sorted(files.items()) if file is not None}
+    return {**config, IMPORTS_KEY: imports} if imports else dict(config)
 
 
 def admit_code(config: Mapping, *, source: str, trust: bool, search: bool = True) -> None:

@@ -148,22 +148,19 @@ def mark(workdir: Path, kind: str, **record) -> dict:
     job: a marker of another kind there is a ``ConfigError``."""
     workdir = Path(workdir)
     marker = read_marker(workdir)
-    if marker is not None:  # the directory is left as it is
-        if marker["kind"] != kind:
-            check(workdir, KINDS[kind].commands[0])  # raises, naming what is there
-        return marker
-    marker = {"kind": kind, "config": KINDS[kind].config_file, **record}
-    marker |= {"created": _now(), "recurrent_jax": __version__}
-    partial = workdir / f"{_PRIVATE}{uuid.uuid4().hex}.json"
-    partial.write_text(json.dumps(marker, indent=2) + "\n")
-    try:
-        _link_or_create(partial, workdir / MARKER_FILE)  # never overwrites one
-    except FileExistsError:
-        marker = read_marker(workdir)
-        if marker["kind"] != kind:
-            check(workdir, KINDS[kind].commands[0])  # raises, naming what is there
-    finally:
-        partial.unlink(missing_ok=True)
+    if marker is None:
+        marker = {"kind": kind, "config": KINDS[kind].config_file, **record}
+        marker |= {"created": _now(), "recurrent_jax": __version__}
+        partial = workdir / f"{_PRIVATE}{uuid.uuid4().hex}.json"
+        partial.write_text(json.dumps(marker, indent=2) + "\n")
+        try:
+            _link_or_create(partial, workdir / MARKER_FILE)  # never overwrites one
+        except FileExistsError:  # another process wrote it first
+            marker = read_marker(workdir)
+        finally:
+            partial.unlink(missing_ok=True)
+    if marker["kind"] != kind:  # the directory is left as it is
+        check(workdir, KINDS[kind].commands[0])  # raises, naming what is there
     return marker
 
 

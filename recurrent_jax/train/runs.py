@@ -50,6 +50,10 @@ class RunsState(NamedTuple):
     best: Best
     data: jax.Array | None = None
 
+    def on_runs(self, f: Callable) -> RunsState:
+        """``f`` applied to the parts with the run axis (``train``, ``best``)."""
+        return self._replace(train=f(self.train), best=f(self.best))
+
 
 class Program(NamedTuple):
     """The jitted stages of ``num_runs`` runs of one config.
@@ -245,8 +249,7 @@ def over_runs(
     its own runs. One run (``total`` 1) runs unbatched inside its run axis:
     the numbers of a plain ``jit(fn)``, which ``vmap`` rounds differently."""
     if total == 1:
-        one = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)  # noqa: E731
-        return lambda *args: jax.tree_util.tree_map(lambda a: a[None], fn(*one(args)))
+        return lambda *args: jax.tree_util.tree_map(lambda a: a[None], fn(*first(args)))
     if mesh is None:
         if runs_per_call is None or runs_per_call >= total:
             return jax.vmap(fn)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recurrent_jax.train.plots import _pyplot
+from recurrent_jax.train.plots import _pyplot, save_figure
 
 SAMPLES_DIR = "samples"
 PLOTS_DIR = "plots"
@@ -56,9 +56,7 @@ def plot_attention(examples, path: Path, title: str) -> Path | None:
     fig.colorbar(image, ax=axes[0].tolist(), label="attention weight")
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, tight=False)
 
 
 def write_eval_outputs(

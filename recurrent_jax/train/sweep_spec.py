@@ -5,6 +5,10 @@ returns a ``SweepPlan``: every run's full, validated ``ExperimentConfig``
 (so run *i* can be re-run alone with ``recurrent-jax train``), grouped by
 grid point (runs that share one compiled program). A sweep has at most
 ``MAX_RUNS`` runs, checked before any axis or run is built.
+
+It lives in ``train``, below the sweep layer, because the reader of every
+run (``train.eval_run.restore_run``) parses a sweep's ``sweep.json`` to find
+run *i*, its grid point and its place there.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import functools
 import itertools
 import math
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -382,6 +387,11 @@ def _point_config(runs: list[Run], vmap: tuple) -> ExperimentConfig:
         part = dataclasses.replace(getattr(config, section), **{field: chosen})
         config = dataclasses.replace(config, **{section: part})
     return config
+
+
+def point_checkpoints(workdir, point: int) -> Path:
+    """The checkpoint directory of grid point ``point`` of the sweep in ``workdir``."""
+    return Path(workdir) / "checkpoints" / f"point-{point}"
 
 
 def apply_sweep_overrides(config: dict, overrides: list[tuple[str, str]]) -> dict:
