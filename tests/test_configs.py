@@ -206,12 +206,12 @@ def test_unknown_section():
 
 
 def test_bidirectional_rejected_for_causal_task():
-    from recurrent_jax.train.core import build_task
+    from recurrent_jax.train.core import make_setup
 
     config = config_files.load_config("copy:smoke")
     config_files.apply_overrides(config, [("model.bidirectional", "true")])
     with pytest.raises(ConfigError, match=r"config\.model\.bidirectional: expected False"):
-        build_task(from_config_dict(config))
+        make_setup(from_config_dict(config))
 
 
 def test_base_config_has_every_key():
