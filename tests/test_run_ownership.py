@@ -41,12 +41,12 @@ def snapshot(root: Path) -> dict:
     return out
 
 
-def refused(argv, capsys) -> str:
-    """The one line ``recurrent-jax argv`` fails with (exit 2)."""
+def refused(argv, capsys, argument: str = "--workdir") -> str:
+    """The one line ``recurrent-jax argv`` fails with (exit 2), naming ``argument``."""
     code = cli.main(argv)
     err = capsys.readouterr().err.strip()
     assert code == 2, err
-    assert err.startswith("recurrent-jax: error: --workdir:") and "\n" not in err, err
+    assert err.startswith(f"recurrent-jax: error: {argument}:") and "\n" not in err, err
     return err
 
 
@@ -107,9 +107,9 @@ def test_train_on_a_sweep_changes_nothing_and_the_sweep_completes(finished, tmp_
         err = refused([*argv, f"--workdir={workdir}"], capsys)
         assert "holds a sweep ('adding_sweep')" in err
         assert f"`recurrent-jax sweep --workdir={workdir}`" in err
-    for command in ("eval", "decode"):
-        err = refused([command, f"--workdir={workdir}"], capsys)
-        assert f"does not read; resume it with `recurrent-jax sweep --workdir={workdir}`" in err
+    for command in ("eval", "decode"):  # a sweep's runs are read one at a time
+        err = refused([command, f"--workdir={workdir}"], capsys, "--run")
+        assert "expected a run id 0..7 of the sweep" in err and "best_run" in err
     with pytest.raises(ConfigError, match="holds a sweep"):
         train_and_evaluate(train_config(), workdir, progress=False)
     assert snapshot(workdir) == before
