@@ -45,6 +45,7 @@ class Study:
     command: str
     started: float
     report_only: bool = False
+    options: argparse.Namespace | None = None  # the study's own options (``add_options``)
 
 
 def sweep_section(vmap: dict, grid: dict, seeds, zip_groups=()) -> dict:
@@ -70,8 +71,17 @@ def adding_or_digits(config, task: str, smoke: bool, *, seq_len: int, num_steps:
         shrink_to_smoke(config, 20)
 
 
-def parse_args(name: str, doc: str, argv: Sequence[str] | None = None) -> Study:
+def parse_args(
+    name: str,
+    doc: str,
+    argv: Sequence[str] | None = None,
+    add_options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> Study:
+    """The shared command line; ``add_options(parser)`` adds a study's own
+    options, which come back parsed as ``Study.options``."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if add_options is not None:
+        add_options(parser)
     parser.add_argument("--smoke", action="store_true", help="a seconds-long run of the pipeline")
     parser.add_argument("--out", help="report folder (default experiments/reports)")
     parser.add_argument("--workdir", help=f"sweep folders (default {WORKDIRS}/<name>)")
@@ -89,7 +99,8 @@ def parse_args(name: str, doc: str, argv: Sequence[str] | None = None) -> Study:
     from recurrent_jax.sweep import enable_compilation_cache
 
     enable_compilation_cache()
-    return Study(name, args.smoke, out, workdir, command, time.perf_counter(), args.report_only)
+    started = time.perf_counter()
+    return Study(name, args.smoke, out, workdir, command, started, args.report_only, args)
 
 
 @dataclass

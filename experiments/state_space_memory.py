@@ -1,6 +1,7 @@
 """State-space cells against the LSTM and GRU on the adding problem.
 
 python experiments/state_space_memory.py [--smoke] [--out DIR] [--workdir DIR]
+    [--lengths T ...] [--rates CELL=RATE,...]
 
 LSTM, GRU, LRU (Orvieto et al. 2023), S5 (Smith et al. 2023), S6 (Mamba's
 selective SSM, Gu & Dao 2023) and LinOSS (Rusch & Rus 2025) on the adding
@@ -13,6 +14,10 @@ T=100 (most runs solved, then the lowest median final MSE) and keeps it at
 every T; the verdict runs use seeds 8–39. A run is solved below MSE 0.04
 (predicting the mean scores 1/6). Writes
 ``experiments/reports/state_space_memory.md`` and its plots.
+
+``--lengths`` runs the verdict stages of those T only; ``--rates`` gives
+the rates an earlier selection picked (every cell, ``lstm=0.1,gru=0.1,…``)
+and skips the selection stage, so one T can run alone.
 """
 
 from __future__ import annotations
@@ -72,6 +77,25 @@ BUDGETS = {
     4000: Budget(40, 4, 64, 20),
 }
 SMOKE_BUDGETS = {5: Budget(20, 4, 16, 10)}
+
+
+def add_options(parser) -> None:
+    parser.add_argument("--lengths", type=int, nargs="+", help="the T whose verdicts run (all)")
+    parser.add_argument("--rates", help="cell=rate,... from an earlier selection: skip it")
+
+
+def given_rates(text: str, cells: list[str]) -> dict[str, float]:
+    """``--rates lstm=0.1,gru=0.03,...``: one rate for every cell."""
+    pairs = [item.split("=") for item in text.split(",")]
+    if any(len(p) != 2 for p in pairs) or sorted(c for c, _ in pairs) != sorted(cells):
+        raise SystemExit(f"--rates: expected cell=rate for each of {cells}; got {text!r}")
+    return {cell: float(rate) for cell, rate in pairs}
+
+
+def chosen_lengths(lengths: list[int] | None, budgets: dict) -> list[int]:
+    if lengths and not set(lengths) <= set(budgets):
+        raise SystemExit(f"--lengths: expected some of {list(budgets)}; got {lengths}")
+    return [t for t in budgets if t in lengths] if lengths else list(budgets)
 
 
 def plan(smoke: bool):
@@ -214,6 +238,14 @@ def selection_table(selection: _study.SweepResult, cells, rates, chosen: dict) -
     return _study.md_table(["cell", *[f"lr {r:g}" for r in rates], "chosen"], rows)
 
 
+def rates_section(selection, cells, rates, chosen: dict) -> str:
+    """The selection table, or the rates ``--rates`` gave (an earlier selection's)."""
+    if selection is not None:
+        return selection_table(selection, cells, rates, chosen)
+    given = ", ".join(f"{c} {chosen[c]:g}" for c in cells)
+    return f"Picked by an earlier run of the selection stage, given with --rates: {given}."
+
+
 def verdict_table(all_summaries: dict, chosen: dict, sizes: dict, counts: dict) -> str:
     rows = []
     for seq_len, summaries in all_summaries.items():
@@ -281,18 +313,24 @@ def setup_text(budgets: dict, sizes: dict, counts: dict, lstm_count: int) -> str
 
 
 def main(argv=None) -> Path:
-    study = _study.parse_args(NAME, __doc__, argv)
+    study = _study.parse_args(NAME, __doc__, argv, add_options)
     cells, lstm_size, rates, seeds, budgets = plan(study.smoke)
+    lengths = chosen_lengths(study.options.lengths, budgets)
     lstm_count = num_params("lstm", lstm_size)
     sizes = {c: lstm_size if c == "lstm" else matched_size(c, lstm_count) for c in cells}
     counts = {c: num_params(c, sizes[c]) for c in cells}
     print("parameters:", ", ".join(f"{c} H={sizes[c]}: {counts[c]}" for c in cells), flush=True)
     first = next(iter(budgets))
     size_list = [sizes[c] for c in cells]
-    selection, chosen = select(study, cells, size_list, rates, seeds, first, budgets[first])
-    results, all_summaries, comparisons, verdicts = [selection], {}, [], []
-    steps = [budgets[first].num_steps]
-    for seq_len, budget in budgets.items():
+    if study.options.rates:  # picked by an earlier selection: no selection sweep here
+        selection, chosen = None, given_rates(study.options.rates, cells)
+    else:
+        selection, chosen = select(study, cells, size_list, rates, seeds, first, budgets[first])
+    results = [] if selection is None else [selection]
+    steps = [] if selection is None else [budgets[first].num_steps]
+    all_summaries, comparisons, verdicts = {}, [], []
+    for seq_len in lengths:
+        budget = budgets[seq_len]
         result, summaries = decide(study, cells, size_list, chosen, seeds, seq_len, budget)
         if result is None:
             verdicts.append(f"- **T={seq_len}**: its verdict sweep has not finished; no result.")
@@ -310,7 +348,7 @@ def main(argv=None) -> Path:
     sections = [
         setup_text(budgets, sizes, counts, lstm_count),
         f"## Learning rate per cell (T={first}, seeds 0–{seeds[0] - 1})\n\n"
-        + selection_table(selection, cells, rates, chosen),
+        + rates_section(selection, cells, rates, chosen),
         f"## Verdict runs (seeds {seeds[0]}–{sum(seeds) - 1}, each cell at its rate)\n\n"
         f"Solved runs (exact 95 % intervals):\n\n{solved_grid(all_summaries, cells)}\n\n"
         f"{verdict_table(all_summaries, chosen, sizes, counts)}\n\nSweeps: {throughputs}.",

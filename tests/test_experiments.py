@@ -49,3 +49,21 @@ def test_study_smoke_mode_writes_its_report(name, tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert 1000 < png.stat().st_size < 150_000
     assert (tmp_path / "runs").is_dir()
+
+
+def test_state_space_memory_runs_one_length_at_given_rates(tmp_path):
+    """``--rates`` skips the selection sweep and ``--lengths`` picks the
+    verdict stages: the report shows the given rates and only that T."""
+    study = load("state_space_memory")
+    out, runs = tmp_path / "reports", tmp_path / "runs"
+    rates = ["--rates", "lru=0.03,gru=0.01"]
+    report = study.main(
+        ["--smoke", "--lengths", "5", *rates, "--out", str(out), "--workdir", str(runs)]
+    )
+    text = report.read_text()
+    assert "given with --rates: gru 0.01, lru 0.03." in text
+    assert "| 5 | gru | 5 | 279 | 0.01 |" in text and "| 5 | lru | 6 | 289 | 0.03 |" in text
+    assert sorted(p.name for p in runs.iterdir()) == ["verdict_T5"]  # no selection sweep
+    for bad, named in ((["--rates", "gru=0.01"], "--rates"), (["--lengths", "7"], "--lengths")):
+        with pytest.raises(SystemExit, match=named):
+            study.main(["--smoke", *bad, "--out", str(out), "--workdir", str(runs)])
