@@ -34,7 +34,6 @@ import numpy as np
 from recurrent_jax import _checks
 from recurrent_jax.data import readers, tables, values
 from recurrent_jax.data.base import (
-    SEQUENCE,
     DataError,
     Inputs,
     Task,
@@ -42,7 +41,7 @@ from recurrent_jax.data.base import (
     on_device,
     path_option,
 )
-from recurrent_jax.data.seq2seq_specs import SEQ2SEQ
+from recurrent_jax.data.seq2seq_specs import SEQ2SEQ, seq2seq_spec
 from recurrent_jax.data.seq2seq_tasks import Seq2SeqBatch
 from recurrent_jax.data.seq2seq_vocab import FIRST, Seq2SeqVocab
 from recurrent_jax.data.tables import TABLES
@@ -261,22 +260,15 @@ def build_pairs(options: PairsOptions) -> TaskSpec:
     def eval_set(key, size):
         return Seq2SeqBatch(*(jnp.asarray(a) for a in on_device(held_out)))
 
-    return TaskSpec(
-        input_size=vocab.source_size,
-        output_size=vocab.target_size,
-        kind=SEQ2SEQ,
-        output_mode=SEQUENCE,
-        causal=False,
-        sample_train=sample_train,
-        eval_set=eval_set,
-        baselines={},
-        primary_metric="exact_match",
-        higher_is_better=True,
-        info={
-            "max_len": int(train.tgt_out.shape[1]),
-            "pairs": f"{len(train.src)} training, {len(held_out.src)} held out",
-            "vocabulary": f"{len(vocab.source)} source and {len(vocab.target)} target symbols",
-        },
+    info = {
+        "pairs": f"{len(train.src)} training, {len(held_out.src)} held out",
+        "vocabulary": f"{len(vocab.source)} source and {len(vocab.target)} target symbols",
+    }
+    return seq2seq_spec(
+        sample_train,
+        eval_set,
+        max_len=int(train.tgt_out.shape[1]),
+        info=info,
         vocab=vocab,
         inputs=Inputs(read=functools.partial(read_sources, options, vocab)),
     )

@@ -21,12 +21,16 @@ SEQ2SEQ = "seq2seq"
 CHAR_VOCAB = Seq2SeqVocab(tuple(s2s.CHARS), tuple(s2s.CHARS))  # ids as ``seq2seq_tasks``'
 
 
-def seq2seq_spec(sample_train, eval_set, *, max_len: int, info: dict) -> TaskSpec:
-    """A ``TaskSpec`` over the shared character vocabulary; ``max_len`` is
-    the decoders' maximum output length (target + EOS)."""
+def seq2seq_spec(
+    sample_train, eval_set, *, max_len: int, info: dict, vocab: Seq2SeqVocab = CHAR_VOCAB, **fields
+) -> TaskSpec:
+    """A seq2seq ``TaskSpec`` over ``vocab`` (the built-in tasks' shared
+    character vocabulary unless given); ``max_len`` is the decoders'
+    maximum output length (target + EOS); ``fields``: further ``TaskSpec``
+    fields (a reader of new inputs)."""
     return TaskSpec(
-        input_size=s2s.VOCAB_SIZE,
-        output_size=s2s.VOCAB_SIZE,
+        input_size=vocab.source_size,
+        output_size=vocab.target_size,
         kind=SEQ2SEQ,
         output_mode=SEQUENCE,
         causal=False,
@@ -36,7 +40,8 @@ def seq2seq_spec(sample_train, eval_set, *, max_len: int, info: dict) -> TaskSpe
         primary_metric="exact_match",
         higher_is_better=True,
         info={"max_len": max_len, **info},
-        vocab=CHAR_VOCAB,
+        vocab=vocab,
+        **fields,
     )
 
 
