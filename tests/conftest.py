@@ -54,3 +54,12 @@ def fast_key():
 def rng():
     """A fresh NumPy generator per test, for test data."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def x64():
+    """float64 on for one test (JAX's x64 flag), then back as it was."""
+    was_on = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", was_on)

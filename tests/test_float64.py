@@ -37,12 +37,7 @@ EXACT = dict(atol=1e-12, rtol=1e-12)  # float64 against float64 (see the module 
 B, T, D, H = 2, 5, 3, 4
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    was_on = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", was_on)
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (conftest)
 
 
 def data(rng, *shape):

@@ -64,12 +64,7 @@ LINEAR_CELLS = {
 FAST = {"lru"}  # the complex form; the others (log, blocks, colourings) in the slow suite
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    was_on = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", was_on)
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (conftest)
 
 
 @functools.cache

@@ -28,12 +28,7 @@ B, T, D, H = 3, 6, 3, 4
 LENGTHS = (T, T - 2, 1)
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    was_on = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", was_on)
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (conftest)
 
 
 def squared_error(head, y, target):

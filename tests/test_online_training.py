@@ -50,14 +50,6 @@ def experiment(spec="copy:smoke", **overrides):
     return from_config_dict(config)
 
 
-@pytest.fixture
-def x64():
-    was_on = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", was_on)
-
-
 def stream_config(gradient="rtrl", spec="copy:smoke", **overrides):
     options = dict(
         model__cell="lru",
