@@ -23,6 +23,9 @@ pytest.importorskip("orbax.checkpoint")
 sys.path.insert(0, str(Path(__file__).parent))
 from test_distributed import _free_port, _spawn, _wait  # noqa: E402
 
+from recurrent_jax.train.config import ConfigError  # noqa: E402
+from recurrent_jax.train.eval_run import restore_run  # noqa: E402
+
 # adding_sweep:smoke (2 learning rates x 2 forget biases x 2 seeds), 2 chunks
 # of 10 steps, an eval after each.
 OVERRIDES = ["--config.training.num_steps=20"]
@@ -125,6 +128,8 @@ def test_same_command_in_two_processes_writes_one_merged_table(single, tmp_path)
     best = lambda d: json.loads((d / "best_run" / "best.json").read_text())["run_id"]
     assert best(workdir) == best(single)
     assert not list(workdir.glob("best_run.process-*"))
+    with pytest.raises(ConfigError, match=r"--run: expected a sweep trained in one process"):
+        restore_run(workdir, run=0)  # its runs' checkpoints are per process
 
 
 # --- interrupted and resumed: per process, and on another mesh ---------------------------

@@ -107,13 +107,13 @@ def _locate(workdir: Path, run, trust_code: bool, command: str):
             f"(its best run: {workdir}/best_run), got {run!r}"
         )
     point = plan.points[plan.runs[run].point]
-    index = point.runs.index(plan.runs[run])
-    return (
-        plan.runs[run].config,
-        sweep_spec.point_checkpoints(workdir, point.index),
-        index,
-        len(point.runs),
-    )
+    directory = sweep_spec.point_checkpoints(workdir, point.index)
+    if not directory.exists() and any(directory.parent.glob(f"{directory.name}.process-*")):
+        raise ConfigError(  # each process saved only its own runs, as .npz trees
+            f"--run: expected a sweep trained in one process, got {workdir}, trained in several "
+            f"(its runs' checkpoints are per process); read its best run: {workdir}/best_run"
+        )
+    return plan.runs[run].config, directory, point.runs.index(plan.runs[run]), len(point.runs)
 
 
 def _restore(checkpoints, step: int, like: RunsState, index: int, size: int) -> RunsState:
