@@ -353,6 +353,16 @@ def build(**overrides):
             ),
             r"config.model.bidirectional: expected False",
         ),
+        (
+            dict(
+                training__gradient="rtrl",
+                training__update_every=4,
+                model__cell="lru",
+                model__engine__impl="associative",
+            ),
+            r"config.model.engine: expected the default Engine\(\) with training.gradient='rtrl'"
+            r".*impl='associative'",
+        ),
     ],
 )
 def test_options_the_stream_cannot_honour_are_one_line_errors(overrides, message):

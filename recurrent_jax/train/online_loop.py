@@ -36,6 +36,7 @@ import optax
 import recurrent_jax as rj
 from recurrent_jax.cells.base import Cell, carry_dtype_of, widen
 from recurrent_jax.data.base import REGRESSION, SEQUENCE, Batch, TaskSpec
+from recurrent_jax.engine import Engine
 from recurrent_jax.mamba import BLOCKS
 from recurrent_jax.train import rnn_model
 from recurrent_jax.train.config import ConfigError, ExperimentConfig
@@ -113,6 +114,11 @@ def _check(config: ExperimentConfig, task: TaskSpec) -> None:
     if config.data.stream:
         raise ConfigError(
             f"config.data.stream: expected False {where} (the stream is on device), got True"
+        )
+    if gradient in ONLINE and model.engine != Engine():  # the rules step the cell themselves
+        raise ConfigError(
+            f"config.model.engine: expected the default Engine() {where} (the cell is stepped "
+            f"one step at a time beside its traces), got {model.engine!r}"
         )
     for name in ("bidirectional", "residual", *rnn_model.Rates._fields):
         if getattr(model, name):
