@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -169,6 +170,7 @@ class Checkpointer:
             restored = self.manager.restore(step, args=self._ocp.args.StandardRestore(target))
         except Exception as e:  # orbax raises many types for unreadable files
             _DAMAGED.add(str(path))
+            _ignore_abandoned_reads()
             raise CheckpointError(
                 f"checkpoint {path} could not be restored ({type(e).__name__}: "
                 f"{str(e).splitlines()[0] if str(e) else ''}). Nothing was deleted; "
@@ -266,6 +268,16 @@ def _quiet_orbax_shutdown() -> None:
 
     hook.recurrent_jax = True
     sys.unraisablehook = hook
+
+
+def _ignore_abandoned_reads() -> None:
+    """After a failed restore, the reads orbax had not started yet are
+    collected unawaited, and Python warns of each (at whatever line is
+    running then): once a checkpoint is reported damaged, those warnings
+    are noise."""
+    warnings.filterwarnings(
+        "ignore", message=r"coroutine '.*' was never awaited", category=RuntimeWarning
+    )
 
 
 @contextlib.contextmanager
