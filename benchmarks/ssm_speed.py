@@ -39,7 +39,7 @@ import _timing  # noqa: E402
 
 SHAPES = [(16, 1024, 128, 64), (8, 16384, 64, 64)]
 SMOKE_SHAPES = [(2, 32, 8, 4)]
-IMPLS = ("scan", "fft", "associative", "chunked", "auto")
+IMPLS = ("scan", "fft", "selective", "associative", "chunked", "auto")
 CELLS = {  # (H, N) -> cell; s5 in one block (the initialisation only)
     "s5": lambda h, n: rj.cells.s5(h, state_size=n, blocks=1),
     "s4d": lambda h, n: rj.cells.s4d(h, state_size=n),

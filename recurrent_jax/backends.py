@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _step, convolution, cpu, cudnn, deer, fused, parallel
+from recurrent_jax import _step, convolution, cpu, cudnn, deer, fused, parallel, selective
 from recurrent_jax.cells.base import Cell, widen
 
 # Options of a call that some backend cannot honour, or honours at a cost
@@ -346,6 +346,20 @@ def _fft_run(call, carry0, inputs, options):
     return final.astype(carry0.dtype), ys, None
 
 
+def _selective_blockers(call):
+    return selective.blockers(call.cell, call.uses) + _no_hoist(call)
+
+
+def _selective_run(call, carry0, inputs, options):
+    xp = widen(_project(call, inputs).xp, carry0.dtype)
+    terms, readout = call.cell.selective(call.params, xp)
+    final, ys = selective.run_carry(terms, carry0, inputs.valid)
+    ys = readout(xp, ys)
+    if inputs.valid is not None:  # the gate and skip of a padded step: still 0
+        ys = jnp.where(inputs.valid[..., None], ys, 0.0)
+    return final.astype(carry0.dtype), ys, None
+
+
 def _deer_run(call, carry0, inputs, options):
     e = call.engine
     opts = deer.DeerOptions(e.deer_tol, e.deer_max_iters, e.deer_quasi)
@@ -382,6 +396,7 @@ TABLE = {
         Backend("pallas_tpu", _pallas_tpu_blockers, _pallas_tpu_auto_blockers, _pallas_tpu_run),
         Backend("fft", _fft_blockers, _never, _fft_run),
         Backend("associative", _linear_blockers, _associative_auto_blockers, _associative_run),
+        Backend("selective", _selective_blockers, _never, _selective_run),
         Backend(
             "chunked",
             _linear_blockers,
@@ -412,4 +427,5 @@ CELL_NEEDS = {
     "associative": "linear",
     "chunked": "linear",
     "fft": "time_invariant",
+    "selective": "selective",
 }

@@ -33,7 +33,10 @@ class Engine:
         "pallas_tpu" (a Pallas TPU kernel for cells linear in their carry;
         "auto" takes it on TPUs, on CPUs it runs interpreted), "fft" (a
         time-invariant cell, S4D, as a causal convolution by FFT; "auto"
-        takes it unless a per-step option is on),
+        takes it unless a per-step option is on), "selective" (Mamba's
+        selective scan for s6, with a chunked hand-written gradient; "auto"
+        takes it on CPUs, and on GPUs below the associative scan's
+        crossover, unless a per-step option is on),
         "associative" / "chunked"
         (parallel in time, cells linear in their carry), "deer" (Newton
         iterations for any cell). "auto" takes the first backend of the

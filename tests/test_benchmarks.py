@@ -117,3 +117,8 @@ def test_ssm_speed_smoke(tmp_path):
     by_impl = {r["impl"]: r for r in rows}
     assert list(by_impl)[:3] == ["rj scan", "rj fft", "rj auto"]
     assert by_impl["rj auto"]["auto_picks"] == "fft"
+    # s6: "auto" takes the selective scan
+    rows = bench.main(["--smoke", "--cells", "s6", "--impls", "scan", "selective"])
+    by_impl = {r["impl"]: r for r in rows}
+    assert list(by_impl)[:3] == ["rj scan", "rj selective", "rj auto"]
+    assert by_impl["rj auto"]["auto_picks"] == "selective"

@@ -85,10 +85,12 @@ def test_auto_takes_the_first_backend_without_reasons(rng):
     assert chosen(rj.cells.mgu(4)) == "scan"
     assert chosen(rj.cells.s4d(4, state_size=4)) == "fft"  # time-invariant: a convolution
     assert chosen(rj.cells.s4d(4, state_size=4), mask=True) == "scan"
+    assert chosen(rj.cells.s6(4, state_size=4)) == "selective"  # Mamba's scan, its own VJP
+    assert chosen(rj.cells.s6(4, state_size=4), resets=True) == "scan"
     # every backend appears in the table with a reason auto skips it or a run
     assert set(rj.backends.NAMES) == {
-        "cudnn", "pallas_tpu", "fft", "associative", "chunked", "deer", "pallas", "cpu",
-        "fused", "scan",
+        "cudnn", "pallas_tpu", "fft", "associative", "selective", "chunked", "deer", "pallas",
+        "cpu", "fused", "scan",
     }  # fmt: skip
 
 

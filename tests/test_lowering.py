@@ -210,10 +210,11 @@ def test_every_configs_training_function_exports(name, platform):
 
 
 CLAIMS = {  # cells each backend is for: a plain LSTM, a cell linear in its carry, a
-    # time-invariant one (the FFT convolution)
+    # time-invariant one (the FFT convolution), a selective one (the selective scan)
     "lstm": lambda: rj.cells.lstm(32),
     "mingru": lambda: rj.cells.mingru(32),
     "s4d": lambda: rj.cells.s4d(32, state_size=8),
+    "s6": lambda: rj.cells.s6(32, state_size=8),
 }
 
 

@@ -2,17 +2,20 @@ r"""The selective state-space model S6 of Mamba (Gu & Dao 2023, "Mamba:
 Linear-Time Sequence Modeling with Selective State Spaces", arXiv
 2312.00752): a diagonal SSM whose step size Δ and matrices B, C are
 functions of the input. Linear in the carry with per-step coefficients, so
-it runs with ``impl="associative"`` and ``"chunked"``.
+it runs with ``impl="associative"`` and ``"chunked"``; on its own terms
+(``Cell.selective``) with ``impl="selective"``, Mamba's scan with a
+chunked hand-written gradient (``recurrent_jax.selective``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 
-from recurrent_jax import _checks
+from recurrent_jax import _checks, selective
 from recurrent_jax.cells import base
 
 # PyTorch's nn.Linear default, U(±1/√fan_in): Mamba's x_proj and in_proj init.
@@ -143,17 +146,28 @@ def s6(
         a, b = coefficients(params, xp)
         return a.reshape(*a.shape[:-2], H * N), b.reshape(*b.shape[:-2], H * N)
 
-    def update(params, h, xp_t, h_in):
-        xp_t = xp_t.astype(base.carry_dtype(xp_t.dtype, h.dtype))
-        a, b = coefficients(params, xp_t)
-        state = a * h.reshape(a.shape).astype(a.dtype) + b
-        u, _, _, c_t, z = split(xp_t)
-        y = jnp.sum(state * c_t[..., None, :], axis=-1)  # elementwise: exact on any device
+    def readout(params, xp, y):
+        """y_t from Σ_n C_t h_t: the skip D u_t and the gate silu(z_t)."""
+        u, _, _, _, z = split(xp)
         if use_d:
             y = y + u * base.lift(params["d"].astype(u.dtype), u)
         if gate:
             y = y * jax.nn.silu(z)
-        return state.reshape(h.shape), y
+        return y
+
+    def update(params, h, xp_t, h_in):
+        xp_t = xp_t.astype(base.carry_dtype(xp_t.dtype, h.dtype))
+        a, b = coefficients(params, xp_t)
+        state = a * h.reshape(a.shape).astype(a.dtype) + b
+        c_t = split(xp_t)[3]
+        y = jnp.sum(state * c_t[..., None, :], axis=-1)  # elementwise: exact on any device
+        return state.reshape(h.shape), readout(params, xp_t, y)
+
+    def terms(params, xp):
+        """``impl="selective"``'s view of the projected inputs (T, B..., G)."""
+        u, delta, b_t, c_t, _ = split(xp)
+        a = -jnp.exp(params["a_log"].astype(xp.dtype))
+        return selective.SelectiveTerms(a, u, delta, b_t, c_t), functools.partial(readout, params)
 
     def step(params, h, xp_t):
         return update(params, h, xp_t, h)
@@ -169,6 +183,7 @@ def s6(
         name="s6",
         compute_dtype=dt,
         linear=linear,
+        selective=terms,
     )
 
 

@@ -124,6 +124,14 @@ class Cell(NamedTuple):
         holding ``[Re x, Im x]``, each the (H, M) modes flattened
         channel-major. ``step`` must compute the same. Enables
         ``impl="fft"`` (``recurrent_jax.convolution``).
+      selective: present when the cell is a selective state-space model
+        (Mamba's S6): ``selective(params, xp) -> (terms, readout)`` with
+        ``terms`` a ``selective.SelectiveTerms`` (A (H, N); u, Δ (T, B..., H);
+        B_t, C_t (T, B..., N)) from the time-major output of ``project``,
+        the carry (..., H·N) being h[d, n] channel-major, and
+        ``readout(xp, y) -> y`` the step's output from the scan's
+        y_t = Σ_n C_t h_t (the skip and gate). ``step`` must compute the
+        same. Enables ``impl="selective"`` (``recurrent_jax.selective``).
     """
 
     init: Callable[..., Params]
@@ -140,6 +148,7 @@ class Cell(NamedTuple):
     cudnn_kernel: str | None = None
     spatial_dims: int = 0
     time_invariant: Callable[[Params], Any] | None = None
+    selective: Callable[..., Any] | None = None
 
 
 def with_defaults(cell: Cell) -> Cell:

@@ -1,0 +1,259 @@
+"""``impl="selective"``: s6 through Mamba's selective scan with a chunked
+hand-written gradient (``recurrent_jax.selective``), against the plain scan
+of its step (itself checked against ``selective_scan_ref`` in test_ssm.py)
+and against the float64 NumPy loop of that reference over 1,000 steps:
+outputs, final carries and gradients, with padding (prefix and arbitrary
+masks), reverse, initial carries, several chunks and a partial one,
+bidirectional layers and vmapped runs; which calls ``impl="auto"`` gives
+it, and why it refuses the others.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import ssm_oracles
+from _helpers import assert_trees_close, normal, param_shapes
+
+import recurrent_jax as rj
+from recurrent_jax import selective
+
+B, T, H, D, N = 4, 37, 5, 3, 4
+LENGTHS = np.array([0, T, 5, 1])  # empty, full, and two short rows
+VARIANTS = [dict(gate=True), dict(gate=False, use_d=False), dict(dt_bias=False)]
+
+
+def s6_setup(dtype, **options):
+    """(cell, params, xs, carry0) in ``dtype``, A and D moved off their
+    initial values so that no channel repeats another."""
+    cell = rj.cells.s6(H, state_size=N, param_dtype=dtype, **options)
+    params = cell.init(jax.random.PRNGKey(3), D)
+    rng = np.random.default_rng(0)
+    params = {
+        k: (v + 0.2 * rng.standard_normal(v.shape) if k in ("a_log", "d") else v).astype(dtype)
+        for k, v in params.items()
+    }
+    xs = jnp.asarray(rng.standard_normal((B, T, D)), dtype)
+    carry0 = jnp.asarray(0.5 * rng.standard_normal((B, H * N)), dtype)
+    return cell, params, xs, carry0
+
+
+def cases(carry0):
+    """Every engine option the selective scan runs, by name."""
+    lengths = jnp.asarray(LENGTHS)
+    holes = jnp.asarray(np.random.default_rng(1).random((B, T)) < 0.7)  # not a prefix
+    return {
+        "forward": {},
+        "lengths": dict(seq_lengths=lengths),
+        "mask": dict(mask=holes),
+        "reverse": dict(reverse=True),
+        "reverse-lengths": dict(reverse=True, seq_lengths=lengths),
+        "carry": dict(initial_carry=carry0),
+        "carry-mask": dict(initial_carry=carry0, mask=holes),
+        "carry-reverse-lengths": dict(initial_carry=carry0, seq_lengths=lengths, reverse=True),
+        "processing-order": dict(seq_lengths=lengths, reverse=True, keep_order=False),
+    }
+
+
+def both(cell, params, xs, carry0):
+    """{case: (scan's (final, ys), selective's (final, ys))}, one jit each."""
+
+    @jax.jit
+    def run(params, xs, carry0):
+        return {
+            name: tuple(rj.unroll(cell, params, xs, impl=i, **kw) for i in ("scan", "selective"))
+            for name, kw in cases(carry0).items()
+        }
+
+    return run(params, xs, carry0)
+
+
+def assert_agree(results, tol):
+    for name, (want, got) in results.items():
+        scale = max(float(jnp.abs(a).max()) for a in jax.tree_util.tree_leaves(want))
+        assert_trees_close(got, want, atol=tol * max(scale, 1.0))
+        assert got[1].dtype == want[1].dtype and got[0].dtype == want[0].dtype, name
+
+
+@pytest.fixture(params=[32, 8], ids=["one-chunk-and-part", "five-chunks"])
+def chunk(request, monkeypatch):
+    """The default chunk (T = 37: one whole chunk and a partial one) and
+    chunks of 8 (several, the last partial)."""
+    monkeypatch.setattr(selective, "CHUNK", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=["gate", "no-gate-no-d", "no-dt-bias"])
+def test_selective_equals_the_scan_in_float64(options, chunk):
+    """Outputs and final carries to 1e-10 of their scale, every padding,
+    direction and initial-carry case, an empty and a full row among them."""
+    with jax.enable_x64(True):
+        cell, params, xs, carry0 = s6_setup(jnp.float64, **options)
+        results = both(cell, params, xs, carry0)
+        assert_agree(results, 1e-10)
+        final, ys = results["carry-reverse-lengths"][1]
+        assert ys.dtype == jnp.float64
+    np.testing.assert_array_equal(np.asarray(final)[0], carry0[0])  # length 0 keeps it
+    np.testing.assert_array_equal(np.asarray(ys)[0], 0.0)
+    np.testing.assert_array_equal(np.asarray(ys)[2, 5:], 0.0)  # padded steps output zero
+
+
+def test_selective_equals_the_scan_in_float32(chunk):
+    assert_agree(both(*s6_setup(jnp.float32)), 1e-5)
+
+
+@pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-4), (jnp.float64, 1e-9)])
+@pytest.mark.parametrize("case", ["carry-reverse-lengths", "carry-mask"])
+def test_gradients_equal_the_scans(dtype, tol, case, chunk):
+    """jax.grad of a loss of the outputs and the final carry, with respect to
+    the params, the inputs and the initial carry, through padded rows."""
+    with jax.enable_x64(dtype == jnp.float64):
+        cell, params, xs, carry0 = s6_setup(dtype)
+        probe = jnp.asarray(np.random.default_rng(3).standard_normal((B, T, H)), dtype)
+
+        def grads(impl):
+            def loss(p, x, c):
+                kw = {**cases(c)[case]}
+                final, ys = rj.unroll(cell, p, x, impl=impl, **kw)
+                return jnp.sum(jnp.sin(ys) * probe) + jnp.sum(final**2)
+
+            return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, xs, carry0)
+
+        want, got = grads("scan"), grads("selective")
+        scale = max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(want))
+        assert_trees_close(got, want, atol=tol * scale)
+
+
+def test_selective_equals_the_oracle_loop_at_1000_steps():
+    """Against ``selective_scan_ref``'s float64 NumPy loop (``ssm_oracles``,
+    independent of the package) over 1,000 steps from a nonzero state, with
+    the cell's own Δ, B, C, z and D fed to it: outputs and final state to
+    1e-10 of their scale."""
+    with jax.enable_x64(True):
+        cell = rj.cells.s6(H, state_size=N, gate=True, input_proj=False, param_dtype=jnp.float64)
+        params = cell.init(jax.random.PRNGKey(2), 2 * H)
+        params["a_log"] = params["a_log"] + 0.1 * jnp.arange(H)[:, None]
+        rng = np.random.default_rng(5)
+        x = rng.standard_normal((1000, 2 * H))
+        h0 = 0.5 * rng.standard_normal((H, N))
+        run = jax.jit(lambda p, x, c: rj.unroll(cell, p, x, initial_carry=c, impl="selective"))
+        got_h, got_y = run(params, jnp.asarray(x), jnp.asarray(h0.ravel()))
+        xp = np.asarray(cell.project(params, jnp.asarray(x)))  # [u, Δ, B, C, z]
+    u, delta, b, c, z = np.split(xp, [H, 2 * H, 2 * H + N, 2 * H + 2 * N], axis=-1)
+    p = {k: np.asarray(v) for k, v in params.items()}
+    want_y, want_h = ssm_oracles.selective_scan_ref(
+        u.T[None], delta.T[None], -np.exp(p["a_log"]), b.T[None], c.T[None],
+        D=p["d"], z=z.T[None], h0=h0[None],
+    )  # fmt: skip
+    scale = max(np.abs(want_y).max(), np.abs(want_h).max())
+    np.testing.assert_allclose(np.asarray(got_y), want_y[0].T, atol=1e-10 * scale, rtol=0)
+    np.testing.assert_allclose(np.asarray(got_h), want_h[0].ravel(), atol=1e-10 * scale, rtol=0)
+
+
+def test_time_major_no_batch_axes_and_zero_steps():
+    cell, params, xs, carry0 = s6_setup(jnp.float32)
+    for kw, x in [(dict(time_major=True), jnp.swapaxes(xs, 0, 1)), ({}, xs[2])]:
+        want = rj.unroll(cell, params, x, impl="scan", **kw)
+        assert_trees_close(rj.unroll(cell, params, x, impl="selective", **kw), want, atol=1e-5)
+    final, ys = rj.unroll(cell, params, xs[:, :0], initial_carry=carry0, impl="selective")
+    assert ys.shape == (B, 0, H)
+    np.testing.assert_array_equal(final, carry0)
+
+
+def test_bidirectional_layer_and_the_mamba_block():
+    cell, params, xs, _ = s6_setup(jnp.float32)
+    lengths = jnp.asarray(LENGTHS)
+    layer = {impl: rj.bidirectional(cell, impl=impl) for impl in ("scan", "selective", "auto")}
+    p = layer["scan"].init(jax.random.PRNGKey(0), D)
+    want = layer["scan"].apply(p, xs, seq_lengths=lengths)
+    for impl in ("selective", "auto"):
+        assert_trees_close(layer[impl].apply(p, xs, seq_lengths=lengths), want, atol=1e-5)
+    block = {impl: rj.mamba_block(8, state_size=N, impl=impl) for impl in ("scan", "auto")}
+    p = block["scan"].init(jax.random.PRNGKey(1), D)
+    want = block["scan"].apply(p, xs, seq_lengths=lengths)
+    assert_trees_close(block["auto"].apply(p, xs, seq_lengths=lengths), want, atol=1e-5)
+
+
+def test_vmapped_runs_equal_each_run(rng):
+    """A sweep's run axis over params, inputs and lengths: run i of the
+    vmapped selective scan is the scan of run i, gradients included."""
+    cell, params, xs, _ = s6_setup(jnp.float32)
+    runs = 3
+    stacked = jax.tree_util.tree_map(
+        lambda p: (
+            p[None] * (1.0 + 0.1 * jnp.arange(runs, dtype=p.dtype)).reshape(-1, *(1,) * p.ndim)
+        ),
+        params,
+    )
+    xs_runs = normal(rng, (runs, B, T, D))
+    lengths = jnp.asarray(np.stack([LENGTHS, LENGTHS[::-1], np.full(B, 7)]))
+
+    def run(impl):
+        def loss(p, x, n):
+            return jnp.sum(jnp.sin(rj.unroll(cell, p, x, seq_lengths=n, impl=impl)[1]))
+
+        return jax.value_and_grad(loss)
+
+    got = jax.jit(jax.vmap(run("selective")))(stacked, xs_runs, lengths)
+    scan = jax.jit(run("scan"))
+    for i in range(runs):
+        one = jax.tree_util.tree_map(lambda a, i=i: a[i], (stacked, xs_runs, lengths))
+        assert_trees_close(jax.tree_util.tree_map(lambda a, i=i: a[i], got), scan(*one), atol=1e-4)
+
+
+# --- the choice of "auto", and the refusals ----------------------------------------------
+
+
+def chosen(cell, steps=T, **uses):
+    xs = jax.ShapeDtypeStruct((steps, B, D), jnp.float32)
+    uses = frozenset(k for k in uses if uses[k])
+    call = rj.backends.Call(rj.cells.with_defaults(cell), param_shapes(cell), xs, rj.Engine(), uses)
+    return rj.backends.choose(call).name
+
+
+PER_STEP = ["resets", "return_carries", "recurrent_dropout", "zoneout", "remat", "no_hoist"]
+
+
+def test_auto_picks_the_selective_scan_unless_a_per_step_option_is_on():
+    if jax.default_backend() != "cpu":
+        pytest.skip("on accelerators the parallel scans or the TPU kernel may come first")
+    s6 = rj.cells.s6(H, state_size=N)
+    assert chosen(s6) == "selective" and chosen(s6, steps=16384) == "selective"
+    for runs_whole in ("mask", "reverse", "initial_carry"):
+        assert chosen(s6, **{runs_whole: True}) == "selective"
+    for option in PER_STEP:
+        assert chosen(s6, **{option: True}) == "scan", option
+    for other in (rj.cells.s5(H, state_size=4, blocks=1), rj.cells.lru(H), rj.cells.lstm(H)):
+        assert chosen(other) != "selective"
+
+
+def test_auto_runs_it_in_unroll():
+    cell, params, xs, _ = s6_setup(jnp.float32)
+    fn = jax.jit(lambda p, x: rj.unroll(cell, p, x, seq_lengths=jnp.asarray(LENGTHS))[1])
+    assert "recurrent_jax.selective" in fn.lower(params, xs).as_text(debug_info=True)
+
+
+def test_refusals_name_each_reason(fast_key):
+    cell, params, xs, _ = s6_setup(jnp.float32)
+    mask = jnp.ones((B, T), bool)
+    with pytest.raises(ValueError) as info:
+        rj.unroll(
+            cell, params, xs, impl="selective", resets=mask, return_carries=True,
+            zoneout=0.1, recurrent_dropout=0.1, key=fast_key, remat=4, hoist=False,
+        )  # fmt: skip
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("impl: 'selective' cannot be used here: ")
+    for reason in (
+        "`resets` is set: a restart inside a row is not a step of the selective scan",
+        "`return_carries` is set: the selective scan keeps no per-step carries",
+        "`recurrent_dropout` is set",
+        "`zoneout` is set",
+        "`remat` is set",
+        "`hoist=False`",
+    ):
+        assert reason in message
+    lstm = rj.cells.lstm(H)
+    with pytest.raises(ValueError, match=r"it needs a selective state-space cell .* lstm cell"):
+        rj.unroll(lstm, lstm.init(jax.random.PRNGKey(0), D), xs, impl="selective")
