@@ -122,3 +122,22 @@ def test_ssm_speed_smoke(tmp_path):
     by_impl = {r["impl"]: r for r in rows}
     assert list(by_impl)[:3] == ["rj scan", "rj selective", "rj auto"]
     assert by_impl["rj auto"]["auto_picks"] == "selective"
+
+
+def test_parallel_speed_recurrence_smoke():
+    """The bare recurrence's four solvers agree with the scan (checked inside)
+    and each is timed forward and in the gradient."""
+    import sys
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    bench = load("parallel_speed")
+    h0 = jnp.zeros((2, 3))
+    a = jnp.full((64, 2, 3), 0.9)
+    b = jnp.ones((64, 2, 3))
+    np.testing.assert_allclose(bench.two_level(a, b, h0, 8), bench._sequential(a, b, h0), rtol=1e-5)
+    ms = bench.recurrence_times((512, 2, 3), rounds=1)  # 4 blocks of 128
+    assert set(ms) == {(s, k) for s in bench.RECURRENCE_SOLVERS for k in ("forward", "gradient")}
+    assert all(v > 0 for v in ms.values())
