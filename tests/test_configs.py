@@ -140,6 +140,10 @@ def _raw(**changes):
             {"model__cell": "mamba", "model__engine__impl": "fft"},
             r"config\.model\.engine\.impl: expected a backend other than 'fft' for the mamba",
         ),
+        (  # the selective scan is s6's (and the mamba block's): another linear cell is refused
+            {"model__cell": "lru", "model__engine__impl": "selective"},
+            r"config\.model\.engine\.impl: expected a backend other than 'selective' for the lru",
+        ),
         (
             {"model__cell": "gru", "model__engine__impl": "fft"},
             r"config\.model\.engine\.impl: expected a backend other than 'fft' for the gru",
@@ -191,7 +195,14 @@ def test_bad_values_name_the_key(changes, message):
 
 
 @pytest.mark.parametrize(
-    "cell, impl", [("s4d", "fft"), ("lru", "associative"), ("mamba", "chunked")]
+    "cell, impl",
+    [
+        ("s4d", "fft"),
+        ("lru", "associative"),
+        ("mamba", "chunked"),
+        ("s6", "selective"),
+        ("mamba", "selective"),
+    ],
 )
 def test_backend_for_its_cells_is_accepted(cell, impl):
     experiment = from_config_dict(_raw(model__cell=cell, model__engine__impl=impl))

@@ -359,7 +359,8 @@ SLOW = pytest.mark.slow
 @pytest.mark.parametrize(
     "spec, overrides",
     [
-        ("adding:smoke", dict(model__cell="s6")),
+        ("adding:smoke", dict(model__cell="s6")),  # auto: the selective scan
+        ("adding:smoke", dict(model__cell="s6", model__engine__impl="scan")),
         pytest.param(
             "copy:smoke", dict(model__cell="s6", model__engine__impl="chunked"), marks=SLOW
         ),
