@@ -70,11 +70,11 @@ class Budget(NamedTuple):
     eval_every: int
 
 
-# Scaled to a shared 2-core CPU: a training step at T=4000 costs 40 at T=100.
+# Scaled to a 2-core CPU: a training step at T=4000 costs 40 at T=100.
 BUDGETS = {
     100: Budget(250, 8, 128, 50),
-    1000: Budget(100, 4, 128, 25),
-    4000: Budget(40, 4, 64, 20),
+    1000: Budget(500, 4, 128, 50),
+    4000: Budget(120, 4, 64, 40),
 }
 SMOKE_BUDGETS = {5: Budget(20, 4, 16, 10)}
 
