@@ -9,7 +9,8 @@ backend of ``TABLE`` with no reasons of either kind. ``TABLE`` is in the
 order measurement prefers (benchmarks/RESULTS.md): on TPUs the Pallas TPU
 kernel for cells linear in their carry (recurrentgemma's measurements; ours
 await a TPU), the FFT convolution for time-invariant cells (S4D),
-parallel-in-time scans where they win, then the CPU
+parallel-in-time scans where they win, Mamba's selective scan for S6 on
+CPUs, then the CPU
 extension's recurrences on CPUs, then the fused custom VJP, then the plain
 scan, which runs everything.
 
@@ -189,7 +190,12 @@ def _projecting_in_step(cell: Cell) -> Cell:
 
     identity = lambda params, xs: xs  # noqa: E731
     return cell._replace(
-        project=identity, update=update, pointwise=None, linear=None, time_invariant=None
+        project=identity,
+        update=update,
+        pointwise=None,
+        linear=None,
+        time_invariant=None,
+        selective=None,
     )
 
 
@@ -350,6 +356,12 @@ def _selective_blockers(call):
     return selective.blockers(call.cell, call.uses) + _no_hoist(call)
 
 
+def _selective_auto_blockers(call):
+    if jax.default_backend() == "cpu":
+        return []
+    return ["`auto` takes it on CPUs only until it is measured on an accelerator"]
+
+
 def _selective_run(call, carry0, inputs, options):
     xp = widen(_project(call, inputs).xp, carry0.dtype)
     terms, readout = call.cell.selective(call.params, xp)
@@ -396,7 +408,7 @@ TABLE = {
         Backend("pallas_tpu", _pallas_tpu_blockers, _pallas_tpu_auto_blockers, _pallas_tpu_run),
         Backend("fft", _fft_blockers, _never, _fft_run),
         Backend("associative", _linear_blockers, _associative_auto_blockers, _associative_run),
-        Backend("selective", _selective_blockers, _never, _selective_run),
+        Backend("selective", _selective_blockers, _selective_auto_blockers, _selective_run),
         Backend(
             "chunked",
             _linear_blockers,

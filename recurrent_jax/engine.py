@@ -34,9 +34,9 @@ class Engine:
         "auto" takes it on TPUs, on CPUs it runs interpreted), "fft" (a
         time-invariant cell, S4D, as a causal convolution by FFT; "auto"
         takes it unless a per-step option is on), "selective" (Mamba's
-        selective scan for s6, with a chunked hand-written gradient; "auto"
-        takes it on CPUs, and on GPUs below the associative scan's
-        crossover, unless a per-step option is on),
+        selective scan for s6, with a segmented hand-written gradient;
+        "auto" takes it on CPUs unless a per-step option is on; no
+        forward-mode autodiff),
         "associative" / "chunked"
         (parallel in time, cells linear in their carry), "deer" (Newton
         iterations for any cell). "auto" takes the first backend of the

@@ -10,8 +10,8 @@ The recurrence, per channel d and state n (Gu & Dao 2023, Algorithm 2):
 Autodiff of the step scanned over time stores every step's (B, H, N)
 factors and state (three arrays of T·B·H·N numbers) and reads them back one
 fusion at a time. Here, as in Mamba's kernel, the forward keeps only the
-state at the start of each chunk of ``CHUNK`` steps; the backward walks the
-chunks in reverse, recomputes each chunk's states from its start, and runs
+state at the start of each segment of ``SEGMENT`` steps; the backward walks the
+segments in reverse, recomputes each segment's states from its start, and runs
 the adjoint recurrence over it with the per-step gradients written by hand:
 
 .. math::
@@ -26,8 +26,12 @@ the adjoint recurrence over it with the per-step gradients written by hand:
 
 The inputs are kept in separate arrays (u, Δ, B, C), so each step is one
 fused pass over the state plus a batched product for y. A padded step is
-an identity step (Δ = 0: exp(0·A) = 1 and Δ u B = 0, exactly) with output 0,
-so padding, seq_lengths and reverse runs mean what they mean in the scan.
+an identity step (its Δ, u, B and C set to 0: exp(0·A) = 1 and Δ u B = 0
+exactly, whatever the padding held) with output 0, so padding, seq_lengths
+and reverse runs mean what they mean in the scan.
+
+``selective_scan`` is a custom VJP, so forward-mode autodiff (``jax.jvp``,
+``jax.jacfwd``) does not pass through it; ``impl="scan"`` runs those.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-CHUNK = 32  # steps between the states the forward keeps; measured in benchmarks/RESULTS.md
+SEGMENT = 32  # steps between the states the forward keeps; measured in benchmarks/RESULTS.md
 
 REFUSED = {
     "resets": "`resets` is set: a restart inside a row is not a step of the selective scan",
@@ -46,7 +50,7 @@ REFUSED = {
     "carries ('scan' or 'chunked' return them)",
     "recurrent_dropout": "`recurrent_dropout` is set: it edits the carry at every step",
     "zoneout": "`zoneout` is set: it edits the carry at every step",
-    "remat": "`remat` is set: the selective scan already recomputes its states in chunks",
+    "remat": "`remat` is set: the selective scan already recomputes its states in segments",
 }
 
 
@@ -85,23 +89,42 @@ def run_carry(terms: SelectiveTerms, carry0, valid):
     ``valid`` (T, B...) or None. Returns ``(final carry, ys (T, B..., H))``;
     a padded step keeps the carry (its y is the caller's to zero, after
     the cell's readout)."""
-    if valid is not None:
-        terms = terms._replace(delta=jnp.where(valid[..., None], terms.delta, 0.0))
+    if valid is not None:  # identity steps: whatever the padding held (NaN too) is not read
+        keep = valid[..., None]
+        terms = terms._replace(
+            **{
+                name: jnp.where(keep, getattr(terms, name), 0.0)
+                for name in ("u", "delta", "b", "c")
+            }
+        )
     h0 = carry0.reshape(*carry0.shape[:-1], *terms.a.shape)
-    ys, final = scan(terms, h0)
+    ys, final = selective_scan(terms, h0)
     return final.reshape(carry0.shape), ys
 
 
-def scan(terms: SelectiveTerms, h0):
-    """``(ys (T, B..., H), h_T (B..., H, N))`` of the recurrence in the module
-    doc from ``h0`` (B..., H, N), with the chunked custom gradient."""
+def selective_scan(terms: SelectiveTerms, h0):
+    r"""Outputs and final state of Mamba's selective scan, from ``h0``:
+
+    .. math::
+        h_t[d, n] = \exp(Δ_t[d] A[d, n])\, h_{t−1}[d, n] + Δ_t[d]\, u_t[d]\, B_t[n],
+        \qquad y_t[d] = \textstyle\sum_n C_t[n]\, h_t[d, n].
+
+    Args:
+      terms: the ``SelectiveTerms`` (time-major).
+      h0: (B..., H, N) the initial state.
+
+    Returns:
+      ``(ys (T, B..., H), h_T (B..., H, N))``. Gradients by the segmented
+      adjoint of the module doc: the forward keeps every ``SEGMENT``-th
+      state, the backward recomputes each segment from it.
+    """
     u = terms.u
     batch_shape = u.shape[1:-1]
     flat = lambda x: x.reshape(x.shape[0], -1, x.shape[-1])  # noqa: E731
     num_steps = u.shape[0]
     if num_steps == 0:
         return jnp.zeros_like(u), h0
-    pad = -num_steps % CHUNK
+    pad = -num_steps % SEGMENT
     steps = [flat(x) for x in (terms.u, terms.delta, terms.b, terms.c)]
     if pad:  # identity steps at the end (Δ = 0): the final state is unchanged
         steps = [jnp.pad(x, ((0, pad), (0, 0), (0, 0))) for x in steps]
@@ -118,8 +141,8 @@ def _step(a, h, step_inputs):
     return h, jnp.einsum("bdn,bn->bd", h, c, precision="highest")
 
 
-def _chunks(x):
-    return x.reshape(-1, CHUNK, *x.shape[1:])
+def _segments(x):
+    return x.reshape(-1, SEGMENT, *x.shape[1:])
 
 
 @jax.custom_vjp
@@ -129,11 +152,11 @@ def _scan(a, u, delta, b, c, h0):
 
 
 def _scan_fwd(a, u, delta, b, c, h0):
-    def chunk(h, inputs):
+    def segment(h, inputs):
         end, ys = jax.lax.scan(functools.partial(_step, a), h, inputs)
         return end, (ys, h)
 
-    final, (ys, starts) = jax.lax.scan(chunk, h0, tuple(map(_chunks, (u, delta, b, c))))
+    final, (ys, starts) = jax.lax.scan(segment, h0, tuple(map(_segments, (u, delta, b, c))))
     return (ys.reshape(u.shape), final), (a, u, delta, b, c, starts)
 
 
@@ -141,7 +164,7 @@ def _scan_bwd(residuals, cotangents):
     a, u, delta, b, c, starts = residuals
     d_ys, d_final = cotangents
 
-    def chunk(carry, inputs):
+    def segment(carry, inputs):
         start, *steps = inputs
 
         def forward(h, step_inputs):  # each step's previous state, recomputed
@@ -152,9 +175,9 @@ def _scan_bwd(residuals, cotangents):
         return jax.lax.scan(adjoint, carry, (previous, *steps), reverse=True)
 
     init = (d_final, jnp.zeros_like(a))
-    inputs = (starts, *map(_chunks, (u, delta, b, c, d_ys)))
-    (d_h0, d_a), grads = jax.lax.scan(chunk, init, inputs, reverse=True)
-    d_u, d_delta, d_b, d_c = (g.reshape(g.shape[0] * CHUNK, *g.shape[2:]) for g in grads)
+    inputs = (starts, *map(_segments, (u, delta, b, c, d_ys)))
+    (d_h0, d_a), grads = jax.lax.scan(segment, init, inputs, reverse=True)
+    d_u, d_delta, d_b, d_c = (g.reshape(g.shape[0] * SEGMENT, *g.shape[2:]) for g in grads)
     return d_a, d_u, d_delta, d_b, d_c, d_h0
 
 

@@ -1,9 +1,9 @@
-"""``impl="selective"``: s6 through Mamba's selective scan with a chunked
+"""``impl="selective"``: s6 through Mamba's selective scan with a segmented
 hand-written gradient (``recurrent_jax.selective``), against the plain scan
 of its step (itself checked against ``selective_scan_ref`` in test_ssm.py)
 and against the float64 NumPy loop of that reference over 1,000 steps:
 outputs, final carries and gradients, with padding (prefix and arbitrary
-masks), reverse, initial carries, several chunks and a partial one,
+masks, NaN in the padding), reverse, initial carries, several segments and a partial one,
 bidirectional layers and vmapped runs; which calls ``impl="auto"`` gives
 it, and why it refuses the others.
 """
@@ -77,16 +77,16 @@ def assert_agree(results, tol):
         assert got[1].dtype == want[1].dtype and got[0].dtype == want[0].dtype, name
 
 
-@pytest.fixture(params=[32, 8], ids=["one-chunk-and-part", "five-chunks"])
-def chunk(request, monkeypatch):
-    """The default chunk (T = 37: one whole chunk and a partial one) and
-    chunks of 8 (several, the last partial)."""
-    monkeypatch.setattr(selective, "CHUNK", request.param)
+@pytest.fixture(params=[32, 8], ids=["one-segment-and-part", "five-segments"])
+def segment(request, monkeypatch):
+    """The default segment (T = 37: one whole segment and a partial one)
+    and segments of 8 (several, the last partial)."""
+    monkeypatch.setattr(selective, "SEGMENT", request.param)
     return request.param
 
 
 @pytest.mark.parametrize("options", VARIANTS, ids=["gate", "no-gate-no-d", "no-dt-bias"])
-def test_selective_equals_the_scan_in_float64(options, chunk):
+def test_selective_equals_the_scan_in_float64(options, segment):
     """Outputs and final carries to 1e-10 of their scale, every padding,
     direction and initial-carry case, an empty and a full row among them."""
     with jax.enable_x64(True):
@@ -100,17 +100,18 @@ def test_selective_equals_the_scan_in_float64(options, chunk):
     np.testing.assert_array_equal(np.asarray(ys)[2, 5:], 0.0)  # padded steps output zero
 
 
-def test_selective_equals_the_scan_in_float32(chunk):
+def test_selective_equals_the_scan_in_float32(segment):
     assert_agree(both(*s6_setup(jnp.float32)), 1e-5)
 
 
 @pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-4), (jnp.float64, 1e-9)])
 @pytest.mark.parametrize("case", ["carry-reverse-lengths", "carry-mask"])
-def test_gradients_equal_the_scans(dtype, tol, case, chunk):
+@pytest.mark.parametrize("options", VARIANTS, ids=["gate", "no-gate-no-d", "no-dt-bias"])
+def test_gradients_equal_the_scans(dtype, tol, case, options, segment):
     """jax.grad of a loss of the outputs and the final carry, with respect to
     the params, the inputs and the initial carry, through padded rows."""
     with jax.enable_x64(dtype == jnp.float64):
-        cell, params, xs, carry0 = s6_setup(dtype)
+        cell, params, xs, carry0 = s6_setup(dtype, **options)
         probe = jnp.asarray(np.random.default_rng(3).standard_normal((B, T, H)), dtype)
 
         def grads(impl):
@@ -152,14 +153,58 @@ def test_selective_equals_the_oracle_loop_at_1000_steps():
     np.testing.assert_allclose(np.asarray(got_h), want_h[0].ravel(), atol=1e-10 * scale, rtol=0)
 
 
-def test_time_major_no_batch_axes_and_zero_steps():
+def test_time_major_batch_axes_and_zero_steps():
+    """Time-major inputs, no batch axis, two batch axes (gradients too), and
+    an empty time axis."""
     cell, params, xs, carry0 = s6_setup(jnp.float32)
-    for kw, x in [(dict(time_major=True), jnp.swapaxes(xs, 0, 1)), ({}, xs[2])]:
+    two_axes = xs.reshape(2, 2, T, D)
+    for kw, x in [(dict(time_major=True), jnp.swapaxes(xs, 0, 1)), ({}, xs[2]), ({}, two_axes)]:
         want = rj.unroll(cell, params, x, impl="scan", **kw)
         assert_trees_close(rj.unroll(cell, params, x, impl="selective", **kw), want, atol=1e-5)
+
+        def grads(impl, x=x, kw=kw):
+            loss = lambda p: jnp.sum(jnp.sin(rj.unroll(cell, p, x, impl=impl, **kw)[1]))  # noqa: E731
+            return jax.grad(loss)(params)
+
+        assert_trees_close(grads("selective"), grads("scan"), atol=1e-4)
     final, ys = rj.unroll(cell, params, xs[:, :0], initial_carry=carry0, impl="selective")
     assert ys.shape == (B, 0, H)
     np.testing.assert_array_equal(final, carry0)
+
+
+def test_what_the_padding_holds_is_never_read():
+    """NaN in the padded steps' inputs, forward and reversed: the outputs
+    and final carries equal the scan's, all finite (a padded step is an
+    identity step whatever its inputs)."""
+    cell, params, xs, carry0 = s6_setup(jnp.float32)
+    lengths = jnp.asarray(LENGTHS)
+    padded = jnp.where(jnp.arange(T)[None, :, None] < lengths[:, None, None], xs, jnp.nan)
+    for reverse in (False, True):
+        kw = dict(seq_lengths=lengths, reverse=reverse, initial_carry=carry0)
+        want = rj.unroll(cell, params, padded, impl="scan", **kw)
+        got = rj.unroll(cell, params, padded, impl="selective", **kw)
+        assert all(bool(jnp.isfinite(a).all()) for a in jax.tree_util.tree_leaves(got))
+        assert_trees_close(got, want, atol=1e-5)
+
+
+def test_forward_mode_autodiff_needs_the_scan():
+    """A custom VJP has no forward mode: ``jax.jvp`` through it is JAX's
+    error, and through ``impl="scan"`` it runs (and equals the VJP's
+    directional derivative)."""
+    cell, params, xs, _ = s6_setup(jnp.float32)
+    direction = jnp.ones_like(xs)
+
+    def outputs(impl):
+        return lambda x: rj.unroll(cell, params, x, impl=impl)[1]
+
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(outputs("selective"), (xs,), (direction,))
+    _, tangent = jax.jvp(outputs("scan"), (xs,), (direction,))
+    probe = jnp.cos(jnp.arange(tangent.size, dtype=jnp.float32)).reshape(tangent.shape)
+    _, pullback = jax.vjp(outputs("selective"), xs)
+    np.testing.assert_allclose(
+        float(jnp.vdot(probe, tangent)), float(jnp.vdot(pullback(probe)[0], direction)), rtol=1e-4
+    )
 
 
 def test_bidirectional_layer_and_the_mamba_block():
@@ -176,7 +221,7 @@ def test_bidirectional_layer_and_the_mamba_block():
     assert_trees_close(block["auto"].apply(p, xs, seq_lengths=lengths), want, atol=1e-5)
 
 
-def test_vmapped_runs_equal_each_run(rng):
+def test_vmapped_runs_equal_each_run(rng, segment):
     """A sweep's run axis over params, inputs and lengths: run i of the
     vmapped selective scan is the scan of run i, gradients included."""
     cell, params, xs, _ = s6_setup(jnp.float32)
@@ -227,6 +272,18 @@ def test_auto_picks_the_selective_scan_unless_a_per_step_option_is_on():
         assert chosen(s6, **{option: True}) == "scan", option
     for other in (rj.cells.s5(H, state_size=4, blocks=1), rj.cells.lru(H), rj.cells.lstm(H)):
         assert chosen(other) != "selective"
+
+
+def test_auto_takes_it_on_cpu_hosts_only():
+    """Measured on CPUs only: traced as on a GPU host, ``auto`` runs the
+    scan (T below the associative crossover) and never this backend."""
+    from unittest import mock
+
+    s6 = rj.cells.s6(H, state_size=N)
+    with mock.patch.object(jax, "default_backend", lambda: "gpu"):
+        assert chosen(s6) == "scan"
+    with mock.patch.object(jax, "default_backend", lambda: "cpu"):
+        assert chosen(s6) == "selective"
 
 
 def test_auto_runs_it_in_unroll():

@@ -38,8 +38,8 @@ CONV_REGISTRY = {"conv_lstm": conv_lstm, "conv_gru": conv_gru}
 
 def declares(family, field: str) -> bool:
     """Whether the cells of ``family`` have the optional ``Cell`` field
-    ``field`` (``"linear"``, ``"time_invariant"``): a ``REGISTRY`` name, or a
-    constructor ``hidden_size -> Cell``."""
+    ``field`` (``"linear"``, ``"time_invariant"``, ``"selective"``): a
+    ``REGISTRY`` name, or a constructor ``hidden_size -> Cell``."""
     if isinstance(family, str):
         return family in REGISTRY and getattr(REGISTRY[family](1), field) is not None
     return getattr(family(1), field) is not None

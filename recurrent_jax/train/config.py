@@ -82,9 +82,9 @@ class _RecurrentModel:
         self._check_cell_options()
         impl, need = self.engine.impl, backends.CELL_NEEDS.get(self.engine.impl)
         family = self.cell_constructor() if _imports.is_import_path(self.cell) else self.cell
-        # a block's SSM (S6) is linear and selective
-        block = need in ("linear", "selective") and family in mamba.BLOCKS
-        if need and not (block or cells.declares(family, need)):
+        if need and not (
+            cells.declares("s6" if family in mamba.BLOCKS else family, need)  # a block's is S6
+        ):
             _checks.fail(
                 "engine.impl", f"a backend other than {impl!r} for the {self.cell} cell", impl
             )
