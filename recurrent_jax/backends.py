@@ -340,8 +340,27 @@ def _chunked_run(call, carry0, inputs, options):
     return parallel.linear_scan(call.cell, call.params, carry0, inputs, options, length, keep)
 
 
+# The per-step options no whole-row backend (fft, selective) runs.
+_CARRY_EDITS = {
+    "recurrent_dropout": "`recurrent_dropout` is set: it edits the carry at every step",
+    "zoneout": "`zoneout` is set: it edits the carry at every step",
+}
+
+
+def _whole_row_blockers(call, field: str, needs: str, refused: dict) -> list[str]:
+    """Why a backend that reads each row whole through the cell's optional
+    field ``field`` cannot run ``call``: the cell lacks it (``needs`` says
+    what it needs), or an option it does not run is on (``refused``: option
+    -> reason, besides the carry edits and ``hoist=False``)."""
+    reasons = []
+    if getattr(call.cell, field) is None:
+        reasons.append(f"it needs {needs}; the {call.cell.name} cell is not one")
+    refused = {**refused, **_CARRY_EDITS}
+    return reasons + [why for name, why in refused.items() if name in call.uses] + _no_hoist(call)
+
+
 def _fft_blockers(call):
-    return convolution.blockers(call.cell, call.uses) + _no_hoist(call)
+    return _whole_row_blockers(call, "time_invariant", convolution.NEEDS, convolution.REFUSED)
 
 
 def _fft_run(call, carry0, inputs, options):
@@ -353,7 +372,7 @@ def _fft_run(call, carry0, inputs, options):
 
 
 def _selective_blockers(call):
-    return selective.blockers(call.cell, call.uses) + _no_hoist(call)
+    return _whole_row_blockers(call, "selective", selective.NEEDS, selective.REFUSED)
 
 
 def _selective_auto_blockers(call):

@@ -61,29 +61,19 @@ class DiagonalSystem(NamedTuple):
     feedthrough: jax.Array
 
 
-# Why each per-step option of ``rj.unroll`` stops the convolution (it sees a row whole).
+# What ``impl="fft"`` needs of a cell, and why each per-step option of
+# ``rj.unroll`` stops the convolution (it sees a row whole); the options that
+# edit the carry at every step stop it as any whole-row backend
+# (``backends._whole_row_blockers``).
+NEEDS = "a time-invariant cell (`Cell.time_invariant`, as S4D's)"
 REFUSED = {
     "mask": "`mask` is set: a convolution needs each row's valid steps as one prefix "
     "(give `seq_lengths`)",
     "resets": "`resets` is set: a restart inside a row breaks the convolution",
     "return_carries": "`return_carries` is set: a convolution forms no per-step carries "
     "('scan' or 'chunked' return them)",
-    "recurrent_dropout": "`recurrent_dropout` is set: it edits the carry at every step",
-    "zoneout": "`zoneout` is set: it edits the carry at every step",
     "remat": "`remat` is set: a convolution keeps no per-step carries to rematerialise",
 }
-
-
-def blockers(cell, uses) -> list[str]:
-    """Why ``impl="fft"`` cannot run ``cell`` with the options ``uses``."""
-    reasons = [why for name, why in REFUSED.items() if name in uses]
-    if cell.time_invariant is None:
-        reasons.insert(
-            0,
-            f"it needs a time-invariant cell (`Cell.time_invariant`, as S4D's); the "
-            f"{cell.name} cell is not",
-        )
-    return reasons
 
 
 def run_carry(system: DiagonalSystem, u, carry0, valid, reverse: bool):

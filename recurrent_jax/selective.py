@@ -44,12 +44,13 @@ import jax.numpy as jnp
 
 SEGMENT = 32  # steps between the states the forward keeps; measured in benchmarks/RESULTS.md
 
+# What ``impl="selective"`` needs of a cell, and the per-step options it
+# does not run besides those that edit the carry (``backends._whole_row_blockers``).
+NEEDS = "a selective state-space cell (`Cell.selective`, as s6's)"
 REFUSED = {
     "resets": "`resets` is set: a restart inside a row is not a step of the selective scan",
     "return_carries": "`return_carries` is set: the selective scan keeps no per-step "
     "carries ('scan' or 'chunked' return them)",
-    "recurrent_dropout": "`recurrent_dropout` is set: it edits the carry at every step",
-    "zoneout": "`zoneout` is set: it edits the carry at every step",
     "remat": "`remat` is set: the selective scan already recomputes its states in segments",
 }
 
@@ -70,18 +71,6 @@ class SelectiveTerms(NamedTuple):
     delta: jax.Array
     b: jax.Array
     c: jax.Array
-
-
-def blockers(cell, uses) -> list[str]:
-    """Why ``impl="selective"`` cannot run ``cell`` with the options ``uses``."""
-    reasons = [why for name, why in REFUSED.items() if name in uses]
-    if cell.selective is None:
-        reasons.insert(
-            0,
-            f"it needs a selective state-space cell (`Cell.selective`, as s6's); the "
-            f"{cell.name} cell is not one",
-        )
-    return reasons
 
 
 def run_carry(terms: SelectiveTerms, carry0, valid):

@@ -107,6 +107,63 @@ def assert_trees_close(got, want, *, atol, rtol=0.0):
     chex.assert_trees_all_close(got, want, atol=atol, rtol=rtol)
 
 
+# --- a backend against the scan, case by case ---------------------------------------
+
+
+def scan_and(impl: str, cell, params, xs, cases: dict) -> dict:
+    """{case: (scan's (final, ys), ``impl``'s (final, ys))} of ``rj.unroll``
+    with each case's keywords, all in one jit."""
+
+    @jax.jit
+    def run(params, xs):  # the cases' keywords stay static (flags) or constants
+        return {
+            name: tuple(rj.unroll(cell, params, xs, impl=i, **kw) for i in ("scan", impl))
+            for name, kw in cases.items()
+        }
+
+    return run(params, xs)
+
+
+def assert_cases_agree(results: dict, tol: float) -> None:
+    """Each case of ``scan_and``: the backend's final carry and outputs
+    within ``tol`` of the scan's scale (at least 1), in the scan's dtypes."""
+    for name, (want, got) in results.items():
+        scale = max(float(jnp.abs(a).max()) for a in jax.tree_util.tree_leaves(want))
+        assert_trees_close(got, want, atol=tol * max(scale, 1.0))
+        assert got[1].dtype == want[1].dtype and got[0].dtype == want[0].dtype, name
+
+
+def scaled_runs(params, runs: int):
+    """``runs`` copies of ``params`` stacked on a leading axis, copy i scaled
+    by 1 + 0.1 i: a sweep's run axis whose runs differ."""
+
+    def stack(p):
+        scales = 1.0 + 0.1 * jnp.arange(runs, dtype=p.dtype)
+        return p[None] * scales.reshape(-1, *(1,) * p.ndim)
+
+    return jax.tree_util.tree_map(stack, params)
+
+
+def assert_vmapped_equals_each_run(fn, reference, args, atol: float) -> None:
+    """Run i of ``jit(vmap(fn))`` over the leading axis of every leaf of
+    ``args`` equals ``reference`` of run i's arguments alone."""
+    got = jax.jit(jax.vmap(fn))(*args)
+    alone = jax.jit(reference)
+    for i in range(jax.tree_util.tree_leaves(args)[0].shape[0]):
+        run_i = lambda tree, i=i: jax.tree_util.tree_map(lambda a: a[i], tree)  # noqa: E731
+        assert_trees_close(run_i(got), alone(*run_i(args)), atol=atol)
+
+
+def auto_choice(cell, xs_shape, **uses) -> str:
+    """The backend ``impl="auto"`` picks for ``cell`` on time-major inputs of
+    ``xs_shape`` (T, B, D) with the ``backends.OPTIONS`` set true in ``uses``."""
+    xs = jax.ShapeDtypeStruct(xs_shape, jnp.float32)
+    uses = frozenset(k for k in uses if uses[k])
+    shapes = param_shapes(cell, xs_shape[-1])
+    call = rj.backends.Call(rj.cells.with_defaults(cell), shapes, xs, rj.Engine(), uses)
+    return rj.backends.choose(call).name
+
+
 def auto_backend_for_plain_cells() -> str:
     """What ``impl="auto"`` runs a plain fp32 LSTM/GRU with here: the CPU
     extension on a CPU that built it, else the fused VJP."""

@@ -12,7 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import ssm_oracles
-from _helpers import assert_trees_close, normal, param_shapes
+from _helpers import (
+    assert_cases_agree,
+    assert_trees_close,
+    assert_vmapped_equals_each_run,
+    auto_choice,
+    normal,
+    scaled_runs,
+    scan_and,
+)
 
 import recurrent_jax as rj
 
@@ -53,36 +61,14 @@ def cases(carry0):
     }
 
 
-def both(cell, params, xs, carry0, **extra):
-    """{case: (scan's (final, ys), fft's (final, ys))}, one jit each."""
-
-    @jax.jit
-    def run(params, xs, carry0):
-        return {
-            name: tuple(
-                rj.unroll(cell, params, xs, impl=impl, **kw, **extra) for impl in ("scan", "fft")
-            )
-            for name, kw in cases(carry0).items()
-        }
-
-    return run(params, xs, carry0)
-
-
-def assert_agree(results, tol):
-    for name, (want, got) in results.items():
-        scale = max(float(jnp.abs(a).max()) for a in jax.tree_util.tree_leaves(want))
-        assert_trees_close(got, want, atol=tol * max(scale, 1.0))
-        assert got[1].dtype == want[1].dtype and got[0].dtype == want[0].dtype, name
-
-
 @pytest.mark.parametrize("discretization, init", VARIANTS)
 def test_fft_equals_the_scan_in_float64(discretization, init):
     """Outputs and final carries to 1e-10 of their scale, every padding,
     direction and initial-carry case, an empty and a full row among them."""
     with jax.enable_x64(True):
         cell, params, xs, carry0 = s4d_setup(discretization, init, jnp.float64)
-        results = both(cell, params, xs, carry0)
-        assert_agree(results, 1e-10)
+        results = scan_and("fft", cell, params, xs, cases(carry0))
+        assert_cases_agree(results, 1e-10)
         final, ys = results["carry-lengths"][1]
         assert ys.dtype == jnp.float64
     np.testing.assert_array_equal(np.asarray(final)[0], carry0[0])  # length 0 keeps it
@@ -92,8 +78,8 @@ def test_fft_equals_the_scan_in_float64(discretization, init):
 
 @pytest.mark.parametrize("discretization, init", VARIANTS)
 def test_fft_equals_the_scan_in_float32(discretization, init):
-    results = both(*s4d_setup(discretization, init, jnp.float32))
-    assert_agree(results, 1e-5)
+    cell, params, xs, carry0 = s4d_setup(discretization, init, jnp.float32)
+    assert_cases_agree(scan_and("fft", cell, params, xs, cases(carry0)), 1e-5)
 
 
 @pytest.mark.parametrize("rows", [1, 3])
@@ -106,7 +92,7 @@ def test_batch_rows_in_groups(rows, monkeypatch):
     size = 128  # the FFT length for T = 37
     monkeypatch.setattr(convolution, "_FFT_GROUP", rows * H * size)
     cell, params, xs, carry0 = s4d_setup("zoh", "inv", jnp.float32)
-    assert_agree(both(cell, params, xs, carry0), 1e-5)
+    assert_cases_agree(scan_and("fft", cell, params, xs, cases(carry0)), 1e-5)
 
     def grads(impl):
         loss = lambda p, x: jnp.sum(jnp.sin(rj.unroll(cell, p, x, impl=impl)[1]))  # noqa: E731
@@ -188,7 +174,7 @@ def test_an_input_of_h_features_and_zero_steps():
     """No input map (D = H) and an empty time axis."""
     cell, params, xs, carry0 = s4d_setup("bilinear", "inv", jnp.float32, input_size=H)
     assert "w_ih" not in params
-    assert_agree(both(cell, params, xs, carry0), 1e-5)
+    assert_cases_agree(scan_and("fft", cell, params, xs, cases(carry0)), 1e-5)
     final, ys = rj.unroll(cell, params, xs[:, :0], initial_carry=carry0, impl="fft")
     assert ys.shape == (B, 0, H)
     np.testing.assert_array_equal(final, carry0)
@@ -230,33 +216,21 @@ def test_vmapped_runs_equal_each_run(rng):
     vmapped convolution is the scan of run i."""
     cell, params, xs, _ = s4d_setup("bilinear", "lin", jnp.float32)
     runs = 3
-    stacked = jax.tree_util.tree_map(
-        lambda p: (
-            p[None] * (1.0 + 0.1 * jnp.arange(runs, dtype=p.dtype)).reshape(-1, *(1,) * p.ndim)
-        ),
-        params,
-    )
+    stacked = scaled_runs(params, runs)
     xs_runs = normal(rng, (runs, B, T, D))
     lengths = jnp.asarray(np.stack([LENGTHS, LENGTHS[::-1], np.full(B, 7)]))
 
     def run(impl):
         return lambda p, x, n: rj.unroll(cell, p, x, seq_lengths=n, reverse=True, impl=impl)
 
-    got = jax.jit(jax.vmap(run("fft")))(stacked, xs_runs, lengths)
-    scan = jax.jit(run("scan"))
-    for i in range(runs):
-        one = jax.tree_util.tree_map(lambda a, i=i: a[i], (stacked, xs_runs, lengths))
-        assert_trees_close(jax.tree_util.tree_map(lambda a, i=i: a[i], got), scan(*one), atol=1e-5)
+    assert_vmapped_equals_each_run(run("fft"), run("scan"), (stacked, xs_runs, lengths), 1e-5)
 
 
 # --- the choice of "auto", and the refusals ----------------------------------------------
 
 
 def chosen(cell, **uses):
-    xs = jax.ShapeDtypeStruct((T, B, D), jnp.float32)
-    uses = frozenset(k for k in uses if uses[k])
-    call = rj.backends.Call(rj.cells.with_defaults(cell), param_shapes(cell), xs, rj.Engine(), uses)
-    return rj.backends.choose(call).name
+    return auto_choice(cell, (T, B, D), **uses)
 
 
 PER_STEP = ["mask", "resets", "return_carries", "recurrent_dropout", "zoneout", "remat", "no_hoist"]

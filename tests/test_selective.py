@@ -15,7 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import ssm_oracles
-from _helpers import assert_trees_close, normal, param_shapes
+from _helpers import (
+    assert_cases_agree,
+    assert_trees_close,
+    assert_vmapped_equals_each_run,
+    auto_choice,
+    normal,
+    scaled_runs,
+    scan_and,
+)
 
 import recurrent_jax as rj
 from recurrent_jax import selective
@@ -57,26 +65,6 @@ def cases(carry0):
     }
 
 
-def both(cell, params, xs, carry0):
-    """{case: (scan's (final, ys), selective's (final, ys))}, one jit each."""
-
-    @jax.jit
-    def run(params, xs, carry0):
-        return {
-            name: tuple(rj.unroll(cell, params, xs, impl=i, **kw) for i in ("scan", "selective"))
-            for name, kw in cases(carry0).items()
-        }
-
-    return run(params, xs, carry0)
-
-
-def assert_agree(results, tol):
-    for name, (want, got) in results.items():
-        scale = max(float(jnp.abs(a).max()) for a in jax.tree_util.tree_leaves(want))
-        assert_trees_close(got, want, atol=tol * max(scale, 1.0))
-        assert got[1].dtype == want[1].dtype and got[0].dtype == want[0].dtype, name
-
-
 @pytest.fixture(params=[32, 8], ids=["one-segment-and-part", "five-segments"])
 def segment(request, monkeypatch):
     """The default segment (T = 37: one whole segment and a partial one)
@@ -91,8 +79,8 @@ def test_selective_equals_the_scan_in_float64(options, segment):
     direction and initial-carry case, an empty and a full row among them."""
     with jax.enable_x64(True):
         cell, params, xs, carry0 = s6_setup(jnp.float64, **options)
-        results = both(cell, params, xs, carry0)
-        assert_agree(results, 1e-10)
+        results = scan_and("selective", cell, params, xs, cases(carry0))
+        assert_cases_agree(results, 1e-10)
         final, ys = results["carry-reverse-lengths"][1]
         assert ys.dtype == jnp.float64
     np.testing.assert_array_equal(np.asarray(final)[0], carry0[0])  # length 0 keeps it
@@ -101,7 +89,8 @@ def test_selective_equals_the_scan_in_float64(options, segment):
 
 
 def test_selective_equals_the_scan_in_float32(segment):
-    assert_agree(both(*s6_setup(jnp.float32)), 1e-5)
+    cell, params, xs, carry0 = s6_setup(jnp.float32)
+    assert_cases_agree(scan_and("selective", cell, params, xs, cases(carry0)), 1e-5)
 
 
 @pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-4), (jnp.float64, 1e-9)])
@@ -226,12 +215,7 @@ def test_vmapped_runs_equal_each_run(rng, segment):
     vmapped selective scan is the scan of run i, gradients included."""
     cell, params, xs, _ = s6_setup(jnp.float32)
     runs = 3
-    stacked = jax.tree_util.tree_map(
-        lambda p: (
-            p[None] * (1.0 + 0.1 * jnp.arange(runs, dtype=p.dtype)).reshape(-1, *(1,) * p.ndim)
-        ),
-        params,
-    )
+    stacked = scaled_runs(params, runs)
     xs_runs = normal(rng, (runs, B, T, D))
     lengths = jnp.asarray(np.stack([LENGTHS, LENGTHS[::-1], np.full(B, 7)]))
 
@@ -241,21 +225,15 @@ def test_vmapped_runs_equal_each_run(rng, segment):
 
         return jax.value_and_grad(loss)
 
-    got = jax.jit(jax.vmap(run("selective")))(stacked, xs_runs, lengths)
-    scan = jax.jit(run("scan"))
-    for i in range(runs):
-        one = jax.tree_util.tree_map(lambda a, i=i: a[i], (stacked, xs_runs, lengths))
-        assert_trees_close(jax.tree_util.tree_map(lambda a, i=i: a[i], got), scan(*one), atol=1e-4)
+    args = (stacked, xs_runs, lengths)
+    assert_vmapped_equals_each_run(run("selective"), run("scan"), args, 1e-4)
 
 
 # --- the choice of "auto", and the refusals ----------------------------------------------
 
 
 def chosen(cell, steps=T, **uses):
-    xs = jax.ShapeDtypeStruct((steps, B, D), jnp.float32)
-    uses = frozenset(k for k in uses if uses[k])
-    call = rj.backends.Call(rj.cells.with_defaults(cell), param_shapes(cell), xs, rj.Engine(), uses)
-    return rj.backends.choose(call).name
+    return auto_choice(cell, (steps, B, D), **uses)
 
 
 PER_STEP = ["resets", "return_carries", "recurrent_dropout", "zoneout", "remat", "no_hoist"]
