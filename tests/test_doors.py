@@ -84,6 +84,13 @@ def s6_chunked():
     return "RNN", (cell,), dict(engine=engine, return_carry=True), rj.layer(cell, engine=engine)
 
 
+def s6_selective():
+    """The selective SSM by Mamba's selective scan with its own gradient."""
+    cell = rj.cells.s6(H, state_size=3, gate=True)
+    engine = rj.Engine(impl="selective")
+    return "RNN", (cell,), dict(engine=engine, return_carry=True), rj.layer(cell, engine=engine)
+
+
 def mamba_bidirectional():
     """Two Mamba blocks given as Layers, the backward one reversed."""
     forward = rj.mamba_block(H, expand=1, state_size=2)
@@ -103,6 +110,7 @@ CASES = {
         learned_initial_carry,
         state_space_bidirectional,
         s6_chunked,
+        s6_selective,
         mamba_bidirectional,
     )
 }

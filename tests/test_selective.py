@@ -116,26 +116,30 @@ def test_gradients_equal_the_scans(dtype, tol, case, options, segment):
         assert_trees_close(got, want, atol=tol * scale)
 
 
-def test_selective_equals_the_oracle_loop_at_1000_steps():
+@pytest.mark.parametrize("gate", [True, False], ids=["gate-and-d", "bare"])
+def test_selective_equals_the_oracle_loop_at_1000_steps(gate):
     """Against ``selective_scan_ref``'s float64 NumPy loop (``ssm_oracles``,
     independent of the package) over 1,000 steps from a nonzero state, with
-    the cell's own Δ, B, C, z and D fed to it: outputs and final state to
-    1e-10 of their scale."""
+    the cell's own Δ, B, C (and z, D with the gate and skip) fed to it:
+    outputs and final state to 1e-10 of their scale."""
     with jax.enable_x64(True):
-        cell = rj.cells.s6(H, state_size=N, gate=True, input_proj=False, param_dtype=jnp.float64)
-        params = cell.init(jax.random.PRNGKey(2), 2 * H)
+        options = dict(gate=gate, use_d=gate, input_proj=False, param_dtype=jnp.float64)
+        cell = rj.cells.s6(H, state_size=N, **options)
+        features = 2 * H if gate else H  # [u, z] or u
+        params = cell.init(jax.random.PRNGKey(2), features)
         params["a_log"] = params["a_log"] + 0.1 * jnp.arange(H)[:, None]
         rng = np.random.default_rng(5)
-        x = rng.standard_normal((1000, 2 * H))
+        x = rng.standard_normal((1000, features))
         h0 = 0.5 * rng.standard_normal((H, N))
         run = jax.jit(lambda p, x, c: rj.unroll(cell, p, x, initial_carry=c, impl="selective"))
         got_h, got_y = run(params, jnp.asarray(x), jnp.asarray(h0.ravel()))
-        xp = np.asarray(cell.project(params, jnp.asarray(x)))  # [u, Δ, B, C, z]
-    u, delta, b, c, z = np.split(xp, [H, 2 * H, 2 * H + N, 2 * H + 2 * N], axis=-1)
+        xp = np.asarray(cell.project(params, jnp.asarray(x)))  # [u, Δ, B, C (, z)]
+    u, delta, b, c = np.split(xp[:, : 2 * H + 2 * N], [H, 2 * H, 2 * H + N], axis=-1)
     p = {k: np.asarray(v) for k, v in params.items()}
+    skip_and_gate = dict(D=p["d"], z=xp[:, 2 * H + 2 * N :].T[None]) if gate else {}
     want_y, want_h = ssm_oracles.selective_scan_ref(
         u.T[None], delta.T[None], -np.exp(p["a_log"]), b.T[None], c.T[None],
-        D=p["d"], z=z.T[None], h0=h0[None],
+        h0=h0[None], **skip_and_gate,
     )  # fmt: skip
     scale = max(np.abs(want_y).max(), np.abs(want_h).max())
     np.testing.assert_allclose(np.asarray(got_y), want_y[0].T, atol=1e-10 * scale, rtol=0)
